@@ -1,0 +1,8 @@
+//! Jira client (to be implemented).
+
+/// Why a Jira call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JiraError {
+    #[error("Jira rejected the credentials (HTTP 401)")]
+    Unauthorized,
+}

@@ -1,0 +1,24 @@
+//! jira-gitlab-sync: replicate Jira incidents and issues into GitLab so that GitLab's DORA
+//! metrics and Value Stream Analytics see them, with Jira's own timestamps.
+//!
+//! # Layout
+//! - [`config`]: `config.toml` → validated, typed [`config::Config`]; secrets from env or files.
+//! - [`domain`]: snapshots, mappings, actions' vocabulary, and the three interfaces the engine
+//!   drives ([`domain::JiraSource`], [`domain::GitLabSink`], [`domain::SyncStore`]).
+//! - [`http`]: the shared HTTP client: timeouts, pacing, `Retry-After`, backoff, redaction.
+//! - [`jira`]: Jira Cloud and Data Center search, `/myself`, ADF → Markdown.
+//! - [`gitlab`]: GitLab issues, incidents and alerts.
+//! - [`store`]: the SQLite store: migrations, cursors, mappings, intents, failures, run log.
+//! - [`engine`]: the pure planner and the executor that replays a plan exactly once.
+//! - [`sandbox`]: in-process fake Jira and GitLab servers, for `demo`, tests and benchmarks.
+//! - [`secret`]: the redacting `Secret` type and where secrets are read from.
+
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod gitlab;
+pub mod http;
+pub mod jira;
+pub mod sandbox;
+pub mod secret;
+pub mod store;
