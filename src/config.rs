@@ -1,1 +1,1009 @@
-//! config (to be implemented).
+//! `config.toml` → a validated, typed [`Config`].
+//!
+//! [`RawConfig`] mirrors the file (serde, unknown keys rejected, every key documented for users);
+//! [`Config::from_raw`] does all validation once and reads the secrets, so the rest of the program
+//! only ever sees typed values. Nothing re-reads the file mid-run: to reload, restart.
+//!
+//! This module does not talk to Jira or GitLab; `check` does that with the clients.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Deserialize;
+use url::Url;
+
+use crate::domain::{AlertEndpoint, Destination, Severity, Target};
+use crate::http::{Pace, RetryPolicy};
+use crate::secret::{Secret, SecretError, SecretSource};
+
+/// The environment variable that names the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "JIRA_GITLAB_SYNC_CONFIG";
+
+/// Why the configuration cannot be used. Every message names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+    #[error("{key}: cannot read the secret")]
+    Secret {
+        key: String,
+        #[source]
+        source: SecretError,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file, as written by users.
+// ---------------------------------------------------------------------------------------------
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub schedule: RawSchedule,
+    #[serde(default)]
+    pub sync: RawSync,
+    pub jira: RawJira,
+    pub gitlab: RawGitLab,
+    /// The sync rules: each is one JQL query replicated into one GitLab project.
+    #[serde(default)]
+    pub rule: Vec<RawRule>,
+}
+
+/// `[store]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// The SQLite file holding cursors and mappings; created and migrated on start.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            path: default_store_path(),
+        }
+    }
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("jira-gitlab-sync.db")
+}
+
+/// `[schedule]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchedule {
+    /// When the service runs each rule: `sec min hour day month weekday`, in UTC.
+    #[serde(default = "default_cron")]
+    pub cron: String,
+}
+
+impl Default for RawSchedule {
+    fn default() -> Self {
+        Self {
+            cron: default_cron(),
+        }
+    }
+}
+
+fn default_cron() -> String {
+    "0 */2 * * * *".to_owned()
+}
+
+/// `[sync]`: how changes are found and how failures are retried.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSync {
+    /// How far behind the cursor each search starts. Covers Jira Cloud's search index lag
+    /// (seconds to minutes) and clock skew; re-read issues cost no GitLab request.
+    #[serde(default = "default_lookback_secs")]
+    pub lookback_secs: u64,
+    /// Attempts per HTTP request for retryable failures (429, 5xx, timeouts).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// First backoff delay; doubles each attempt, with jitter.
+    #[serde(default = "default_base_delay_ms")]
+    pub retry_base_delay_ms: u64,
+    /// Longest backoff delay between two attempts.
+    #[serde(default = "default_max_delay_secs")]
+    pub retry_max_delay_secs: u64,
+    /// Longest `Retry-After` honoured by waiting; a longer one fails the request (and the issue
+    /// is retried next cycle) instead of blocking the run.
+    #[serde(default = "default_max_retry_after_secs")]
+    pub max_retry_after_secs: u64,
+    /// Rules synced at the same time by `--once` and the service.
+    #[serde(default = "default_rule_concurrency")]
+    pub rule_concurrency: usize,
+}
+
+impl Default for RawSync {
+    fn default() -> Self {
+        Self {
+            lookback_secs: default_lookback_secs(),
+            max_attempts: default_max_attempts(),
+            retry_base_delay_ms: default_base_delay_ms(),
+            retry_max_delay_secs: default_max_delay_secs(),
+            max_retry_after_secs: default_max_retry_after_secs(),
+            rule_concurrency: default_rule_concurrency(),
+        }
+    }
+}
+
+const fn default_lookback_secs() -> u64 {
+    600
+}
+const fn default_max_attempts() -> u32 {
+    6
+}
+const fn default_base_delay_ms() -> u64 {
+    500
+}
+const fn default_max_delay_secs() -> u64 {
+    60
+}
+const fn default_max_retry_after_secs() -> u64 {
+    900
+}
+const fn default_rule_concurrency() -> usize {
+    4
+}
+const fn default_timeout_secs() -> u64 {
+    30
+}
+const fn default_page_size() -> u32 {
+    100
+}
+
+/// `[jira]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJira {
+    /// The site, e.g. `https://example.atlassian.net` or `https://jira.example.com`.
+    pub url: String,
+    /// `cloud` or `datacenter`; by default `cloud` for `*.atlassian.net`, else `datacenter`.
+    pub deployment: Option<String>,
+    /// Cloud: the account's email. Data Center: a username for basic auth, or omit for a PAT.
+    pub user: Option<String>,
+    /// The environment variable holding the API token (Cloud) or PAT/password (Data Center).
+    pub token_env: Option<String>,
+    /// Or a file holding it (relative paths are looked up in `$CREDENTIALS_DIRECTORY`).
+    pub token_file: Option<PathBuf>,
+    /// Request timeout.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Issues asked per search page (Jira may answer fewer).
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// The search user's profile time zone (IANA name). By default it is read from `/myself`;
+    /// set it only if that account cannot read its own profile.
+    pub time_zone: Option<String>,
+}
+
+/// `[gitlab]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGitLab {
+    /// `https://gitlab.com` or your self-managed instance.
+    pub url: String,
+    /// The environment variable holding the access token (`api` scope; Owner for exact times).
+    pub token_env: Option<String>,
+    /// Or a file holding it.
+    pub token_file: Option<PathBuf>,
+    /// Request timeout.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Requests a minute at most. Default: 1,800 on gitlab.com (limit 2,000), unpaced elsewhere.
+    pub requests_per_minute: Option<u32>,
+    /// Issue creates a minute at most. Default: 180 on gitlab.com (limit 200), unpaced elsewhere.
+    pub creates_per_minute: Option<u32>,
+    /// Issue searches a minute at most (used only to find what an interrupted create left).
+    /// Default: 9 on gitlab.com (limit 10), unpaced elsewhere.
+    pub searches_per_minute: Option<u32>,
+}
+
+/// `[[rule]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// A unique name: it keys the rule's cursor and mappings in the store, so keep it stable.
+    pub name: String,
+    /// Which issues to replicate. Without `ORDER BY`: the sync adds its own bounds and order.
+    pub jql: String,
+    /// `incident`, `issue` or `alert`.
+    pub target: String,
+    /// The GitLab project: `group/project` path or numeric id.
+    pub gitlab_project: String,
+    /// Labels put on every object created.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Earliest change replicated (`YYYY-MM-DD`, UTC, or an RFC 3339 time). Default: the rule's
+    /// first run. Older history is what `backfill` is for.
+    pub since: Option<String>,
+    /// The service's schedule for this rule, overriding `[schedule] cron`.
+    pub cron: Option<String>,
+    /// The GitLab title; `{key}` and `{summary}` are replaced. Cut to 255 characters.
+    #[serde(default = "default_title")]
+    pub title: String,
+    /// A label naming the severity, `{severity}` replaced; `""` for none.
+    #[serde(default = "default_severity_label")]
+    pub severity_label: String,
+    /// Jira priority name → severity; merged over the default map.
+    #[serde(default)]
+    pub severity: BTreeMap<String, String>,
+    /// `target = "alert"`: the HTTP alert integration's URL.
+    pub alert_url: Option<String>,
+    /// `target = "alert"`: the environment variable holding the integration's key.
+    pub alert_token_env: Option<String>,
+    /// `target = "alert"`: or a file holding it.
+    pub alert_token_file: Option<PathBuf>,
+}
+
+fn default_title() -> String {
+    "[{key}] {summary}".to_owned()
+}
+
+fn default_severity_label() -> String {
+    "severity::{severity}".to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validated configuration.
+// ---------------------------------------------------------------------------------------------
+
+/// Jira Cloud or Data Center/Server: they differ in search endpoint, paging and auth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deployment {
+    Cloud,
+    DataCenter,
+}
+
+/// How requests to Jira authenticate.
+#[derive(Clone, Debug)]
+pub enum JiraAuth {
+    /// Cloud: email + API token. Data Center: username + password.
+    Basic { user: String, secret: Secret },
+    /// Data Center personal access token.
+    Bearer(Secret),
+}
+
+#[derive(Clone, Debug)]
+pub struct JiraConfig {
+    pub url: Url,
+    pub deployment: Deployment,
+    pub auth: JiraAuth,
+    pub timeout: Duration,
+    pub page_size: u32,
+    pub time_zone: Option<chrono_tz::Tz>,
+}
+
+#[derive(Clone, Debug)]
+pub struct GitLabConfig {
+    pub url: Url,
+    pub token: Secret,
+    pub timeout: Duration,
+    pub pace: Pace,
+}
+
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    pub lookback: Duration,
+    pub retry: RetryPolicy,
+    pub rule_concurrency: usize,
+}
+
+/// One validated rule.
+#[derive(Clone, Debug)]
+pub struct RuleConfig {
+    pub name: String,
+    pub jql: String,
+    pub destination: Destination,
+    pub labels: Vec<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub cron: String,
+    pub title: String,
+    pub severity_label: Option<String>,
+    /// Lower-cased Jira priority name → severity.
+    pub severity: BTreeMap<String, Severity>,
+}
+
+impl RuleConfig {
+    /// The severity for a Jira priority (unknown or absent priorities are `Unknown`).
+    pub fn severity_of(&self, priority: Option<&str>) -> Severity {
+        priority
+            .and_then(|p| self.severity.get(&p.to_lowercase()).copied())
+            .unwrap_or(Severity::Unknown)
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub store_path: PathBuf,
+    pub sync: SyncConfig,
+    pub jira: JiraConfig,
+    pub gitlab: GitLabConfig,
+    pub rules: Vec<RuleConfig>,
+}
+
+/// Where the config file is: `--config`, else `$JIRA_GITLAB_SYNC_CONFIG`, else `./config.toml`.
+pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var_os(CONFIG_ENV) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from("config.toml"),
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates the file, and reads the secrets it names.
+    ///
+    /// # Errors
+    /// The file is unreadable, not TOML, has an unknown key, or a value is invalid; each error
+    /// names the key.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and validates TOML text; `path` is only used in messages and to resolve a relative
+    /// store path (it stays relative to the working directory, like the CLI's other paths).
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        Self::from_raw(raw)
+    }
+
+    /// Validates a parsed file.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let jira = validate_jira(&raw.jira)?;
+        let gitlab = validate_gitlab(&raw.gitlab)?;
+        let sync = validate_sync(&raw.sync)?;
+        validate_cron("schedule.cron", &raw.schedule.cron)?;
+        if raw.rule.is_empty() {
+            return Err(invalid(
+                "rule",
+                "no [[rule]] is configured: add at least one (name, jql, target, gitlab_project)",
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut rules = Vec::with_capacity(raw.rule.len());
+        for (i, r) in raw.rule.iter().enumerate() {
+            let rule = validate_rule(i, r, &raw.schedule.cron)?;
+            if !names.insert(rule.name.clone()) {
+                return Err(invalid(
+                    format!("rule[{i}].name"),
+                    format!(
+                        "the name {:?} is used by an earlier rule; names must be unique",
+                        rule.name
+                    ),
+                ));
+            }
+            rules.push(rule);
+        }
+        if raw.store.path.as_os_str().is_empty() {
+            return Err(invalid("store.path", "must not be empty"));
+        }
+        Ok(Config {
+            store_path: raw.store.path,
+            sync,
+            jira,
+            gitlab,
+            rules,
+        })
+    }
+
+    /// The rule called `name`.
+    ///
+    /// # Errors
+    /// No rule has that name; the message lists the names there are.
+    pub fn rule(&self, name: &str) -> Result<&RuleConfig, ConfigError> {
+        self.rules.iter().find(|r| r.name == name).ok_or_else(|| {
+            let known: Vec<&str> = self.rules.iter().map(|r| r.name.as_str()).collect();
+            invalid(
+                "--rule",
+                format!(
+                    "no rule is named {name:?}; the rules are: {}",
+                    known.join(", ")
+                ),
+            )
+        })
+    }
+}
+
+fn parse_http_url(key: &str, s: &str) -> Result<Url, ConfigError> {
+    let url =
+        Url::parse(s.trim()).map_err(|e| invalid(key, format!("{s:?} is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid(
+            key,
+            format!("{s:?} must be an http(s) URL with a host"),
+        ));
+    }
+    Ok(url)
+}
+
+/// A base URL with a trailing slash, so joining relative paths keeps any context path
+/// (`https://example.com/jira/` + `rest/api/2/search`).
+fn as_base(mut url: Url) -> Url {
+    if !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+    url.set_query(None);
+    url.set_fragment(None);
+    url
+}
+
+fn secret_source(
+    key_prefix: &str,
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+    default_env: Option<&str>,
+) -> Result<SecretSource, ConfigError> {
+    match (env, file) {
+        (Some(_), Some(_)) => Err(invalid(
+            format!("{key_prefix}token_env"),
+            format!("set either {key_prefix}token_env or {key_prefix}token_file, not both"),
+        )),
+        (Some(e), None) if e.trim().is_empty() => Err(invalid(
+            format!("{key_prefix}token_env"),
+            "must not be empty",
+        )),
+        (Some(e), None) => Ok(SecretSource::Env(e.trim().to_owned())),
+        (None, Some(f)) => Ok(SecretSource::File(f.clone())),
+        (None, None) => match default_env {
+            Some(d) => Ok(SecretSource::Env(d.to_owned())),
+            None => Err(invalid(
+                format!("{key_prefix}token_env"),
+                format!("set {key_prefix}token_env or {key_prefix}token_file"),
+            )),
+        },
+    }
+}
+
+fn read_secret(
+    key: String,
+    source: &SecretSource,
+    what: &'static str,
+) -> Result<Secret, ConfigError> {
+    source
+        .read(what)
+        .map_err(|source| ConfigError::Secret { key, source })
+}
+
+fn secret_key(prefix: &str, source: &SecretSource) -> String {
+    match source {
+        SecretSource::Env(_) => format!("{prefix}token_env"),
+        SecretSource::File(_) => format!("{prefix}token_file"),
+    }
+}
+
+fn validate_jira(raw: &RawJira) -> Result<JiraConfig, ConfigError> {
+    let url = as_base(parse_http_url("jira.url", &raw.url)?);
+    let deployment = match raw.deployment.as_deref().map(str::trim) {
+        Some("cloud") => Deployment::Cloud,
+        Some("datacenter" | "server" | "data-center" | "data_center") => Deployment::DataCenter,
+        Some(other) => {
+            return Err(invalid(
+                "jira.deployment",
+                format!("{other:?} is not a deployment: use \"cloud\" or \"datacenter\""),
+            ));
+        }
+        None if url
+            .host_str()
+            .is_some_and(|h| h.ends_with(".atlassian.net") || h.ends_with(".jira.com")) =>
+        {
+            Deployment::Cloud
+        }
+        None => Deployment::DataCenter,
+    };
+    let source = secret_source("jira.", &raw.token_env, &raw.token_file, Some("JIRA_TOKEN"))?;
+    let secret = read_secret(secret_key("jira.", &source), &source, "Jira API token")?;
+    let user = raw.user.as_deref().map(str::trim).filter(|u| !u.is_empty());
+    let auth = match (deployment, user) {
+        (Deployment::Cloud, None) => {
+            return Err(invalid(
+                "jira.user",
+                "Jira Cloud needs the account's email in jira.user (API tokens use basic auth)",
+            ));
+        }
+        (_, Some(u)) => JiraAuth::Basic {
+            user: u.to_owned(),
+            secret,
+        },
+        (Deployment::DataCenter, None) => JiraAuth::Bearer(secret),
+    };
+    if raw.page_size == 0 || raw.page_size > 1000 {
+        return Err(invalid("jira.page_size", "must be between 1 and 1000"));
+    }
+    let time_zone = match raw.time_zone.as_deref() {
+        None => None,
+        Some(tz) => Some(tz.parse::<chrono_tz::Tz>().map_err(|_| {
+            invalid(
+                "jira.time_zone",
+                format!("{tz:?} is not an IANA time zone name (like \"Europe/Berlin\")"),
+            )
+        })?),
+    };
+    Ok(JiraConfig {
+        url,
+        deployment,
+        auth,
+        timeout: timeout("jira.timeout_secs", raw.timeout_secs)?,
+        page_size: raw.page_size,
+        time_zone,
+    })
+}
+
+fn timeout(key: &str, secs: u64) -> Result<Duration, ConfigError> {
+    if secs == 0 || secs > 600 {
+        return Err(invalid(key, "must be between 1 and 600 seconds"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// GitLab.com's published limits, kept under with a margin. Self-managed instances have these
+/// limits off by default, so nothing is paced there unless configured.
+const GITLAB_COM_REQUESTS_PER_MINUTE: u32 = 1_800;
+const GITLAB_COM_CREATES_PER_MINUTE: u32 = 180;
+const GITLAB_COM_SEARCHES_PER_MINUTE: u32 = 9;
+
+fn validate_gitlab(raw: &RawGitLab) -> Result<GitLabConfig, ConfigError> {
+    let url = as_base(parse_http_url("gitlab.url", &raw.url)?);
+    let source = secret_source(
+        "gitlab.",
+        &raw.token_env,
+        &raw.token_file,
+        Some("GITLAB_TOKEN"),
+    )?;
+    let token = read_secret(
+        secret_key("gitlab.", &source),
+        &source,
+        "GitLab access token",
+    )?;
+    let is_dot_com = url.host_str() == Some("gitlab.com");
+    let pick = |key: &str, v: Option<u32>, dot_com: u32| -> Result<Option<u32>, ConfigError> {
+        match v {
+            Some(0) => Err(invalid(
+                format!("gitlab.{key}"),
+                "must be at least 1 (omit it for the default)",
+            )),
+            Some(n) => Ok(Some(n)),
+            None => Ok(is_dot_com.then_some(dot_com)),
+        }
+    };
+    let pace = Pace {
+        requests_per_minute: pick(
+            "requests_per_minute",
+            raw.requests_per_minute,
+            GITLAB_COM_REQUESTS_PER_MINUTE,
+        )?,
+        creates_per_minute: pick(
+            "creates_per_minute",
+            raw.creates_per_minute,
+            GITLAB_COM_CREATES_PER_MINUTE,
+        )?,
+        searches_per_minute: pick(
+            "searches_per_minute",
+            raw.searches_per_minute,
+            GITLAB_COM_SEARCHES_PER_MINUTE,
+        )?,
+    };
+    Ok(GitLabConfig {
+        url,
+        token,
+        timeout: timeout("gitlab.timeout_secs", raw.timeout_secs)?,
+        pace,
+    })
+}
+
+fn validate_sync(raw: &RawSync) -> Result<SyncConfig, ConfigError> {
+    if raw.lookback_secs > 7 * 24 * 3600 {
+        return Err(invalid(
+            "sync.lookback_secs",
+            "must be at most 604800 (a week)",
+        ));
+    }
+    if raw.max_attempts == 0 {
+        return Err(invalid("sync.max_attempts", "must be at least 1"));
+    }
+    if raw.rule_concurrency == 0 {
+        return Err(invalid("sync.rule_concurrency", "must be at least 1"));
+    }
+    Ok(SyncConfig {
+        lookback: Duration::from_secs(raw.lookback_secs),
+        retry: RetryPolicy {
+            max_attempts: raw.max_attempts,
+            base_delay: Duration::from_millis(raw.retry_base_delay_ms),
+            max_delay: Duration::from_secs(raw.retry_max_delay_secs),
+            max_retry_after: Duration::from_secs(raw.max_retry_after_secs),
+        },
+        rule_concurrency: raw.rule_concurrency,
+    })
+}
+
+fn validate_cron(key: &str, cron: &str) -> Result<(), ConfigError> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(cron)
+        .map(|_| ())
+        .map_err(|e| {
+            invalid(
+                key,
+                format!(
+                    "{cron:?} is not a schedule: {e} (six fields: sec min hour day month weekday)"
+                ),
+            )
+        })
+}
+
+fn parse_since(key: &str, s: &str) -> Result<DateTime<Utc>, ConfigError> {
+    let s = s.trim();
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|_| {
+            invalid(
+                key,
+                format!("{s:?} is not a date: use YYYY-MM-DD or an RFC 3339 time"),
+            )
+        })
+}
+
+/// The severity map used when a rule sets none: Jira Cloud's and Data Center's default
+/// priority schemes.
+fn default_severity_map() -> BTreeMap<String, Severity> {
+    [
+        ("highest", Severity::Critical),
+        ("blocker", Severity::Critical),
+        ("critical", Severity::Critical),
+        ("high", Severity::High),
+        ("major", Severity::High),
+        ("medium", Severity::Medium),
+        ("low", Severity::Low),
+        ("minor", Severity::Low),
+        ("lowest", Severity::Info),
+        ("trivial", Severity::Info),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+fn parse_severity(key: &str, s: &str) -> Result<Severity, ConfigError> {
+    Ok(match s.trim().to_lowercase().as_str() {
+        "critical" => Severity::Critical,
+        "high" => Severity::High,
+        "medium" => Severity::Medium,
+        "low" => Severity::Low,
+        "info" => Severity::Info,
+        "unknown" => Severity::Unknown,
+        other => {
+            return Err(invalid(
+                key,
+                format!(
+                    "{other:?} is not a severity: use critical, high, medium, low, info or unknown"
+                ),
+            ));
+        }
+    })
+}
+
+fn validate_rule(i: usize, raw: &RawRule, default_cron: &str) -> Result<RuleConfig, ConfigError> {
+    let name = raw.name.trim();
+    if name.is_empty() {
+        return Err(invalid(format!("rule[{i}].name"), "must not be empty"));
+    }
+    let k = |field: &str| format!("rule {name:?}: {field}");
+    let jql = raw.jql.trim();
+    if jql.is_empty() {
+        return Err(invalid(k("jql"), "must not be empty"));
+    }
+    if jql.to_lowercase().contains("order by") {
+        return Err(invalid(
+            k("jql"),
+            "remove ORDER BY: the sync orders by updated and key itself",
+        ));
+    }
+    let target = match raw.target.trim() {
+        "incident" => Target::Incident,
+        "issue" => Target::Issue,
+        "alert" => Target::Alert,
+        other => {
+            return Err(invalid(
+                k("target"),
+                format!("{other:?} is not a target: use \"incident\", \"issue\" or \"alert\""),
+            ));
+        }
+    };
+    let project = raw.gitlab_project.trim().trim_matches('/');
+    if project.is_empty() {
+        return Err(invalid(k("gitlab_project"), "must not be empty"));
+    }
+    let alert = if target == Target::Alert {
+        let url = raw.alert_url.as_deref().ok_or_else(|| {
+            invalid(
+                k("alert_url"),
+                "target = \"alert\" needs the alert integration's URL",
+            )
+        })?;
+        let url = parse_http_url(&k("alert_url"), url)?;
+        let prefix = format!("rule {name:?}: alert_");
+        let source = secret_source(&prefix, &raw.alert_token_env, &raw.alert_token_file, None)?;
+        let token = read_secret(
+            secret_key(&prefix, &source),
+            &source,
+            "GitLab alert integration key",
+        )?;
+        Some(AlertEndpoint { url, token })
+    } else {
+        for (set, field) in [
+            (raw.alert_url.is_some(), "alert_url"),
+            (raw.alert_token_env.is_some(), "alert_token_env"),
+            (raw.alert_token_file.is_some(), "alert_token_file"),
+        ] {
+            if set {
+                return Err(invalid(k(field), "only applies to target = \"alert\""));
+            }
+        }
+        None
+    };
+    for (j, l) in raw.labels.iter().enumerate() {
+        if l.trim().is_empty() || l.contains(',') {
+            return Err(invalid(
+                k(&format!("labels[{j}]")),
+                format!("{l:?} is not a label (empty, or holds a comma)"),
+            ));
+        }
+    }
+    if raw.title.trim().is_empty() {
+        return Err(invalid(k("title"), "must not be empty"));
+    }
+    let mut severity = default_severity_map();
+    for (prio, sev) in &raw.severity {
+        severity.insert(
+            prio.to_lowercase(),
+            parse_severity(&k(&format!("severity.{prio}")), sev)?,
+        );
+    }
+    let cron = raw.cron.clone().unwrap_or_else(|| default_cron.to_owned());
+    validate_cron(&k("cron"), &cron)?;
+    Ok(RuleConfig {
+        name: name.to_owned(),
+        jql: jql.to_owned(),
+        destination: Destination {
+            target,
+            project: project.to_owned(),
+            alert,
+        },
+        labels: raw.labels.iter().map(|l| l.trim().to_owned()).collect(),
+        since: raw
+            .since
+            .as_deref()
+            .map(|s| parse_since(&k("since"), s))
+            .transpose()?,
+        cron,
+        title: raw.title.clone(),
+        severity_label: Some(raw.severity_label.trim().to_owned()).filter(|s| !s.is_empty()),
+        severity,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config whose secrets come from files in `dir`, with `extra` appended.
+    fn config_text(dir: &Path, extra: &str) -> String {
+        std::fs::write(dir.join("jira"), "jira-secret\n").unwrap();
+        std::fs::write(dir.join("gitlab"), "gitlab-secret\n").unwrap();
+        format!(
+            r#"
+[jira]
+url = "https://example.atlassian.net"
+user = "bot@example.com"
+token_file = "{jira}"
+
+[gitlab]
+url = "https://gitlab.com"
+token_file = "{gitlab}"
+{extra}
+"#,
+            jira = dir.join("jira").display(),
+            gitlab = dir.join("gitlab").display(),
+        )
+    }
+
+    const RULE: &str = r#"
+[[rule]]
+name = "ops"
+jql = "project = OPS"
+target = "incident"
+gitlab_project = "acme/ops"
+"#;
+
+    fn load(extra: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        Config::from_toml(&config_text(dir.path(), extra), Path::new("config.toml"))
+    }
+
+    /// The shipped, commented `config.toml` parses and validates (with its secrets supplied).
+    #[test]
+    fn shipped_example_validates() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = include_str!("../config.toml");
+        // Point the example's secrets at files so the test needs no environment.
+        std::fs::write(dir.path().join("t"), "x").unwrap();
+        let f = dir.path().join("t").display().to_string();
+        let text = text
+            .replace(
+                "token_env = \"JIRA_TOKEN\"",
+                &format!("token_file = \"{f}\""),
+            )
+            .replace(
+                "token_env = \"GITLAB_TOKEN\"",
+                &format!("token_file = \"{f}\""),
+            )
+            .replace(
+                "alert_token_env = \"GITLAB_ALERT_TOKEN\"",
+                &format!("alert_token_file = \"{f}\""),
+            );
+        let cfg = Config::from_toml(&text, Path::new("config.toml"))
+            .unwrap_or_else(|e| panic!("the shipped config.toml must validate: {e}"));
+        assert!(
+            !cfg.rules.is_empty(),
+            "the example must show at least one rule"
+        );
+    }
+
+    /// Defaults: gitlab.com is paced under its published limits; lookback is ten minutes.
+    #[test]
+    fn defaults_are_right_for_gitlab_com() {
+        let cfg = load(RULE).unwrap();
+        assert_eq!(cfg.gitlab.pace.creates_per_minute, Some(180));
+        assert_eq!(cfg.gitlab.pace.searches_per_minute, Some(9));
+        assert_eq!(cfg.sync.lookback, Duration::from_secs(600));
+        assert_eq!(
+            cfg.jira.deployment,
+            Deployment::Cloud,
+            "atlassian.net means Cloud"
+        );
+        assert_eq!(cfg.rules[0].cron, "0 */2 * * * *");
+        assert_eq!(
+            cfg.rules[0].severity_of(Some("Highest")),
+            Severity::Critical
+        );
+    }
+
+    /// An unknown key is an error that names the key.
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load(&format!("{RULE}jqll = \"x\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("jqll"),
+            "the message must name the misspelt key: {err}"
+        );
+    }
+
+    /// Validation errors name the rule and the field.
+    #[rstest::rstest]
+    #[case::bad_target("target = \"incident\"", "target = \"bug\"", "target")]
+    #[case::empty_jql("jql = \"project = OPS\"", "jql = \" \"", "jql")]
+    #[case::order_by(
+        "jql = \"project = OPS\"",
+        "jql = \"project = OPS ORDER BY key\"",
+        "ORDER BY"
+    )]
+    #[case::bad_since(
+        "target = \"incident\"",
+        "target = \"incident\"\nsince = \"yesterday\"",
+        "since"
+    )]
+    #[case::bad_cron(
+        "target = \"incident\"",
+        "target = \"incident\"\ncron = \"every minute\"",
+        "cron"
+    )]
+    #[case::alert_without_url("target = \"incident\"", "target = \"alert\"", "alert_url")]
+    fn invalid_rule_values_are_named(#[case] from: &str, #[case] to: &str, #[case] named: &str) {
+        let err = load(&RULE.replace(from, to)).unwrap_err().to_string();
+        assert!(err.contains(named), "{err:?} should name {named}");
+        assert!(err.contains("\"ops\""), "{err:?} should name the rule");
+    }
+
+    /// A bad URL names `jira.url`.
+    #[test]
+    fn bad_url_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let text =
+            config_text(dir.path(), RULE).replace("https://example.atlassian.net", "not a url");
+        let err = Config::from_toml(&text, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("jira.url"), "{err}");
+    }
+
+    /// No rules, and duplicate rule names, are refused.
+    #[test]
+    fn rules_must_exist_and_be_unique() {
+        assert!(load("").unwrap_err().to_string().contains("rule"));
+        let err = load(&format!("{RULE}{RULE}")).unwrap_err().to_string();
+        assert!(err.contains("unique"), "{err}");
+    }
+
+    /// A missing secret file names the key and the file, never a value.
+    #[test]
+    fn missing_secret_names_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = config_text(dir.path(), RULE);
+        std::fs::remove_file(dir.path().join("gitlab")).unwrap();
+        let err = Config::from_toml(&text, Path::new("c.toml")).unwrap_err();
+        let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+        assert!(chain.contains("gitlab.token_file"), "{chain}");
+    }
+
+    /// Data Center without a user authenticates with a Bearer PAT.
+    #[test]
+    fn datacenter_without_user_is_bearer() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = config_text(dir.path(), RULE)
+            .replace(
+                "https://example.atlassian.net",
+                "https://jira.example.com/jira",
+            )
+            .replace("user = \"bot@example.com\"\n", "");
+        let cfg = Config::from_toml(&text, Path::new("c.toml")).unwrap();
+        assert_eq!(cfg.jira.deployment, Deployment::DataCenter);
+        assert!(matches!(cfg.jira.auth, JiraAuth::Bearer(_)));
+        assert_eq!(
+            cfg.jira.url.as_str(),
+            "https://jira.example.com/jira/",
+            "context path kept"
+        );
+        assert!(
+            !format!("{cfg:?}").contains("jira-secret"),
+            "Debug must not show secrets"
+        );
+    }
+}

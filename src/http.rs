@@ -1,1 +1,539 @@
-//! http (to be implemented).
+//! The HTTP client both API clients share: timeouts, user agent, pacing to published rate limits,
+//! `Retry-After`, capped exponential backoff with jitter, and which failures are safe to retry.
+//!
+//! The one rule that matters most: a request that is not idempotent (a GitLab create) is never
+//! re-sent after the server may have applied it (timeout, 5xx, a connection dropped mid-answer).
+//! Such a failure comes back as [`HttpError::is_ambiguous`], and the engine looks before it
+//! creates again. A 429 or a refused connection is always safe to retry: nothing was applied.
+//!
+//! This module knows nothing of Jira or GitLab payloads; the clients map statuses to their own
+//! typed errors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::secret::Secret;
+
+/// The user agent sent with every request.
+pub const USER_AGENT: &str = concat!("jira-gitlab-sync/", env!("CARGO_PKG_VERSION"));
+
+/// How retryable failures are retried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// The first backoff delay; it doubles each attempt.
+    pub base_delay: Duration,
+    /// The longest backoff delay.
+    pub max_delay: Duration,
+    /// The longest `Retry-After` honoured by waiting. A longer one fails the request instead,
+    /// because retrying earlier than the server asked is never done.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 6,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(60),
+            max_retry_after: Duration::from_secs(900),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `attempt + 1` after `attempt` failures (1-based): full jitter
+    /// over an exponentially growing, capped window. `unit` is a random number in `[0, 1)`.
+    pub fn backoff(&self, attempt: u32, unit: f64) -> Duration {
+        let exp = self.base_delay.saturating_mul(
+            1u32.checked_shl(attempt.saturating_sub(1))
+                .unwrap_or(u32::MAX),
+        );
+        let window = exp.min(self.max_delay);
+        // Keep at least half the window so consecutive attempts still spread out.
+        window.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+    }
+}
+
+/// Requests a minute allowed for each kind of request; `None` is unpaced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pace {
+    pub requests_per_minute: Option<u32>,
+    pub creates_per_minute: Option<u32>,
+    pub searches_per_minute: Option<u32>,
+}
+
+/// What a request is, for pacing and for deciding what may be retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    /// Reads, and writes that can be repeated safely (close, reopen, alerts by fingerprint).
+    Idempotent,
+    /// A search (GitLab paces these separately).
+    Search,
+    /// A create that must not be repeated blindly.
+    Create,
+}
+
+impl RequestKind {
+    fn is_idempotent(self) -> bool {
+        !matches!(self, RequestKind::Create)
+    }
+}
+
+/// A paced gate: requests of one kind leave at most once per `interval` (a GCRA with no burst),
+/// and all requests wait while the server has asked us to back off.
+#[derive(Debug)]
+struct Pacer {
+    interval: Option<Duration>,
+    next: Mutex<Instant>,
+}
+
+impl Pacer {
+    fn new(per_minute: Option<u32>) -> Self {
+        Self {
+            interval: per_minute.map(|n| Duration::from_secs(60) / n.max(1)),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    async fn acquire(&self) {
+        let Some(interval) = self.interval else {
+            return;
+        };
+        let at = {
+            let mut next = self.next.lock().await;
+            let now = Instant::now();
+            let at = (*next).max(now);
+            *next = at + interval;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// A whole response, read to the end.
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// The first `n` characters of a body, on one line, for error messages.
+pub fn excerpt(body: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out: String = text.chars().take(n).collect();
+    if text.chars().count() > n {
+        out.push('…');
+    }
+    out.replace(['\n', '\r'], " ")
+}
+
+impl Response {
+    /// The first `n` characters of the body.
+    pub fn excerpt(&self, n: usize) -> String {
+        excerpt(&self.body, n)
+    }
+
+    /// Decodes the body as JSON.
+    ///
+    /// # Errors
+    /// The body is not the expected JSON; the error holds an excerpt of it.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, DecodeError> {
+        serde_json::from_slice(&self.body).map_err(|e| DecodeError {
+            reason: e.to_string(),
+            body_excerpt: excerpt(&self.body, 200),
+        })
+    }
+
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A body that could not be decoded.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason} (body starts: {body_excerpt})")]
+pub struct DecodeError {
+    pub reason: String,
+    pub body_excerpt: String,
+}
+
+/// A request that got no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// No connection could be made: nothing reached the server.
+    #[error("cannot connect to {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The request was sent but no complete answer came back (timeout, dropped connection).
+    /// The server may have applied it.
+    #[error("no complete answer from {url}")]
+    NoAnswer {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A server error status (5xx) after the request was sent; the server may have applied it.
+    #[error("HTTP {status} from {url}: {body_excerpt}")]
+    ServerError {
+        url: String,
+        status: u16,
+        body_excerpt: String,
+    },
+    /// Still rate limited after every attempt, or told to wait longer than we may.
+    #[error("rate limited by {url}{}", retry_after.map(|d| format!(" (Retry-After {}s)", d.as_secs())).unwrap_or_default())]
+    RateLimited {
+        url: String,
+        retry_after: Option<Duration>,
+    },
+    /// The request could not be built (a bad header value).
+    #[error("cannot build the request to {url}: {reason}")]
+    Build { url: String, reason: String },
+}
+
+impl HttpError {
+    /// Returns true if and only if the server may have applied the request although we got no
+    /// success answer, so a create must look before it is sent again.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(
+            self,
+            HttpError::NoAnswer { .. } | HttpError::ServerError { .. }
+        )
+    }
+
+    /// Returns true if and only if trying again later (next cycle) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, HttpError::Build { .. })
+    }
+}
+
+/// The shared client: one per remote service.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    inner: reqwest::Client,
+    service: &'static str,
+    retry: RetryPolicy,
+    requests: Arc<Pacer>,
+    creates: Arc<Pacer>,
+    searches: Arc<Pacer>,
+    /// While the server asked us to wait (429 / 503 with `Retry-After`), every request waits.
+    blocked_until: Arc<Mutex<Option<Instant>>>,
+    secrets: Arc<Vec<Secret>>,
+}
+
+impl HttpClient {
+    /// A client for `service` ("Jira", "GitLab") with a per-request `timeout`.
+    ///
+    /// # Errors
+    /// The TLS backend could not be initialised.
+    pub fn new(
+        service: &'static str,
+        timeout: Duration,
+        retry: RetryPolicy,
+        pace: &Pace,
+        secrets: Vec<Secret>,
+    ) -> Result<Self, HttpError> {
+        let inner = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .build()
+            .map_err(|e| HttpError::Build {
+                url: service.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            inner,
+            service,
+            retry,
+            requests: Arc::new(Pacer::new(pace.requests_per_minute)),
+            creates: Arc::new(Pacer::new(pace.creates_per_minute)),
+            searches: Arc::new(Pacer::new(pace.searches_per_minute)),
+            blocked_until: Arc::new(Mutex::new(None)),
+            secrets: Arc::new(secrets),
+        })
+    }
+
+    /// The retry policy in force.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// Starts a request; finish it with [`HttpClient::send`].
+    pub fn request(&self, method: Method, url: url::Url) -> RequestBuilder {
+        self.inner.request(method, url)
+    }
+
+    /// Removes any secret from text that came from a server, before it reaches a log or error.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for s in self.secrets.iter() {
+            if s.appears_in(&out) {
+                out = out.replace(s.expose(), "****");
+            }
+        }
+        out
+    }
+
+    /// Sends the request built by `build`, retrying what is safe to retry.
+    ///
+    /// Returns any answer that is not a 429 or (for idempotent requests) a 5xx, whatever its
+    /// status: callers map 4xx to their own errors.
+    ///
+    /// # Errors
+    /// See [`HttpError`]; [`HttpError::is_ambiguous`] tells whether the server may have applied
+    /// a request that was not answered.
+    pub async fn send(
+        &self,
+        kind: RequestKind,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, HttpError> {
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            self.wait_turn(kind).await;
+            let request = build().build().map_err(|e| HttpError::Build {
+                url: self.service.to_owned(),
+                reason: e.to_string(),
+            })?;
+            let url = redact_url(request.url());
+            let method = request.method().clone();
+            let last = attempt >= self.retry.max_attempts;
+            let outcome = self.inner.execute(request).await;
+            let response = match outcome {
+                Ok(r) => r,
+                Err(e) => {
+                    let connect = e.is_connect();
+                    let err = if connect {
+                        HttpError::Connect {
+                            url: url.clone(),
+                            source: e,
+                        }
+                    } else {
+                        HttpError::NoAnswer {
+                            url: url.clone(),
+                            source: e,
+                        }
+                    };
+                    if last || !(connect || kind.is_idempotent()) {
+                        return Err(err);
+                    }
+                    let delay = self.retry.backoff(attempt, rand::random());
+                    warn!(service = self.service, %method, %url, attempt, delay_ms = delay.as_millis() as u64, cause = %err, "request failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+            };
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = match response.bytes().await {
+                Ok(b) => b.to_vec(),
+                Err(e) => {
+                    let err = HttpError::NoAnswer {
+                        url: url.clone(),
+                        source: e,
+                    };
+                    if last || !kind.is_idempotent() {
+                        return Err(err);
+                    }
+                    let delay = self.retry.backoff(attempt, rand::random());
+                    warn!(service = self.service, %method, %url, attempt, delay_ms = delay.as_millis() as u64, cause = %err, "answer cut short, retrying");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+            };
+            let retry_after = parse_retry_after(&headers, chrono::Utc::now());
+
+            if status == StatusCode::TOO_MANY_REQUESTS
+                || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some())
+            {
+                // Nothing was applied: safe to retry whatever the method, but never earlier than
+                // the server asked.
+                if let Some(wait) = retry_after
+                    && wait > self.retry.max_retry_after
+                {
+                    return Err(HttpError::RateLimited { url, retry_after });
+                }
+                if last {
+                    return Err(HttpError::RateLimited { url, retry_after });
+                }
+                let wait =
+                    retry_after.unwrap_or_else(|| self.retry.backoff(attempt, rand::random()));
+                self.block_for(wait).await;
+                warn!(
+                    service = self.service,
+                    %method,
+                    %url,
+                    status = status.as_u16(),
+                    retry_after_secs = wait.as_secs_f64(),
+                    reason = headers.get("RateLimit-Reason").and_then(|v| v.to_str().ok()).unwrap_or(""),
+                    "rate limited, waiting"
+                );
+                continue;
+            }
+            if status.is_server_error() {
+                let err = HttpError::ServerError {
+                    url: url.clone(),
+                    status: status.as_u16(),
+                    body_excerpt: self.scrub(&excerpt(&body, 200)),
+                };
+                if last || !kind.is_idempotent() {
+                    return Err(err);
+                }
+                let delay =
+                    retry_after.unwrap_or_else(|| self.retry.backoff(attempt, rand::random()));
+                warn!(service = self.service, %method, %url, attempt, status = status.as_u16(), delay_ms = delay.as_millis() as u64, "server error, retrying");
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+            debug!(service = self.service, %method, %url, status = status.as_u16(), "answered");
+            return Ok(Response {
+                status,
+                headers,
+                body,
+            });
+        }
+    }
+
+    async fn wait_turn(&self, kind: RequestKind) {
+        loop {
+            let until = *self.blocked_until.lock().await;
+            match until {
+                Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
+                _ => break,
+            }
+        }
+        match kind {
+            RequestKind::Create => self.creates.acquire().await,
+            RequestKind::Search => self.searches.acquire().await,
+            RequestKind::Idempotent => {}
+        }
+        self.requests.acquire().await;
+    }
+
+    async fn block_for(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut guard = self.blocked_until.lock().await;
+        if guard.is_none_or(|t| t < until) {
+            *guard = Some(until);
+        }
+    }
+}
+
+/// A URL fit for logs: no query string (it may hold JQL with personal data) and no userinfo.
+fn redact_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.to_string()
+}
+
+/// `Retry-After` as seconds or an HTTP date, relative to `now`.
+pub fn parse_retry_after(
+    headers: &HeaderMap,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    if let Ok(secs) = v.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Some(Duration::from_secs_f64(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let delta = at.with_timezone(&chrono::Utc) - now;
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    /// `Retry-After` is read as seconds or as an HTTP date.
+    #[rstest::rstest]
+    #[case::seconds("7", Some(7.0))]
+    #[case::fraction("0.5", Some(0.5))]
+    #[case::date("Sun, 22 Nov 2026 10:00:30 GMT", Some(30.0))]
+    #[case::past_date("Sun, 22 Nov 2026 09:00:00 GMT", Some(0.0))]
+    #[case::garbage("soon", None)]
+    fn retry_after_forms(#[case] v: &str, #[case] secs: Option<f64>) {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            parse_retry_after(&headers(v), now).map(|d| d.as_secs_f64()),
+            secs,
+            "Retry-After {v:?}"
+        );
+    }
+
+    /// Backoff doubles per attempt, is capped, and jitter stays within [half, full] window.
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            max_retry_after: Duration::from_secs(60),
+        };
+        assert_eq!(p.backoff(1, 1.0), Duration::from_millis(100));
+        assert_eq!(p.backoff(2, 1.0), Duration::from_millis(200));
+        assert_eq!(
+            p.backoff(3, 0.0),
+            Duration::from_millis(200),
+            "half the window at least"
+        );
+        assert_eq!(p.backoff(9, 1.0), Duration::from_secs(1), "capped");
+        assert_eq!(
+            p.backoff(60, 1.0),
+            Duration::from_secs(1),
+            "no overflow on huge attempts"
+        );
+    }
+
+    /// The pacer spaces requests by the configured rate (checked with paused time).
+    #[tokio::test(start_paused = true)]
+    async fn pacer_spaces_requests() {
+        let pacer = Pacer::new(Some(600)); // one per 100 ms
+        let start = Instant::now();
+        for _ in 0..5 {
+            pacer.acquire().await;
+        }
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(400),
+            "5 requests need 4 intervals"
+        );
+    }
+
+    /// URLs in logs lose their query and credentials.
+    #[test]
+    fn urls_are_redacted_for_logs() {
+        let u = url::Url::parse("https://u:p@h.example/rest?jql=secret").unwrap();
+        assert_eq!(redact_url(&u), "https://h.example/rest");
+    }
+}

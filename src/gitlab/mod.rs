@@ -1,8 +1,484 @@
-//! GitLab client (to be implemented).
+//! The GitLab client: create issues and incidents (with Jira's `created_at`), close and reopen
+//! them (with Jira's resolution time as `closed_at`), find what an interrupted create left, post
+//! alerts to a project's HTTP alert integration, and the reads `check` needs.
+//!
+//! It owns GitLab's wire format and error bodies. It never retries a create blindly: an
+//! ambiguous failure is returned ([`GitLabError::is_ambiguous`]) and the engine looks first.
+
+mod wire;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use reqwest::Method;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
+use serde_json::json;
+use tracing::instrument;
+
+use crate::config::{GitLabConfig, SyncConfig};
+use crate::domain::{
+    Destination, GitLabSink, JiraKey, Mapping, NewObject, RemoteObject, RemoteState, Target,
+};
+use crate::http::{DecodeError, HttpClient, HttpError, RequestKind, Response};
+
+pub use wire::{Environment, ProjectAccess, User};
+
+/// GitLab's access level for Owner: the role that may set `created_at` and `updated_at`.
+pub const OWNER: u32 = 50;
 
 /// Why a GitLab call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GitLabError {
-    #[error("GitLab rejected the token (HTTP 401)")]
-    Unauthorized,
+    #[error("GitLab rejected the token (HTTP 401): {message}")]
+    Unauthorized { message: String },
+    #[error("GitLab refused access to {what} (HTTP 403): {message}")]
+    Forbidden { what: String, message: String },
+    #[error("GitLab has no {what} the token can see (HTTP 404): {message}")]
+    NotFound { what: String, message: String },
+    #[error("GitLab rejected {what} (HTTP {status}): {message}")]
+    Rejected {
+        what: String,
+        status: u16,
+        message: String,
+    },
+    #[error("GitLab request to {what} failed")]
+    Http {
+        what: String,
+        #[source]
+        source: HttpError,
+    },
+    #[error("GitLab's answer to {what} could not be read")]
+    Decode {
+        what: String,
+        #[source]
+        source: DecodeError,
+    },
+}
+
+impl GitLabError {
+    /// Returns true if and only if GitLab may have applied the request although it did not say so.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, GitLabError::Http { source, .. } if source.is_ambiguous())
+    }
+
+    /// Returns true if and only if the next cycle may succeed with no change of configuration.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            GitLabError::Http { source, .. } => source.is_retryable(),
+            GitLabError::Decode { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Returns true if and only if no further request of this run can succeed: the token or the
+    /// project is wrong, so the run stops instead of failing every issue.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            GitLabError::Unauthorized { .. } | GitLabError::Forbidden { .. } => true,
+            GitLabError::NotFound { what, .. } => what.starts_with("project"),
+            _ => false,
+        }
+    }
+}
+
+/// The GitLab client.
+#[derive(Clone, Debug)]
+pub struct GitLabClient {
+    http: HttpClient,
+    base: url::Url,
+    token: HeaderValue,
+}
+
+impl GitLabClient {
+    /// Builds the client from validated config.
+    ///
+    /// # Errors
+    /// The HTTP client could not be built, or the token holds characters no header can carry.
+    pub fn new(cfg: &GitLabConfig, sync: &SyncConfig) -> Result<Self, GitLabError> {
+        let what = || cfg.url.to_string();
+        let mut token =
+            HeaderValue::from_str(cfg.token.expose()).map_err(|_| GitLabError::Http {
+                what: what(),
+                source: HttpError::Build {
+                    url: what(),
+                    reason: "the GitLab token holds characters an HTTP header cannot carry".into(),
+                },
+            })?;
+        token.set_sensitive(true);
+        let http = HttpClient::new(
+            "GitLab",
+            cfg.timeout,
+            sync.retry.clone(),
+            &cfg.pace,
+            vec![cfg.token.clone()],
+        )
+        .map_err(|source| GitLabError::Http {
+            what: what(),
+            source,
+        })?;
+        Ok(Self {
+            http,
+            base: cfg.url.clone(),
+            token,
+        })
+    }
+
+    /// `<base>/api/v4/<segments…>`, each segment percent-encoded (a project path's `/` too).
+    fn api(&self, segments: &[&str]) -> url::Url {
+        let mut url = self.base.clone();
+        {
+            let mut path = url
+                .path_segments_mut()
+                .expect("a validated http(s) base URL can have path segments");
+            path.pop_if_empty().extend(["api", "v4"]).extend(segments);
+        }
+        url
+    }
+
+    async fn call(
+        &self,
+        kind: RequestKind,
+        method: Method,
+        url: url::Url,
+        query: &[(&str, String)],
+        body: Option<serde_json::Value>,
+        what: &str,
+    ) -> Result<Response, GitLabError> {
+        let response = self
+            .http
+            .send(kind, || {
+                let mut r = self
+                    .http
+                    .request(method.clone(), url.clone())
+                    .header("PRIVATE-TOKEN", self.token.clone())
+                    .header(ACCEPT, "application/json");
+                if !query.is_empty() {
+                    r = r.query(query);
+                }
+                if let Some(b) = &body {
+                    r = r.json(b);
+                }
+                r
+            })
+            .await
+            .map_err(|source| GitLabError::Http {
+                what: what.to_owned(),
+                source,
+            })?;
+        self.check_status(response, what)
+    }
+
+    fn check_status(&self, response: Response, what: &str) -> Result<Response, GitLabError> {
+        if response.status.is_success() {
+            return Ok(response);
+        }
+        let message = self.http.scrub(&wire::error_message(&response));
+        let what = what.to_owned();
+        Err(match response.status.as_u16() {
+            401 => GitLabError::Unauthorized { message },
+            403 => GitLabError::Forbidden { what, message },
+            404 => GitLabError::NotFound { what, message },
+            status => GitLabError::Rejected {
+                what,
+                status,
+                message,
+            },
+        })
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        response: &Response,
+        what: &str,
+    ) -> Result<T, GitLabError> {
+        response.json().map_err(|source| GitLabError::Decode {
+            what: what.to_owned(),
+            source,
+        })
+    }
+
+    /// The token's user (`GET /user`).
+    ///
+    /// # Errors
+    /// The token is rejected, or GitLab cannot be reached.
+    pub async fn current_user(&self) -> Result<User, GitLabError> {
+        let r = self
+            .call(
+                RequestKind::Idempotent,
+                Method::GET,
+                self.api(&["user"]),
+                &[],
+                None,
+                "user",
+            )
+            .await?;
+        Self::decode(&r, "user")
+    }
+
+    /// The project and the token's access level on it.
+    ///
+    /// # Errors
+    /// The project does not exist or the token cannot see it.
+    pub async fn project(&self, project: &str) -> Result<ProjectAccess, GitLabError> {
+        let what = format!("project {project}");
+        let r = self
+            .call(
+                RequestKind::Idempotent,
+                Method::GET,
+                self.api(&["projects", project]),
+                &[],
+                None,
+                &what,
+            )
+            .await?;
+        Self::decode(&r, &what)
+    }
+
+    /// The project's environments (DORA counts only projects with a `production`-tier one).
+    ///
+    /// # Errors
+    /// The project does not exist or the token cannot see it.
+    pub async fn environments(&self, project: &str) -> Result<Vec<Environment>, GitLabError> {
+        let what = format!("project {project} environments");
+        let r = self
+            .call(
+                RequestKind::Idempotent,
+                Method::GET,
+                self.api(&["projects", project, "environments"]),
+                &[("per_page", "100".to_owned())],
+                None,
+                &what,
+            )
+            .await?;
+        Self::decode(&r, &what)
+    }
+
+    async fn post_alert(
+        &self,
+        dest: &Destination,
+        payload: serde_json::Value,
+        what: &str,
+    ) -> Result<(), GitLabError> {
+        let alert = dest.alert.as_ref().ok_or_else(|| GitLabError::Rejected {
+            what: what.to_owned(),
+            status: 0,
+            message: "the rule has no alert_url".into(),
+        })?;
+        let mut bearer = HeaderValue::from_str(&format!("Bearer {}", alert.token.expose()))
+            .map_err(|_| GitLabError::Http {
+                what: what.to_owned(),
+                source: HttpError::Build {
+                    url: "alert_url".into(),
+                    reason: "the alert key holds characters an HTTP header cannot carry".into(),
+                },
+            })?;
+        bearer.set_sensitive(true);
+        // Alerts are deduplicated by fingerprint while open, so a repeat is harmless.
+        let response = self
+            .http
+            .send(RequestKind::Idempotent, || {
+                self.http
+                    .request(Method::POST, alert.url.clone())
+                    .header(AUTHORIZATION, bearer.clone())
+                    .json(&payload)
+            })
+            .await
+            .map_err(|source| GitLabError::Http {
+                what: what.to_owned(),
+                source,
+            })?;
+        self.check_status(response, what).map(|_| ())
+    }
+
+    async fn set_state(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        event: &str,
+        at: DateTime<Utc>,
+    ) -> Result<RemoteObject, GitLabError> {
+        let iid = mapping.iid.ok_or_else(|| GitLabError::Rejected {
+            what: format!("{} {}", event, mapping.jira_key),
+            status: 0,
+            message: "the mapping has no GitLab iid".into(),
+        })?;
+        let iid_text = iid.to_string();
+        let what = format!("issue {}#{iid} ({})", dest.project, mapping.jira_key);
+        let r = self
+            .call(
+                RequestKind::Idempotent,
+                Method::PUT,
+                self.api(&["projects", &dest.project, "issues", &iid_text]),
+                &[],
+                Some(json!({ "state_event": event, "updated_at": stamp(at) })),
+                &what,
+            )
+            .await?;
+        let issue: wire::Issue = Self::decode(&r, &what)?;
+        issue.into_remote(&what)
+    }
+}
+
+/// RFC 3339 with milliseconds, as GitLab prints and accepts.
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl GitLabSink for GitLabClient {
+    #[instrument(level = "debug", skip_all, fields(jira_key = %obj.jira_key), err)]
+    async fn create(
+        &self,
+        dest: &Destination,
+        obj: &NewObject,
+    ) -> Result<RemoteObject, GitLabError> {
+        let what = format!("{} for {} in {}", dest.target, obj.jira_key, dest.project);
+        if dest.target == Target::Alert {
+            self.post_alert(
+                dest,
+                json!({
+                    "title": obj.title,
+                    "description": obj.description,
+                    "start_time": stamp(obj.start_time),
+                    "severity": obj.severity.as_str(),
+                    "fingerprint": obj.jira_key.as_str(),
+                    "monitoring_tool": "Jira",
+                }),
+                &what,
+            )
+            .await?;
+            return Ok(RemoteObject {
+                iid: None,
+                web_url: None,
+                state: RemoteState::Opened,
+                created_at: Utc::now(),
+                closed_at: None,
+            });
+        }
+        let r = self
+            .call(
+                RequestKind::Create,
+                Method::POST,
+                self.api(&["projects", &dest.project, "issues"]),
+                &[],
+                Some(json!({
+                    "title": obj.title,
+                    "description": obj.description,
+                    "labels": obj.labels.join(","),
+                    "issue_type": dest.target.issue_type(),
+                    "created_at": stamp(obj.created_at),
+                })),
+                &what,
+            )
+            .await?;
+        let issue: wire::Issue = Self::decode(&r, &what)?;
+        issue.into_remote(&what)
+    }
+
+    #[instrument(level = "debug", skip_all, fields(jira_key = %key), err)]
+    async fn find(
+        &self,
+        dest: &Destination,
+        key: &JiraKey,
+        browse_url: &str,
+    ) -> Result<Option<RemoteObject>, GitLabError> {
+        if dest.target == Target::Alert {
+            // The alert endpoint deduplicates by fingerprint: re-posting is the lookup.
+            return Ok(None);
+        }
+        let what = format!("issues of project {} matching {key}", dest.project);
+        let mut page = 1u32;
+        loop {
+            let r = self
+                .call(
+                    RequestKind::Search,
+                    Method::GET,
+                    self.api(&["projects", &dest.project, "issues"]),
+                    &[
+                        ("search", key.to_string()),
+                        ("in", "description".to_owned()),
+                        ("scope", "all".to_owned()),
+                        ("state", "all".to_owned()),
+                        ("order_by", "created_at".to_owned()),
+                        ("sort", "asc".to_owned()),
+                        ("per_page", "100".to_owned()),
+                        ("page", page.to_string()),
+                    ],
+                    None,
+                    &what,
+                )
+                .await?;
+            let issues: Vec<wire::Issue> = Self::decode(&r, &what)?;
+            if let Some(found) = issues.into_iter().find(|i| i.links_to(browse_url)) {
+                return found.into_remote(&what).map(Some);
+            }
+            match r
+                .header("x-next-page")
+                .and_then(|v| v.trim().parse::<u32>().ok())
+            {
+                // A search by key matches a handful of issues; stop well before walking a project.
+                Some(next) if next > page && next <= 20 => page = next,
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err)]
+    async fn close(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        at: DateTime<Utc>,
+    ) -> Result<RemoteObject, GitLabError> {
+        if dest.target == Target::Alert {
+            let what = format!("recovery alert for {}", mapping.jira_key);
+            self.post_alert(
+                dest,
+                json!({
+                    "title": mapping.jira_key.as_str(),
+                    "fingerprint": mapping.jira_key.as_str(),
+                    "end_time": stamp(at),
+                    "monitoring_tool": "Jira",
+                }),
+                &what,
+            )
+            .await?;
+            return Ok(RemoteObject {
+                iid: None,
+                web_url: mapping.web_url.clone(),
+                state: RemoteState::Closed,
+                created_at: mapping.created_at,
+                closed_at: Some(Utc::now()),
+            });
+        }
+        self.set_state(dest, mapping, "close", at).await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err)]
+    async fn reopen(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        at: DateTime<Utc>,
+    ) -> Result<RemoteObject, GitLabError> {
+        if dest.target == Target::Alert {
+            // A resolved alert cannot be reopened: the same fingerprint opens a new one.
+            let what = format!("alert for reopened {}", mapping.jira_key);
+            self.post_alert(
+                dest,
+                json!({
+                    "title": format!("{} (reopened in Jira)", mapping.jira_key),
+                    "fingerprint": mapping.jira_key.as_str(),
+                    "start_time": stamp(at),
+                    "monitoring_tool": "Jira",
+                }),
+                &what,
+            )
+            .await?;
+            return Ok(RemoteObject {
+                iid: None,
+                web_url: None,
+                state: RemoteState::Opened,
+                created_at: Utc::now(),
+                closed_at: None,
+            });
+        }
+        self.set_state(dest, mapping, "reopen", at).await
+    }
 }

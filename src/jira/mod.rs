@@ -1,8 +1,323 @@
-//! Jira client (to be implemented).
+//! The Jira client: JQL search (Cloud `search/jql` with page tokens, Data Center `search` with
+//! `startAt`), the searching account's profile (`/myself`), and decoding issues into
+//! [`IssueSnapshot`]s with descriptions as Markdown.
+//!
+//! It owns Jira's wire format and error bodies; it does not decide what to search for (the engine
+//! builds the JQL) nor retry policy (the shared [`HttpClient`] does).
+
+pub mod adf;
+pub mod wiki;
+mod wire;
+
+use base64::Engine as _;
+use reqwest::Method;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
+use serde_json::json;
+use tracing::instrument;
+
+use crate::config::{Deployment, JiraAuth, JiraConfig, SyncConfig};
+use crate::domain::{JiraKey, JiraSource, JiraUser, PageCursor, SearchPage};
+use crate::http::{DecodeError, HttpClient, HttpError, Pace, RequestKind, Response};
+use crate::secret::Secret;
+
+/// The fields a snapshot needs. Cloud returns only `id` unless fields are named.
+pub const SEARCH_FIELDS: &[&str] = &[
+    "summary",
+    "description",
+    "created",
+    "updated",
+    "resolutiondate",
+    "status",
+    "priority",
+    "labels",
+    "issuetype",
+    "statuscategorychangedate",
+];
 
 /// Why a Jira call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JiraError {
-    #[error("Jira rejected the credentials (HTTP 401)")]
-    Unauthorized,
+    #[error("Jira rejected the credentials (HTTP 401): {hint}")]
+    Unauthorized { hint: &'static str },
+    #[error("Jira refused access (HTTP 403): {message}")]
+    Forbidden { message: String },
+    #[error("Jira rejected the JQL: {message}")]
+    BadQuery { message: String },
+    #[error(
+        "{endpoint} answered HTTP 410 Gone: {message} (is jira.deployment right? Cloud must use \"cloud\")"
+    )]
+    EndpointRemoved { endpoint: String, message: String },
+    #[error("{endpoint} answered HTTP 404: check jira.url and jira.deployment")]
+    NotFound { endpoint: String },
+    #[error("Jira refused to page past result {start_at}: {message}")]
+    ResultWindow { start_at: u64, message: String },
+    #[error("Jira answered HTTP {status} for {endpoint}: {message}")]
+    Status {
+        status: u16,
+        endpoint: String,
+        message: String,
+    },
+    #[error("Jira request to {endpoint} failed")]
+    Http {
+        endpoint: String,
+        #[source]
+        source: HttpError,
+    },
+    #[error("Jira's answer to {endpoint} could not be read")]
+    Decode {
+        endpoint: String,
+        #[source]
+        source: DecodeError,
+    },
+}
+
+impl JiraError {
+    /// Returns true if and only if the same request may succeed later without any change to the
+    /// configuration (outages, rate limits); false for credentials, permissions and bad JQL.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            JiraError::Http { source, .. } => source.is_retryable(),
+            JiraError::Status { status, .. } => *status >= 500 || *status == 429,
+            JiraError::Decode { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// The Jira client.
+#[derive(Clone, Debug)]
+pub struct JiraClient {
+    http: HttpClient,
+    base: url::Url,
+    deployment: Deployment,
+    auth: HeaderValue,
+    page_size: u32,
+}
+
+impl JiraClient {
+    /// Builds the client from validated config.
+    ///
+    /// # Errors
+    /// The HTTP client could not be built, or the credentials hold characters no header can carry.
+    pub fn new(cfg: &JiraConfig, sync: &SyncConfig) -> Result<Self, JiraError> {
+        let (value, secret) = match &cfg.auth {
+            JiraAuth::Basic { user, secret } => {
+                let raw = format!("{user}:{}", secret.expose());
+                (
+                    format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(raw)
+                    ),
+                    secret.clone(),
+                )
+            }
+            JiraAuth::Bearer(secret) => (format!("Bearer {}", secret.expose()), secret.clone()),
+        };
+        let mut auth = HeaderValue::from_str(&value).map_err(|_| JiraError::Http {
+            endpoint: cfg.url.to_string(),
+            source: HttpError::Build {
+                url: cfg.url.to_string(),
+                reason: "the Jira token holds characters an HTTP header cannot carry".into(),
+            },
+        })?;
+        auth.set_sensitive(true);
+        let http = HttpClient::new(
+            "Jira",
+            cfg.timeout,
+            sync.retry.clone(),
+            &Pace::default(),
+            vec![secret, Secret::new(value)],
+        )
+        .map_err(|source| JiraError::Http {
+            endpoint: cfg.url.to_string(),
+            source,
+        })?;
+        Ok(Self {
+            http,
+            base: cfg.url.clone(),
+            deployment: cfg.deployment,
+            auth,
+            page_size: cfg.page_size,
+        })
+    }
+
+    fn api(&self) -> &'static str {
+        match self.deployment {
+            Deployment::Cloud => "rest/api/3/",
+            Deployment::DataCenter => "rest/api/2/",
+        }
+    }
+
+    fn url(&self, path: &str) -> url::Url {
+        // `base` always ends in '/', and `path` is one of our constants: joining cannot fail.
+        self.base
+            .join(path)
+            .expect("a constant relative path joins onto a validated base URL")
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        kind: RequestKind,
+    ) -> Result<Response, JiraError> {
+        let url = self.url(path);
+        let endpoint = format!("/{path}");
+        let response = self
+            .http
+            .send(kind, || {
+                let mut r = self
+                    .http
+                    .request(method.clone(), url.clone())
+                    .header(AUTHORIZATION, self.auth.clone())
+                    .header(ACCEPT, "application/json");
+                if let Some(b) = &body {
+                    r = r.json(b);
+                }
+                r
+            })
+            .await
+            .map_err(|source| JiraError::Http {
+                endpoint: endpoint.clone(),
+                source,
+            })?;
+        if response.status.is_success() {
+            return Ok(response);
+        }
+        let message = self.http.scrub(&error_message(&response));
+        Err(match response.status.as_u16() {
+            401 => JiraError::Unauthorized {
+                hint: match self.deployment {
+                    Deployment::Cloud => {
+                        "check jira.user (the account's email) and the API token it was made for"
+                    }
+                    Deployment::DataCenter => {
+                        "check the personal access token, or jira.user and password for basic auth"
+                    }
+                },
+            },
+            403 => JiraError::Forbidden {
+                message: if message.is_empty() {
+                    "the account may lack Browse permission, or basic auth is disabled on this site"
+                        .into()
+                } else {
+                    message
+                },
+            },
+            404 => JiraError::NotFound { endpoint },
+            410 => JiraError::EndpointRemoved { endpoint, message },
+            status => JiraError::Status {
+                status,
+                endpoint,
+                message,
+            },
+        })
+    }
+
+    /// The site's base URL.
+    pub fn base_url(&self) -> &url::Url {
+        &self.base
+    }
+}
+
+/// Jira's error text: `errorMessages` and `errors` joined, or a body excerpt.
+fn error_message(response: &Response) -> String {
+    match response.json::<wire::ErrorBody>() {
+        Ok(b) => {
+            let mut parts = b.error_messages;
+            parts.extend(b.errors.into_iter().map(|(k, v)| format!("{k}: {v}")));
+            if parts.is_empty() {
+                response.excerpt(200)
+            } else {
+                parts.join("; ")
+            }
+        }
+        Err(_) => response.excerpt(200),
+    }
+}
+
+impl JiraSource for JiraClient {
+    #[instrument(level = "debug", skip_all, err)]
+    async fn search(&self, jql: &str, page: &PageCursor) -> Result<SearchPage, JiraError> {
+        let (path, body) = match (self.deployment, page) {
+            (Deployment::Cloud, cursor) => {
+                let mut body = json!({
+                    "jql": jql,
+                    "fields": SEARCH_FIELDS,
+                    "maxResults": self.page_size,
+                });
+                if let PageCursor::Token(t) = cursor {
+                    body["nextPageToken"] = json!(t);
+                }
+                ("rest/api/3/search/jql", body)
+            }
+            (Deployment::DataCenter, cursor) => {
+                let start_at = match cursor {
+                    PageCursor::Offset(n) => *n,
+                    _ => 0,
+                };
+                (
+                    "rest/api/2/search",
+                    json!({
+                        "jql": jql,
+                        "startAt": start_at,
+                        "maxResults": self.page_size,
+                        "fields": SEARCH_FIELDS,
+                    }),
+                )
+            }
+        };
+        let start_at = match page {
+            PageCursor::Offset(n) => *n,
+            _ => 0,
+        };
+        let response = match self
+            .call(Method::POST, path, Some(body), RequestKind::Idempotent)
+            .await
+        {
+            Ok(r) => r,
+            Err(JiraError::Status {
+                status: 400 | 500,
+                message,
+                ..
+            }) if start_at > 0 && is_window_error(&message) => {
+                return Err(JiraError::ResultWindow { start_at, message });
+            }
+            Err(JiraError::Status {
+                status: 400,
+                message,
+                ..
+            }) => return Err(JiraError::BadQuery { message }),
+            Err(e) => return Err(e),
+        };
+        wire::decode_page(&response, self.deployment, start_at).map_err(|source| {
+            JiraError::Decode {
+                endpoint: format!("/{path}"),
+                source,
+            }
+        })
+    }
+
+    #[instrument(level = "debug", skip_all, err)]
+    async fn myself(&self) -> Result<JiraUser, JiraError> {
+        let path = format!("{}myself", self.api());
+        let response = self
+            .call(Method::GET, &path, None, RequestKind::Idempotent)
+            .await?;
+        wire::decode_myself(&response).map_err(|source| JiraError::Decode {
+            endpoint: format!("/{path}"),
+            source,
+        })
+    }
+
+    fn browse_url(&self, key: &JiraKey) -> String {
+        format!("{}browse/{}", self.base, key)
+    }
+}
+
+/// Returns true if and only if a Jira error text is the "result window" refusal.
+fn is_window_error(message: &str) -> bool {
+    let m = message.to_lowercase();
+    m.contains("search limit") || m.contains("result window") || m.contains("maxresultwindow")
 }

@@ -1,0 +1,311 @@
+//! Jira's JSON, private to the client: search envelopes (Cloud and Data Center), issues, and
+//! `/myself`. Each issue is decoded on its own, so one malformed issue is reported by key and the
+//! rest of the page still replicates.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::Deployment;
+use crate::domain::{IssueSnapshot, JiraKey, JiraUser, PageCursor, SearchPage, UndecodableIssue};
+use crate::http::{DecodeError, Response};
+
+use super::{adf, wiki};
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ErrorBody {
+    #[serde(default)]
+    pub error_messages: Vec<String>,
+    #[serde(default)]
+    pub errors: BTreeMap<String, String>,
+}
+
+/// Cloud `search/jql`: `{issues, nextPageToken?, isLast?}`; Data Center `search`:
+/// `{startAt, maxResults, total, issues}`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    #[serde(default)]
+    issues: Vec<Value>,
+    next_page_token: Option<String>,
+    is_last: Option<bool>,
+    start_at: Option<u64>,
+    total: Option<u64>,
+}
+
+pub(super) fn decode_page(
+    response: &Response,
+    deployment: Deployment,
+    requested_start: u64,
+) -> Result<SearchPage, DecodeError> {
+    let env: Envelope = response.json()?;
+    let count = env.issues.len() as u64;
+    let next = match deployment {
+        Deployment::Cloud => match (env.is_last, env.next_page_token) {
+            (Some(true), _) | (_, None) => None,
+            (_, Some(t)) if count == 0 => {
+                // A token with an empty page would loop forever; treat it as the end.
+                tracing::warn!(
+                    token_len = t.len(),
+                    "Jira returned an empty page with a next token"
+                );
+                None
+            }
+            (_, Some(t)) => Some(PageCursor::Token(t)),
+        },
+        Deployment::DataCenter => {
+            // Read back where the server actually started and how many it gave: it caps page
+            // sizes silently.
+            let start = env.start_at.unwrap_or(requested_start);
+            let end = start + count;
+            match env.total {
+                Some(total) if end < total && count > 0 => Some(PageCursor::Offset(end)),
+                _ => None,
+            }
+        }
+    };
+    let mut page = SearchPage {
+        next,
+        total: env.total,
+        ..SearchPage::default()
+    };
+    for raw in &env.issues {
+        match snapshot(raw) {
+            Ok(s) => page.issues.push(s),
+            Err(bad) => page.undecodable.push(bad),
+        }
+    }
+    Ok(page)
+}
+
+/// Parses Jira's timestamp forms: `2025-02-15T09:45:32.700+0100` (REST), and RFC 3339.
+pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z")
+        .or_else(|_| DateTime::parse_from_rfc3339(s))
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
+}
+
+fn snapshot(raw: &Value) -> Result<IssueSnapshot, UndecodableIssue> {
+    let key_text = raw
+        .get("key")
+        .and_then(Value::as_str)
+        .unwrap_or("<unknown>");
+    let bad = |reason: String| UndecodableIssue {
+        key: key_text.to_owned(),
+        reason,
+    };
+    let key =
+        JiraKey::parse(key_text).map_err(|k| bad(format!("key {k:?} is not an issue key")))?;
+    let fields = raw
+        .get("fields")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("no `fields` object".into()))?;
+    let time = |name: &str, required: bool| -> Result<Option<DateTime<Utc>>, UndecodableIssue> {
+        match fields.get(name) {
+            None | Some(Value::Null) if !required => Ok(None),
+            None | Some(Value::Null) => Err(bad(format!("field `{name}` is missing"))),
+            Some(Value::String(s)) => parse_time(s)
+                .map(Some)
+                .ok_or_else(|| bad(format!("field `{name}` is not a timestamp: {s:?}"))),
+            Some(other) => Err(bad(format!("field `{name}` is not a timestamp: {other}"))),
+        }
+    };
+    let created = time("created", true)?.expect("required field checked above");
+    let updated = time("updated", true)?.expect("required field checked above");
+    let resolution_date = time("resolutiondate", false)?;
+    let status_category = fields
+        .get("status")
+        .and_then(|s| s.get("statusCategory"))
+        .and_then(|c| c.get("key"))
+        .and_then(Value::as_str);
+    let status = fields
+        .get("status")
+        .and_then(|s| s.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    // Jira sets `resolutiondate` when an issue gets a resolution. Some workflows reach a Done
+    // status without one: count them as resolved when they entered the Done category.
+    let resolved_at = match (resolution_date, status_category) {
+        (Some(at), _) => Some(at),
+        (None, Some("done")) => Some(time("statuscategorychangedate", false)?.unwrap_or(updated)),
+        (None, _) => None,
+    };
+    let description = match fields.get("description") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(wiki::wiki_to_markdown(s)),
+        Some(doc @ Value::Object(_)) => Some(adf::adf_to_markdown(doc)),
+        Some(other) => {
+            return Err(bad(format!(
+                "field `description` is neither text nor ADF: {other}"
+            )));
+        }
+    }
+    .filter(|d| !d.trim().is_empty());
+    let name_of = |field: &str| {
+        fields
+            .get(field)
+            .and_then(|p| p.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let labels = match fields.get("labels") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|l| l.as_str().map(str::to_owned))
+            .collect(),
+        Some(other) => return Err(bad(format!("field `labels` is not a list: {other}"))),
+    };
+    let summary = match fields.get("summary") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => return Err(bad(format!("field `summary` is not text: {other}"))),
+    };
+    Ok(IssueSnapshot {
+        key,
+        summary,
+        description,
+        created,
+        updated,
+        resolved_at,
+        status,
+        priority: name_of("priority"),
+        labels,
+        issue_type: name_of("issuetype"),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Myself {
+    display_name: Option<String>,
+    email_address: Option<String>,
+    name: Option<String>,
+    time_zone: Option<String>,
+}
+
+pub(super) fn decode_myself(response: &Response) -> Result<JiraUser, DecodeError> {
+    let me: Myself = response.json()?;
+    let zone_name = me.time_zone.ok_or_else(|| DecodeError {
+        reason: "`timeZone` is missing: set jira.time_zone to the account's profile zone".into(),
+        body_excerpt: String::new(),
+    })?;
+    let time_zone = zone_name
+        .parse::<chrono_tz::Tz>()
+        .map_err(|_| DecodeError {
+            reason: format!(
+                "`timeZone` {zone_name:?} is not a zone this build knows: set jira.time_zone"
+            ),
+            body_excerpt: String::new(),
+        })?;
+    let display_name = me
+        .display_name
+        .or(me.email_address)
+        .or(me.name)
+        .unwrap_or_default();
+    Ok(JiraUser {
+        display_name,
+        time_zone,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::StatusCode;
+    use reqwest::header::HeaderMap;
+
+    fn response(body: &str) -> Response {
+        Response {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    const DC_SAMPLE: &str =
+        include_str!("../../../shared/fixtures/jira/go-jira_issues_in_sprint.json");
+    const CLOUD_SAMPLE: &str =
+        include_str!("../../../shared/fixtures/jira/atlassian-openapi_search-jql_GET_200.json");
+    const MYSELF: &str =
+        include_str!("../../../shared/fixtures/jira/atlassian-openapi_myself_GET_200.json");
+
+    /// A real Data Center search page decodes, with its offset timestamps turned to UTC.
+    #[test]
+    fn decodes_real_datacenter_page() {
+        let page = decode_page(&response(DC_SAMPLE), Deployment::DataCenter, 0).unwrap();
+        assert_eq!(page.issues.len(), 1);
+        let s = &page.issues[0];
+        assert_eq!(s.key.as_str(), "AR-86");
+        assert_eq!(
+            s.created.to_rfc3339(),
+            "2015-12-02T15:39:15+00:00",
+            "-0800 offset applied"
+        );
+        assert_eq!(
+            s.resolved_at.map(|t| t.to_rfc3339()).as_deref(),
+            Some("2015-12-07T22:19:13+00:00")
+        );
+        assert_eq!(s.priority.as_deref(), Some("Major"));
+        assert_eq!(page.total, Some(10));
+        assert_eq!(
+            page.next,
+            Some(PageCursor::Offset(1)),
+            "1 of 10 read: next starts at 1"
+        );
+    }
+
+    /// Atlassian's synthetic Cloud example (`updated: 1`) is reported by key, not fatal.
+    #[test]
+    fn malformed_issue_is_reported_by_key() {
+        let page = decode_page(&response(CLOUD_SAMPLE), Deployment::Cloud, 0).unwrap();
+        assert!(page.issues.is_empty());
+        assert_eq!(page.undecodable.len(), 1);
+        assert_eq!(page.undecodable[0].key, "ED-1");
+        assert!(
+            page.undecodable[0].reason.contains("created"),
+            "{:?}",
+            page.undecodable
+        );
+        assert_eq!(page.next, None, "isLast: true ends the walk");
+    }
+
+    /// `/myself` gives the profile time zone that JQL dates are read in.
+    #[test]
+    fn myself_zone() {
+        let me = decode_myself(&response(MYSELF)).unwrap();
+        assert_eq!(me.time_zone, chrono_tz::Australia::Sydney);
+        assert_eq!(me.display_name, "Mia Krystof");
+    }
+
+    /// Jira's timestamp forms parse to the same instant.
+    #[rstest::rstest]
+    #[case("2025-02-15T09:45:32.700+0100")]
+    #[case("2025-02-15T09:45:32.700+01:00")]
+    #[case("2025-02-15T08:45:32.700Z")]
+    fn timestamp_forms(#[case] s: &str) {
+        assert_eq!(
+            parse_time(s).unwrap().to_rfc3339(),
+            "2025-02-15T08:45:32.700+00:00"
+        );
+    }
+
+    /// Done-category issues without a resolution count as resolved when they became done.
+    #[test]
+    fn done_without_resolution_is_resolved() {
+        let body = r#"{"isLast":true,"issues":[{"key":"OPS-1","fields":{
+            "summary":"x","created":"2025-01-01T00:00:00.000+0000","updated":"2025-01-02T00:00:00.000+0000",
+            "resolutiondate":null,"statuscategorychangedate":"2025-01-01T12:00:00.000+0000",
+            "status":{"name":"Closed","statusCategory":{"key":"done"}}}}]}"#;
+        let page = decode_page(&response(body), Deployment::Cloud, 0).unwrap();
+        assert_eq!(
+            page.issues[0].resolved_at.unwrap().to_rfc3339(),
+            "2025-01-01T12:00:00+00:00"
+        );
+    }
+}
