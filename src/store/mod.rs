@@ -201,16 +201,34 @@ fn query(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 /// processes never share a file.
 #[derive(Clone, Debug)]
 pub struct Store {
+    inner: Arc<Inner>,
+}
+
+/// What every clone of a [`Store`] shares. A blocking task holds its own reference, so a call
+/// whose future is dropped mid-way still finishes under the lock.
+#[derive(Debug)]
+struct Inner {
     // Field order matters: the connection closes (and checkpoints the WAL) before the lock is
     // released, so the next process never opens a file this one is still writing.
-    conn: Arc<Mutex<Connection>>,
+    conn: Mutex<Connection>,
     /// The file, for error messages (`:memory:` for an in-memory store).
-    path: Arc<Path>,
+    path: PathBuf,
     /// Held only to keep the advisory lock; `None` for read-only and in-memory stores.
-    _lock: Option<Arc<File>>,
+    _lock: Option<File>,
 }
 
 impl Store {
+    /// Wraps an opened, migrated connection.
+    fn new(conn: Connection, path: &Path, lock: Option<File>) -> Store {
+        Store {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                path: path.to_path_buf(),
+                _lock: lock,
+            }),
+        }
+    }
+
     /// Opens the store at `path` for reading and writing, creating the file and its directory if
     /// missing, and migrates it to this build's schema.
     ///
@@ -248,16 +266,13 @@ impl Store {
         // No foreign keys yet; on so that a later migration's references are enforced.
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(open_error)?;
-        // NORMAL is durable across process crashes in WAL mode; a power cut may lose the last
-        // commits, which the next cycle repeats (the cursor moved back with them).
+        // NORMAL is durable across process crashes in WAL mode. A power cut may lose the last
+        // commits: their cursor moves are lost with them, so those changes are searched again,
+        // but so may be an intent, so a create cut short by the same power cut can be repeated.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_error)?;
         migrate::migrate(&mut conn, path)?;
-        Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
-            path: Arc::from(path),
-            _lock: Some(Arc::new(lock)),
-        })
+        Ok(Store::new(conn, path, Some(lock)))
     }
 
     /// Opens an existing store for reading only, without the lock: for `status` while a service
@@ -283,11 +298,7 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_millis(u64::from(BUSY_TIMEOUT_MS)))
             .map_err(open_error)?;
         migrate::check_current(&conn, path)?;
-        Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
-            path: Arc::from(path),
-            _lock: None,
-        })
+        Ok(Store::new(conn, path, None))
     }
 
     /// A fresh, migrated store that lives in memory and vanishes when the last clone is dropped:
@@ -305,16 +316,12 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(open_error)?;
         migrate::migrate(&mut conn, path)?;
-        Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
-            path: Arc::from(path),
-            _lock: None,
-        })
+        Ok(Store::new(conn, path, None))
     }
 
     /// The store's file (`:memory:` for an in-memory store).
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -323,11 +330,11 @@ impl Store {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
+        let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             // A panic while the lock was held cannot leave a transaction open (a `Transaction`
             // rolls back when dropped during unwinding), so the connection is still sound.
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut conn = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
             f(&mut conn)
         })
         .await?
@@ -349,10 +356,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Query`] if SQLite fails; [`StoreError::Corrupt`] if a stored value is not
     /// readable.
-    pub async fn failure_list(
-        &self,
-        rule: &str,
-    ) -> Result<Vec<FailureEntry>, StoreError> {
+    pub async fn failure_list(&self, rule: &str) -> Result<Vec<FailureEntry>, StoreError> {
         let rule = rule.to_owned();
         self.with_conn(move |conn| read_failure_list(conn, &rule))
             .await
@@ -904,10 +908,7 @@ impl RawMapping {
     }
 }
 
-fn read_failure_list(
-    conn: &mut Connection,
-    rule: &str,
-) -> Result<Vec<FailureEntry>, StoreError> {
+fn read_failure_list(conn: &mut Connection, rule: &str) -> Result<Vec<FailureEntry>, StoreError> {
     let mut stmt = conn
         .prepare(
             "SELECT jira_key, attempts, last_error, last_failed_at
@@ -1194,3 +1195,4 @@ impl ToSql for Int {
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
     }
 }
+
