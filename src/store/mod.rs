@@ -2,8 +2,8 @@
 //! issues kept for retry, the run log, and a small key/value table.
 //!
 //! This module owns the database file: opening it (one writing process at a time, enforced by an
-//! advisory lock on `<path>.lock`), its pragmas, migrating it (the private `migrate` module), and every SQL
-//! statement run against it. It implements [`SyncStore`] for the engine, plus a few read methods
+//! advisory lock on `<path>.lock`), its pragmas, migrating it (the private `migrate` module),
+//! and every SQL statement run against it. It implements [`SyncStore`] for the engine, plus a few read methods
 //! for `status`. It does not decide *what* to write: the engine decides when an issue is
 //! replicated, failed, or when a cursor may move; the store only makes each such step atomic.
 //!
