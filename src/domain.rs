@@ -423,6 +423,16 @@ pub trait SyncStore: Send + Sync {
     fn failures(&self, rule: &str)
     -> impl Future<Output = Result<Vec<Failure>, StoreError>> + Send;
 
+    /// A small remembered value (e.g. the Jira account's time zone, with when it was read).
+    fn meta(&self, key: &str) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// Remembers a small value.
+    fn set_meta(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Opens a run-log entry; returns its id.
     fn start_run(
         &self,

@@ -2,6 +2,7 @@
 //! metrics and Value Stream Analytics see them, with Jira's own timestamps.
 //!
 //! # Layout
+//! - [`cli`]: the command line: flags, wiring, exit codes.
 //! - [`config`]: `config.toml` → validated, typed [`config::Config`]; secrets from env or files.
 //! - [`domain`]: snapshots, mappings, actions' vocabulary, and the three interfaces the engine
 //!   drives ([`domain::JiraSource`], [`domain::GitLabSink`], [`domain::SyncStore`]).
@@ -12,8 +13,11 @@
 //! - [`engine`]: the pure planner and the executor that replays a plan exactly once.
 //! - [`sandbox`]: in-process fake Jira and GitLab servers, for `demo`, tests and benchmarks.
 //! - [`secret`]: the redacting `Secret` type and where secrets are read from.
+//! - [`telemetry`]: logging setup (human on a terminal, JSON under systemd).
 
+pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod domain;
 pub mod engine;
 pub mod gitlab;
@@ -22,3 +26,4 @@ pub mod jira;
 pub mod sandbox;
 pub mod secret;
 pub mod store;
+pub mod telemetry;

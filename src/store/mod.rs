@@ -266,10 +266,10 @@ impl Store {
         // No foreign keys yet; on so that a later migration's references are enforced.
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(open_error)?;
-        // NORMAL is durable across process crashes in WAL mode. A power cut may lose the last
-        // commits: their cursor moves are lost with them, so those changes are searched again,
-        // but so may be an intent, so a create cut short by the same power cut can be repeated.
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        // FULL: every commit reaches the disk before the next GitLab write. With NORMAL a power
+        // cut could lose a just-committed intent, and the create it guarded could then be
+        // repeated. Commits are per replicated issue, far below what an fsync each costs.
+        conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_error)?;
         migrate::migrate(&mut conn, path)?;
         Ok(Store::new(conn, path, Some(lock)))
@@ -766,6 +766,14 @@ impl SyncStore for Store {
             .map_err(query("opening a run-log entry"))
         })
         .await
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.get_meta(key).await
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        Store::set_meta(self, key, value).await
     }
 
     async fn finish_run(

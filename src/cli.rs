@@ -1,0 +1,224 @@
+//! The command line: flags (clap), wiring config → clients → engine, and outcomes → exit codes.
+//!
+//! Exit codes are part of the contract: 0 all done; 1 the cycle finished but some issues failed
+//! (they are named in the log and retried next cycle) or a service was unreachable; 2 fatal
+//! (config, credentials, permissions, store).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use futures_util::StreamExt as _;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::config::{self, Config};
+use crate::domain::RunMode;
+use crate::engine::{EngineSettings, RunReport, SyncEngine, error_chain};
+use crate::gitlab::GitLabClient;
+use crate::jira::JiraClient;
+use crate::store::Store;
+use crate::telemetry::LogFormat;
+
+/// Replicate Jira incidents and issues into GitLab, with Jira's own timestamps, so GitLab's DORA
+/// metrics and Value Stream Analytics are right.
+#[derive(Debug, Parser)]
+#[command(name = "jira-gitlab-sync", version, about, long_about = None)]
+pub struct Cli {
+    /// The config file [default: $JIRA_GITLAB_SYNC_CONFIG, else ./config.toml].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print each planned action with its Jira key; write nothing to GitLab or the store.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+
+    /// Run one cycle of every rule, then exit (for cron).
+    #[arg(long)]
+    pub once: bool,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {}
+
+/// The process outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exit {
+    Clean = 0,
+    Partial = 1,
+    Fatal = 2,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    crate::telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return Exit::Fatal.into();
+        }
+    };
+    let exit = runtime.block_on(async {
+        match dispatch(cli).await {
+            Ok(exit) => exit,
+            Err(e) => {
+                error!("{e:#}");
+                eprintln!("error: {e:#}");
+                Exit::Fatal
+            }
+        }
+    });
+    exit.into()
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
+    let path = config::resolve_path(cli.config.as_deref());
+    match cli.command {
+        None if cli.once => {
+            let cfg = load_config(&path)?;
+            once(&cfg, cli.dry_run).await
+        }
+        None => anyhow::bail!("service mode is not available yet: run with --once"),
+    }
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    Config::load(path).with_context(|| format!("invalid configuration in {}", path.display()))
+}
+
+/// Cancels `token` on SIGINT or SIGTERM; a second signal exits at once.
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("stopping after the current action (send the signal again to exit at once)");
+        token.cancel();
+        wait_for_signal().await;
+        error!("second signal: exiting at once");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The engine for a configuration, over the real clients and the store.
+///
+/// # Errors
+/// The store cannot be opened (or is in use), or a client cannot be built.
+pub fn build_engine(
+    cfg: &Config,
+    dry_run: bool,
+) -> anyhow::Result<SyncEngine<JiraClient, GitLabClient, Store>> {
+    let store = if dry_run {
+        // A dry run reads what the store knows but never writes, not even a migration.
+        if cfg.store_path.exists() {
+            Store::open_read_only(&cfg.store_path)
+        } else {
+            Store::open_in_memory()
+        }
+    } else {
+        Store::open(&cfg.store_path)
+    }
+    .with_context(|| format!("cannot use the store {}", cfg.store_path.display()))?;
+    let jira = JiraClient::new(&cfg.jira, &cfg.sync).context("cannot set up the Jira client")?;
+    let gitlab =
+        GitLabClient::new(&cfg.gitlab, &cfg.sync).context("cannot set up the GitLab client")?;
+    Ok(SyncEngine::new(
+        jira,
+        gitlab,
+        store,
+        EngineSettings::from_config(cfg, dry_run),
+    ))
+}
+
+/// One cycle of every rule (`--once`).
+async fn once(cfg: &Config, dry_run: bool) -> anyhow::Result<Exit> {
+    let engine = build_engine(cfg, dry_run)?;
+    let cancel = CancellationToken::new();
+    cancel_on_signals(cancel.clone());
+    let results: Vec<_> = futures_util::stream::iter(cfg.rules.iter())
+        .map(|rule| {
+            let engine = &engine;
+            let cancel = &cancel;
+            async move { (rule, engine.run_rule(rule, RunMode::Once, cancel).await) }
+        })
+        .buffer_unordered(cfg.sync.rule_concurrency)
+        .collect()
+        .await;
+    let mut exit = Exit::Clean;
+    let mut reports = Vec::new();
+    for (rule, result) in results {
+        match result {
+            Ok(report) => {
+                if report.counts.failed > 0 {
+                    exit = exit.max(Exit::Partial);
+                }
+                reports.push(report);
+            }
+            Err(e) => {
+                let fatal = !e.is_retryable();
+                error!(rule = %rule.name, error = %error_chain(&e), "the rule's cycle stopped");
+                eprintln!("error: {}", error_chain(&e));
+                exit = exit.max(if fatal { Exit::Fatal } else { Exit::Partial });
+            }
+        }
+    }
+    if dry_run {
+        print_plan(&reports);
+    }
+    Ok(exit)
+}
+
+fn print_plan(reports: &[RunReport]) {
+    for r in reports {
+        println!(
+            "rule {}: would create {}, close {}, reopen {} ({} unchanged, {} failed)",
+            r.rule,
+            r.counts.created,
+            r.counts.closed,
+            r.counts.reopened,
+            r.counts.skipped,
+            r.counts.failed
+        );
+        for p in &r.planned {
+            println!("  {:<13} {:<12} {}", p.action, p.jira_key.as_str(), p.title);
+        }
+    }
+}
