@@ -1,0 +1,1 @@
+//! The fake GitLab (in progress).
