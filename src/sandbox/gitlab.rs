@@ -15,7 +15,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    HandleInner, Listener, ParsedBody, RecordedRequest, Recorder, ShutdownGuard, Unanswered,
+    HandleInner, Listener, ParsedBody, RecordedRequest, Recorder, Reply, ShutdownGuard, Unanswered,
     json_response, lock, query_pairs, raw_response, read_body,
 };
 use crate::domain::RemoteState;
@@ -584,7 +584,7 @@ impl GitLabState {
     }
 
     /// The user behind `PRIVATE-TOKEN` or `Authorization: Bearer`.
-    fn authenticate(&self, headers: &HeaderMap) -> Result<FakeUser, Response> {
+    fn authenticate(&self, headers: &HeaderMap) -> Result<FakeUser, Reply> {
         let token = headers
             .get("private-token")
             .and_then(|v| v.to_str().ok())
@@ -686,12 +686,12 @@ impl GitLabState {
     }
 }
 
-fn message(status: u16, text: &str) -> Response {
-    json_response(status, &json!({ "message": text }))
+fn message(status: u16, text: &str) -> Reply {
+    json_response(status, &json!({ "message": text })).into()
 }
 
-fn error(status: u16, text: &str) -> Response {
-    json_response(status, &json!({ "error": text }))
+fn error(status: u16, text: &str) -> Reply {
+    json_response(status, &json!({ "error": text })).into()
 }
 
 impl GitLabData {
@@ -701,7 +701,7 @@ impl GitLabData {
         &mut self,
         id: &str,
         user: &FakeUser,
-    ) -> Result<(&mut ProjectState, u32), Response> {
+    ) -> Result<(&mut ProjectState, u32), Reply> {
         let project = self
             .projects
             .iter_mut()
@@ -732,7 +732,7 @@ fn param(body: &Value, name: &str) -> Option<String> {
     }
 }
 
-fn parse_time(name: &str, text: &str) -> Result<DateTime<Utc>, Response> {
+fn parse_time(name: &str, text: &str) -> Result<DateTime<Utc>, Reply> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .or_else(|_| {
@@ -767,17 +767,18 @@ fn labels(value: &Value) -> Option<Vec<String>> {
     Some(out)
 }
 
-fn validate_title(title: &str) -> Result<(), Response> {
+fn validate_title(title: &str) -> Result<(), Reply> {
     if title.chars().count() > 255 {
         return Err(json_response(
             400,
             &json!({ "message": { "title": ["is too long (maximum is 255 characters)"] } }),
-        ));
+        )
+        .into());
     }
     Ok(())
 }
 
-fn validate_issue_type(value: Option<String>) -> Result<Option<String>, Response> {
+fn validate_issue_type(value: Option<String>) -> Result<Option<String>, Reply> {
     match value.as_deref() {
         None => Ok(None),
         Some(t @ ("issue" | "incident" | "test_case" | "task")) => Ok(Some(t.to_owned())),
@@ -789,7 +790,7 @@ fn truthy(value: Option<String>) -> Option<bool> {
     value.map(|v| matches!(v.as_str(), "true" | "1" | "yes"))
 }
 
-type Handled = Result<Response, Response>;
+type Handled = Result<Response, Reply>;
 
 async fn current_user(State(state): State<Arc<GitLabState>>, headers: HeaderMap) -> Handled {
     let user = state.authenticate(&headers)?;
@@ -982,10 +983,9 @@ async fn update_issue(
     let title = param(&body, "title");
     if let Some(t) = &title {
         if t.trim().is_empty() {
-            return Err(json_response(
-                400,
-                &json!({ "message": { "title": ["can't be blank"] } }),
-            ));
+            return Err(
+                json_response(400, &json!({ "message": { "title": ["can't be blank"] } })).into(),
+            );
         }
         validate_title(t)?;
     }
@@ -1249,7 +1249,7 @@ async fn alert_or_not_found(
         (Method::POST, Some((project, name, id))) => {
             receive_alert(&state, &project, &name, id, &headers, body)
         }
-        _ => error(404, "404 Not Found"),
+        _ => error(404, "404 Not Found").into_response(),
     }
 }
 

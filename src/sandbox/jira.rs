@@ -16,7 +16,7 @@ use axum::body::Body;
 use axum::extract::{Extension, Path, RawQuery, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
 use chrono::{DateTime, FixedOffset, Utc};
@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::jql::{Query, key_order};
 use super::{
-    HandleInner, Listener, ParsedBody, RecordedRequest, Recorder, ShutdownGuard, json_response,
-    lock, query_pairs, raw_response, read_body,
+    HandleInner, Listener, ParsedBody, RecordedRequest, Recorder, Reply, ShutdownGuard,
+    json_response, lock, query_pairs, raw_response, read_body,
 };
 
 /// Which Jira the fake plays.
@@ -547,13 +547,13 @@ struct SearchParams {
 }
 
 impl SearchParams {
-    fn read(method: &Method, query: Option<&str>, body: Option<Value>) -> Result<Self, Response> {
+    fn read(method: &Method, query: Option<&str>, body: Option<Value>) -> Result<Self, Reply> {
         let mut p = SearchParams::default();
         let bad = |name: &str, value: &str| {
-            jira_error(
+            Reply::from(jira_error(
                 400,
                 &format!("The value '{value}' is invalid for the parameter '{name}'."),
-            )
+            ))
         };
         if method == Method::POST {
             let body = body.unwrap_or(Value::Null);
@@ -660,7 +660,7 @@ async fn search_jql(
     }
     let params = match SearchParams::read(&method, query.as_deref(), body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let jql = match Query::parse(&params.jql, state.config.user_time_zone, Utc::now()) {
         Ok(q) => q,
@@ -719,7 +719,7 @@ async fn search_legacy(
     }
     let params = match SearchParams::read(&method, query.as_deref(), body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let jql = match Query::parse(&params.jql, state.config.user_time_zone, Utc::now()) {
         Ok(q) => q,
@@ -1053,7 +1053,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -1432,6 +1432,28 @@ mod tests {
         assert!(
             body["issues"][0]["fields"]["resolutiondate"].is_string(),
             "and current"
+        );
+    }
+
+    /// `shutdown()` stops the server: new connections fail.
+    #[tokio::test]
+    async fn shutdown_stops_the_server() {
+        let jira = cloud().await;
+        let (status, _, _) = get_json(&jira, "rest/api/3/myself").await;
+        assert_eq!(status, 200, "serving before shutdown");
+        let other_handle = jira.clone();
+        jira.shutdown();
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            client()
+                .get(other_handle.base_url().join("rest/api/3/myself").unwrap())
+                .send(),
+        )
+        .await
+        .expect("a stopped server refuses promptly");
+        assert!(
+            result.is_err(),
+            "no server answers after shutdown, got {result:?}"
         );
     }
 

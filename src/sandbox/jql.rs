@@ -93,6 +93,8 @@ pub(crate) enum Op {
 pub(crate) enum Literal {
     Text(String),
     Time(DateTime<Utc>),
+    /// The keyword `EMPTY` (or `NULL`) used as a value: `field = EMPTY`.
+    Empty,
 }
 
 /// One `field op value` clause.
@@ -254,7 +256,7 @@ fn compare(issue: &FakeIssue, field: Field, op: Op, value: &Literal) -> bool {
             };
             actual.is_some_and(|a| holds_eq(a.eq_ignore_ascii_case(v), op))
         }
-        (_, Literal::Time(_)) => false,
+        (_, Literal::Time(_) | Literal::Empty) => false,
     }
 }
 
@@ -657,20 +659,18 @@ impl Parser {
         }
         let value = self.value(field)?;
         // `field = EMPTY` is another spelling of `field is EMPTY`.
-        if let Literal::Text(t) = &value {
-            if t == "\u{0}EMPTY" {
-                return match op {
-                    Op::Eq => Ok(Condition::Empty {
-                        field,
-                        negated: false,
-                    }),
-                    Op::Ne => Ok(Condition::Empty {
-                        field,
-                        negated: true,
-                    }),
-                    _ => Err(operator_not_supported("EMPTY", field)),
-                };
-            }
+        if value == Literal::Empty {
+            return match op {
+                Op::Eq => Ok(Condition::Empty {
+                    field,
+                    negated: false,
+                }),
+                Op::Ne => Ok(Condition::Empty {
+                    field,
+                    negated: true,
+                }),
+                _ => Err(operator_not_supported("EMPTY", field)),
+            };
         }
         Ok(Condition::Compare(field, op, value))
     }
@@ -732,7 +732,7 @@ impl Parser {
             }
         };
         if !quoted && (text.eq_ignore_ascii_case("empty") || text.eq_ignore_ascii_case("null")) {
-            return Ok(Literal::Text("\u{0}EMPTY".to_owned()));
+            return Ok(Literal::Empty);
         }
         if !quoted && text.ends_with("()") {
             return Err(JqlError(format!(
@@ -993,6 +993,8 @@ mod tests {
         check("labels is EMPTY", &["OPS-10", "WEB-1"]);
         check("resolved is not EMPTY", &["OPS-10"]);
         check("resolutiondate is EMPTY", &["OPS-2", "WEB-1"]);
+        check("labels = EMPTY", &["OPS-10", "WEB-1"]);
+        check("priority != empty", &["OPS-2", "OPS-10", "WEB-1"]);
         check("created > \"2025-01-01 00:30\"", &["OPS-10"]);
         check("key > OPS-2", &["OPS-10"]);
         check("key = ops-10", &["OPS-10"]);

@@ -239,6 +239,21 @@ pub(crate) fn raw_response(status: u16, body: &str) -> axum::response::Response 
     resp
 }
 
+/// An early answer from a handler: a boxed response, so `Result<T, Reply>` stays small.
+pub(crate) struct Reply(Box<axum::response::Response>);
+
+impl From<axum::response::Response> for Reply {
+    fn from(resp: axum::response::Response) -> Self {
+        Self(Box::new(resp))
+    }
+}
+
+impl axum::response::IntoResponse for Reply {
+    fn into_response(self) -> axum::response::Response {
+        *self.0
+    }
+}
+
 /// Shared, cheaply cloneable state plus the guard that stops the server with the last handle.
 pub(crate) struct HandleInner<S> {
     pub state: Arc<S>,
