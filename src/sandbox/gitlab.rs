@@ -1900,6 +1900,74 @@ mod tests {
         );
     }
 
+    /// The request bucket refuses excess calls; Status and RateLimited faults answer without processing.
+    #[tokio::test]
+    async fn request_budget_and_status_faults() {
+        let gitlab = FakeGitLab::start(FakeGitLabConfig {
+            requests_per_minute: Some(3),
+            ..config()
+        })
+        .await
+        .unwrap();
+        gitlab.push_fault(
+            FaultTarget::CreateIssue,
+            Fault::Status {
+                status: 500,
+                body: r#"{"message":"500 Internal Server Error"}"#.to_owned(),
+            },
+        );
+        gitlab.push_fault(
+            FaultTarget::Any,
+            Fault::RateLimited {
+                retry_after_secs: Some(1),
+            },
+        );
+        let (status, body) = create(
+            &gitlab,
+            FakeGitLabConfig::DEFAULT_TOKEN,
+            json!({ "title": "a" }),
+        )
+        .await;
+        assert_eq!(
+            (status, body["message"].as_str()),
+            (500, Some("500 Internal Server Error")),
+            "the queued status"
+        );
+        let resp = reqwest::Client::new()
+            .get(issues_url(&gitlab))
+            .header("PRIVATE-TOKEN", FakeGitLabConfig::DEFAULT_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            429,
+            "the queued rate limit applies to any request"
+        );
+        assert_eq!(resp.headers()["retry-after"], "1", "with Retry-After");
+        assert!(
+            gitlab.issues(1).is_empty(),
+            "neither fault processed the request"
+        );
+        let (status, _) = create(
+            &gitlab,
+            FakeGitLabConfig::DEFAULT_TOKEN,
+            json!({ "title": "b" }),
+        )
+        .await;
+        assert_eq!(
+            status, 201,
+            "the third request is within the budget of three a minute"
+        );
+        let (status, _) = create(
+            &gitlab,
+            FakeGitLabConfig::DEFAULT_TOKEN,
+            json!({ "title": "c" }),
+        )
+        .await;
+        assert_eq!(status, 429, "the fourth request in a minute is over budget");
+    }
+
     /// Alerts group by fingerprint, each new alert opens an incident, a recovery resolves and closes it.
     #[tokio::test]
     async fn alert_dedup_and_resolve() {
