@@ -1,1 +1,0 @@
-//! sandbox (to be implemented).
