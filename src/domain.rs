@@ -246,7 +246,8 @@ impl RemoteState {
 /// What GitLab stored, read back from its answer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RemoteObject {
-    /// The project-scoped number; `None` for alerts (GitLab's alert endpoint answers no body).
+    /// The project-scoped number; `None` for alerts (the alert endpoint answers the
+    /// *alert's* number, which is not the incident's, so it is not kept).
     pub iid: Option<u64>,
     pub web_url: Option<String>,
     pub state: RemoteState,

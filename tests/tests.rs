@@ -1,0 +1,14 @@
+//! Integration tests: the real clients over HTTP on loopback against the sandbox's fake Jira and
+//! GitLab, a real SQLite file in a temp dir, and the real binary where exit codes or process
+//! death matter. One binary, one module per area.
+
+mod support;
+
+/// The command line: exit codes, config errors, credentials, secrets.
+mod cli;
+/// Walking Jira's result pages on Cloud and Data Center.
+mod paging;
+/// Cycles of the sync: what gets created, closed and reopened, and with which times.
+mod replicate;
+/// Rate limits, lost answers and crashes: nothing lost, nothing twice.
+mod resilience;
