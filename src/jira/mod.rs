@@ -1,5 +1,9 @@
 //! Jira client (to be implemented).
 
+pub mod adf;
+mod markdown;
+pub mod wiki;
+
 /// Why a Jira call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JiraError {
