@@ -6,6 +6,7 @@
 //! builds the JQL) nor retry policy (the shared [`HttpClient`] does).
 
 pub mod adf;
+mod markdown;
 pub mod wiki;
 mod wire;
 
