@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -13,11 +14,14 @@ use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use crate::check::Level;
 use crate::config::{self, Config};
+use crate::daemon::{Backoff, Service};
 use crate::domain::RunMode;
 use crate::engine::{EngineSettings, RunReport, SyncEngine, error_chain};
 use crate::gitlab::GitLabClient;
 use crate::jira::JiraClient;
+use crate::notify;
 use crate::store::Store;
 use crate::telemetry::LogFormat;
 
@@ -47,7 +51,20 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Check the config, credentials, JQL, the token's role and each project's production
+    /// environment; writes nothing. Exit 0 ready, 1 works but GitLab's numbers would be off,
+    /// 2 would not work.
+    Check,
+    /// Per rule: cursor, last run, mapped objects, failing keys. Safe while the service runs.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The whole loop against a sandbox Jira and GitLab on loopback: no config, no network.
+    Demo,
+}
 
 /// The process outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -65,7 +82,13 @@ impl From<Exit> for ExitCode {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
-    crate::telemetry::init(cli.log_format);
+    // The demo prints a story on stdout; only warnings belong beside it unless asked.
+    let default_filter = if matches!(cli.command, Some(Command::Demo)) {
+        "warn"
+    } else {
+        "info"
+    };
+    crate::telemetry::init(cli.log_format, default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -96,8 +119,98 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             let cfg = load_config(&path)?;
             once(&cfg, cli.dry_run).await
         }
-        None => anyhow::bail!("service mode is not available yet: run with --once"),
+        None => {
+            let cfg = load_config(&path)?;
+            service(&cfg, cli.dry_run).await
+        }
+        Some(Command::Check) => {
+            let cfg = load_config(&path)?;
+            check(&cfg).await
+        }
+        Some(Command::Status { json }) => status(&path, json).await,
+        Some(Command::Demo) => demo().await,
     }
+}
+
+/// The long-running service: cron ticks per rule until SIGTERM/SIGINT.
+async fn service(cfg: &Config, dry_run: bool) -> anyhow::Result<Exit> {
+    let engine = Arc::new(build_engine(cfg, dry_run)?);
+    let service = Service::new(engine, cfg.rules.clone(), Backoff::default());
+    let mut scheduler = service
+        .start_cron()
+        .await
+        .context("cannot start the scheduler")?;
+    let cancel = CancellationToken::new();
+    cancel_on_signals(cancel.clone());
+    // Ready once the config is valid and the store is open; a Jira or GitLab outage at start is
+    // retried by the rules' backoff, not a failed start.
+    notify::ready(&format!("syncing {} rule(s)", cfg.rules.len()));
+    notify::spawn_watchdog(cancel.clone());
+    info!(rules = cfg.rules.len(), store = %cfg.store_path.display(), "service started");
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            notify::stopping();
+        });
+    }
+    let clean = service.run(cancel, cfg.sync.shutdown_grace).await;
+    if let Err(e) = scheduler.shutdown().await {
+        error!(error = %e, "the scheduler did not stop cleanly");
+    }
+    Ok(if clean { Exit::Clean } else { Exit::Fatal })
+}
+
+async fn check(cfg: &Config) -> anyhow::Result<Exit> {
+    let findings = crate::check::run(cfg).await;
+    for f in &findings {
+        println!("{f}");
+    }
+    let worst = findings.iter().map(|f| f.level).max().unwrap_or(Level::Ok);
+    Ok(match worst {
+        Level::Ok => Exit::Clean,
+        Level::Warn => Exit::Partial,
+        Level::Error => Exit::Fatal,
+    })
+}
+
+async fn status(path: &std::path::Path, json: bool) -> anyhow::Result<Exit> {
+    let (store, rules) = Config::load_store_and_rules(path)
+        .with_context(|| format!("invalid configuration in {}", path.display()))?;
+    let report = crate::status::collect(&store, &rules)
+        .await
+        .with_context(|| format!("cannot read the store {}", store.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::status::render(&report));
+    }
+    Ok(Exit::Clean)
+}
+
+async fn demo() -> anyhow::Result<Exit> {
+    let started = std::time::Instant::now();
+    let outcome = crate::demo::run(|line| println!("• {line}")).await?;
+    println!();
+    print!("{}", outcome.table);
+    println!();
+    let show = |d: Option<chrono::Duration>| d.map_or_else(|| "-".to_owned(), crate::demo::hm);
+    println!(
+        "median time to restore: Jira {}, GitLab {} — {}",
+        show(outcome.jira_median),
+        show(outcome.gitlab_median),
+        if outcome.medians_agree() {
+            "they agree"
+        } else {
+            "THEY DIFFER"
+        }
+    );
+    println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(if outcome.medians_agree() {
+        Exit::Clean
+    } else {
+        Exit::Partial
+    })
 }
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {

@@ -98,14 +98,22 @@ pub struct RawSchedule {
     /// When the service runs each rule: `sec min hour day month weekday`, in UTC.
     #[serde(default = "default_cron")]
     pub cron: String,
+    /// On SIGTERM the service finishes the actions in flight; this long at most.
+    #[serde(default = "default_grace_secs")]
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for RawSchedule {
     fn default() -> Self {
         Self {
             cron: default_cron(),
+            shutdown_grace_secs: default_grace_secs(),
         }
     }
+}
+
+const fn default_grace_secs() -> u64 {
+    30
 }
 
 fn default_cron() -> String {
@@ -308,6 +316,8 @@ pub struct GitLabConfig {
 
 #[derive(Clone, Debug)]
 pub struct SyncConfig {
+    /// The service's shutdown grace period.
+    pub shutdown_grace: Duration,
     pub lookback: Duration,
     pub retry: RetryPolicy,
     pub rule_concurrency: usize,
@@ -392,7 +402,8 @@ impl Config {
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         let jira = validate_jira(&raw.jira)?;
         let gitlab = validate_gitlab(&raw.gitlab)?;
-        let sync = validate_sync(&raw.sync)?;
+        let mut sync = validate_sync(&raw.sync)?;
+        sync.shutdown_grace = Duration::from_secs(raw.schedule.shutdown_grace_secs);
         validate_cron("schedule.cron", &raw.schedule.cron)?;
         if raw.rule.is_empty() {
             return Err(invalid(
@@ -425,6 +436,28 @@ impl Config {
             gitlab,
             rules,
         })
+    }
+
+    /// Only the store path and rule names, without reading any secret: what `status` needs.
+    ///
+    /// # Errors
+    /// The file is unreadable, not TOML, or has an unknown key.
+    pub fn load_store_and_rules(path: &Path) -> Result<(PathBuf, Vec<String>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        Ok((
+            raw.store.path,
+            raw.rule
+                .into_iter()
+                .map(|r| r.name.trim().to_owned())
+                .collect(),
+        ))
     }
 
     /// The rule called `name`.
@@ -646,6 +679,7 @@ fn validate_sync(raw: &RawSync) -> Result<SyncConfig, ConfigError> {
         return Err(invalid("sync.rule_concurrency", "must be at least 1"));
     }
     Ok(SyncConfig {
+        shutdown_grace: Duration::from_secs(default_grace_secs()),
         lookback: Duration::from_secs(raw.lookback_secs),
         retry: RetryPolicy {
             max_attempts: raw.max_attempts,

@@ -17,9 +17,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. Call once, first thing.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global subscriber with `default_filter` unless `RUST_LOG` says otherwise.
+/// Call once, first thing.
+pub fn init(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Human => false,

@@ -1,0 +1,251 @@
+//! `check`: before go-live, prove the configuration would work. Authenticates to Jira and GitLab,
+//! runs each rule's JQL once, and checks each GitLab project: the token's role (Owner keeps
+//! Jira's exact times), a `production`-tier environment (without one DORA ignores incidents), and
+//! alert settings. Writes nothing anywhere.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::config::Config;
+use crate::domain::{JiraSource, PageCursor, Target};
+use crate::engine::error_chain;
+use crate::gitlab::{GitLabClient, OWNER};
+use crate::jira::JiraClient;
+
+/// How bad a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Ok,
+    /// The service would run, but the numbers GitLab shows would be off.
+    Warn,
+    /// The service would not work.
+    Error,
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Level::Ok => "ok",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        })
+    }
+}
+
+/// One finding: what was checked, and what to do about it.
+#[derive(Clone, Debug)]
+pub struct Finding {
+    pub level: Level,
+    pub subject: String,
+    pub message: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:<5}  {:<24}  {}",
+            self.level, self.subject, self.message
+        )
+    }
+}
+
+fn finding(level: Level, subject: impl Into<String>, message: impl Into<String>) -> Finding {
+    Finding {
+        level,
+        subject: subject.into(),
+        message: message.into(),
+    }
+}
+
+/// Runs every check; findings come in order, each on its own line.
+pub async fn run(cfg: &Config) -> Vec<Finding> {
+    let mut out = Vec::new();
+    out.push(finding(
+        Level::Ok,
+        "config",
+        format!(
+            "{} rule(s); store {}",
+            cfg.rules.len(),
+            cfg.store_path.display()
+        ),
+    ));
+
+    match JiraClient::new(&cfg.jira, &cfg.sync) {
+        Err(e) => out.push(finding(Level::Error, "jira", error_chain(&e))),
+        Ok(jira) => check_jira(cfg, &jira, &mut out).await,
+    }
+    match GitLabClient::new(&cfg.gitlab, &cfg.sync) {
+        Err(e) => out.push(finding(Level::Error, "gitlab", error_chain(&e))),
+        Ok(gitlab) => check_gitlab(cfg, &gitlab, &mut out).await,
+    }
+    out
+}
+
+async fn check_jira(cfg: &Config, jira: &JiraClient, out: &mut Vec<Finding>) {
+    match jira.myself().await {
+        Ok(me) => out.push(finding(
+            Level::Ok,
+            "jira",
+            format!(
+                "authenticated as {}; JQL dates are read in its zone {}{}",
+                me.display_name,
+                me.time_zone,
+                cfg.jira
+                    .time_zone
+                    .filter(|z| *z != me.time_zone)
+                    .map(|z| format!(
+                        " (but jira.time_zone says {z}: remove it unless /myself is wrong)"
+                    ))
+                    .unwrap_or_default()
+            ),
+        )),
+        Err(e) => {
+            out.push(finding(Level::Error, "jira", error_chain(&e)));
+            return;
+        }
+    }
+    for rule in &cfg.rules {
+        let jql = format!("({}) ORDER BY updated DESC", rule.jql);
+        let subject = format!("rule {}", rule.name);
+        match jira.search(&jql, &PageCursor::First).await {
+            Ok(page) => {
+                let count = match page.total {
+                    Some(total) => format!("{total} issue(s) match"),
+                    None if page.next.is_some() => {
+                        format!("more than {} issues match", page.issues.len())
+                    }
+                    None => format!("{} issue(s) match", page.issues.len()),
+                };
+                let level = if page.undecodable.is_empty() {
+                    Level::Ok
+                } else {
+                    Level::Warn
+                };
+                let mut message = format!("JQL runs: {count}");
+                for bad in &page.undecodable {
+                    message.push_str(&format!("; {} cannot be read: {}", bad.key, bad.reason));
+                }
+                out.push(finding(level, subject, message));
+            }
+            Err(e) => out.push(finding(Level::Error, subject, error_chain(&e))),
+        }
+    }
+}
+
+async fn check_gitlab(cfg: &Config, gitlab: &GitLabClient, out: &mut Vec<Finding>) {
+    let admin = match gitlab.current_user().await {
+        Ok(user) => {
+            out.push(finding(
+                Level::Ok,
+                "gitlab",
+                format!("authenticated as {}", user.username),
+            ));
+            user.is_admin.unwrap_or(false)
+        }
+        Err(e) => {
+            out.push(finding(Level::Error, "gitlab", error_chain(&e)));
+            return;
+        }
+    };
+    // Each project once, with the targets that write to it.
+    let mut projects: BTreeMap<&str, Vec<Target>> = BTreeMap::new();
+    for rule in &cfg.rules {
+        projects
+            .entry(rule.destination.project.as_str())
+            .or_default()
+            .push(rule.destination.target);
+        if rule.destination.target == Target::Alert {
+            out.push(finding(
+                Level::Ok,
+                format!("rule {}", rule.name),
+                "alert URL and key are set; in GitLab, enable \"Create an incident\" and \
+                 \"Automatically close associated incident\" in the alert settings, and note \
+                 alerts carry arrival times, not Jira's",
+            ));
+        }
+    }
+    for (project, targets) in projects {
+        let subject = format!("project {project}");
+        let access = match gitlab.project(project).await {
+            Ok(p) => p,
+            Err(e) => {
+                out.push(finding(Level::Error, subject, error_chain(&e)));
+                continue;
+            }
+        };
+        let level = access.access_level();
+        let writes_issues = targets.iter().any(|t| *t != Target::Alert);
+        if writes_issues {
+            if admin || level >= OWNER {
+                out.push(finding(
+                    Level::Ok,
+                    &subject,
+                    format!(
+                        "token role {} ({level}): Jira's created and resolution times are kept exactly",
+                        if admin { "administrator" } else { "Owner" }
+                    ),
+                ));
+            } else if level >= 20 {
+                out.push(finding(
+                    Level::Warn,
+                    &subject,
+                    format!(
+                        "token role {} ({level}): GitLab will silently use the sync's clock for \
+                         created_at and closed_at, so DORA time to restore will be wrong; give \
+                         the token's user the Owner role on {project}",
+                        role_name(level)
+                    ),
+                ));
+            } else {
+                out.push(finding(
+                    Level::Error,
+                    &subject,
+                    format!(
+                        "token role {} ({level}) cannot create and close incidents; it needs \
+                         Reporter at least, Owner for exact times",
+                        role_name(level)
+                    ),
+                ));
+            }
+        }
+        match gitlab.environments(project).await {
+            Ok(envs) => {
+                if envs.iter().any(|e| e.tier.as_deref() == Some("production")) {
+                    out.push(finding(
+                        Level::Ok,
+                        &subject,
+                        "has a production-tier environment: DORA counts its incidents",
+                    ));
+                } else {
+                    out.push(finding(
+                        Level::Warn,
+                        &subject,
+                        "no environment in the production tier: DORA ignores this project's \
+                         incidents; deploy to an environment named \"production\" or set an \
+                         environment's deployment_tier to production",
+                    ));
+                }
+            }
+            Err(e) => out.push(finding(
+                Level::Warn,
+                &subject,
+                format!(
+                    "cannot list environments to check for a production tier: {}",
+                    error_chain(&e)
+                ),
+            )),
+        }
+    }
+}
+
+fn role_name(level: u32) -> &'static str {
+    match level {
+        0 => "none",
+        1..=10 => "Guest",
+        11..=20 => "Reporter",
+        21..=30 => "Developer",
+        31..=40 => "Maintainer",
+        _ => "Owner",
+    }
+}

@@ -1,0 +1,299 @@
+//! `demo`: the whole loop on a fresh machine, with no credentials and no network. A sandbox Jira
+//! and GitLab start on loopback inside the process, a month of incidents is seeded, the real
+//! service (scheduler, engine, store, HTTP clients) replicates them, then a live incident is
+//! created and resolved in Jira and picked up by the scheduler. The table at the end puts Jira's
+//! and GitLab's times side by side; the two medians of time to restore must agree.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::daemon::{Backoff, RunEvent, Service};
+use crate::domain::RemoteState;
+use crate::sandbox::gitlab::{FakeGitLab, FakeGitLabConfig};
+use crate::sandbox::jira::{FakeIssue, FakeJira, FakeJiraConfig};
+
+/// Incidents seeded over the last 30 days.
+const SEEDED: u64 = 24;
+
+/// How long the demo waits for the scheduler to pick a change up before giving up.
+const PICKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The demo's result.
+pub struct DemoOutcome {
+    pub table: String,
+    pub jira_median: Option<chrono::Duration>,
+    pub gitlab_median: Option<chrono::Duration>,
+}
+
+impl DemoOutcome {
+    /// Returns true if and only if both sides compute the same median time to restore.
+    pub fn medians_agree(&self) -> bool {
+        self.jira_median.is_some() && self.jira_median == self.gitlab_median
+    }
+}
+
+/// A small deterministic generator, so every demo shows the same history.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % below.max(1)
+    }
+}
+
+fn millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+/// Runs the demo, printing progress through `say`.
+///
+/// # Errors
+/// A sandbox server cannot start, or the loop does not pick a change up in time.
+pub async fn run(mut say: impl FnMut(&str)) -> anyhow::Result<DemoOutcome> {
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let jira = FakeJira::start(FakeJiraConfig {
+        user_time_zone: chrono_tz::Europe::Berlin,
+        response_offset: chrono::FixedOffset::east_opt(3600).expect("valid offset"),
+        ..FakeJiraConfig::cloud()
+    })
+    .await
+    .context("cannot start the sandbox Jira")?;
+    let gitlab = FakeGitLab::start(FakeGitLabConfig::default())
+        .await
+        .context("cannot start the sandbox GitLab")?;
+
+    let now = Utc::now();
+    let mut rng = Lcg(42);
+    for n in 1..=SEEDED {
+        let created = millis(
+            now - chrono::Duration::minutes((30 * 24 * 60 * (SEEDED - n) / SEEDED) as i64 + 90),
+        );
+        let summary = [
+            "Checkout API returns 502",
+            "Database failover",
+            "Login latency above SLO",
+            "Payment webhook backlog",
+            "Search cluster red",
+            "Certificate expired on edge",
+        ][rng.next(6) as usize];
+        let mut issue = FakeIssue::new(&format!("OPS-{n}"), summary, created)
+            .with_description("Detected by synthetic monitoring.\n\nImpact: customers in EU.")
+            .with_priority(Some(["Highest", "High", "Medium"][rng.next(3) as usize]));
+        // All but the last two are resolved, after 10 minutes to 8 hours.
+        if n <= SEEDED - 2 {
+            let restore = chrono::Duration::minutes(10 + rng.next(470) as i64);
+            issue = issue.resolved_at(created + restore);
+        }
+        jira.insert(issue);
+    }
+    say(&format!(
+        "sandbox Jira at {} holds {SEEDED} incidents from the last 30 days; sandbox GitLab at {}",
+        jira.base_url(),
+        gitlab.base_url()
+    ));
+
+    let d = dir.path();
+    std::fs::write(d.join("jira-token"), FakeJiraConfig::DEFAULT_API_TOKEN)?;
+    std::fs::write(d.join("gitlab-token"), FakeGitLabConfig::DEFAULT_TOKEN)?;
+    let since = (now - chrono::Duration::days(31)).format("%Y-%m-%d");
+    let text = format!(
+        r#"
+[store]
+path = "{dir}/demo.db"
+[jira]
+url = "{jira}"
+deployment = "cloud"
+user = "{user}"
+token_file = "{dir}/jira-token"
+[gitlab]
+url = "{gitlab}"
+token_file = "{dir}/gitlab-token"
+[[rule]]
+name = "ops-incidents"
+jql = "project = OPS AND issuetype = Incident"
+target = "incident"
+gitlab_project = "acme/ops"
+labels = ["jira"]
+since = "{since}"
+cron = "* * * * * *"
+"#,
+        dir = d.display(),
+        jira = jira.base_url(),
+        gitlab = gitlab.base_url(),
+        user = FakeJiraConfig::DEFAULT_EMAIL,
+    );
+    let cfg = Config::from_toml(&text, &d.join("demo.toml")).context("the demo config")?;
+    let engine = Arc::new(crate::cli::build_engine(&cfg, false)?);
+    let service = Service::new(Arc::clone(&engine), cfg.rules.clone(), Backoff::default());
+    let mut events = service.subscribe();
+    let scheduler = service
+        .start_cron()
+        .await
+        .context("cannot start the scheduler")?;
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn(service.run(cancel.clone(), Duration::from_secs(5)));
+
+    let first = wait_for(&mut events, |c| c.created > 0).await?;
+    say(&format!(
+        "the service replicated the history: {} created, {} closed, with Jira's own times",
+        first.created, first.closed
+    ));
+
+    let live_key = format!("OPS-{}", SEEDED + 1);
+    jira.insert(
+        FakeIssue::new(
+            &live_key,
+            "Live: API error rate above 5%",
+            millis(Utc::now()),
+        )
+        .with_priority(Some("Highest")),
+    );
+    say(&format!(
+        "created {live_key} in Jira just now; waiting for the next tick…"
+    ));
+    wait_for(&mut events, |c| c.created > 0).await?;
+    say(&format!(
+        "the scheduler picked {live_key} up and created it in GitLab"
+    ));
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    jira.resolve(&live_key, millis(Utc::now()));
+    say(&format!(
+        "resolved {live_key} in Jira; waiting for the next tick…"
+    ));
+    wait_for(&mut events, |c| c.closed > 0).await?;
+    say(&format!(
+        "the scheduler closed {live_key} in GitLab at Jira's resolution time"
+    ));
+
+    cancel.cancel();
+    let _ = running.await;
+    let mut scheduler = scheduler;
+    let _ = scheduler.shutdown().await;
+
+    let mappings = engine.store().all_mappings("ops-incidents").await?;
+    let gl = gitlab.issues(1);
+    let mut rows = Vec::new();
+    let mut jira_ttr = Vec::new();
+    let mut gitlab_ttr = Vec::new();
+    let mut issues = jira.issues();
+    issues.sort_by_key(|i| i.created);
+    for issue in &issues {
+        let m = mappings.iter().find(|m| m.jira_key.as_str() == issue.key);
+        let g = m
+            .and_then(|m| m.iid)
+            .and_then(|iid| gl.iter().find(|g| g.iid == iid));
+        if let Some(r) = issue.resolutiondate {
+            jira_ttr.push(r - issue.created);
+        }
+        if let Some(g) = g
+            && let Some(c) = g.closed_at
+        {
+            gitlab_ttr.push(c - g.created_at);
+        }
+        rows.push((issue, g));
+    }
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "{:<8} {:>6} {:<7} {:<17} {:<17} {:>8} {:>8}",
+        "JIRA", "GITLAB", "STATE", "CREATED (UTC)", "CLOSED (UTC)", "TTR JIRA", "TTR GL"
+    );
+    for (issue, g) in &rows {
+        let fmt = |t: Option<DateTime<Utc>>| {
+            t.map_or_else(
+                || "-".to_owned(),
+                |t| t.format("%m-%d %H:%M:%S").to_string(),
+            )
+        };
+        let ttr = |d: Option<chrono::Duration>| d.map_or_else(|| "-".to_owned(), hm);
+        let _ = writeln!(
+            table,
+            "{:<8} {:>6} {:<7} {:<17} {:<17} {:>8} {:>8}",
+            issue.key,
+            g.map_or_else(|| "-".to_owned(), |g| format!("#{}", g.iid)),
+            g.map_or("-", |g| match g.state {
+                RemoteState::Opened => "opened",
+                RemoteState::Closed => "closed",
+            }),
+            fmt(g.map(|g| g.created_at)),
+            fmt(g.and_then(|g| g.closed_at)),
+            ttr(issue.resolutiondate.map(|r| r - issue.created)),
+            ttr(g.and_then(|g| g.closed_at.map(|c| c - g.created_at))),
+        );
+    }
+    let outcome = DemoOutcome {
+        table,
+        jira_median: median(&mut jira_ttr),
+        gitlab_median: median(&mut gitlab_ttr),
+    };
+    Ok(outcome)
+}
+
+/// Waits for the next run that satisfies `pred`.
+async fn wait_for(
+    events: &mut tokio::sync::broadcast::Receiver<RunEvent>,
+    pred: impl Fn(&crate::domain::RunCounts) -> bool,
+) -> anyhow::Result<crate::domain::RunCounts> {
+    let deadline = tokio::time::Instant::now() + PICKUP_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Err(_) => bail!("the service did not pick the change up within {PICKUP_TIMEOUT:?}"),
+            Ok(Err(e)) => bail!("the service stopped reporting runs: {e}"),
+            Ok(Ok(RunEvent::Failed { error, .. })) => bail!("a sync run failed: {error}"),
+            Ok(Ok(RunEvent::Finished(r))) if pred(&r.counts) => return Ok(r.counts),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// The median, as GitLab's DORA computes it (the middle value, or the mean of the two middle).
+pub fn median(v: &mut [chrono::Duration]) -> Option<chrono::Duration> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort();
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2
+    })
+}
+
+/// `3h07m`, `0h00m04s` for short ones.
+pub fn hm(d: chrono::Duration) -> String {
+    let s = d.num_seconds();
+    if s < 60 {
+        format!("{s}s")
+    } else {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The median of an even count is the mean of the middle two.
+    #[test]
+    fn median_even_and_odd() {
+        let m = |v: &[i64]| {
+            let mut d: Vec<_> = v.iter().map(|s| chrono::Duration::seconds(*s)).collect();
+            median(&mut d).map(|d| d.num_seconds())
+        };
+        assert_eq!(m(&[]), None);
+        assert_eq!(m(&[5, 1, 3]), Some(3));
+        assert_eq!(m(&[4, 1, 3, 2]), Some(2), "(2 + 3) / 2 in whole seconds");
+    }
+}

@@ -1,0 +1,198 @@
+//! `status`: what the store says about each rule — cursor, last run, mapped objects, failing
+//! keys — as a table for people or JSON for scripts. Reads the store without locking it, so it
+//! works while the service runs.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::store::{RunRecord, Store, StoreError};
+
+/// One failing issue.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailingKey {
+    pub jira_key: String,
+    pub attempts: u32,
+    pub last_error: String,
+    pub last_failed_at: DateTime<Utc>,
+}
+
+/// One rule's state.
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleView {
+    pub rule: String,
+    /// False for a rule the store knows but the config no longer has.
+    pub configured: bool,
+    pub cursor: Option<DateTime<Utc>>,
+    pub mapped: u64,
+    pub open: u64,
+    pub closed: u64,
+    pub failed: u64,
+    pub pending_intents: u64,
+    pub last_run: Option<RunRecord>,
+    pub failing: Vec<FailingKey>,
+}
+
+/// Everything `status` shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusReport {
+    pub store: String,
+    /// False when no sync has run with this store path yet.
+    pub store_exists: bool,
+    pub rules: Vec<RuleView>,
+}
+
+/// Reads the store at `path` for the configured `rules` (and any other rule it holds).
+///
+/// # Errors
+/// The store exists but cannot be read.
+pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, StoreError> {
+    let empty = |name: &String| RuleView {
+        rule: name.clone(),
+        configured: true,
+        cursor: None,
+        mapped: 0,
+        open: 0,
+        closed: 0,
+        failed: 0,
+        pending_intents: 0,
+        last_run: None,
+        failing: Vec::new(),
+    };
+    let store = match Store::open_read_only(path) {
+        Ok(s) => s,
+        Err(StoreError::Missing { .. }) => {
+            return Ok(StatusReport {
+                store: path.display().to_string(),
+                store_exists: false,
+                rules: rules.iter().map(empty).collect(),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let known = store.rule_status().await?;
+    let mut views: Vec<RuleView> = rules.iter().map(empty).collect();
+    for s in known {
+        let idx = match views.iter().position(|v| v.rule == s.rule) {
+            Some(i) => i,
+            None => {
+                views.push(RuleView {
+                    configured: false,
+                    ..empty(&s.rule)
+                });
+                views.len() - 1
+            }
+        };
+        let failing = store
+            .failure_list(&s.rule)
+            .await?
+            .into_iter()
+            .map(|(key, attempts, last_error, last_failed_at)| FailingKey {
+                jira_key: key.to_string(),
+                attempts,
+                last_error,
+                last_failed_at,
+            })
+            .collect();
+        let v = &mut views[idx];
+        v.cursor = s.cursor;
+        v.mapped = s.mapped;
+        v.open = s.open;
+        v.closed = s.closed;
+        v.failed = s.failed;
+        v.pending_intents = s.pending_intents;
+        v.last_run = s.last_run;
+        v.failing = failing;
+    }
+    Ok(StatusReport {
+        store: path.display().to_string(),
+        store_exists: true,
+        rules: views,
+    })
+}
+
+fn when(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(
+        || "-".to_owned(),
+        |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+    )
+}
+
+/// The report as a plain table.
+pub fn render(report: &StatusReport) -> String {
+    let mut out = String::new();
+    if !report.store_exists {
+        let _ = writeln!(
+            out,
+            "no sync has run yet: the store {} does not exist",
+            report.store
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<20} {:<21} {:<21} {:<9} {:>7} {:>6} {:>7} {:>7}",
+        "RULE", "CURSOR", "LAST RUN", "OUTCOME", "MAPPED", "OPEN", "CLOSED", "FAILING"
+    );
+    for r in &report.rules {
+        let (last, outcome) = match &r.last_run {
+            Some(run) => (
+                when(Some(run.started_at)),
+                run.outcome.map_or("running", |o| o.as_str()).to_owned(),
+            ),
+            None => ("-".to_owned(), "never".to_owned()),
+        };
+        let name = if r.configured {
+            r.rule.clone()
+        } else {
+            format!("{} (not in config)", r.rule)
+        };
+        let _ = writeln!(
+            out,
+            "{:<20} {:<21} {:<21} {:<9} {:>7} {:>6} {:>7} {:>7}",
+            name,
+            when(r.cursor),
+            last,
+            outcome,
+            r.mapped,
+            r.open,
+            r.closed,
+            r.failed
+        );
+        if let Some(run) = &r.last_run {
+            let c = &run.counts;
+            let _ = writeln!(
+                out,
+                "    last run: {} created, {} closed, {} reopened, {} unchanged, {} failed{}",
+                c.created,
+                c.closed,
+                c.reopened,
+                c.skipped,
+                c.failed,
+                run.error
+                    .as_deref()
+                    .map(|e| format!("; stopped: {e}"))
+                    .unwrap_or_default()
+            );
+        }
+        for f in &r.failing {
+            let _ = writeln!(
+                out,
+                "    failing {} ({} attempts, last {}): {}",
+                f.jira_key,
+                f.attempts,
+                when(Some(f.last_failed_at)),
+                f.last_error
+            );
+        }
+        if r.pending_intents > 0 {
+            let _ = writeln!(
+                out,
+                "    {} create(s) were interrupted; the next run looks them up before retrying",
+                r.pending_intents
+            );
+        }
+    }
+    out
+}
