@@ -187,6 +187,10 @@ pub trait JiraSource: Send + Sync {
         page: &PageCursor,
     ) -> impl Future<Output = Result<SearchPage, JiraError>> + Send;
 
+    /// How many issues `jql` (without `ORDER BY`) matches, where Jira can say cheaply (Cloud's
+    /// approximate count); `None` where it cannot.
+    fn count(&self, jql: &str) -> impl Future<Output = Result<Option<u64>, JiraError>> + Send;
+
     /// The account behind the credentials, with its profile time zone.
     fn myself(&self) -> impl Future<Output = Result<JiraUser, JiraError>> + Send;
 

@@ -33,7 +33,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::config::{Config, RuleConfig};
 use crate::domain::{
     Commit, GitLabSink, IssueSnapshot, JiraKey, JiraSource, Mapping, PageCursor, RemoteObject,
-    RunCounts, RunMode, RunOutcome, SyncStore, Target,
+    RemoteState, RunCounts, RunMode, RunOutcome, SyncStore, Target,
 };
 use crate::gitlab::GitLabError;
 use crate::http::RetryPolicy;
@@ -500,7 +500,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         Ok((me.time_zone, changed))
     }
 
-    /// Plans and applies one snapshot, committing each GitLab write with the cursor it covers.
+    /// Plans and applies one snapshot within a run, keeping the run's counts and mappings.
     async fn process(
         &self,
         run: &mut Run<'_>,
@@ -508,59 +508,79 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         source: Source,
     ) -> Result<(), EngineError> {
         let mapping = run.mappings.get(&snap.key).cloned();
-        let action = plan(&snap, mapping.as_ref());
+        if self.settings.dry_run {
+            let action = plan(&snap, mapping.as_ref());
+            self.simulate(run, &snap, mapping, &action);
+            return Ok(());
+        }
         let cursor = match source {
             Source::Search => Some(snap.updated.min(run.ceiling)),
             Source::Retry => None,
         };
-        if self.settings.dry_run {
-            self.simulate(run, &snap, mapping, &action);
-            return Ok(());
-        }
+        let outcome = self.apply(run.rule, snap, mapping, source, cursor).await?;
+        run.absorb(outcome);
+        Ok(())
+    }
+
+    /// Plans and applies one snapshot, committing each GitLab write (with `cursor`, once the
+    /// snapshot is fully replicated or recorded as failed). Independent of any run state, so
+    /// snapshots of different keys may be applied concurrently.
+    async fn apply(
+        &self,
+        rule: &RuleConfig,
+        snap: IssueSnapshot,
+        mapping: Option<Mapping>,
+        source: Source,
+        cursor: Option<DateTime<Utc>>,
+    ) -> Result<Outcome, EngineError> {
+        let action = plan(&snap, mapping.as_ref());
         let span = info_span!("issue", jira_key = %snap.key, action = action.verb());
         async {
+            let mut out = Outcome::default();
             match action {
                 Action::Skip(reason) => {
                     debug!(?reason, "nothing to do");
-                    run.report.counts.skipped += 1;
+                    out.counts.skipped += 1;
                     if source == Source::Retry
                         && let Some(m) = mapping
                     {
                         // A newer change already replicated: the stored failure is obsolete.
-                        self.commit(run, Commit::Replicated(m), None).await?;
+                        self.commit(rule, &mut out, Commit::Replicated(m), None).await?;
                     }
-                    Ok(())
                 }
                 Action::Touch => {
                     let mut m = mapping.expect("plan() touches only mapped issues");
                     m.jira_updated = snap.updated;
-                    run.report.counts.skipped += 1;
-                    self.commit(run, Commit::Replicated(m), cursor).await
+                    out.counts.skipped += 1;
+                    self.commit(rule, &mut out, Commit::Replicated(m), cursor).await?;
                 }
                 Action::Create { then_close } => {
-                    let m = match self.create(run, &snap).await {
+                    let m = match self.create(rule, &mut out, &snap).await {
                         Ok(m) => m,
-                        Err(e) => return self.fail(run, snap, e, cursor).await,
+                        Err(e) => {
+                            self.fail(rule, &mut out, snap, e, cursor).await?;
+                            return Ok(out);
+                        }
                     };
-                    run.report.counts.created += 1;
+                    out.counts.created += 1;
                     info!(iid = ?m.iid, "created in GitLab");
                     let commit_cursor = if then_close { None } else { cursor };
-                    self.commit(run, Commit::Replicated(m.clone()), commit_cursor)
+                    self.commit(rule, &mut out, Commit::Replicated(m.clone()), commit_cursor)
                         .await?;
                     if then_close {
-                        self.set_state(run, snap, m, true, cursor).await?;
+                        self.set_state(rule, &mut out, snap, m, true, cursor).await?;
                     }
-                    Ok(())
                 }
                 Action::Close => {
                     let m = mapping.expect("plan() closes only mapped issues");
-                    self.set_state(run, snap, m, true, cursor).await
+                    self.set_state(rule, &mut out, snap, m, true, cursor).await?;
                 }
                 Action::Reopen => {
                     let m = mapping.expect("plan() reopens only mapped issues");
-                    self.set_state(run, snap, m, false, cursor).await
+                    self.set_state(rule, &mut out, snap, m, false, cursor).await?;
                 }
             }
+            Ok(out)
         }
         .instrument(span)
         .await
@@ -575,18 +595,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         mapping: Option<Mapping>,
         action: &Action,
     ) {
-        let c = &mut run.report.counts;
-        match action {
-            Action::Skip(_) | Action::Touch => c.skipped += 1,
-            Action::Create { then_close } => {
-                c.created += 1;
-                if *then_close {
-                    c.closed += 1;
-                }
-            }
-            Action::Close => c.closed += 1,
-            Action::Reopen => c.reopened += 1,
-        }
+        count_planned(&mut run.report.counts, action);
         if action.writes_gitlab() {
             run.report.planned.push(PlannedAction {
                 jira_key: snap.key.clone(),
@@ -594,72 +603,52 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 title: render::title(&run.rule.title, snap),
             });
         }
-        let state = if snap.is_resolved() {
-            crate::domain::RemoteState::Closed
-        } else {
-            crate::domain::RemoteState::Opened
-        };
-        let m = match mapping {
-            Some(mut m) => {
-                m.state = state;
-                m.jira_updated = m.jira_updated.max(snap.updated);
-                m
-            }
-            None => Mapping {
-                rule: run.rule.name.clone(),
-                jira_key: snap.key.clone(),
-                target: run.rule.destination.target,
-                project: run.rule.destination.project.clone(),
-                iid: None,
-                web_url: None,
-                state,
-                jira_updated: snap.updated,
-                created_at: snap.created,
-                closed_at: snap.resolved_at,
-            },
-        };
+        let m = simulated_mapping(run.rule, snap, mapping);
         run.mappings.insert(snap.key.clone(), m);
     }
 
     async fn commit(
         &self,
-        run: &mut Run<'_>,
+        rule: &RuleConfig,
+        out: &mut Outcome,
         commit: Commit,
         cursor: Option<DateTime<Utc>>,
     ) -> Result<(), EngineError> {
         if let Commit::Replicated(m) = &commit {
-            run.mappings.insert(m.jira_key.clone(), m.clone());
+            out.mapping = Some(m.clone());
         }
         self.store
-            .commit(&run.rule.name, commit, cursor)
+            .commit(&rule.name, commit, cursor)
             .await
-            .map_err(|source| store_error(run.rule, source))
+            .map_err(|source| store_error(rule, source))
     }
 
     /// Records a per-issue failure (or stops the run if GitLab refuses everything).
     async fn fail(
         &self,
-        run: &mut Run<'_>,
+        rule: &RuleConfig,
+        out: &mut Outcome,
         snap: IssueSnapshot,
         e: GitLabError,
         cursor: Option<DateTime<Utc>>,
     ) -> Result<(), EngineError> {
         if e.is_fatal() {
             return Err(EngineError::GitLab {
-                rule: run.rule.name.clone(),
+                rule: rule.name.clone(),
                 jira_key: snap.key,
                 source: e,
             });
         }
         let message = error_chain(&e);
         warn!(jira_key = %snap.key, error = %message, "replication failed; it is retried next cycle");
-        run.report.counts.failed += 1;
-        run.report.failures.push(IssueFailure {
+        out.counts.failed += 1;
+        out.failure = Some(IssueFailure {
             jira_key: snap.key.to_string(),
             error: message.clone(),
         });
         self.commit(
-            run,
+            rule,
+            out,
             Commit::Failed {
                 snapshot: snap,
                 error: message,
@@ -673,10 +662,10 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     /// attempt after one whose outcome is unknown starts with a lookup.
     async fn create(
         &self,
-        run: &mut Run<'_>,
+        rule: &RuleConfig,
+        out: &mut Outcome,
         snap: &IssueSnapshot,
     ) -> Result<Mapping, GitLabError> {
-        let rule = run.rule;
         let dest = &rule.destination;
         let browse = self.jira.browse_url(&snap.key);
         let obj = render::new_object(rule, snap, &browse);
@@ -718,7 +707,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         if dest.target != Target::Alert
             && (remote.created_at - snap.created).abs() > TIMESTAMP_TOLERANCE
         {
-            self.timestamps_ignored(run, "created_at", snap.created, remote.created_at);
+            self.timestamps_ignored(rule, out, "created_at", snap.created, remote.created_at);
         }
         Ok(mapping_from(rule, snap, &remote))
     }
@@ -726,13 +715,14 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     /// Closes (`close`) or reopens the object, then commits.
     async fn set_state(
         &self,
-        run: &mut Run<'_>,
+        rule: &RuleConfig,
+        out: &mut Outcome,
         snap: IssueSnapshot,
         m: Mapping,
         close: bool,
         cursor: Option<DateTime<Utc>>,
     ) -> Result<(), EngineError> {
-        let dest = &run.rule.destination;
+        let dest = &rule.destination;
         let result = if close {
             let at = snap.resolved_at.unwrap_or(snap.updated);
             self.gitlab.close(dest, &m, at).await
@@ -741,19 +731,19 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         };
         let remote = match result {
             Ok(r) => r,
-            Err(e) => return self.fail(run, snap, e, cursor).await,
+            Err(e) => return self.fail(rule, out, snap, e, cursor).await,
         };
         if close {
-            run.report.counts.closed += 1;
+            out.counts.closed += 1;
             info!(closed_at = ?remote.closed_at, "closed in GitLab");
             if dest.target != Target::Alert
                 && let (Some(asked), Some(got)) = (snap.resolved_at, remote.closed_at)
                 && (got - asked).abs() > TIMESTAMP_TOLERANCE
             {
-                self.timestamps_ignored(run, "closed_at", asked, got);
+                self.timestamps_ignored(rule, out, "closed_at", asked, got);
             }
         } else {
-            run.report.counts.reopened += 1;
+            out.counts.reopened += 1;
             info!("reopened in GitLab");
         }
         let updated = Mapping {
@@ -764,18 +754,20 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             web_url: remote.web_url.or(m.web_url.clone()),
             ..m
         };
-        self.commit(run, Commit::Replicated(updated), cursor).await
+        self.commit(rule, out, Commit::Replicated(updated), cursor)
+            .await
     }
 
     fn timestamps_ignored(
         &self,
-        run: &mut Run<'_>,
+        rule: &RuleConfig,
+        out: &mut Outcome,
         field: &str,
         asked: DateTime<Utc>,
         got: DateTime<Utc>,
     ) {
-        run.report.timestamps_ignored = true;
-        let project = &run.rule.destination.project;
+        out.timestamps_ignored = true;
+        let project = &rule.destination.project;
         let first = self
             .warned_timestamps
             .lock()
@@ -792,6 +784,81 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                  token's user the Owner role for exact times"
             );
         }
+    }
+}
+
+/// What applying one snapshot did.
+#[derive(Debug, Default)]
+struct Outcome {
+    counts: RunCounts,
+    failure: Option<IssueFailure>,
+    /// The mapping as last committed, if any commit replicated something.
+    mapping: Option<Mapping>,
+    timestamps_ignored: bool,
+}
+
+impl Run<'_> {
+    fn absorb(&mut self, out: Outcome) {
+        add_counts(&mut self.report.counts, &out.counts);
+        if let Some(f) = out.failure {
+            self.report.failures.push(f);
+        }
+        if let Some(m) = out.mapping {
+            self.mappings.insert(m.jira_key.clone(), m);
+        }
+        self.report.timestamps_ignored |= out.timestamps_ignored;
+    }
+}
+
+fn add_counts(total: &mut RunCounts, add: &RunCounts) {
+    total.seen += add.seen;
+    total.created += add.created;
+    total.closed += add.closed;
+    total.reopened += add.reopened;
+    total.skipped += add.skipped;
+    total.failed += add.failed;
+}
+
+/// Counts an action a dry run would take.
+fn count_planned(c: &mut RunCounts, action: &Action) {
+    match action {
+        Action::Skip(_) | Action::Touch => c.skipped += 1,
+        Action::Create { then_close } => {
+            c.created += 1;
+            if *then_close {
+                c.closed += 1;
+            }
+        }
+        Action::Close => c.closed += 1,
+        Action::Reopen => c.reopened += 1,
+    }
+}
+
+/// The mapping a dry run pretends it wrote.
+fn simulated_mapping(rule: &RuleConfig, snap: &IssueSnapshot, mapping: Option<Mapping>) -> Mapping {
+    let state = if snap.is_resolved() {
+        RemoteState::Closed
+    } else {
+        RemoteState::Opened
+    };
+    match mapping {
+        Some(mut m) => {
+            m.state = state;
+            m.jira_updated = m.jira_updated.max(snap.updated);
+            m
+        }
+        None => Mapping {
+            rule: rule.name.clone(),
+            jira_key: snap.key.clone(),
+            target: rule.destination.target,
+            project: rule.destination.project.clone(),
+            iid: None,
+            web_url: None,
+            state,
+            jira_updated: snap.updated,
+            created_at: snap.created,
+            closed_at: snap.resolved_at,
+        },
     }
 }
 

@@ -301,6 +301,31 @@ impl JiraSource for JiraClient {
     }
 
     #[instrument(level = "debug", skip_all, err)]
+    async fn count(&self, jql: &str) -> Result<Option<u64>, JiraError> {
+        if self.deployment != Deployment::Cloud {
+            return Ok(None);
+        }
+        let path = "rest/api/3/search/approximate-count";
+        let response = match self
+            .call(Method::POST, path, Some(json!({ "jql": jql })), RequestKind::Idempotent)
+            .await
+        {
+            Ok(r) => r,
+            Err(JiraError::Status { status: 400, message, .. }) => {
+                return Err(JiraError::BadQuery { message });
+            }
+            // An older site without the endpoint: the count is only for progress display.
+            Err(JiraError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let count: wire::Count = response.json().map_err(|source| JiraError::Decode {
+            endpoint: format!("/{path}"),
+            source,
+        })?;
+        Ok(Some(count.count))
+    }
+
+    #[instrument(level = "debug", skip_all, err)]
     async fn myself(&self) -> Result<JiraUser, JiraError> {
         let path = format!("{}myself", self.api());
         let response = self

@@ -23,6 +23,12 @@ pub(super) struct ErrorBody {
     pub errors: BTreeMap<String, String>,
 }
 
+/// Cloud `search/approximate-count`.
+#[derive(Debug, Deserialize)]
+pub(super) struct Count {
+    pub count: u64,
+}
+
 /// Cloud `search/jql`: `{issues, nextPageToken?, isLast?}`; Data Center `search`:
 /// `{startAt, maxResults, total, issues}`.
 #[derive(Debug, Deserialize)]

@@ -17,7 +17,7 @@ use axum::extract::{Extension, Path, RawQuery, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use base64::Engine as _;
 use chrono::{DateTime, FixedOffset, Utc};
 use chrono_tz::Tz;
@@ -403,6 +403,10 @@ fn router(state: Arc<JiraState>) -> Router {
             "/rest/api/{version}/search",
             get(search_legacy).post(search_legacy),
         )
+        .route(
+            "/rest/api/{version}/search/approximate-count",
+            post(approximate_count),
+        )
         .route("/rest/api/{version}/myself", get(myself))
         .route("/rest/api/{version}/serverInfo", get(server_info))
         .fallback(not_found)
@@ -695,6 +699,26 @@ async fn search_jql(
         body["nextPageToken"] = Value::String(encode_token(end, jql_hash));
     }
     json_response(200, &body)
+}
+
+/// Cloud's `POST /rest/api/3/search/approximate-count` (`{"jql"}` → `{"count"}`). The real one
+/// is approximate; the fake's is exact.
+async fn approximate_count(
+    State(state): State<Arc<JiraState>>,
+    Path(version): Path<String>,
+    Extension(ParsedBody(body)): Extension<ParsedBody>,
+    req: Request<Body>,
+) -> Response {
+    if !state.is_cloud() || version != "3" {
+        return not_found(State(state), req).await;
+    }
+    let Some(jql) = body.as_ref().and_then(|b| b.get("jql")).and_then(Value::as_str) else {
+        return jira_error(400, "The JQL query is required.");
+    };
+    match Query::parse(jql, state.config.user_time_zone, Utc::now()) {
+        Ok(q) => json_response(200, &json!({ "count": state.search(&q).len() })),
+        Err(e) => jira_error(400, &e.0),
+    }
 }
 
 async fn search_legacy(
