@@ -4,6 +4,7 @@
 //! (they are named in the log and retried next cycle) or a service was unreachable; 2 fatal
 //! (config, credentials, permissions, store).
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,6 +19,9 @@ use crate::check::Level;
 use crate::config::{self, Config};
 use crate::daemon::{Backoff, Service};
 use crate::domain::RunMode;
+use crate::engine::backfill::{
+    BackfillReport, BackfillRequest, BarProgress, LogProgress, Progress,
+};
 use crate::engine::{EngineSettings, RunReport, SyncEngine, error_chain};
 use crate::gitlab::GitLabClient;
 use crate::jira::JiraClient;
@@ -64,6 +68,26 @@ pub enum Command {
     },
     /// The whole loop against a sandbox Jira and GitLab on loopback: no config, no network.
     Demo,
+    /// Replicate historical issues (created in [--since, --until)) with their original times.
+    /// Resumable: re-run the same command after an interruption.
+    Backfill {
+        /// Issues created on or after this (YYYY-MM-DD, UTC, or an RFC 3339 time).
+        #[arg(long, value_name = "DATE")]
+        since: String,
+        /// Issues created before this [default: now].
+        #[arg(long, value_name = "DATE")]
+        until: Option<String>,
+        /// Only this rule [default: every rule].
+        #[arg(long, value_name = "NAME")]
+        rule: Option<String>,
+        /// GitLab writes in flight at once [default: sync.backfill_concurrency].
+        #[arg(long, value_name = "N")]
+        concurrency: Option<usize>,
+        /// Go on even if the GitLab token cannot keep the original dates (not Owner): the
+        /// imported incidents would carry today's dates.
+        #[arg(long)]
+        accept_inexact_times: bool,
+    },
 }
 
 /// The process outcome.
@@ -129,6 +153,163 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         }
         Some(Command::Status { json }) => status(&path, json).await,
         Some(Command::Demo) => demo().await,
+        Some(Command::Backfill {
+            since,
+            until,
+            rule,
+            concurrency,
+            accept_inexact_times,
+        }) => {
+            let cfg = load_config(&path)?;
+            let since = config::parse_since("--since", &since)?;
+            let until = until
+                .map(|u| config::parse_since("--until", &u))
+                .transpose()?;
+            if until.is_some_and(|u| u <= since) {
+                anyhow::bail!("--until must be after --since");
+            }
+            let rules: Vec<_> = match &rule {
+                Some(name) => vec![cfg.rule(name)?.clone()],
+                None => cfg.rules.clone(),
+            };
+            let req = BackfillRequest {
+                since,
+                until,
+                concurrency: concurrency.unwrap_or(cfg.sync.backfill_concurrency).max(1),
+                sample: 20,
+            };
+            backfill(&cfg, &rules, &req, cli.dry_run, accept_inexact_times).await
+        }
+    }
+}
+
+/// Returns the projects (of issue and incident rules) where GitLab would not keep Jira's times.
+async fn inexact_projects(
+    cfg: &Config,
+    rules: &[crate::config::RuleConfig],
+) -> anyhow::Result<Vec<String>> {
+    let gitlab = GitLabClient::new(&cfg.gitlab, &cfg.sync)?;
+    let admin = gitlab
+        .current_user()
+        .await
+        .context("cannot check the GitLab token")?
+        .is_admin
+        .unwrap_or(false);
+    let mut out = Vec::new();
+    if admin {
+        return Ok(out);
+    }
+    for rule in rules {
+        let dest = &rule.destination;
+        if dest.target == crate::domain::Target::Alert || out.contains(&dest.project) {
+            continue;
+        }
+        let p = gitlab
+            .project(&dest.project)
+            .await
+            .with_context(|| format!("cannot check project {}", dest.project))?;
+        if p.access_level() < crate::gitlab::OWNER {
+            out.push(dest.project.clone());
+        }
+    }
+    Ok(out)
+}
+
+async fn backfill(
+    cfg: &Config,
+    rules: &[crate::config::RuleConfig],
+    req: &BackfillRequest,
+    dry_run: bool,
+    accept_inexact_times: bool,
+) -> anyhow::Result<Exit> {
+    let inexact = inexact_projects(cfg, rules).await?;
+    if !inexact.is_empty() {
+        let list = inexact.join(", ");
+        if !accept_inexact_times && !dry_run {
+            anyhow::bail!(
+                "the GitLab token is not Owner of {list}: GitLab would ignore Jira's created and \
+                 resolution times and stamp the imported incidents with today's date, which \
+                 DORA would count as today's failures. Give the token's user the Owner role, or \
+                 pass --accept-inexact-times to import anyway"
+            );
+        }
+        tracing::warn!(projects = %list, "the token is not Owner: imported objects will not keep Jira's times");
+    }
+    let engine = build_engine(cfg, dry_run)?;
+    let cancel = CancellationToken::new();
+    cancel_on_signals(cancel.clone());
+    let mut exit = Exit::Clean;
+    for rule in rules {
+        let bar = std::io::stderr().is_terminal().then(BarProgress::new);
+        let log = LogProgress::new(std::time::Duration::from_secs(5));
+        let progress: &dyn Progress = match &bar {
+            Some(b) => b,
+            None => &log,
+        };
+        let result = engine.backfill(rule, req, progress, &cancel).await;
+        if let Some(b) = &bar {
+            b.finish();
+        }
+        match result {
+            Ok(report) => {
+                if report.counts.failed > 0 {
+                    exit = exit.max(Exit::Partial);
+                }
+                print_backfill(&report, dry_run);
+            }
+            Err(e) => {
+                eprintln!("error: {}", error_chain(&e));
+                exit = exit.max(if e.is_retryable() {
+                    Exit::Partial
+                } else {
+                    Exit::Fatal
+                });
+                break;
+            }
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+    }
+    Ok(exit)
+}
+
+fn print_backfill(r: &BackfillReport, dry_run: bool) {
+    let c = &r.counts;
+    let verb = if dry_run { "would create" } else { "created" };
+    println!(
+        "backfill {}: {} issue(s) read{}{}",
+        r.rule,
+        c.seen,
+        r.total.map(|t| format!(" of {t}")).unwrap_or_default(),
+        r.resumed_from
+            .map(|t| format!(", resumed from {}", t.format("%Y-%m-%d %H:%M")))
+            .unwrap_or_default()
+    );
+    println!(
+        "  {verb} {}, closed {}, reopened {}, unchanged {}, failed {} in {:.1} s ({})",
+        c.created,
+        c.closed,
+        c.reopened,
+        c.skipped,
+        c.failed,
+        r.elapsed_ms as f64 / 1000.0,
+        r.outcome.as_str()
+    );
+    if let Some(m) = r.median_restore_secs {
+        println!(
+            "  median time to restore of what was imported: {}",
+            crate::demo::hm(chrono::Duration::seconds(m))
+        );
+    }
+    if r.timestamps_ignored {
+        println!("  GitLab did not keep Jira's times for some objects (token not Owner)");
+    }
+    for f in &r.failures {
+        println!("  failed {}: {}", f.jira_key, f.error);
+    }
+    for p in &r.planned {
+        println!("  {:<13} {:<12} {}", p.action, p.jira_key.as_str(), p.title);
     }
 }
 

@@ -144,6 +144,9 @@ pub struct RawSync {
     /// Rules synced at the same time by `--once` and the service.
     #[serde(default = "default_rule_concurrency")]
     pub rule_concurrency: usize,
+    /// GitLab writes in flight at once during `backfill` (still paced to the GitLab limits).
+    #[serde(default = "default_backfill_concurrency")]
+    pub backfill_concurrency: usize,
 }
 
 impl Default for RawSync {
@@ -155,6 +158,7 @@ impl Default for RawSync {
             retry_max_delay_secs: default_max_delay_secs(),
             max_retry_after_secs: default_max_retry_after_secs(),
             rule_concurrency: default_rule_concurrency(),
+            backfill_concurrency: default_backfill_concurrency(),
         }
     }
 }
@@ -176,6 +180,9 @@ const fn default_max_retry_after_secs() -> u64 {
 }
 const fn default_rule_concurrency() -> usize {
     4
+}
+const fn default_backfill_concurrency() -> usize {
+    8
 }
 const fn default_timeout_secs() -> u64 {
     30
@@ -321,6 +328,7 @@ pub struct SyncConfig {
     pub lookback: Duration,
     pub retry: RetryPolicy,
     pub rule_concurrency: usize,
+    pub backfill_concurrency: usize,
 }
 
 /// One validated rule.
@@ -678,6 +686,12 @@ fn validate_sync(raw: &RawSync) -> Result<SyncConfig, ConfigError> {
     if raw.rule_concurrency == 0 {
         return Err(invalid("sync.rule_concurrency", "must be at least 1"));
     }
+    if raw.backfill_concurrency == 0 || raw.backfill_concurrency > 64 {
+        return Err(invalid(
+            "sync.backfill_concurrency",
+            "must be between 1 and 64",
+        ));
+    }
     Ok(SyncConfig {
         shutdown_grace: Duration::from_secs(default_grace_secs()),
         lookback: Duration::from_secs(raw.lookback_secs),
@@ -688,6 +702,7 @@ fn validate_sync(raw: &RawSync) -> Result<SyncConfig, ConfigError> {
             max_retry_after: Duration::from_secs(raw.max_retry_after_secs),
         },
         rule_concurrency: raw.rule_concurrency,
+        backfill_concurrency: raw.backfill_concurrency,
     })
 }
 
@@ -708,7 +723,11 @@ fn validate_cron(key: &str, cron: &str) -> Result<(), ConfigError> {
         })
 }
 
-fn parse_since(key: &str, s: &str) -> Result<DateTime<Utc>, ConfigError> {
+/// Parses a `YYYY-MM-DD` (UTC midnight) or RFC 3339 time, as `since` and the CLI take them.
+///
+/// # Errors
+/// Neither form; the message names `key`.
+pub fn parse_since(key: &str, s: &str) -> Result<DateTime<Utc>, ConfigError> {
     let s = s.trim();
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());

@@ -4,6 +4,8 @@
 
 mod support;
 
+/// Backfill: history in windows, resumable, exactly once, paced.
+mod backfill;
 /// The command line: exit codes, config errors, credentials, secrets.
 mod cli;
 /// Walking Jira's result pages on Cloud and Data Center.

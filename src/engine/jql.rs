@@ -37,10 +37,18 @@ pub fn changed_since(rule_jql: &str, lower: DateTime<Utc>, zone: Tz) -> String {
 }
 
 /// `(<rule>) AND created >= <from> AND created < <to> ORDER BY created ASC, key ASC`: one
-/// window of history, for backfill.
+/// window of history, oldest first, for backfill.
 pub fn created_between(rule_jql: &str, from: DateTime<Utc>, to: DateTime<Utc>, zone: Tz) -> String {
     format!(
-        "({rule_jql}) AND created >= {} AND created < {} ORDER BY created ASC, key ASC",
+        "{} ORDER BY created ASC, key ASC",
+        created_filter(rule_jql, from, to, zone)
+    )
+}
+
+/// The filter of [`created_between`] without an order, for counting.
+pub fn created_filter(rule_jql: &str, from: DateTime<Utc>, to: DateTime<Utc>, zone: Tz) -> String {
+    format!(
+        "({rule_jql}) AND created >= {} AND created < {}",
         literal(from, zone),
         literal_ceil(to, zone)
     )

@@ -16,6 +16,7 @@
 //!
 //! The engine speaks only to the [`JiraSource`], [`GitLabSink`] and [`SyncStore`] traits.
 
+pub mod backfill;
 pub mod jql;
 pub mod plan;
 pub mod render;
@@ -158,11 +159,13 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Where a snapshot came from: a fresh search moves the cursor, a stored failure does not.
+/// Where a snapshot came from: a fresh search moves the cursor, a stored failure or a backfill
+/// does not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Source {
     Search,
     Retry,
+    Backfill,
 }
 
 /// The state of one run in progress.
@@ -515,7 +518,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         }
         let cursor = match source {
             Source::Search => Some(snap.updated.min(run.ceiling)),
-            Source::Retry => None,
+            Source::Retry | Source::Backfill => None,
         };
         let outcome = self.apply(run.rule, snap, mapping, source, cursor).await?;
         run.absorb(outcome);
@@ -545,14 +548,16 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                         && let Some(m) = mapping
                     {
                         // A newer change already replicated: the stored failure is obsolete.
-                        self.commit(rule, &mut out, Commit::Replicated(m), None).await?;
+                        self.commit(rule, &mut out, Commit::Replicated(m), None)
+                            .await?;
                     }
                 }
                 Action::Touch => {
                     let mut m = mapping.expect("plan() touches only mapped issues");
                     m.jira_updated = snap.updated;
                     out.counts.skipped += 1;
-                    self.commit(rule, &mut out, Commit::Replicated(m), cursor).await?;
+                    self.commit(rule, &mut out, Commit::Replicated(m), cursor)
+                        .await?;
                 }
                 Action::Create { then_close } => {
                     let m = match self.create(rule, &mut out, &snap).await {
@@ -568,16 +573,19 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     self.commit(rule, &mut out, Commit::Replicated(m.clone()), commit_cursor)
                         .await?;
                     if then_close {
-                        self.set_state(rule, &mut out, snap, m, true, cursor).await?;
+                        self.set_state(rule, &mut out, snap, m, true, cursor)
+                            .await?;
                     }
                 }
                 Action::Close => {
                     let m = mapping.expect("plan() closes only mapped issues");
-                    self.set_state(rule, &mut out, snap, m, true, cursor).await?;
+                    self.set_state(rule, &mut out, snap, m, true, cursor)
+                        .await?;
                 }
                 Action::Reopen => {
                     let m = mapping.expect("plan() reopens only mapped issues");
-                    self.set_state(rule, &mut out, snap, m, false, cursor).await?;
+                    self.set_state(rule, &mut out, snap, m, false, cursor)
+                        .await?;
                 }
             }
             Ok(out)

@@ -307,11 +307,20 @@ impl JiraSource for JiraClient {
         }
         let path = "rest/api/3/search/approximate-count";
         let response = match self
-            .call(Method::POST, path, Some(json!({ "jql": jql })), RequestKind::Idempotent)
+            .call(
+                Method::POST,
+                path,
+                Some(json!({ "jql": jql })),
+                RequestKind::Idempotent,
+            )
             .await
         {
             Ok(r) => r,
-            Err(JiraError::Status { status: 400, message, .. }) => {
+            Err(JiraError::Status {
+                status: 400,
+                message,
+                ..
+            }) => {
                 return Err(JiraError::BadQuery { message });
             }
             // An older site without the endpoint: the count is only for progress display.

@@ -712,7 +712,11 @@ async fn approximate_count(
     if !state.is_cloud() || version != "3" {
         return not_found(State(state), req).await;
     }
-    let Some(jql) = body.as_ref().and_then(|b| b.get("jql")).and_then(Value::as_str) else {
+    let Some(jql) = body
+        .as_ref()
+        .and_then(|b| b.get("jql"))
+        .and_then(Value::as_str)
+    else {
         return jira_error(400, "The JQL query is required.");
     };
     match Query::parse(jql, state.config.user_time_zone, Utc::now()) {

@@ -1,0 +1,481 @@
+//! Backfill: replicate history (`created` in `[since, until)`) with original timestamps,
+//! resumable, concurrent up to a limit, and with memory that stays flat however long the
+//! history is.
+//!
+//! How:
+//! - History is walked oldest first by `created`, re-querying from the last `created` seen after
+//!   every page (time windows that adapt to density) instead of paging deeper: Data Center's
+//!   result window (10,000 by default) and Cloud's page tokens are never leaned on for long.
+//! - A producer fetches the next page while the current one's GitLab writes run; the channel
+//!   between them holds at most [`PREFETCH_PAGES`] pages.
+//! - Each page's issues are applied concurrently (up to `concurrency`); the HTTP client paces
+//!   them to the configured limits and waits out 429s for every request at once.
+//! - After each page, the position reached is committed. A killed backfill re-run resumes from
+//!   it; anything re-read is recognised by its mapping, so nothing is written twice.
+//! - Backfill and the live cursor share the mappings: a later `--once` or service run does not
+//!   replay what backfill wrote. Two processes cannot share a store (its lock), so running
+//!   backfill while the service runs is refused with the holder's pid.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt as _;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span};
+
+use crate::config::RuleConfig;
+use crate::domain::{
+    GitLabSink, IssueSnapshot, JiraKey, JiraSource, PageCursor, RunCounts, RunMode, RunOutcome,
+    SyncStore, UndecodableIssue,
+};
+
+use super::plan::{Action, plan};
+use super::{
+    EngineError, IssueFailure, PlannedAction, Source, SyncEngine, add_counts, count_planned,
+    error_chain, jql, render, store_error,
+};
+
+/// Pages fetched ahead of the page being written.
+pub const PREFETCH_PAGES: usize = 2;
+
+/// What to backfill.
+#[derive(Clone, Debug)]
+pub struct BackfillRequest {
+    /// Issues created at or after this.
+    pub since: DateTime<Utc>,
+    /// Issues created before this (default: now).
+    pub until: Option<DateTime<Utc>>,
+    /// GitLab writes in flight at once.
+    pub concurrency: usize,
+    /// How many planned actions a dry run lists.
+    pub sample: usize,
+}
+
+/// Watches a backfill's progress (a progress bar, or periodic log lines).
+pub trait Progress: Send + Sync {
+    /// The number of issues to go through, when Jira can tell.
+    fn total(&self, total: Option<u64>);
+    /// `done` issues gone through so far, with the running counts.
+    fn advance(&self, done: u64, counts: &RunCounts);
+}
+
+/// A progress watcher that shows nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn total(&self, _: Option<u64>) {}
+    fn advance(&self, _: u64, _: &RunCounts) {}
+}
+
+/// What a backfill did.
+#[derive(Clone, Debug, Serialize)]
+pub struct BackfillReport {
+    pub rule: String,
+    pub outcome: RunOutcome,
+    pub total: Option<u64>,
+    pub counts: RunCounts,
+    pub failures: Vec<IssueFailure>,
+    /// A dry run's sample of planned actions.
+    pub planned: Vec<PlannedAction>,
+    /// Where an earlier, interrupted backfill had got to.
+    pub resumed_from: Option<DateTime<Utc>>,
+    pub timestamps_ignored: bool,
+    /// The median of `closed_at − created_at` over the incidents this backfill closed.
+    pub median_restore_secs: Option<i64>,
+    pub elapsed_ms: u64,
+}
+
+/// One page handed from the producer to the writers.
+struct Page {
+    issues: Vec<IssueSnapshot>,
+    undecodable: Vec<UndecodableIssue>,
+    total: Option<u64>,
+}
+
+fn resume_key(rule: &RuleConfig, since: DateTime<Utc>) -> String {
+    format!("backfill:{}:{}", rule.name, since.to_rfc3339())
+}
+
+impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
+    /// Backfills one rule's history.
+    ///
+    /// Per-issue failures are recorded (and retried by the next live cycle) and counted; the
+    /// backfill goes on. Stops between issues when `cancel` fires, with its position committed.
+    ///
+    /// # Errors
+    /// Jira cannot be searched, GitLab rejects the token or the project, or the store fails.
+    pub async fn backfill(
+        &self,
+        rule: &RuleConfig,
+        req: &BackfillRequest,
+        progress: &dyn Progress,
+        cancel: &CancellationToken,
+    ) -> Result<BackfillReport, EngineError> {
+        let span = info_span!("backfill", rule = %rule.name);
+        async {
+            let clock = Instant::now();
+            let dry = self.settings.dry_run;
+            let run_id = if dry {
+                None
+            } else {
+                Some(
+                    self.store
+                        .start_run(&rule.name, RunMode::Backfill)
+                        .await
+                        .map_err(|source| store_error(rule, source))?,
+                )
+            };
+            let mut report = BackfillReport {
+                rule: rule.name.clone(),
+                outcome: RunOutcome::Ok,
+                total: None,
+                counts: RunCounts::default(),
+                failures: Vec::new(),
+                planned: Vec::new(),
+                resumed_from: None,
+                timestamps_ignored: false,
+                median_restore_secs: None,
+                elapsed_ms: 0,
+            };
+            let result = self
+                .backfill_walk(rule, req, progress, cancel, &mut report)
+                .await;
+            report.elapsed_ms = clock.elapsed().as_millis() as u64;
+            let error = match &result {
+                Ok(true) if report.counts.failed > 0 => {
+                    report.outcome = RunOutcome::Partial;
+                    None
+                }
+                Ok(true) => None,
+                Ok(false) => {
+                    report.outcome = RunOutcome::Cancelled;
+                    None
+                }
+                Err(e) => {
+                    report.outcome = RunOutcome::Failed;
+                    Some(error_chain(e))
+                }
+            };
+            if let Some(id) = run_id
+                && let Err(e) = self
+                    .store
+                    .finish_run(id, report.outcome, report.counts.clone(), error)
+                    .await
+            {
+                error!(cause = %error_chain(&e), "cannot record the backfill's end in the store");
+            }
+            let c = &report.counts;
+            info!(
+                outcome = report.outcome.as_str(),
+                seen = c.seen,
+                created = c.created,
+                closed = c.closed,
+                skipped = c.skipped,
+                failed = c.failed,
+                elapsed_ms = report.elapsed_ms,
+                "backfill finished"
+            );
+            result.map(|_| report)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The walk; returns false if cancelled before the end.
+    async fn backfill_walk(
+        &self,
+        rule: &RuleConfig,
+        req: &BackfillRequest,
+        progress: &dyn Progress,
+        cancel: &CancellationToken,
+        report: &mut BackfillReport,
+    ) -> Result<bool, EngineError> {
+        let (zone, _) = self.zone(rule).await?;
+        let until = req.until.unwrap_or_else(Utc::now);
+        let key = resume_key(rule, req.since);
+        let resumed = self
+            .store
+            .meta(&key)
+            .await
+            .map_err(|source| store_error(rule, source))?
+            .and_then(|v| DateTime::parse_from_rfc3339(&v).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .filter(|t| *t > req.since && *t < until);
+        if let Some(at) = resumed {
+            info!(from = %at, "resuming an interrupted backfill");
+        }
+        report.resumed_from = resumed;
+        let lower = resumed.unwrap_or(req.since);
+
+        let jira_err = |source| EngineError::Jira {
+            rule: rule.name.clone(),
+            source,
+        };
+        let counted = self
+            .jira
+            .count(&jql::created_filter(&rule.jql, lower, until, zone))
+            .await
+            .map_err(jira_err)?;
+        report.total = counted;
+        progress.total(counted);
+
+        let (tx, mut rx) = mpsc::channel::<Result<Page, EngineError>>(PREFETCH_PAGES);
+        let producer = async move {
+            let mut bound = lower;
+            let mut page = PageCursor::First;
+            loop {
+                let query = jql::created_between(&rule.jql, bound, until, zone);
+                let result = match self.jira.search(&query, &page).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(jira_err(e))).await;
+                        return;
+                    }
+                };
+                let last = result.issues.last().map(|s| s.created);
+                let next = result.next.clone();
+                let item = Page {
+                    issues: result.issues,
+                    undecodable: result.undecodable,
+                    total: result.total,
+                };
+                if tx.send(Ok(item)).await.is_err() {
+                    return; // the writers stopped
+                }
+                match (next, last) {
+                    (Some(next), Some(last)) => {
+                        if jql::literal(last, zone) != jql::literal(bound, zone) {
+                            bound = last;
+                            page = PageCursor::First;
+                        } else {
+                            page = next;
+                        }
+                    }
+                    _ => return,
+                }
+            }
+        };
+
+        let consumer = async {
+            let mut previous: HashSet<JiraKey> = HashSet::new();
+            let mut done: u64 = 0;
+            let mut restore_times: Vec<i64> = Vec::new();
+            let mut first_page = true;
+            while let Some(item) = rx.recv().await {
+                let page = item?;
+                if first_page && report.total.is_none() {
+                    report.total = page.total;
+                    progress.total(page.total);
+                }
+                first_page = false;
+                for bad in page.undecodable {
+                    error!(jira_key = %bad.key, reason = %bad.reason, "cannot read an issue Jira returned; skipped");
+                    report.counts.failed += 1;
+                    report.failures.push(IssueFailure {
+                        jira_key: bad.key,
+                        error: bad.reason,
+                    });
+                }
+                let last_created = page.issues.last().map(|s| s.created);
+                // Pages overlap by the minute they were re-queried from; the previous page's
+                // keys are the only ones that can come again.
+                let current: HashSet<JiraKey> = page.issues.iter().map(|s| s.key.clone()).collect();
+                let fresh: Vec<IssueSnapshot> = page
+                    .issues
+                    .into_iter()
+                    .filter(|s| !previous.contains(&s.key))
+                    .filter(|s| s.created >= req.since && s.created < until)
+                    .collect();
+                previous = current;
+                let keys = fresh.iter().map(|s| s.key.clone()).collect();
+                let mappings = self
+                    .store
+                    .mappings(&rule.name, keys)
+                    .await
+                    .map_err(|source| store_error(rule, source))?;
+                done += fresh.len() as u64;
+                report.counts.seen += fresh.len() as u64;
+
+                if self.settings.dry_run {
+                    for snap in &fresh {
+                        let action = plan(snap, mappings.get(&snap.key));
+                        count_planned(&mut report.counts, &action);
+                        if action.writes_gitlab() && report.planned.len() < req.sample {
+                            report.planned.push(PlannedAction {
+                                jira_key: snap.key.clone(),
+                                action: action.verb(),
+                                title: render::title(&rule.title, snap),
+                            });
+                        }
+                    }
+                    progress.advance(done, &report.counts);
+                    continue;
+                }
+
+                let mut complete = true;
+                let mut outcomes = futures_util::stream::iter(fresh)
+                    .map(|snap| {
+                        let mapping = mappings.get(&snap.key).cloned();
+                        async move {
+                            if cancel.is_cancelled() {
+                                return None;
+                            }
+                            let closes = matches!(
+                                plan(&snap, mapping.as_ref()),
+                                Action::Create { then_close: true } | Action::Close
+                            );
+                            Some(
+                                self.apply(rule, snap, mapping, Source::Backfill, None)
+                                    .await
+                                    .map(|o| (o, closes)),
+                            )
+                        }
+                    })
+                    .buffer_unordered(req.concurrency.max(1));
+                while let Some(outcome) = outcomes.next().await {
+                    let Some(outcome) = outcome else {
+                        complete = false;
+                        continue;
+                    };
+                    let (out, closes) = outcome?;
+                    if closes
+                        && let Some(m) = &out.mapping
+                        && let Some(closed) = m.closed_at
+                        && out.counts.closed > 0
+                    {
+                        restore_times.push((closed - m.created_at).num_seconds());
+                    }
+                    add_counts(&mut report.counts, &out.counts);
+                    if let Some(f) = out.failure {
+                        report.failures.push(f);
+                    }
+                    report.timestamps_ignored |= out.timestamps_ignored;
+                }
+                progress.advance(done, &report.counts);
+                if !complete || cancel.is_cancelled() {
+                    report.median_restore_secs = median(&mut restore_times);
+                    return Ok(false);
+                }
+                if let Some(at) = last_created {
+                    self.store
+                        .set_meta(&key, &at.to_rfc3339())
+                        .await
+                        .map_err(|source| store_error(rule, source))?;
+                }
+            }
+            report.median_restore_secs = median(&mut restore_times);
+            Ok(true)
+        };
+
+        let ((), result) = tokio::join!(producer, consumer);
+        result
+    }
+}
+
+fn median(v: &mut [i64]) -> Option<i64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2
+    })
+}
+
+/// Progress on a terminal: an indicatif bar (done/total, rate, ETA).
+pub struct BarProgress {
+    bar: indicatif::ProgressBar,
+}
+
+impl BarProgress {
+    pub fn new() -> Self {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Self { bar }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Default for BarProgress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Progress for BarProgress {
+    fn total(&self, total: Option<u64>) {
+        if let Some(t) = total {
+            self.bar.set_length(t);
+            self.bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} issues {per_sec} ETA {eta} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+        }
+    }
+
+    fn advance(&self, done: u64, c: &RunCounts) {
+        self.bar.set_position(done);
+        self.bar.set_message(format!(
+            "created {} closed {} skipped {} failed {}",
+            c.created, c.closed, c.skipped, c.failed
+        ));
+    }
+}
+
+/// Progress off a terminal: a log line every few seconds.
+pub struct LogProgress {
+    every: Duration,
+    state: std::sync::Mutex<(Instant, Option<u64>)>,
+    started: Instant,
+}
+
+impl LogProgress {
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            state: std::sync::Mutex::new((Instant::now(), None)),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Progress for LogProgress {
+    fn total(&self, total: Option<u64>) {
+        if let Ok(mut s) = self.state.lock() {
+            s.1 = total;
+        }
+        info!(total = ?total, "backfill started");
+    }
+
+    fn advance(&self, done: u64, c: &RunCounts) {
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        if s.0.elapsed() < self.every {
+            return;
+        }
+        s.0 = Instant::now();
+        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+        info!(
+            done,
+            total = ?s.1,
+            per_sec = format!("{rate:.1}"),
+            created = c.created,
+            closed = c.closed,
+            skipped = c.skipped,
+            failed = c.failed,
+            "backfill progress"
+        );
+    }
+}
