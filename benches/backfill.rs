@@ -106,7 +106,9 @@ fn since() -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-async fn run_in_process(b: &Bench) -> (Duration, jira_gitlab_sync::engine::backfill::BackfillReport) {
+async fn run_in_process(
+    b: &Bench,
+) -> (Duration, jira_gitlab_sync::engine::backfill::BackfillReport) {
     let cfg = Config::load(&b.config_path).expect("config");
     let engine = build_engine(&cfg, false).expect("engine");
     let req = BackfillRequest {
@@ -222,7 +224,10 @@ async fn rss(n: u64) {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let which = args.first().map(String::as_str).unwrap_or("all");
     let n = |default: u64| args.get(1).and_then(|s| s.parse().ok()).unwrap_or(default);
     println!(
@@ -230,10 +235,14 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/cpuinfo")
             .ok()
-            .and_then(|c| c
-                .lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+            .and_then(
+                |c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
+                    .split(':')
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned())
+            )
             .unwrap_or_default()
     );
     match which {

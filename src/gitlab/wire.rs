@@ -154,9 +154,8 @@ mod tests {
     /// A real `Entities::Issue` payload decodes into what we read back.
     #[test]
     fn decodes_real_issue() {
-        let body = include_str!(
-            "../../../shared/fixtures/gitlab/xanzy_go-gitlab_testdata_issue_move.json"
-        );
+        let body =
+            include_str!("../../tests/fixtures/gitlab/xanzy_go-gitlab_testdata_issue_move.json");
         let issue: Issue = response(200, body).json().unwrap();
         let remote = issue.into_remote("test").unwrap();
         assert_eq!(remote.iid, Some(11));

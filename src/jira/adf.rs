@@ -889,7 +889,7 @@ mod tests {
     #[test]
     fn converts_the_real_issue_fixture() {
         let issue: Value = serde_json::from_str(include_str!(
-            "../../../shared/fixtures/jira/atlassian-openapi_issue_GET_200_v3_adf.json"
+            "../../tests/fixtures/jira/atlassian-openapi_issue_GET_200_v3_adf.json"
         ))
         .expect("the fixture is valid JSON");
         let md = adf_to_markdown(&issue["fields"]["description"]);

@@ -234,12 +234,11 @@ mod tests {
         }
     }
 
-    const DC_SAMPLE: &str =
-        include_str!("../../../shared/fixtures/jira/go-jira_issues_in_sprint.json");
+    const DC_SAMPLE: &str = include_str!("../../tests/fixtures/jira/go-jira_issues_in_sprint.json");
     const CLOUD_SAMPLE: &str =
-        include_str!("../../../shared/fixtures/jira/atlassian-openapi_search-jql_GET_200.json");
+        include_str!("../../tests/fixtures/jira/atlassian-openapi_search-jql_GET_200.json");
     const MYSELF: &str =
-        include_str!("../../../shared/fixtures/jira/atlassian-openapi_myself_GET_200.json");
+        include_str!("../../tests/fixtures/jira/atlassian-openapi_myself_GET_200.json");
 
     /// A real Data Center search page decodes, with its offset timestamps turned to UTC.
     #[test]

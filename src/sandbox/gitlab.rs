@@ -1412,7 +1412,7 @@ mod tests {
     use chrono::TimeZone;
 
     const SCHEMA: &str = include_str!(
-        "../../../shared/fixtures/gitlab/gitlab_spec_fixtures_api_schemas_public_api_v4_issue.json"
+        "../../tests/fixtures/gitlab/gitlab_spec_fixtures_api_schemas_public_api_v4_issue.json"
     );
     const OTHER_TOKEN: &str = "glpat-developer";
 
