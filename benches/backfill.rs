@@ -7,6 +7,7 @@
 //!                                                  #     latency, GitLab limit 600/min
 //! cargo bench --bench backfill -- rss [N]          # (c) peak RSS of the real binary, N issues
 //!                                                  #     (default 50,000)
+//! cargo bench --bench backfill -- idle [CYCLES]    # the service's RSS and CPU per idle cycle
 //! ```
 //!
 //! (a) and (b) run the engine in-process over real HTTP; (c) runs the released binary as a child
@@ -222,6 +223,77 @@ async fn rss(n: u64) {
     );
 }
 
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The service with 1,000 replicated incidents, syncing every second with nothing new.
+async fn idle(cycles: u64) {
+    let b = setup(1_000, Duration::ZERO, None, None).await;
+    let text = std::fs::read_to_string(&b.config_path).expect("config");
+    let text = text.replace(
+        "target = \"incident\"",
+        "target = \"incident\"\nsince = \"2023-12-31\"\ncron = \"* * * * * *\"",
+    );
+    std::fs::write(&b.config_path, text).expect("config");
+    let exe = Path::new(env!("CARGO_BIN_EXE_jira-gitlab-sync"));
+    let mut child = tokio::process::Command::new(exe)
+        .arg("--config")
+        .arg(&b.config_path)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the service starts");
+    let pid = child.id().expect("a pid");
+    // Wait until the first (full) cycle has replicated the history.
+    while b.gitlab.issues(1).len() < 1_000 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let searches = |b: &Bench| {
+        b.jira
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains("/search"))
+            .count()
+    };
+    let (s0, g0) = (searches(&b), b.gitlab.requests().len());
+    let t0 = cpu_ticks(pid).unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(cycles)).await;
+    let t1 = cpu_ticks(pid).unwrap_or(0);
+    let (s1, g1) = (searches(&b), b.gitlab.requests().len());
+    let rss = vm_rss_kib(pid).unwrap_or(0);
+    let done = (s1 - s0).max(1) as f64;
+    // Linux reports CPU time in 1/100 s ticks.
+    let cpu_ms = (t1 - t0) as f64 * 10.0;
+    println!(
+        "idle service: {} idle cycles in {cycles} s ({} Jira searches, {} GitLab requests),          CPU {:.2} ms per idle cycle, RSS {:.1} MiB with 1,000 mapped incidents",
+        s1 - s0,
+        s1 - s0,
+        g1 - g0,
+        cpu_ms / done,
+        rss as f64 / 1024.0
+    );
+    let _ = child.kill().await;
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args()
@@ -249,6 +321,7 @@ async fn main() {
         "overhead" => overhead().await,
         "paced" => paced(n(5_000)).await,
         "rss" => rss(n(50_000)).await,
+        "idle" => idle(n(60)).await,
         _ => {
             overhead().await;
             rss(50_000).await;

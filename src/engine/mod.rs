@@ -560,7 +560,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                         .await?;
                 }
                 Action::Create { then_close } => {
-                    let m = match self.create(rule, &mut out, &snap).await {
+                    let m = match self.create(rule, &mut out, &snap).await? {
                         Ok(m) => m,
                         Err(e) => {
                             self.fail(rule, &mut out, snap, e, cursor).await?;
@@ -668,31 +668,41 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
 
     /// Creates the GitLab object for `snap` exactly once: the intent is committed first, and any
     /// attempt after one whose outcome is unknown starts with a lookup.
+    ///
+    /// The outer error stops the run (the intent could not be recorded, so nothing may be sent);
+    /// the inner one is this issue's failure.
     async fn create(
         &self,
         rule: &RuleConfig,
         out: &mut Outcome,
         snap: &IssueSnapshot,
+    ) -> Result<Result<Mapping, GitLabError>, EngineError> {
+        let browse = self.jira.browse_url(&snap.key);
+        let intent = self
+            .store
+            .begin_intent(&rule.name, &snap.key)
+            .await
+            .map_err(|source| store_error(rule, source))?;
+        Ok(self
+            .create_once(rule, out, snap, &browse, intent.previous_attempts)
+            .await)
+    }
+
+    async fn create_once(
+        &self,
+        rule: &RuleConfig,
+        out: &mut Outcome,
+        snap: &IssueSnapshot,
+        browse: &str,
+        previous_attempts: u32,
     ) -> Result<Mapping, GitLabError> {
         let dest = &rule.destination;
-        let browse = self.jira.browse_url(&snap.key);
-        let obj = render::new_object(rule, snap, &browse);
-        let intent = match self.store.begin_intent(&rule.name, &snap.key).await {
-            Ok(i) => i,
-            Err(e) => {
-                // Without a recorded intent a lost answer could later duplicate: do not create.
-                return Err(GitLabError::Rejected {
-                    what: format!("create of {}", snap.key),
-                    status: 0,
-                    message: format!("the intent could not be recorded: {}", error_chain(&e)),
-                });
-            }
-        };
+        let obj = render::new_object(rule, snap, browse);
         let mut attempt = 0u32;
         let remote = loop {
             attempt += 1;
-            if (intent.previous_attempts > 0 || attempt > 1)
-                && let Some(found) = self.gitlab.find(dest, &snap.key, &browse).await?
+            if (previous_attempts > 0 || attempt > 1)
+                && let Some(found) = self.gitlab.find(dest, &snap.key, browse).await?
             {
                 info!(iid = ?found.iid, "found what an earlier attempt created; not creating again");
                 break found;

@@ -39,6 +39,8 @@ pub enum GitLabError {
         status: u16,
         message: String,
     },
+    #[error("cannot send {what}: {reason}")]
+    Unsendable { what: String, reason: &'static str },
     #[error("GitLab request to {what} failed")]
     Http {
         what: String,
@@ -256,10 +258,9 @@ impl GitLabClient {
         payload: serde_json::Value,
         what: &str,
     ) -> Result<(), GitLabError> {
-        let alert = dest.alert.as_ref().ok_or_else(|| GitLabError::Rejected {
+        let alert = dest.alert.as_ref().ok_or_else(|| GitLabError::Unsendable {
             what: what.to_owned(),
-            status: 0,
-            message: "the rule has no alert_url".into(),
+            reason: "the rule has no alert_url",
         })?;
         let mut bearer = HeaderValue::from_str(&format!("Bearer {}", alert.token.expose()))
             .map_err(|_| GitLabError::Http {
@@ -294,10 +295,9 @@ impl GitLabClient {
         event: &str,
         at: DateTime<Utc>,
     ) -> Result<RemoteObject, GitLabError> {
-        let iid = mapping.iid.ok_or_else(|| GitLabError::Rejected {
-            what: format!("{} {}", event, mapping.jira_key),
-            status: 0,
-            message: "the mapping has no GitLab iid".into(),
+        let iid = mapping.iid.ok_or_else(|| GitLabError::Unsendable {
+            what: format!("{event} of {}", mapping.jira_key),
+            reason: "the mapping holds no GitLab iid",
         })?;
         let iid_text = iid.to_string();
         let what = format!("issue {}#{iid} ({})", dest.project, mapping.jira_key);
