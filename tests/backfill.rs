@@ -1,11 +1,13 @@
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use jira_gitlab_sync::domain::RemoteState;
 use jira_gitlab_sync::engine::backfill::{BackfillRequest, NoProgress};
-use jira_gitlab_sync::sandbox::gitlab::{Fault, FaultTarget};
+use jira_gitlab_sync::sandbox::gitlab::{FakeGitLabConfig, Fault, FaultTarget};
 use jira_gitlab_sync::sandbox::jira::{FakeIssue, FakeJiraConfig};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{Setup, World, output_text, rule};
@@ -116,10 +118,19 @@ async fn datacenter_result_window_500() {
     assert_eq!(refused, 0, "never paged past the result window");
 }
 
-/// A backfill killed twice part-way and re-run ends with each issue exactly once.
+/// A backfill killed twice part-way — each time while a create it sent is committed in GitLab
+/// but unanswered — and re-run ends with each issue exactly once.
 #[tokio::test]
 async fn killed_twice_then_resumed() {
-    let w = World::start(Setup::default()).await;
+    let w = World::start(Setup {
+        // Latency keeps the child from racing to the end while this test waits to kill it.
+        gitlab: FakeGitLabConfig {
+            latency: Duration::from_millis(10),
+            ..FakeGitLabConfig::default()
+        },
+        ..Setup::default()
+    })
+    .await;
     let expected = seed(&w, 600, 11);
     for stop_at in [150, 350] {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jira-gitlab-sync"))
@@ -131,19 +142,24 @@ async fn killed_twice_then_resumed() {
             .kill_on_drop(true)
             .spawn()
             .expect("backfill starts");
-        // Wait (polling GitLab's state, with a deadline) until the backfill is part-way.
+        // Wait (polling GitLab's state, with a deadline) until the backfill is part-way, then
+        // make its next create hang after GitLab committed it, and kill the process there.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         while w.gitlab_issues().len() < stop_at {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the backfill progresses"
             );
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "killed before it finished"
-            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        let arrived = Arc::new(Notify::new());
+        w.gitlab.push_fault(
+            FaultTarget::CreateIssue,
+            Fault::CommitThenHang(arrived.clone()),
+        );
+        tokio::time::timeout(Duration::from_secs(60), arrived.notified())
+            .await
+            .expect("the next create reached GitLab");
         child.kill().await.expect("killed");
         let n = w.gitlab_issues().len();
         assert!(n < 600, "killed part-way ({n})");
