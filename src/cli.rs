@@ -328,14 +328,19 @@ async fn service(cfg: &Config, dry_run: bool) -> anyhow::Result<Exit> {
     notify::ready(&format!("syncing {} rule(s)", cfg.rules.len()));
     notify::spawn_watchdog(cancel.clone());
     info!(rules = cfg.rules.len(), store = %cfg.store_path.display(), "service started");
-    {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            cancel.cancelled().await;
+    // STOPPING=1 as soon as shutdown starts. Not from a spawned task: the service can stop and
+    // the runtime drop such a task before it ever runs. `run` only returns after the token
+    // fired, and `biased` polls the token first, so this always happens, and before the exit.
+    let run = service.run(cancel.clone(), cfg.sync.shutdown_grace);
+    tokio::pin!(run);
+    let clean = tokio::select! {
+        biased;
+        () = cancel.cancelled() => {
             notify::stopping();
-        });
-    }
-    let clean = service.run(cancel, cfg.sync.shutdown_grace).await;
+            run.await
+        }
+        clean = &mut run => clean,
+    };
     if let Err(e) = scheduler.shutdown().await {
         error!(error = %e, "the scheduler did not stop cleanly");
     }
@@ -399,35 +404,58 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
 }
 
 /// Cancels `token` on SIGINT or SIGTERM; a second signal exits at once.
+///
+/// The handlers are in place when this returns (not when the spawned task first runs), so a
+/// signal that comes right after, say once `READY=1` told systemd it may stop us, is caught
+/// instead of killing the process mid-action.
 pub fn cancel_on_signals(token: CancellationToken) {
+    let mut signals = Signals::install();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.recv().await;
         info!("stopping after the current action (send the signal again to exit at once)");
         token.cancel();
-        wait_for_signal().await;
+        signals.recv().await;
         error!("second signal: exiting at once");
         std::process::exit(130);
     });
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT, registered when created. Elsewhere, or if registering fails, Ctrl-C.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let unix = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(term), Ok(int)) => Some((term, int)),
+                (Err(e), _) | (_, Err(e)) => {
+                    error!(error = %e, "cannot handle SIGTERM; only Ctrl-C stops cleanly");
+                    None
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            };
+            Signals { unix }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some((term, int)) = &mut self.unix {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }

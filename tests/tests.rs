@@ -14,3 +14,6 @@ mod paging;
 mod replicate;
 /// Rate limits, lost answers and crashes: nothing lost, nothing twice.
 mod resilience;
+/// Service mode (schedule, shutdown, systemd notification), the operator commands (`check`,
+/// `status`, `demo`) and the shipped deployment files.
+mod service;
