@@ -107,10 +107,11 @@ impl From<Exit> for ExitCode {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     // The demo prints a story on stdout; only warnings belong beside it unless asked.
+    // The scheduler crate narrates its internals at info; keep that out of operators' logs.
     let default_filter = if matches!(cli.command, Some(Command::Demo)) {
         "warn"
     } else {
-        "info"
+        "info,tokio_cron_scheduler=warn"
     };
     crate::telemetry::init(cli.log_format, default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -74,7 +74,8 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
-    /// The SQLite file holding cursors and mappings; created and migrated on start.
+    /// The SQLite file holding cursors and mappings; created and migrated on start. A relative
+    /// path is relative to the config file's directory.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
 }
@@ -390,16 +391,18 @@ impl Config {
         Self::from_toml(&text, path)
     }
 
-    /// Parses and validates TOML text; `path` is only used in messages and to resolve a relative
-    /// store path (it stays relative to the working directory, like the CLI's other paths).
+    /// Parses and validates TOML text; `path` names the file in messages, and a relative
+    /// `[store] path` is taken relative to the file's directory (not the working directory, which
+    /// is `/` under systemd and anything under cron).
     ///
     /// # Errors
     /// As [`Config::load`].
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_owned(),
         })?;
+        raw.store.path = beside(path, &raw.store.path);
         Self::from_raw(raw)
     }
 
@@ -483,6 +486,17 @@ impl Config {
                 ),
             )
         })
+    }
+}
+
+/// `target` as written, or, if relative, relative to the directory of the file at `config`.
+fn beside(config: &Path, target: &Path) -> PathBuf {
+    if target.is_absolute() {
+        return target.to_path_buf();
+    }
+    match config.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(target),
+        _ => target.to_path_buf(),
     }
 }
 
