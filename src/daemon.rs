@@ -42,12 +42,7 @@ impl Backoff {
     /// The pause after `failures` consecutive failed runs (≥ 1): doubling from `base`, capped at
     /// `max`, with jitter in `[½, 1]` of that (`unit` in `[0, 1)`).
     pub fn delay(&self, failures: u32, unit: f64) -> Duration {
-        if failures == 0 {
-            return Duration::ZERO;
-        }
-        let factor = 1u32.checked_shl(failures - 1).unwrap_or(u32::MAX);
-        let window = self.base.saturating_mul(factor).min(self.max);
-        window.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+        crate::http::jittered_backoff(self.base, self.max, failures, unit)
     }
 }
 

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::daemon::{Backoff, RunEvent, Service};
 use crate::domain::RemoteState;
+use crate::engine::median;
 use crate::sandbox::gitlab::{FakeGitLab, FakeGitLabConfig};
 use crate::sandbox::jira::{FakeIssue, FakeJira, FakeJiraConfig};
 
@@ -257,20 +258,6 @@ async fn wait_for(
     }
 }
 
-/// The median, as GitLab's DORA computes it (the middle value, or the mean of the two middle).
-pub fn median(v: &mut [chrono::Duration]) -> Option<chrono::Duration> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort();
-    let mid = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2
-    })
-}
-
 /// `3h07m`, `0h00m04s` for short ones.
 pub fn hm(d: chrono::Duration) -> String {
     let s = d.num_seconds();
@@ -278,22 +265,5 @@ pub fn hm(d: chrono::Duration) -> String {
         format!("{s}s")
     } else {
         format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The median of an even count is the mean of the middle two.
-    #[test]
-    fn median_even_and_odd() {
-        let m = |v: &[i64]| {
-            let mut d: Vec<_> = v.iter().map(|s| chrono::Duration::seconds(*s)).collect();
-            median(&mut d).map(|d| d.num_seconds())
-        };
-        assert_eq!(m(&[]), None);
-        assert_eq!(m(&[5, 1, 3]), Some(3));
-        assert_eq!(m(&[4, 1, 3, 2]), Some(2), "(2 + 3) / 2 in whole seconds");
     }
 }

@@ -52,14 +52,20 @@ impl RetryPolicy {
     /// The delay before attempt `attempt + 1` after `attempt` failures (1-based): full jitter
     /// over an exponentially growing, capped window. `unit` is a random number in `[0, 1)`.
     pub fn backoff(&self, attempt: u32, unit: f64) -> Duration {
-        let exp = self.base_delay.saturating_mul(
-            1u32.checked_shl(attempt.saturating_sub(1))
-                .unwrap_or(u32::MAX),
-        );
-        let window = exp.min(self.max_delay);
-        // Keep at least half the window so consecutive attempts still spread out.
-        window.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+        jittered_backoff(self.base_delay, self.max_delay, attempt, unit)
     }
+}
+
+/// Capped exponential backoff with jitter: after `failures` (≥ 1) failures, a delay in
+/// `[½, 1]` of `base · 2^(failures−1)` capped at `max`; `unit` is a random number in `[0, 1)`.
+/// Keeping at least half the window spreads consecutive attempts out.
+pub fn jittered_backoff(base: Duration, max: Duration, failures: u32, unit: f64) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    let factor = 1u32.checked_shl(failures - 1).unwrap_or(u32::MAX);
+    let window = base.saturating_mul(factor).min(max);
+    window.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
 }
 
 /// Requests a minute allowed for each kind of request; `None` is unpaced.

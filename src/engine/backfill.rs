@@ -34,8 +34,8 @@ use crate::domain::{
 
 use super::plan::{Action, plan};
 use super::{
-    EngineError, IssueFailure, PlannedAction, Source, SyncEngine, add_counts, count_planned,
-    error_chain, jql, render, store_error,
+    EngineError, IssueFailure, PlannedAction, Source, SyncEngine, add_counts, conclude,
+    count_planned, jql, median, render, store_error,
 };
 
 /// Pages fetched ahead of the page being written.
@@ -144,29 +144,10 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 .backfill_walk(rule, req, progress, cancel, &mut report)
                 .await;
             report.elapsed_ms = clock.elapsed().as_millis() as u64;
-            let error = match &result {
-                Ok(true) if report.counts.failed > 0 => {
-                    report.outcome = RunOutcome::Partial;
-                    None
-                }
-                Ok(true) => None,
-                Ok(false) => {
-                    report.outcome = RunOutcome::Cancelled;
-                    None
-                }
-                Err(e) => {
-                    report.outcome = RunOutcome::Failed;
-                    Some(error_chain(e))
-                }
-            };
-            if let Some(id) = run_id
-                && let Err(e) = self
-                    .store
-                    .finish_run(id, report.outcome, report.counts.clone(), error)
-                    .await
-            {
-                error!(cause = %error_chain(&e), "cannot record the backfill's end in the store");
-            }
+            let (outcome, error) = conclude(&result, report.counts.failed);
+            report.outcome = outcome;
+            self.record_end(run_id, outcome, &report.counts, error)
+                .await;
             let c = &report.counts;
             info!(
                 outcome = report.outcome.as_str(),
@@ -262,7 +243,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         let consumer = async {
             let mut previous: HashSet<JiraKey> = HashSet::new();
             let mut done: u64 = 0;
-            let mut restore_times: Vec<i64> = Vec::new();
+            let mut restore_times: Vec<chrono::Duration> = Vec::new();
             let mut first_page = true;
             while let Some(item) = rx.recv().await {
                 let page = item?;
@@ -346,7 +327,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                         && let Some(closed) = m.closed_at
                         && out.counts.closed > 0
                     {
-                        restore_times.push((closed - m.created_at).num_seconds());
+                        restore_times.push(closed - m.created_at);
                     }
                     add_counts(&mut report.counts, &out.counts);
                     if let Some(f) = out.failure {
@@ -356,7 +337,8 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 }
                 progress.advance(done, &report.counts);
                 if !complete || cancel.is_cancelled() {
-                    report.median_restore_secs = median(&mut restore_times);
+                    report.median_restore_secs =
+                        median(&mut restore_times).map(|d| d.num_seconds());
                     return Ok(false);
                 }
                 if let Some(at) = last_created {
@@ -366,26 +348,13 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                         .map_err(|source| store_error(rule, source))?;
                 }
             }
-            report.median_restore_secs = median(&mut restore_times);
+            report.median_restore_secs = median(&mut restore_times).map(|d| d.num_seconds());
             Ok(true)
         };
 
         let ((), result) = tokio::join!(producer, consumer);
         result
     }
-}
-
-fn median(v: &mut [i64]) -> Option<i64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_unstable();
-    let mid = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2
-    })
 }
 
 /// Progress on a terminal: an indicatif bar (done/total, rate, ETA).

@@ -147,6 +147,33 @@ pub struct RunReport {
     pub elapsed_ms: u64,
 }
 
+/// The median as GitLab's DORA computes it: the middle value, or the mean of the two middle ones.
+pub fn median<T>(v: &mut [T]) -> Option<T>
+where
+    T: Ord + Copy + std::ops::Add<Output = T> + std::ops::Div<i32, Output = T>,
+{
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2
+    })
+}
+
+/// How a run ended, from the walk's result: its outcome, and why it stopped if it failed.
+fn conclude(result: &Result<bool, EngineError>, failed: u64) -> (RunOutcome, Option<String>) {
+    match result {
+        Ok(true) if failed > 0 => (RunOutcome::Partial, None),
+        Ok(true) => (RunOutcome::Ok, None),
+        Ok(false) => (RunOutcome::Cancelled, None),
+        Err(e) => (RunOutcome::Failed, Some(error_chain(e))),
+    }
+}
+
 /// The whole error chain on one line: `outer: inner: root`.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
@@ -282,29 +309,10 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         let result = self.walk(&mut run, started, lookback, cancel).await;
         let mut report = run.report;
         report.elapsed_ms = clock.elapsed().as_millis() as u64;
-        let error = match &result {
-            Ok(true) if report.counts.failed > 0 => {
-                report.outcome = RunOutcome::Partial;
-                None
-            }
-            Ok(true) => None,
-            Ok(false) => {
-                report.outcome = RunOutcome::Cancelled;
-                None
-            }
-            Err(e) => {
-                report.outcome = RunOutcome::Failed;
-                Some(error_chain(e))
-            }
-        };
-        if let Some(id) = run_id
-            && let Err(e) = self
-                .store
-                .finish_run(id, report.outcome, report.counts.clone(), error.clone())
-                .await
-        {
-            error!(cause = %error_chain(&e), "cannot record the run's end in the store");
-        }
+        let (outcome, error) = conclude(&result, report.counts.failed);
+        report.outcome = outcome;
+        self.record_end(run_id, outcome, &report.counts, error)
+            .await;
         let c = &report.counts;
         info!(
             outcome = report.outcome.as_str(),
@@ -319,6 +327,24 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             "sync cycle finished"
         );
         result.map(|_| report)
+    }
+
+    /// Closes the run-log entry; a failure to do so is logged, not fatal (the work is committed).
+    async fn record_end(
+        &self,
+        run_id: Option<i64>,
+        outcome: RunOutcome,
+        counts: &RunCounts,
+        error: Option<String>,
+    ) {
+        if let Some(id) = run_id
+            && let Err(e) = self
+                .store
+                .finish_run(id, outcome, counts.clone(), error)
+                .await
+        {
+            error!(cause = %error_chain(&e), "cannot record the run's end in the store");
+        }
     }
 
     /// The walk; returns false if cancelled before the end.
@@ -913,4 +939,43 @@ fn parse_zone_meta(v: &str) -> Option<(Tz, DateTime<Utc>)> {
 /// A short random id to tie a run's log lines together.
 fn uuid_like() -> String {
     format!("{:08x}", rand::random::<u32>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The median of an even count is the mean of the middle two, as GitLab's DORA takes it.
+    #[test]
+    fn median_even_and_odd() {
+        let m = |v: &[i64]| {
+            let mut d: Vec<_> = v.iter().map(|s| chrono::Duration::seconds(*s)).collect();
+            median(&mut d).map(|d| d.num_seconds())
+        };
+        assert_eq!(m(&[]), None);
+        assert_eq!(m(&[5, 1, 3]), Some(3));
+        assert_eq!(
+            m(&[4, 1, 3, 2]),
+            Some(2),
+            "(2 s + 3 s) / 2 = 2.5 s, 2 in whole seconds"
+        );
+    }
+
+    /// A run's outcome follows from how its walk ended and whether issues failed.
+    #[test]
+    fn conclusions() {
+        assert_eq!(conclude(&Ok(true), 0), (RunOutcome::Ok, None));
+        assert_eq!(conclude(&Ok(true), 2), (RunOutcome::Partial, None));
+        assert_eq!(conclude(&Ok(false), 2), (RunOutcome::Cancelled, None));
+        let err = Err(EngineError::Jira {
+            rule: "r".into(),
+            source: JiraError::Unauthorized { hint: "check" },
+        });
+        let (outcome, why) = conclude(&err, 0);
+        assert_eq!(outcome, RunOutcome::Failed);
+        assert!(
+            why.unwrap().contains("401"),
+            "the reason carries the whole chain"
+        );
+    }
 }
