@@ -288,10 +288,11 @@ fn print_backfill(r: &BackfillReport, dry_run: bool) {
             .unwrap_or_default()
     );
     println!(
-        "  {verb} {}, closed {}, reopened {}, unchanged {}, failed {} in {:.1} s ({})",
+        "  {verb} {}, closed {}, reopened {}, updated {}, unchanged {}, failed {} in {:.1} s ({})",
         c.created,
         c.closed,
         c.reopened,
+        c.updated,
         c.skipped,
         c.failed,
         r.elapsed_ms as f64 / 1000.0,
@@ -532,11 +533,12 @@ async fn once(cfg: &Config, dry_run: bool) -> anyhow::Result<Exit> {
 fn print_plan(reports: &[RunReport]) {
     for r in reports {
         println!(
-            "rule {}: would create {}, close {}, reopen {} ({} unchanged, {} failed)",
+            "rule {}: would create {}, close {}, reopen {}, update {} ({} unchanged, {} failed)",
             r.rule,
             r.counts.created,
             r.counts.closed,
             r.counts.reopened,
+            r.counts.updated,
             r.counts.skipped,
             r.counts.failed
         );

@@ -291,6 +291,15 @@ pub trait GitLabSink: Send + Sync {
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<RemoteObject, GitLabError>> + Send;
 
+    /// Rewrites the object's title and description (issues and incidents; alerts cannot be
+    /// edited).
+    fn update(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        obj: &NewObject,
+    ) -> impl Future<Output = Result<RemoteObject, GitLabError>> + Send;
+
     /// Reopens the object.
     fn reopen(
         &self,
@@ -314,6 +323,9 @@ pub struct Mapping {
     pub jira_updated: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub closed_at: Option<DateTime<Utc>>,
+    /// A hash of the title and description last written (`None` for rows from before it was
+    /// kept): an edit in Jira is carried over when it changes.
+    pub content_hash: Option<String>,
 }
 
 /// A create that was started and may or may not have reached GitLab.
@@ -343,6 +355,9 @@ pub struct RunCounts {
     pub created: u64,
     pub closed: u64,
     pub reopened: u64,
+    /// GitLab objects rewritten because the Jira summary or description changed.
+    #[serde(default)]
+    pub updated: u64,
     /// Snapshots that needed no GitLab write (already replicated, or only their `updated` moved).
     pub skipped: u64,
     pub failed: u64,

@@ -164,10 +164,11 @@ pub fn render(report: &StatusReport) -> String {
             let c = &run.counts;
             let _ = writeln!(
                 out,
-                "    last run: {} created, {} closed, {} reopened, {} unchanged, {} failed{}",
+                "    last run: {} created, {} closed, {} reopened, {} updated, {} unchanged, {} failed{}",
                 c.created,
                 c.closed,
                 c.reopened,
+                c.updated,
                 c.skipped,
                 c.failed,
                 run.error

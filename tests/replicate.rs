@@ -337,3 +337,62 @@ async fn same_engine_runs_twice() {
         .count();
     assert_eq!(myself, 1, "the zone is asked once per process");
 }
+
+/// An edit to the Jira summary or description rewrites the GitLab title and description once;
+/// a change that does not show in GitLab costs no GitLab request.
+#[tokio::test]
+async fn jira_edit_rewrites_title_once() {
+    let w = World::start(Setup::default()).await;
+    w.jira
+        .insert(FakeIssue::new("OPS-1", "Databse down", ago(30)));
+    w.once().await.expect("run 1");
+
+    w.jira.update("OPS-1", ago(2), |i| {
+        i.summary = "Database down".into();
+        i.description = Some("Root cause: disk full.".into());
+    });
+    let r = w.once().await.expect("run 2");
+    assert_eq!(r.counts.updated, 1, "{r:?}");
+    let issue = &w.gitlab_issues()[0];
+    assert_eq!(issue.title, "[OPS-1] Database down");
+    assert!(
+        issue
+            .description
+            .as_deref()
+            .unwrap()
+            .contains("Root cause: disk full.")
+    );
+    assert!(
+        issue
+            .description
+            .as_deref()
+            .unwrap()
+            .starts_with(&format!("{}browse/OPS-1\n", w.jira.base_url())),
+        "the Jira link stays on the first line"
+    );
+
+    w.gitlab.clear_requests();
+    w.jira
+        .update("OPS-1", ago(1), |i| i.labels = vec!["triaged".into()]);
+    let r = w.once().await.expect("run 3");
+    assert_eq!(r.counts.updated, 0, "{r:?}");
+    assert!(
+        w.gitlab.requests().is_empty(),
+        "labels do not show in GitLab: no request"
+    );
+
+    let resolved = ago(0);
+    w.jira.update("OPS-1", resolved, |i| {
+        i.summary = "Database down (disk full)".into()
+    });
+    w.jira.resolve("OPS-1", resolved);
+    let r = w.once().await.expect("run 4");
+    assert_eq!((r.counts.closed, r.counts.updated), (1, 1), "{r:?}");
+    let issue = &w.gitlab_issues()[0];
+    assert_eq!(issue.title, "[OPS-1] Database down (disk full)");
+    assert_eq!(
+        issue.closed_at,
+        Some(resolved),
+        "closed at Jira's resolution time"
+    );
+}

@@ -32,7 +32,6 @@ use crate::domain::{
     SyncStore, UndecodableIssue,
 };
 
-use super::plan::{Action, plan};
 use super::{
     EngineError, IssueFailure, PlannedAction, Source, SyncEngine, add_counts, conclude,
     count_planned, jql, median, render, store_error,
@@ -282,7 +281,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
 
                 if self.settings.dry_run {
                     for snap in &fresh {
-                        let action = plan(snap, mappings.get(&snap.key));
+                        let action = self.plan_for(rule, snap, mappings.get(&snap.key));
                         count_planned(&mut report.counts, &action);
                         if action.writes_gitlab() && report.planned.len() < req.sample {
                             report.planned.push(PlannedAction {
@@ -304,14 +303,9 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                             if cancel.is_cancelled() {
                                 return None;
                             }
-                            let closes = matches!(
-                                plan(&snap, mapping.as_ref()),
-                                Action::Create { then_close: true } | Action::Close
-                            );
                             Some(
                                 self.apply(rule, snap, mapping, Source::Backfill, None)
-                                    .await
-                                    .map(|o| (o, closes)),
+                                    .await,
                             )
                         }
                     })
@@ -321,9 +315,8 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                         complete = false;
                         continue;
                     };
-                    let (out, closes) = outcome?;
-                    if closes
-                        && let Some(m) = &out.mapping
+                    let out = outcome?;
+                    if let Some(m) = &out.mapping
                         && let Some(closed) = m.closed_at
                         && out.counts.closed > 0
                     {

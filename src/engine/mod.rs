@@ -33,8 +33,8 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::{Config, RuleConfig};
 use crate::domain::{
-    Commit, GitLabSink, IssueSnapshot, JiraKey, JiraSource, Mapping, PageCursor, RemoteObject,
-    RemoteState, RunCounts, RunMode, RunOutcome, SyncStore, Target,
+    Commit, GitLabSink, IssueSnapshot, JiraKey, JiraSource, Mapping, NewObject, PageCursor,
+    RemoteObject, RemoteState, RunCounts, RunMode, RunOutcome, SyncStore, Target,
 };
 use crate::gitlab::GitLabError;
 use crate::http::RetryPolicy;
@@ -320,6 +320,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             created = c.created,
             closed = c.closed,
             reopened = c.reopened,
+            updated = c.updated,
             skipped = c.skipped,
             failed = c.failed,
             jira_requests = report.jira_requests,
@@ -538,8 +539,10 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     ) -> Result<(), EngineError> {
         let mapping = run.mappings.get(&snap.key).cloned();
         if self.settings.dry_run {
-            let action = plan(&snap, mapping.as_ref());
-            self.simulate(run, &snap, mapping, &action);
+            let action = self.plan_for(run.rule, &snap, mapping.as_ref());
+            self.simulate(run, &snap, &action);
+            let m = simulated_mapping(run.rule, &snap, mapping);
+            run.mappings.insert(snap.key.clone(), m);
             return Ok(());
         }
         let cursor = match source {
@@ -549,6 +552,17 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         let outcome = self.apply(run.rule, snap, mapping, source, cursor).await?;
         run.absorb(outcome);
         Ok(())
+    }
+
+    /// The action for `snap`, as [`apply`](Self::apply) would plan it.
+    fn plan_for(
+        &self,
+        rule: &RuleConfig,
+        snap: &IssueSnapshot,
+        mapping: Option<&Mapping>,
+    ) -> Action {
+        let obj = render::new_object(rule, snap, &self.jira.browse_url(&snap.key));
+        plan(snap, mapping, &render::content_hash(&obj))
     }
 
     /// Plans and applies one snapshot, committing each GitLab write (with `cursor`, once the
@@ -562,7 +576,10 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         source: Source,
         cursor: Option<DateTime<Utc>>,
     ) -> Result<Outcome, EngineError> {
-        let action = plan(&snap, mapping.as_ref());
+        let browse = self.jira.browse_url(&snap.key);
+        let obj = render::new_object(rule, &snap, &browse);
+        let hash = render::content_hash(&obj);
+        let action = plan(&snap, mapping.as_ref(), &hash);
         let span = info_span!("issue", jira_key = %snap.key, action = action.verb());
         async {
             let mut out = Outcome::default();
@@ -581,12 +598,13 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 Action::Touch => {
                     let mut m = mapping.expect("plan() touches only mapped issues");
                     m.jira_updated = snap.updated;
+                    m.content_hash = Some(hash);
                     out.counts.skipped += 1;
                     self.commit(rule, &mut out, Commit::Replicated(m), cursor)
                         .await?;
                 }
                 Action::Create { then_close } => {
-                    let m = match self.create(rule, &mut out, &snap).await? {
+                    let m = match self.create(rule, &mut out, &snap, &obj, &hash).await? {
                         Ok(m) => m,
                         Err(e) => {
                             self.fail(rule, &mut out, snap, e, cursor).await?;
@@ -599,18 +617,20 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     self.commit(rule, &mut out, Commit::Replicated(m.clone()), commit_cursor)
                         .await?;
                     if then_close {
-                        self.set_state(rule, &mut out, snap, m, true, cursor)
+                        self.set_state(rule, &mut out, snap, m, true, None, cursor)
                             .await?;
                     }
                 }
-                Action::Close => {
-                    let m = mapping.expect("plan() closes only mapped issues");
-                    self.set_state(rule, &mut out, snap, m, true, cursor)
+                Action::Close { edit } | Action::Reopen { edit } => {
+                    let close = matches!(action, Action::Close { .. });
+                    let m = mapping.expect("plan() closes and reopens only mapped issues");
+                    let edit = edit.then_some((&obj, hash));
+                    self.set_state(rule, &mut out, snap, m, close, edit, cursor)
                         .await?;
                 }
-                Action::Reopen => {
-                    let m = mapping.expect("plan() reopens only mapped issues");
-                    self.set_state(rule, &mut out, snap, m, false, cursor)
+                Action::Update => {
+                    let m = mapping.expect("plan() updates only mapped issues");
+                    self.rewrite(rule, &mut out, snap, m, &obj, hash, cursor)
                         .await?;
                 }
             }
@@ -622,13 +642,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
 
     /// `--dry-run`: record what would happen and pretend it did, so later snapshots of the same
     /// key plan as they would for real.
-    fn simulate(
-        &self,
-        run: &mut Run<'_>,
-        snap: &IssueSnapshot,
-        mapping: Option<Mapping>,
-        action: &Action,
-    ) {
+    fn simulate(&self, run: &mut Run<'_>, snap: &IssueSnapshot, action: &Action) {
         count_planned(&mut run.report.counts, action);
         if action.writes_gitlab() {
             run.report.planned.push(PlannedAction {
@@ -637,8 +651,6 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 title: render::title(&run.rule.title, snap),
             });
         }
-        let m = simulated_mapping(run.rule, snap, mapping);
-        run.mappings.insert(snap.key.clone(), m);
     }
 
     async fn commit(
@@ -702,16 +714,21 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         rule: &RuleConfig,
         out: &mut Outcome,
         snap: &IssueSnapshot,
+        obj: &NewObject,
+        hash: &str,
     ) -> Result<Result<Mapping, GitLabError>, EngineError> {
-        let browse = self.jira.browse_url(&snap.key);
         let intent = self
             .store
             .begin_intent(&rule.name, &snap.key)
             .await
             .map_err(|source| store_error(rule, source))?;
         Ok(self
-            .create_once(rule, out, snap, &browse, intent.previous_attempts)
-            .await)
+            .create_once(rule, out, snap, obj, intent.previous_attempts)
+            .await
+            .map(|m| Mapping {
+                content_hash: Some(hash.to_owned()),
+                ..m
+            }))
     }
 
     async fn create_once(
@@ -719,21 +736,21 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         rule: &RuleConfig,
         out: &mut Outcome,
         snap: &IssueSnapshot,
-        browse: &str,
+        obj: &NewObject,
         previous_attempts: u32,
     ) -> Result<Mapping, GitLabError> {
         let dest = &rule.destination;
-        let obj = render::new_object(rule, snap, browse);
+        let browse = self.jira.browse_url(&snap.key);
         let mut attempt = 0u32;
         let remote = loop {
             attempt += 1;
             if (previous_attempts > 0 || attempt > 1)
-                && let Some(found) = self.gitlab.find(dest, &snap.key, browse).await?
+                && let Some(found) = self.gitlab.find(dest, &snap.key, &browse).await?
             {
                 info!(iid = ?found.iid, "found what an earlier attempt created; not creating again");
                 break found;
             }
-            match self.gitlab.create(dest, &obj).await {
+            match self.gitlab.create(dest, obj).await {
                 Ok(r) => break r,
                 Err(e) if e.is_ambiguous() && attempt < self.settings.retry.max_attempts => {
                     let delay = self.settings.retry.backoff(attempt, rand::random());
@@ -756,7 +773,9 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         Ok(mapping_from(rule, snap, &remote))
     }
 
-    /// Closes (`close`) or reopens the object, then commits.
+    /// Closes (`close`) or reopens the object, then commits; then rewrites it if `edit` holds
+    /// the new content and its hash.
+    #[allow(clippy::too_many_arguments)]
     async fn set_state(
         &self,
         rule: &RuleConfig,
@@ -764,6 +783,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         snap: IssueSnapshot,
         m: Mapping,
         close: bool,
+        edit: Option<(&NewObject, String)>,
         cursor: Option<DateTime<Utc>>,
     ) -> Result<(), EngineError> {
         let dest = &rule.destination;
@@ -796,6 +816,45 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             jira_updated: snap.updated.max(m.jira_updated),
             iid: remote.iid.or(m.iid),
             web_url: remote.web_url.or(m.web_url.clone()),
+            ..m
+        };
+        match edit {
+            None => {
+                self.commit(rule, out, Commit::Replicated(updated), cursor)
+                    .await
+            }
+            Some((obj, hash)) => {
+                self.commit(rule, out, Commit::Replicated(updated.clone()), None)
+                    .await?;
+                self.rewrite(rule, out, snap, updated, obj, hash, cursor)
+                    .await
+            }
+        }
+    }
+
+    /// Rewrites the title and description after a Jira edit, then commits the new hash.
+    #[allow(clippy::too_many_arguments)]
+    async fn rewrite(
+        &self,
+        rule: &RuleConfig,
+        out: &mut Outcome,
+        snap: IssueSnapshot,
+        m: Mapping,
+        obj: &NewObject,
+        hash: String,
+        cursor: Option<DateTime<Utc>>,
+    ) -> Result<(), EngineError> {
+        let remote = match self.gitlab.update(&rule.destination, &m, obj).await {
+            Ok(r) => r,
+            Err(e) => return self.fail(rule, out, snap, e, cursor).await,
+        };
+        out.counts.updated += 1;
+        info!("title and description rewritten after a Jira edit");
+        let updated = Mapping {
+            state: remote.state,
+            closed_at: remote.closed_at,
+            jira_updated: snap.updated.max(m.jira_updated),
+            content_hash: Some(hash),
             ..m
         };
         self.commit(rule, out, Commit::Replicated(updated), cursor)
@@ -859,6 +918,7 @@ fn add_counts(total: &mut RunCounts, add: &RunCounts) {
     total.created += add.created;
     total.closed += add.closed;
     total.reopened += add.reopened;
+    total.updated += add.updated;
     total.skipped += add.skipped;
     total.failed += add.failed;
 }
@@ -873,8 +933,15 @@ fn count_planned(c: &mut RunCounts, action: &Action) {
                 c.closed += 1;
             }
         }
-        Action::Close => c.closed += 1,
-        Action::Reopen => c.reopened += 1,
+        Action::Close { edit } => {
+            c.closed += 1;
+            c.updated += u64::from(*edit);
+        }
+        Action::Reopen { edit } => {
+            c.reopened += 1;
+            c.updated += u64::from(*edit);
+        }
+        Action::Update => c.updated += 1,
     }
 }
 
@@ -902,6 +969,7 @@ fn simulated_mapping(rule: &RuleConfig, snap: &IssueSnapshot, mapping: Option<Ma
             jira_updated: snap.updated,
             created_at: snap.created,
             closed_at: snap.resolved_at,
+            content_hash: None,
         },
     }
 }
@@ -925,6 +993,7 @@ fn mapping_from(rule: &RuleConfig, snap: &IssueSnapshot, remote: &RemoteObject) 
         jira_updated: snap.updated,
         created_at: remote.created_at,
         closed_at: remote.closed_at,
+        content_hash: None,
     }
 }
 

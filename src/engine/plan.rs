@@ -6,21 +6,24 @@
 //! - a snapshot older than the last one replicated → skip (a stale retry must not undo a newer
 //!   state);
 //! - otherwise apply the state difference (close or reopen), even for the very snapshot already
-//!   recorded, so a run interrupted between a create and its close finishes the job;
+//!   recorded, so a run interrupted between a create and its close finishes the job; and rewrite
+//!   the title and description if what they would show changed (an edit in Jira);
 //! - no difference → touch (remember the newer `updated`, no GitLab request), or skip when the
 //!   snapshot is the one already recorded.
 
-use crate::domain::{IssueSnapshot, Mapping, RemoteState};
+use crate::domain::{IssueSnapshot, Mapping, RemoteState, Target};
 
 /// One step of a plan.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Create the GitLab object; close it straight after when `then_close`.
     Create { then_close: bool },
-    /// Close the GitLab object at Jira's resolution time.
-    Close,
-    /// Reopen the GitLab object.
-    Reopen,
+    /// Close the GitLab object at Jira's resolution time; then rewrite it when `edit`.
+    Close { edit: bool },
+    /// Reopen the GitLab object; then rewrite it when `edit`.
+    Reopen { edit: bool },
+    /// Rewrite the title and description (the Jira summary or description changed).
+    Update,
     /// Nothing to send; record the newer Jira `updated`.
     Touch,
     /// Nothing to do at all.
@@ -42,8 +45,11 @@ impl Action {
         match self {
             Action::Create { then_close: false } => "create",
             Action::Create { then_close: true } => "create+close",
-            Action::Close => "close",
-            Action::Reopen => "reopen",
+            Action::Close { edit: false } => "close",
+            Action::Close { edit: true } => "close+update",
+            Action::Reopen { edit: false } => "reopen",
+            Action::Reopen { edit: true } => "reopen+update",
+            Action::Update => "update",
             Action::Touch => "touch",
             Action::Skip(_) => "skip",
         }
@@ -51,12 +57,13 @@ impl Action {
 
     /// Returns true if and only if the action sends something to GitLab.
     pub fn writes_gitlab(&self) -> bool {
-        matches!(self, Action::Create { .. } | Action::Close | Action::Reopen)
+        !matches!(self, Action::Touch | Action::Skip(_))
     }
 }
 
-/// Plans the action for one snapshot.
-pub fn plan(snap: &IssueSnapshot, mapping: Option<&Mapping>) -> Action {
+/// Plans the action for one snapshot; `content` is the hash of what the GitLab object would
+/// show ([`super::render::content_hash`]).
+pub fn plan(snap: &IssueSnapshot, mapping: Option<&Mapping>, content: &str) -> Action {
     let Some(m) = mapping else {
         return Action::Create {
             then_close: snap.is_resolved(),
@@ -65,9 +72,12 @@ pub fn plan(snap: &IssueSnapshot, mapping: Option<&Mapping>) -> Action {
     if snap.updated < m.jira_updated {
         return Action::Skip(SkipReason::Stale);
     }
+    // A row from before hashes were kept has none: it is recorded, never rewritten blindly.
+    let edit = m.target != Target::Alert && m.content_hash.as_deref().is_some_and(|h| h != content);
     match (snap.is_resolved(), m.state) {
-        (true, RemoteState::Opened) => Action::Close,
-        (false, RemoteState::Closed) => Action::Reopen,
+        (true, RemoteState::Opened) => Action::Close { edit },
+        (false, RemoteState::Closed) => Action::Reopen { edit },
+        _ if edit => Action::Update,
         _ if snap.updated == m.jira_updated => Action::Skip(SkipReason::AlreadyReplicated),
         _ => Action::Touch,
     }
@@ -76,7 +86,7 @@ pub fn plan(snap: &IssueSnapshot, mapping: Option<&Mapping>) -> Action {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{JiraKey, Target};
+    use crate::domain::JiraKey;
     use chrono::{DateTime, Duration, Utc};
     use rstest::rstest;
 
@@ -111,32 +121,77 @@ mod tests {
             jira_updated: t(updated),
             created_at: t(0),
             closed_at: None,
+            content_hash: Some("h1".into()),
         }
     }
 
-    /// Each (snapshot, mapping) pair plans exactly one action.
+    fn unhashed(m: Mapping) -> Mapping {
+        Mapping {
+            content_hash: None,
+            ..m
+        }
+    }
+
+    /// Each (snapshot, mapping, content) triple plans exactly one action.
     #[rstest]
-    #[case::new_open(snap(1, false), None, Action::Create { then_close: false })]
-    #[case::new_resolved(snap(1, true), None, Action::Create { then_close: true })]
-    #[case::resolved_later(snap(5, true), Some(mapping(1, RemoteState::Opened)), Action::Close)]
-    #[case::reopened_later(snap(5, false), Some(mapping(1, RemoteState::Closed)), Action::Reopen)]
-    #[case::edited_still_open(snap(5, false), Some(mapping(1, RemoteState::Opened)), Action::Touch)]
+    #[case::new_open(snap(1, false), None, "h1", Action::Create { then_close: false })]
+    #[case::new_resolved(snap(1, true), None, "h1", Action::Create { then_close: true })]
+    #[case::resolved_later(snap(5, true), Some(mapping(1, RemoteState::Opened)), "h1", Action::Close { edit: false })]
+    #[case::reopened_later(snap(5, false), Some(mapping(1, RemoteState::Closed)), "h1", Action::Reopen { edit: false })]
+    #[case::other_field_changed(
+        snap(5, false),
+        Some(mapping(1, RemoteState::Opened)),
+        "h1",
+        Action::Touch
+    )]
+    #[case::summary_edited(
+        snap(5, false),
+        Some(mapping(1, RemoteState::Opened)),
+        "h2",
+        Action::Update
+    )]
+    #[case::edited_and_resolved(snap(5, true), Some(mapping(1, RemoteState::Opened)), "h2", Action::Close { edit: true })]
+    #[case::unhashed_row_is_touched(
+        snap(5, false),
+        Some(unhashed(mapping(1, RemoteState::Opened))),
+        "h2",
+        Action::Touch
+    )]
     #[case::same_change_reread(
         snap(1, false),
         Some(mapping(1, RemoteState::Opened)),
+        "h1",
         Action::Skip(SkipReason::AlreadyReplicated)
     )]
     #[case::stale_retry_never_reopens(
         snap(1, false),
         Some(mapping(5, RemoteState::Closed)),
+        "h2",
         Action::Skip(SkipReason::Stale)
     )]
-    #[case::create_done_close_pending(
-        snap(1, true),
+    #[case::create_done_close_pending(snap(1, true), Some(mapping(1, RemoteState::Opened)), "h1", Action::Close { edit: false })]
+    #[case::update_interrupted(
+        snap(1, false),
         Some(mapping(1, RemoteState::Opened)),
-        Action::Close
+        "h2",
+        Action::Update
     )]
-    fn plans(#[case] s: IssueSnapshot, #[case] m: Option<Mapping>, #[case] expected: Action) {
-        assert_eq!(plan(&s, m.as_ref()), expected);
+    fn plans(
+        #[case] s: IssueSnapshot,
+        #[case] m: Option<Mapping>,
+        #[case] content: &str,
+        #[case] expected: Action,
+    ) {
+        assert_eq!(plan(&s, m.as_ref(), content), expected);
+    }
+
+    /// Alerts cannot be edited: a changed summary never plans an update for them.
+    #[test]
+    fn alerts_are_never_updated() {
+        let m = Mapping {
+            target: Target::Alert,
+            ..mapping(1, RemoteState::Opened)
+        };
+        assert_eq!(plan(&snap(5, false), Some(&m), "h2"), Action::Touch);
     }
 }

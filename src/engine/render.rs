@@ -28,6 +28,22 @@ pub fn new_object(rule: &RuleConfig, snap: &IssueSnapshot, browse_url: &str) -> 
     }
 }
 
+/// A stable hash (FNV-1a 64, hex) of what the object shows: its title and description. Stored
+/// with the mapping, it tells whether a Jira edit needs a GitLab update.
+pub fn content_hash(obj: &NewObject) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in obj
+        .title
+        .bytes()
+        .chain(std::iter::once(0))
+        .chain(obj.description.bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
 /// The title from the rule's template, on one line, cut to 255 characters.
 pub fn title(template: &str, snap: &IssueSnapshot) -> String {
     let summary = if snap.summary.trim().is_empty() {

@@ -451,6 +451,40 @@ impl GitLabSink for GitLabClient {
     }
 
     #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err)]
+    async fn update(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        obj: &NewObject,
+    ) -> Result<RemoteObject, GitLabError> {
+        let what = format!("update of {}", mapping.jira_key);
+        if dest.target == Target::Alert {
+            return Err(GitLabError::Unsendable {
+                what,
+                reason: "alerts cannot be edited",
+            });
+        }
+        let iid = mapping.iid.ok_or_else(|| GitLabError::Unsendable {
+            what: what.clone(),
+            reason: "the mapping holds no GitLab iid",
+        })?;
+        let iid_text = iid.to_string();
+        let what = format!("issue {}#{iid} ({})", dest.project, mapping.jira_key);
+        let r = self
+            .call(
+                RequestKind::Idempotent,
+                Method::PUT,
+                self.api(&["projects", &dest.project, "issues", &iid_text]),
+                &[],
+                Some(json!({ "title": obj.title, "description": obj.description })),
+                &what,
+            )
+            .await?;
+        let issue: wire::Issue = Self::decode(&r, &what)?;
+        issue.into_remote(&what)
+    }
+
+    #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err)]
     async fn reopen(
         &self,
         dest: &Destination,

@@ -12,7 +12,10 @@ use super::StoreError;
 
 /// Every migration this build knows, oldest first. Append only: a released entry is never edited
 /// or removed, because stores in the field have already applied it and will not apply it again.
-const MIGRATIONS: &[&str] = &[include_str!("../../schema/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../schema/0001_init.sql"),
+    include_str!("../../schema/0002_content_hash.sql"),
+];
 
 /// The schema version this build writes: the number of migrations it knows.
 pub(crate) const KNOWN_VERSION: u32 = {

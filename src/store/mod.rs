@@ -641,9 +641,11 @@ impl SyncStore for Store {
                 Change::Replicated(m) => {
                     tx.execute(
                         "INSERT INTO mappings (rule, jira_key, target, project, iid, web_url, state,
-                                               jira_updated, created_at, closed_at, replicated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                                               jira_updated, created_at, closed_at, replicated_at,
+                                               content_hash)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                          ON CONFLICT (rule, jira_key) DO UPDATE SET
+                            content_hash = excluded.content_hash,
                             target = excluded.target,
                             project = excluded.project,
                             iid = excluded.iid,
@@ -665,6 +667,7 @@ impl SyncStore for Store {
                             format_timestamp(m.created_at),
                             m.closed_at.map(format_timestamp),
                             now,
+                            m.content_hash,
                         ],
                     )
                     .map_err(query("recording a mapping"))?;
@@ -789,7 +792,7 @@ impl SyncStore for Store {
                 .execute(
                     "UPDATE runs SET finished_at = ?2, outcome = ?3, seen = ?4, created = ?5,
                                      closed = ?6, reopened = ?7, skipped = ?8, failed = ?9,
-                                     error = ?10
+                                     error = ?10, updated = ?11
                      WHERE id = ?1",
                     params![
                         run_id,
@@ -802,6 +805,7 @@ impl SyncStore for Store {
                         Int(counts.skipped),
                         Int(counts.failed),
                         error,
+                        Int(counts.updated),
                     ],
                 )
                 .map_err(query("closing a run-log entry"))?;
@@ -846,8 +850,8 @@ fn move_cursor(
 }
 
 /// The columns [`RawMapping::from_row`] reads, in its order.
-const MAPPING_COLUMNS: &str =
-    "rule, jira_key, target, project, iid, web_url, state, jira_updated, created_at, closed_at";
+const MAPPING_COLUMNS: &str = "rule, jira_key, target, project, iid, web_url, state, jira_updated, \
+     created_at, closed_at, content_hash";
 
 /// A `mappings` row as SQLite returned it, before any of it is trusted.
 struct RawMapping {
@@ -861,6 +865,7 @@ struct RawMapping {
     jira_updated: String,
     created_at: String,
     closed_at: Option<String>,
+    content_hash: Option<String>,
 }
 
 impl RawMapping {
@@ -876,6 +881,7 @@ impl RawMapping {
             jira_updated: row.get(7)?,
             created_at: row.get(8)?,
             closed_at: row.get(9)?,
+            content_hash: row.get(10)?,
         })
     }
 
@@ -911,6 +917,7 @@ impl RawMapping {
                 .closed_at
                 .map(|t| cell.column("closed_at").timestamp(t))
                 .transpose()?,
+            content_hash: self.content_hash,
             rule: self.rule,
         })
     }
@@ -1013,13 +1020,13 @@ fn read_run(conn: &Connection, id: i64) -> Result<RunRecord, StoreError> {
         String,
         Option<String>,
         Option<String>,
-        [i64; 6],
+        [i64; 7],
         Option<String>,
     );
     let (mode, started_at, finished_at, outcome, counts, error): RawRun = conn
         .query_row(
             "SELECT mode, started_at, finished_at, outcome,
-                    seen, created, closed, reopened, skipped, failed, error
+                    seen, created, closed, reopened, skipped, failed, error, updated
              FROM runs WHERE id = ?1",
             [id],
             |row| {
@@ -1035,6 +1042,7 @@ fn read_run(conn: &Connection, id: i64) -> Result<RunRecord, StoreError> {
                         row.get(7)?,
                         row.get(8)?,
                         row.get(9)?,
+                        row.get(11)?,
                     ],
                     row.get(10)?,
                 ))
@@ -1062,7 +1070,7 @@ fn read_run(conn: &Connection, id: i64) -> Result<RunRecord, StoreError> {
             _ => Err(cell("outcome").corrupt(&o)),
         })
         .transpose()?;
-    let [seen, created, closed, reopened, skipped, failed] = counts;
+    let [seen, created, closed, reopened, skipped, failed, updated] = counts;
     let n = |column, value: i64| {
         u64::try_from(value).map_err(|_| cell(column).corrupt(&value.to_string()))
     };
@@ -1079,6 +1087,7 @@ fn read_run(conn: &Connection, id: i64) -> Result<RunRecord, StoreError> {
             created: n("created", created)?,
             closed: n("closed", closed)?,
             reopened: n("reopened", reopened)?,
+            updated: n("updated", updated)?,
             skipped: n("skipped", skipped)?,
             failed: n("failed", failed)?,
         },
@@ -1251,6 +1260,7 @@ mod tests {
             jira_updated: at("2024-05-01T11:00:00.250Z"),
             created_at: at("2024-05-01T10:00:00Z"),
             closed_at: (state == RemoteState::Closed).then(|| at("2024-05-01T12:00:00Z")),
+            content_hash: Some("00ff00ff00ff00ff".to_owned()),
         }
     }
 
@@ -1775,6 +1785,7 @@ mod tests {
             created: 3,
             closed: 2,
             reopened: 0,
+            updated: 4,
             skipped: 0,
             failed: 1,
         };
