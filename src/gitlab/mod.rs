@@ -288,15 +288,22 @@ impl GitLabClient {
         self.check_status(response, what).map(|_| ())
     }
 
-    async fn set_state(
+    /// `PUT /projects/:id/issues/:iid` with `body` (`doing` names it in errors).
+    async fn put_issue(
         &self,
         dest: &Destination,
         mapping: &Mapping,
-        event: &str,
-        at: DateTime<Utc>,
+        body: serde_json::Value,
+        doing: &str,
     ) -> Result<RemoteObject, GitLabError> {
+        if dest.target == Target::Alert {
+            return Err(GitLabError::Unsendable {
+                what: format!("{doing} of {}", mapping.jira_key),
+                reason: "alerts are not issues",
+            });
+        }
         let iid = mapping.iid.ok_or_else(|| GitLabError::Unsendable {
-            what: format!("{event} of {}", mapping.jira_key),
+            what: format!("{doing} of {}", mapping.jira_key),
             reason: "the mapping holds no GitLab iid",
         })?;
         let iid_text = iid.to_string();
@@ -307,12 +314,23 @@ impl GitLabClient {
                 Method::PUT,
                 self.api(&["projects", &dest.project, "issues", &iid_text]),
                 &[],
-                Some(json!({ "state_event": event, "updated_at": stamp(at) })),
+                Some(body),
                 &what,
             )
             .await?;
         let issue: wire::Issue = Self::decode(&r, &what)?;
         issue.into_remote(&what)
+    }
+}
+
+/// What we know of a just-posted firing alert (the endpoint answers the alert's number only).
+fn firing_alert() -> RemoteObject {
+    RemoteObject {
+        iid: None,
+        web_url: None,
+        state: RemoteState::Opened,
+        created_at: Utc::now(),
+        closed_at: None,
     }
 }
 
@@ -343,13 +361,7 @@ impl GitLabSink for GitLabClient {
                 &what,
             )
             .await?;
-            return Ok(RemoteObject {
-                iid: None,
-                web_url: None,
-                state: RemoteState::Opened,
-                created_at: Utc::now(),
-                closed_at: None,
-            });
+            return Ok(firing_alert());
         }
         let r = self
             .call(
@@ -447,7 +459,8 @@ impl GitLabSink for GitLabClient {
                 closed_at: Some(Utc::now()),
             });
         }
-        self.set_state(dest, mapping, "close", at).await
+        let body = json!({ "state_event": "close", "updated_at": stamp(at) });
+        self.put_issue(dest, mapping, body, "close").await
     }
 
     #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err)]
@@ -457,31 +470,8 @@ impl GitLabSink for GitLabClient {
         mapping: &Mapping,
         obj: &NewObject,
     ) -> Result<RemoteObject, GitLabError> {
-        let what = format!("update of {}", mapping.jira_key);
-        if dest.target == Target::Alert {
-            return Err(GitLabError::Unsendable {
-                what,
-                reason: "alerts cannot be edited",
-            });
-        }
-        let iid = mapping.iid.ok_or_else(|| GitLabError::Unsendable {
-            what: what.clone(),
-            reason: "the mapping holds no GitLab iid",
-        })?;
-        let iid_text = iid.to_string();
-        let what = format!("issue {}#{iid} ({})", dest.project, mapping.jira_key);
-        let r = self
-            .call(
-                RequestKind::Idempotent,
-                Method::PUT,
-                self.api(&["projects", &dest.project, "issues", &iid_text]),
-                &[],
-                Some(json!({ "title": obj.title, "description": obj.description })),
-                &what,
-            )
-            .await?;
-        let issue: wire::Issue = Self::decode(&r, &what)?;
-        issue.into_remote(&what)
+        let body = json!({ "title": obj.title, "description": obj.description });
+        self.put_issue(dest, mapping, body, "update").await
     }
 
     #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err)]
@@ -505,14 +495,9 @@ impl GitLabSink for GitLabClient {
                 &what,
             )
             .await?;
-            return Ok(RemoteObject {
-                iid: None,
-                web_url: None,
-                state: RemoteState::Opened,
-                created_at: Utc::now(),
-                closed_at: None,
-            });
+            return Ok(firing_alert());
         }
-        self.set_state(dest, mapping, "reopen", at).await
+        let body = json!({ "state_event": "reopen", "updated_at": stamp(at) });
+        self.put_issue(dest, mapping, body, "reopen").await
     }
 }
