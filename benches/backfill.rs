@@ -281,11 +281,11 @@ async fn idle(cycles: u64) {
     let (s1, g1) = (searches(&b), b.gitlab.requests().len());
     let rss = vm_rss_kib(pid).unwrap_or(0);
     let done = (s1 - s0).max(1) as f64;
-    // Linux reports CPU time in 1/100 s ticks.
+    // Linux reports CPU time in clock ticks, 100 a second (USER_HZ) on every mainstream kernel.
     let cpu_ms = (t1 - t0) as f64 * 10.0;
     println!(
-        "idle service: {} idle cycles in {cycles} s ({} Jira searches, {} GitLab requests),          CPU {:.2} ms per idle cycle, RSS {:.1} MiB with 1,000 mapped incidents",
-        s1 - s0,
+        "idle service: {} Jira searches and {} GitLab requests in {cycles} idle one-second cycles; \
+         CPU {:.2} ms per idle cycle; RSS {:.1} MiB with 1,000 mapped incidents",
         s1 - s0,
         g1 - g0,
         cpu_ms / done,
