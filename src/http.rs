@@ -273,11 +273,6 @@ impl HttpClient {
         })
     }
 
-    /// The retry policy in force.
-    pub fn retry_policy(&self) -> &RetryPolicy {
-        &self.retry
-    }
-
     /// Starts a request; finish it with [`HttpClient::send`].
     pub fn request(&self, method: Method, url: url::Url) -> RequestBuilder {
         self.inner.request(method, url)

@@ -1,5 +1,6 @@
 //! systemd notification: `READY=1` once the config is valid and the store is open, `STOPPING=1`
-//! when shutdown starts, `STATUS=` lines, and `WATCHDOG=1` pings when `WatchdogSec=` is set.
+//! when shutdown starts (each with a `STATUS=` line), and `WATCHDOG=1` pings when
+//! `WatchdogSec=` is set.
 //! Every call is a no-op outside systemd (no `NOTIFY_SOCKET`).
 
 use std::time::Duration;
@@ -22,11 +23,6 @@ pub fn ready(status: &str) {
 /// Tells systemd the service is shutting down.
 pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
-}
-
-/// Updates the one-line status `systemctl status` shows.
-pub fn status(text: &str) {
-    send(&[NotifyState::Status(text)]);
 }
 
 /// Pings the watchdog at half its interval until `cancel` fires, if systemd asked for one.

@@ -233,18 +233,6 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         &self.store
     }
 
-    pub fn jira(&self) -> &J {
-        &self.jira
-    }
-
-    pub fn gitlab(&self) -> &G {
-        &self.gitlab
-    }
-
-    pub fn settings(&self) -> &EngineSettings {
-        &self.settings
-    }
-
     /// Runs one rule once: retry its failed issues, walk Jira's changes since its cursor, replay
     /// them to GitLab. Stops between actions when `cancel` fires, with everything done so far
     /// committed.

@@ -215,11 +215,6 @@ impl JiraClient {
             },
         })
     }
-
-    /// The site's base URL.
-    pub fn base_url(&self) -> &url::Url {
-        &self.base
-    }
 }
 
 /// Jira's error text: `errorMessages` and `errors` joined, or a body excerpt.
