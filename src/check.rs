@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::config::Config;
-use crate::domain::{JiraSource, PageCursor, Target};
+use crate::domain::{PageCursor, Target};
 use crate::engine::error_chain;
+use crate::engine::ports::JiraSource;
 use crate::gitlab::{GitLabClient, OWNER};
 use crate::jira::JiraClient;
 

@@ -14,7 +14,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 use url::Url;
 
-use crate::domain::{AlertEndpoint, Destination, Severity, Target};
+use crate::domain::{Severity, Target, UnknownName, string_enum};
 use crate::http::{Pace, RetryPolicy};
 use crate::secret::{Secret, SecretError, SecretSource};
 
@@ -288,11 +288,12 @@ fn default_severity_label() -> String {
 // The validated configuration.
 // ---------------------------------------------------------------------------------------------
 
-/// Jira Cloud or Data Center/Server: they differ in search endpoint, paging and auth.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Deployment {
-    Cloud,
-    DataCenter,
+string_enum! {
+    /// Jira Cloud or Data Center/Server: they differ in search endpoint, paging and auth.
+    pub enum Deployment {
+        Cloud = "cloud",
+        DataCenter = "datacenter" | "server" | "data-center" | "data_center",
+    }
 }
 
 /// How requests to Jira authenticate.
@@ -330,6 +331,23 @@ pub struct SyncConfig {
     pub retry: RetryPolicy,
     pub rule_concurrency: usize,
     pub backfill_concurrency: usize,
+}
+
+/// Where one rule writes in GitLab.
+#[derive(Clone, Debug)]
+pub struct Destination {
+    pub target: Target,
+    /// The project, as configured: a numeric id or a `group/project` path.
+    pub project: String,
+    /// For `target = "alert"`: the HTTP integration's URL and key.
+    pub alert: Option<AlertEndpoint>,
+}
+
+/// A project's HTTP alert integration.
+#[derive(Clone, Debug)]
+pub struct AlertEndpoint {
+    pub url: url::Url,
+    pub token: Secret,
 }
 
 /// One validated rule.
@@ -570,15 +588,8 @@ fn secret_key(prefix: &str, source: &SecretSource) -> String {
 
 fn validate_jira(raw: &RawJira) -> Result<JiraConfig, ConfigError> {
     let url = as_base(parse_http_url("jira.url", &raw.url)?);
-    let deployment = match raw.deployment.as_deref().map(str::trim) {
-        Some("cloud") => Deployment::Cloud,
-        Some("datacenter" | "server" | "data-center" | "data_center") => Deployment::DataCenter,
-        Some(other) => {
-            return Err(invalid(
-                "jira.deployment",
-                format!("{other:?} is not a deployment: use \"cloud\" or \"datacenter\""),
-            ));
-        }
+    let deployment = match raw.deployment.as_deref() {
+        Some(d) => parse_name("jira.deployment", "deployment", d)?,
         None if url
             .host_str()
             .is_some_and(|h| h.ends_with(".atlassian.net") || h.ends_with(".jira.com")) =>
@@ -776,22 +787,18 @@ fn default_severity_map() -> BTreeMap<String, Severity> {
     .collect()
 }
 
-fn parse_severity(key: &str, s: &str) -> Result<Severity, ConfigError> {
-    Ok(match s.trim().to_lowercase().as_str() {
-        "critical" => Severity::Critical,
-        "high" => Severity::High,
-        "medium" => Severity::Medium,
-        "low" => Severity::Low,
-        "info" => Severity::Info,
-        "unknown" => Severity::Unknown,
-        other => {
-            return Err(invalid(
-                key,
-                format!(
-                    "{other:?} is not a severity: use critical, high, medium, low, info or unknown"
-                ),
-            ));
-        }
+/// One of an enum's names (see `domain::string_enum!`), trimmed and case-insensitive; the error
+/// names `key` and lists the names there are.
+fn parse_name<T>(key: &str, what: &str, s: &str) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr<Err = UnknownName>,
+{
+    s.trim().to_lowercase().parse().map_err(|e: UnknownName| {
+        let names: Vec<String> = e.expected.iter().map(|n| format!("{n:?}")).collect();
+        invalid(
+            key,
+            format!("{:?} is not a {what}: use {}", s.trim(), names.join(", ")),
+        )
     })
 }
 
@@ -811,17 +818,7 @@ fn validate_rule(i: usize, raw: &RawRule, default_cron: &str) -> Result<RuleConf
             "remove ORDER BY: the sync orders by updated and key itself",
         ));
     }
-    let target = match raw.target.trim() {
-        "incident" => Target::Incident,
-        "issue" => Target::Issue,
-        "alert" => Target::Alert,
-        other => {
-            return Err(invalid(
-                k("target"),
-                format!("{other:?} is not a target: use \"incident\", \"issue\" or \"alert\""),
-            ));
-        }
-    };
+    let target: Target = parse_name(&k("target"), "target", &raw.target)?;
     let project = raw.gitlab_project.trim().trim_matches('/');
     if project.is_empty() {
         return Err(invalid(k("gitlab_project"), "must not be empty"));
@@ -869,7 +866,7 @@ fn validate_rule(i: usize, raw: &RawRule, default_cron: &str) -> Result<RuleConf
     for (prio, sev) in &raw.severity {
         severity.insert(
             prio.to_lowercase(),
-            parse_severity(&k(&format!("severity.{prio}")), sev)?,
+            parse_name(&k(&format!("severity.{prio}")), "severity", sev)?,
         );
     }
     let cron = raw.cron.clone().unwrap_or_else(|| default_cron.to_owned());

@@ -19,7 +19,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::RuleConfig;
-use crate::domain::{GitLabSink, JiraSource, RunMode, SyncStore};
+use crate::domain::RunMode;
+use crate::engine::ports::{GitLabSink, JiraSource, SyncStore};
 use crate::engine::{RunReport, SyncEngine, error_chain};
 
 /// How a rule backs off after failed runs.

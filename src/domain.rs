@@ -1,21 +1,87 @@
-//! The vocabulary shared by every module: Jira snapshots, GitLab objects, mappings, and the
-//! three narrow interfaces ([`JiraSource`], [`GitLabSink`], [`SyncStore`]) that the sync engine
-//! drives.
+//! The vocabulary shared by every module: Jira snapshots, GitLab objects, mappings, runs.
 //!
-//! Nothing here performs I/O. The adapters in `jira`, `gitlab` and `store` implement the traits;
-//! the engine only ever names the traits, so each side can be tested alone.
+//! Nothing here performs I/O and nothing here imports from the rest of the crate: the adapters
+//! (`jira`, `gitlab`, `store`) and the engine all depend on this module, never the reverse. The
+//! interfaces the engine drives live with the engine (`engine::ports`).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::gitlab::GitLabError;
-use crate::jira::JiraError;
-use crate::secret::Secret;
-use crate::store::StoreError;
+/// Defines a fieldless enum together with its one string table: the names used by serde (config
+/// files, JSON output), the store's columns and the command line all come from here, so they
+/// cannot drift apart. A variant may accept extra spellings on input (`| "alias"`); it is always
+/// written with its first name.
+macro_rules! string_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $text:literal $(| $alias:literal)* ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            #[allow(dead_code)]
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The canonical name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $text, )+
+                }
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::domain::UnknownName;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $( $text $(| $alias)* => Ok($name::$variant), )+
+                    _ => Err($crate::domain::UnknownName {
+                        got: s.to_owned(),
+                        expected: &[$($text),+],
+                    }),
+                }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::serde::Serialize for $name {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <::std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(::serde::de::Error::custom)
+            }
+        }
+    };
+}
+pub(crate) use string_enum;
+
+/// A name that is not one of an enum's (see [`string_enum!`]); the message lists the valid ones.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown value {got:?}: expected one of {}", expected.join(", "))]
+pub struct UnknownName {
+    pub got: String,
+    pub expected: &'static [&'static str],
+}
 
 /// A Jira issue key such as `OPS-123`.
 ///
@@ -57,16 +123,16 @@ impl fmt::Display for JiraKey {
     }
 }
 
-/// What a rule replicates into.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Target {
-    /// A GitLab incident (`issue_type=incident`) through the Issues API: counts for DORA.
-    Incident,
-    /// A plain GitLab issue: counts for Value Stream Analytics.
-    Issue,
-    /// An alert posted to the project's HTTP alert integration.
-    Alert,
+string_enum! {
+    /// What a rule replicates into.
+    pub enum Target {
+        /// A GitLab incident (`issue_type=incident`) through the Issues API: counts for DORA.
+        Incident = "incident",
+        /// A plain GitLab issue: counts for Value Stream Analytics.
+        Issue = "issue",
+        /// An alert posted to the project's HTTP alert integration.
+        Alert = "alert",
+    }
 }
 
 impl Target {
@@ -79,39 +145,16 @@ impl Target {
     }
 }
 
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Target::Incident => "incident",
-            Target::Issue => "issue",
-            Target::Alert => "alert",
-        })
-    }
-}
-
-/// GitLab's incident severities (also the alert payload's `severity`, lower-cased).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Critical,
-    High,
-    Medium,
-    Low,
-    Info,
-    Unknown,
-}
-
-impl Severity {
-    /// The lower-case name used in alert payloads and labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Critical => "critical",
-            Severity::High => "high",
-            Severity::Medium => "medium",
-            Severity::Low => "low",
-            Severity::Info => "info",
-            Severity::Unknown => "unknown",
-        }
+string_enum! {
+    /// GitLab's incident severities; the names are the alert payload's `severity` values and the
+    /// `{severity}` of label templates.
+    pub enum Severity {
+        Critical = "critical",
+        High = "high",
+        Medium = "medium",
+        Low = "low",
+        Info = "info",
+        Unknown = "unknown",
     }
 }
 
@@ -178,43 +221,6 @@ pub struct JiraUser {
     pub time_zone: chrono_tz::Tz,
 }
 
-/// The read side: what the engine needs from Jira.
-pub trait JiraSource: Send + Sync {
-    /// Runs one page of a JQL search, asking for the fields a snapshot needs.
-    fn search(
-        &self,
-        jql: &str,
-        page: &PageCursor,
-    ) -> impl Future<Output = Result<SearchPage, JiraError>> + Send;
-
-    /// How many issues `jql` (without `ORDER BY`) matches, where Jira can say cheaply (Cloud's
-    /// approximate count); `None` where it cannot.
-    fn count(&self, jql: &str) -> impl Future<Output = Result<Option<u64>, JiraError>> + Send;
-
-    /// The account behind the credentials, with its profile time zone.
-    fn myself(&self) -> impl Future<Output = Result<JiraUser, JiraError>> + Send;
-
-    /// The link a person follows to the issue (`<url>/browse/KEY`).
-    fn browse_url(&self, key: &JiraKey) -> String;
-}
-
-/// Where one rule writes in GitLab.
-#[derive(Clone, Debug)]
-pub struct Destination {
-    pub target: Target,
-    /// The project, as configured: a numeric id or a `group/project` path.
-    pub project: String,
-    /// For `target = "alert"`: the HTTP integration's URL and key.
-    pub alert: Option<AlertEndpoint>,
-}
-
-/// A project's HTTP alert integration.
-#[derive(Clone, Debug)]
-pub struct AlertEndpoint {
-    pub url: url::Url,
-    pub token: Secret,
-}
-
 /// What to create in GitLab for one Jira issue.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewObject {
@@ -230,20 +236,11 @@ pub struct NewObject {
     pub start_time: DateTime<Utc>,
 }
 
-/// GitLab's state of an issue or incident.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RemoteState {
-    Opened,
-    Closed,
-}
-
-impl RemoteState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RemoteState::Opened => "opened",
-            RemoteState::Closed => "closed",
-        }
+string_enum! {
+    /// GitLab's state of an issue or incident (GitLab's own `state` names).
+    pub enum RemoteState {
+        Opened = "opened",
+        Closed = "closed",
     }
 }
 
@@ -259,54 +256,6 @@ pub struct RemoteObject {
     pub created_at: DateTime<Utc>,
     /// GitLab's `closed_at`, if closed.
     pub closed_at: Option<DateTime<Utc>>,
-}
-
-/// The write side: what the engine needs from GitLab.
-///
-/// Implementations retry only what is safe to retry: a create whose outcome is unknown (timeout,
-/// 5xx, dropped connection after the request was sent) is returned as an error the engine treats
-/// as "maybe created", and it looks before creating again.
-pub trait GitLabSink: Send + Sync {
-    /// Creates the object.
-    fn create(
-        &self,
-        dest: &Destination,
-        obj: &NewObject,
-    ) -> impl Future<Output = Result<RemoteObject, GitLabError>> + Send;
-
-    /// Looks for an object an earlier, interrupted attempt may have created for `key`
-    /// (its description holds `browse_url` on a line of its own).
-    fn find(
-        &self,
-        dest: &Destination,
-        key: &JiraKey,
-        browse_url: &str,
-    ) -> impl Future<Output = Result<Option<RemoteObject>, GitLabError>> + Send;
-
-    /// Closes the object, asking GitLab to record `at` as the closing time.
-    fn close(
-        &self,
-        dest: &Destination,
-        mapping: &Mapping,
-        at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<RemoteObject, GitLabError>> + Send;
-
-    /// Rewrites the object's title and description (issues and incidents; alerts cannot be
-    /// edited).
-    fn update(
-        &self,
-        dest: &Destination,
-        mapping: &Mapping,
-        obj: &NewObject,
-    ) -> impl Future<Output = Result<RemoteObject, GitLabError>> + Send;
-
-    /// Reopens the object.
-    fn reopen(
-        &self,
-        dest: &Destination,
-        mapping: &Mapping,
-        at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<RemoteObject, GitLabError>> + Send;
 }
 
 /// The Jira key → GitLab object link, with the last state we replicated.
@@ -363,28 +312,17 @@ pub struct RunCounts {
     pub failed: u64,
 }
 
-/// How a run ended, as kept in the run log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunOutcome {
-    /// Everything replicated.
-    Ok,
-    /// The run finished but some issues failed; they are retried next cycle.
-    Partial,
-    /// The run stopped early (Jira or GitLab unreachable, rejected credentials, a bad query).
-    Failed,
-    /// Stopped on request (shutdown) between actions.
-    Cancelled,
-}
-
-impl RunOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunOutcome::Ok => "ok",
-            RunOutcome::Partial => "partial",
-            RunOutcome::Failed => "failed",
-            RunOutcome::Cancelled => "cancelled",
-        }
+string_enum! {
+    /// How a run ended, as kept in the run log.
+    pub enum RunOutcome {
+        /// Everything replicated.
+        Ok = "ok",
+        /// The run finished but some issues failed; they are retried next cycle.
+        Partial = "partial",
+        /// The run stopped early (Jira or GitLab unreachable, rejected credentials, a bad query).
+        Failed = "failed",
+        /// Stopped on request (shutdown) between actions.
+        Cancelled = "cancelled",
     }
 }
 
@@ -400,97 +338,53 @@ pub enum Commit {
     },
 }
 
-/// The persistent side: cursors, mappings, intents, failures and the run log.
-pub trait SyncStore: Send + Sync {
-    /// The rule's cursor: every change with `updated` before it is replicated or recorded as failed.
-    fn cursor(
-        &self,
-        rule: &str,
-    ) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
-
-    /// The mappings of `keys` under `rule` (keys with none are absent).
-    fn mappings(
-        &self,
-        rule: &str,
-        keys: Vec<JiraKey>,
-    ) -> impl Future<Output = Result<HashMap<JiraKey, Mapping>, StoreError>> + Send;
-
-    /// Records that a create of `key` is about to be sent; returns the intent with the number of
-    /// earlier attempts (an earlier attempt may already have created the object).
-    fn begin_intent(
-        &self,
-        rule: &str,
-        key: &JiraKey,
-    ) -> impl Future<Output = Result<Intent, StoreError>> + Send;
-
-    /// Applies `commit` and, in the same transaction, moves the rule's cursor forward to
-    /// `cursor` (never backward).
-    fn commit(
-        &self,
-        rule: &str,
-        commit: Commit,
-        cursor: Option<DateTime<Utc>>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// Moves the rule's cursor forward to `to` (never backward).
-    fn advance_cursor(
-        &self,
-        rule: &str,
-        to: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// The rule's failed issues, oldest first.
-    fn failures(&self, rule: &str)
-    -> impl Future<Output = Result<Vec<Failure>, StoreError>> + Send;
-
-    /// A small remembered value (e.g. the Jira account's time zone, with when it was read).
-    fn meta(&self, key: &str) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
-
-    /// Remembers a small value.
-    fn set_meta(
-        &self,
-        key: &str,
-        value: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// Opens a run-log entry; returns its id.
-    fn start_run(
-        &self,
-        rule: &str,
-        mode: RunMode,
-    ) -> impl Future<Output = Result<i64, StoreError>> + Send;
-
-    /// Closes a run-log entry with its outcome, counts and, if it stopped early, why.
-    fn finish_run(
-        &self,
-        run_id: i64,
-        outcome: RunOutcome,
-        counts: RunCounts,
-        error: Option<String>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-}
-
-/// Which of the three ways of running started a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunMode {
-    Service,
-    Once,
-    Backfill,
-}
-
-impl RunMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunMode::Service => "service",
-            RunMode::Once => "once",
-            RunMode::Backfill => "backfill",
-        }
+string_enum! {
+    /// Which of the three ways of running started a run.
+    pub enum RunMode {
+        Service = "service",
+        Once = "once",
+        Backfill = "backfill",
     }
 }
 
-impl fmt::Display for RunMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name parses back to its variant, and serde writes and reads the same names: config,
+    /// store and JSON share one table.
+    #[test]
+    fn string_tables_round_trip() {
+        fn check<T>(all: &[T])
+        where
+            T: Copy + PartialEq + fmt::Debug + fmt::Display + std::str::FromStr<Err = UnknownName>,
+            T: Serialize + for<'de> Deserialize<'de>,
+        {
+            for v in all {
+                let name = v.to_string();
+                assert_eq!(name.parse::<T>().ok(), Some(*v), "{name} parses back");
+                let json = serde_json::to_string(v).expect("serialises");
+                assert_eq!(json, format!("{name:?}"), "serde writes the same name");
+                let back: T = serde_json::from_str(&json).expect("deserialises");
+                assert_eq!(back, *v);
+            }
+        }
+        check(Target::ALL);
+        check(Severity::ALL);
+        check(RemoteState::ALL);
+        check(RunOutcome::ALL);
+        check(RunMode::ALL);
+    }
+
+    /// An unknown name is refused with the list of valid ones, in serde too.
+    #[test]
+    fn unknown_names_list_the_valid_ones() {
+        let err = "bug".parse::<Target>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown value \"bug\": expected one of incident, issue, alert"
+        );
+        let err = serde_json::from_str::<RunMode>("\"daily\"").unwrap_err();
+        assert!(err.to_string().contains("service, once, backfill"), "{err}");
     }
 }

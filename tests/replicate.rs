@@ -396,3 +396,39 @@ async fn jira_edit_rewrites_title_once() {
         "closed at Jira's resolution time"
     );
 }
+
+/// A misspelt `gitlab_project` stops the run at GitLab's first 404: exit 2 with a message that
+/// names the project, and no issue recorded as failed (so nothing is retried every cycle).
+#[tokio::test]
+async fn misspelt_project_stops_the_run_naming_it() {
+    let w = World::start(Setup {
+        rules: rule("ops", "incident", "project = OPS").replace("acme/ops", "acme/opz"),
+        ..Setup::default()
+    })
+    .await;
+    w.jira.insert(FakeIssue::new("OPS-1", "a", ago(5)));
+    w.jira.insert(FakeIssue::new("OPS-2", "b", ago(4)));
+    let out = w.binary(&["--once"]).await;
+    let text = crate::support::output_text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a wrong project is fatal:\n{text}"
+    );
+    assert!(
+        text.contains("project \"acme/opz\""),
+        "the message names the project:\n{text}"
+    );
+    assert_eq!(
+        w.gitlab.requests().len(),
+        1,
+        "stopped at the first 404, not one request per issue"
+    );
+    let store = jira_gitlab_sync::store::Store::open_read_only(&w.store_path())
+        .expect("the store is readable");
+    let failing = store.failure_list("ops").await.expect("the store reads");
+    assert!(
+        failing.is_empty(),
+        "nothing is stored as failed for a config error: {failing:?}"
+    );
+}

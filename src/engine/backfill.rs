@@ -28,13 +28,14 @@ use tracing::{Instrument, error, info, info_span};
 
 use crate::config::RuleConfig;
 use crate::domain::{
-    GitLabSink, IssueSnapshot, JiraKey, JiraSource, PageCursor, RunCounts, RunMode, RunOutcome,
-    SyncStore, UndecodableIssue,
+    IssueSnapshot, JiraKey, PageCursor, RunCounts, RunMode, RunOutcome, UndecodableIssue,
 };
+
+use super::ports::{GitLabSink, JiraSource, SyncStore};
 
 use super::{
     EngineError, IssueFailure, PlannedAction, Source, SyncEngine, add_counts, conclude,
-    count_planned, jql, median, render, store_error,
+    count_planned, jql, median, render,
 };
 
 /// Pages fetched ahead of the page being written.
@@ -124,7 +125,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     self.store
                         .start_run(&rule.name, RunMode::Backfill)
                         .await
-                        .map_err(|source| store_error(rule, source))?,
+                        .map_err(|e| EngineError::store(rule, e))?,
                 )
             };
             let mut report = BackfillReport {
@@ -180,7 +181,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             .store
             .meta(&key)
             .await
-            .map_err(|source| store_error(rule, source))?
+            .map_err(|e| EngineError::store(rule, e))?
             .and_then(|v| DateTime::parse_from_rfc3339(&v).ok())
             .map(|t| t.with_timezone(&Utc))
             .filter(|t| *t > req.since && *t < until);
@@ -190,10 +191,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         report.resumed_from = resumed;
         let lower = resumed.unwrap_or(req.since);
 
-        let jira_err = |source| EngineError::Jira {
-            rule: rule.name.clone(),
-            source,
-        };
+        let jira_err = |e| EngineError::jira(rule, e);
         let counted = self
             .jira
             .count(&jql::created_filter(&rule.jql, lower, until, zone))
@@ -275,7 +273,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     .store
                     .mappings(&rule.name, keys)
                     .await
-                    .map_err(|source| store_error(rule, source))?;
+                    .map_err(|e| EngineError::store(rule, e))?;
                 done += fresh.len() as u64;
                 report.counts.seen += fresh.len() as u64;
 
@@ -338,7 +336,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     self.store
                         .set_meta(&key, &at.to_rfc3339())
                         .await
-                        .map_err(|source| store_error(rule, source))?;
+                        .map_err(|e| EngineError::store(rule, e))?;
                 }
             }
             report.median_restore_secs = median(&mut restore_times).map(|d| d.num_seconds());

@@ -14,11 +14,13 @@
 //! - **Exact times.** GitLab is asked for Jira's `created` and resolution time; what it stored is
 //!   read back, and a token that cannot backdate (not Owner) is reported once per project.
 //!
-//! The engine speaks only to the [`JiraSource`], [`GitLabSink`] and [`SyncStore`] traits.
+//! The engine speaks only to the [`JiraSource`], [`GitLabSink`] and [`SyncStore`] ports
+//! ([`ports`]), and decides what a failure means only through [`PortError`].
 
 pub mod backfill;
 pub mod jql;
 pub mod plan;
+pub mod ports;
 pub mod render;
 
 use std::collections::{HashMap, HashSet};
@@ -33,13 +35,11 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::{Config, RuleConfig};
 use crate::domain::{
-    Commit, GitLabSink, IssueSnapshot, JiraKey, JiraSource, Mapping, NewObject, PageCursor,
-    RemoteObject, RemoteState, RunCounts, RunMode, RunOutcome, SyncStore, Target,
+    Commit, IssueSnapshot, JiraKey, Mapping, NewObject, PageCursor, RemoteObject, RemoteState,
+    RunCounts, RunMode, RunOutcome, Target,
 };
-use crate::gitlab::GitLabError;
 use crate::http::RetryPolicy;
-use crate::jira::JiraError;
-use crate::store::StoreError;
+use ports::{GitLabSink, JiraSource, PortError, SyncStore};
 
 use plan::{Action, plan};
 
@@ -78,6 +78,34 @@ impl EngineSettings {
     }
 }
 
+/// A port's error, kept whole: its message, its chain and its classification.
+#[derive(Debug)]
+pub struct Cause(Box<dyn PortError>);
+
+impl Cause {
+    fn new(e: impl PortError) -> Self {
+        Self(Box::new(e))
+    }
+
+    /// The adapter's own error, for callers that know which adapter they built.
+    pub fn downcast_ref<E: PortError>(&self) -> Option<&E> {
+        let e: &(dyn std::error::Error + 'static) = &*self.0;
+        e.downcast_ref()
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
 /// Why a run stopped before its end.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -85,32 +113,55 @@ pub enum EngineError {
     Jira {
         rule: String,
         #[source]
-        source: JiraError,
+        source: Cause,
     },
     #[error("rule {rule:?}: GitLab refused {jira_key}, stopping the run")]
     GitLab {
         rule: String,
         jira_key: JiraKey,
         #[source]
-        source: GitLabError,
+        source: Cause,
     },
     #[error("rule {rule:?}: the store failed")]
     Store {
         rule: String,
         #[source]
-        source: StoreError,
+        source: Cause,
     },
 }
 
 impl EngineError {
+    fn jira(rule: &RuleConfig, e: impl PortError) -> Self {
+        EngineError::Jira {
+            rule: rule.name.clone(),
+            source: Cause::new(e),
+        }
+    }
+
+    fn store(rule: &RuleConfig, e: impl PortError) -> Self {
+        EngineError::Store {
+            rule: rule.name.clone(),
+            source: Cause::new(e),
+        }
+    }
+
+    fn cause(&self) -> &Cause {
+        match self {
+            EngineError::Jira { source, .. }
+            | EngineError::GitLab { source, .. }
+            | EngineError::Store { source, .. } => source,
+        }
+    }
+
     /// Returns true if and only if the next cycle may succeed with no change of configuration
     /// (an outage), as opposed to credentials, permissions, a bad query or a broken store.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            EngineError::Jira { source, .. } => source.is_retryable(),
-            EngineError::GitLab { source, .. } => source.is_retryable(),
-            EngineError::Store { source, .. } => source.is_retryable(),
-        }
+        self.cause().0.is_retryable()
+    }
+
+    /// The adapter's own error (e.g. `GitLabError`), for callers that know which they built.
+    pub fn cause_as<E: PortError>(&self) -> Option<&E> {
+        self.cause().downcast_ref()
     }
 }
 
@@ -271,7 +322,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 self.store
                     .start_run(&rule.name, mode)
                     .await
-                    .map_err(|source| store_error(rule, source))?,
+                    .map_err(|e| EngineError::store(rule, e))?,
             )
         };
         let lookback =
@@ -350,7 +401,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             .store
             .cursor(&rule.name)
             .await
-            .map_err(|source| store_error(rule, source))?;
+            .map_err(|e| EngineError::store(rule, e))?;
         let base = cursor.or(rule.since).unwrap_or(started);
         let mut lower = base - lookback;
         if zone_changed {
@@ -365,7 +416,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             .store
             .failures(&rule.name)
             .await
-            .map_err(|source| store_error(rule, source))?;
+            .map_err(|e| EngineError::store(rule, e))?;
         if !failures.is_empty() {
             let keys = failures.iter().map(|f| f.snapshot.key.clone()).collect();
             self.load_mappings(run, keys).await?;
@@ -386,14 +437,11 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             }
             let query = jql::changed_since(&rule.jql, bound, zone);
             run.report.jira_requests += 1;
-            let result =
-                self.jira
-                    .search(&query, &page)
-                    .await
-                    .map_err(|source| EngineError::Jira {
-                        rule: rule.name.clone(),
-                        source,
-                    })?;
+            let result = self
+                .jira
+                .search(&query, &page)
+                .await
+                .map_err(|e| EngineError::jira(rule, e))?;
             for bad in result.undecodable {
                 error!(jira_key = %bad.key, reason = %bad.reason, "cannot read an issue Jira returned; skipped");
                 run.report.counts.failed += 1;
@@ -441,7 +489,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             self.store
                 .advance_cursor(&rule.name, run.ceiling)
                 .await
-                .map_err(|source| store_error(rule, source))?;
+                .map_err(|e| EngineError::store(rule, e))?;
         }
         Ok(true)
     }
@@ -455,7 +503,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             .store
             .mappings(&run.rule.name, keys)
             .await
-            .map_err(|source| store_error(run.rule, source))?;
+            .map_err(|e| EngineError::store(run.rule, e))?;
         for (k, m) in found {
             run.mappings.entry(k).or_insert(m);
         }
@@ -478,7 +526,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             .store
             .meta(ZONE_META_KEY)
             .await
-            .map_err(|source| store_error(rule, source))?
+            .map_err(|e| EngineError::store(rule, e))?
             .and_then(|v| parse_zone_meta(&v));
         if let Some((tz, read_at)) = stored {
             let age = (Utc::now() - read_at).to_std().unwrap_or(Duration::MAX);
@@ -491,10 +539,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             .jira
             .myself()
             .await
-            .map_err(|source| EngineError::Jira {
-                rule: rule.name.clone(),
-                source,
-            })?;
+            .map_err(|e| EngineError::jira(rule, e))?;
         let previous = cached.map(|(tz, _)| tz).or(stored.map(|(tz, _)| tz));
         let changed = previous.is_some_and(|p| p != me.time_zone);
         if changed {
@@ -512,7 +557,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     &format!("{}@{}", me.time_zone, Utc::now().to_rfc3339()),
                 )
                 .await
-                .map_err(|source| store_error(rule, source))?;
+                .map_err(|e| EngineError::store(rule, e))?;
         }
         *cached = Some((me.time_zone, tokio::time::Instant::now()));
         Ok((me.time_zone, changed))
@@ -654,7 +699,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         self.store
             .commit(&rule.name, commit, cursor)
             .await
-            .map_err(|source| store_error(rule, source))
+            .map_err(|e| EngineError::store(rule, e))
     }
 
     /// Records a per-issue failure (or stops the run if GitLab refuses everything).
@@ -663,14 +708,14 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         rule: &RuleConfig,
         out: &mut Outcome,
         snap: IssueSnapshot,
-        e: GitLabError,
+        e: G::Error,
         cursor: Option<DateTime<Utc>>,
     ) -> Result<(), EngineError> {
-        if e.is_fatal() {
+        if e.stops_run() {
             return Err(EngineError::GitLab {
                 rule: rule.name.clone(),
                 jira_key: snap.key,
-                source: e,
+                source: Cause::new(e),
             });
         }
         let message = error_chain(&e);
@@ -704,12 +749,12 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         snap: &IssueSnapshot,
         obj: &NewObject,
         hash: &str,
-    ) -> Result<Result<Mapping, GitLabError>, EngineError> {
+    ) -> Result<Result<Mapping, G::Error>, EngineError> {
         let intent = self
             .store
             .begin_intent(&rule.name, &snap.key)
             .await
-            .map_err(|source| store_error(rule, source))?;
+            .map_err(|e| EngineError::store(rule, e))?;
         Ok(self
             .create_once(rule, out, snap, obj, intent.previous_attempts)
             .await
@@ -726,7 +771,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         snap: &IssueSnapshot,
         obj: &NewObject,
         previous_attempts: u32,
-    ) -> Result<Mapping, GitLabError> {
+    ) -> Result<Mapping, G::Error> {
         let dest = &rule.destination;
         let browse = self.jira.browse_url(&snap.key);
         let mut attempt = 0u32;
@@ -962,13 +1007,6 @@ fn simulated_mapping(rule: &RuleConfig, snap: &IssueSnapshot, mapping: Option<Ma
     }
 }
 
-fn store_error(rule: &RuleConfig, source: StoreError) -> EngineError {
-    EngineError::Store {
-        rule: rule.name.clone(),
-        source,
-    }
-}
-
 fn mapping_from(rule: &RuleConfig, snap: &IssueSnapshot, remote: &RemoteObject) -> Mapping {
     Mapping {
         rule: rule.name.clone(),
@@ -1026,7 +1064,7 @@ mod tests {
         assert_eq!(conclude(&Ok(false), 2), (RunOutcome::Cancelled, None));
         let err = Err(EngineError::Jira {
             rule: "r".into(),
-            source: JiraError::Unauthorized { hint: "check" },
+            source: Cause::new(crate::jira::JiraError::Unauthorized { hint: "check" }),
         });
         let (outcome, why) = conclude(&err, 0);
         assert_eq!(outcome, RunOutcome::Failed);

@@ -3,7 +3,7 @@
 //! alerts to a project's HTTP alert integration, and the reads `check` needs.
 //!
 //! It owns GitLab's wire format and error bodies. It never retries a create blindly: an
-//! ambiguous failure is returned ([`GitLabError::is_ambiguous`]) and the engine looks first.
+//! ambiguous failure is returned (`PortError::is_ambiguous`) and the engine looks first.
 
 mod wire;
 
@@ -13,10 +13,9 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use serde_json::json;
 use tracing::instrument;
 
-use crate::config::{GitLabConfig, SyncConfig};
-use crate::domain::{
-    Destination, GitLabSink, JiraKey, Mapping, NewObject, RemoteObject, RemoteState, Target,
-};
+use crate::config::{Destination, GitLabConfig, SyncConfig};
+use crate::domain::{JiraKey, Mapping, NewObject, RemoteObject, RemoteState, Target};
+use crate::engine::ports::{GitLabSink, PortError};
 use crate::http::{DecodeError, HttpClient, HttpError, RequestKind, Response};
 
 pub use wire::{Environment, ProjectAccess, User};
@@ -24,15 +23,51 @@ pub use wire::{Environment, ProjectAccess, User};
 /// GitLab's access level for Owner: the role that may set `created_at` and `updated_at`.
 pub const OWNER: u32 = 50;
 
+/// What a GitLab request addressed. A 403 or 404 means something different for each: a
+/// project that is not there stops the run, an issue that is not there is that issue's failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resource {
+    /// The token's user (`GET /user`).
+    User,
+    /// A project as configured (`gitlab_project`: a path or an id), read or created in.
+    Project(String),
+    /// One issue of a project.
+    Issue { project: String, iid: u64 },
+    /// A project's environments.
+    Environments(String),
+    /// A rule's HTTP alert integration (`alert_url`).
+    AlertIntegration,
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resource::User => f.write_str("user"),
+            Resource::Project(p) => write!(f, "project {p:?}"),
+            Resource::Issue { project, iid } => write!(f, "issue {project}#{iid}"),
+            Resource::Environments(p) => write!(f, "environments of project {p:?}"),
+            Resource::AlertIntegration => f.write_str("alert integration at alert_url"),
+        }
+    }
+}
+
 /// Why a GitLab call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GitLabError {
     #[error("GitLab rejected the token (HTTP 401): {message}")]
     Unauthorized { message: String },
-    #[error("GitLab refused access to {what} (HTTP 403): {message}")]
-    Forbidden { what: String, message: String },
-    #[error("GitLab has no {what} the token can see (HTTP 404): {message}")]
-    NotFound { what: String, message: String },
+    #[error("GitLab refused access to {resource} (HTTP 403) for {what}: {message}")]
+    Forbidden {
+        resource: Resource,
+        what: String,
+        message: String,
+    },
+    #[error("GitLab has no {resource} the token can see (HTTP 404) for {what}: {message}")]
+    NotFound {
+        resource: Resource,
+        what: String,
+        message: String,
+    },
     #[error("GitLab rejected {what} (HTTP {status}): {message}")]
     Rejected {
         what: String,
@@ -55,14 +90,12 @@ pub enum GitLabError {
     },
 }
 
-impl GitLabError {
-    /// Returns true if and only if GitLab may have applied the request although it did not say so.
-    pub fn is_ambiguous(&self) -> bool {
+impl PortError for GitLabError {
+    fn is_ambiguous(&self) -> bool {
         matches!(self, GitLabError::Http { source, .. } if source.is_ambiguous())
     }
 
-    /// Returns true if and only if the next cycle may succeed with no change of configuration.
-    pub fn is_retryable(&self) -> bool {
+    fn is_retryable(&self) -> bool {
         match self {
             GitLabError::Http { source, .. } => source.is_retryable(),
             GitLabError::Decode { .. } => true,
@@ -70,13 +103,36 @@ impl GitLabError {
         }
     }
 
-    /// Returns true if and only if no further request of this run can succeed: the token or the
-    /// project is wrong, so the run stops instead of failing every issue.
-    pub fn is_fatal(&self) -> bool {
+    /// The token, its permissions, the configured project or alert integration: every later
+    /// request of the run would fail the same way. A missing *issue* is only that issue's.
+    fn stops_run(&self) -> bool {
         match self {
             GitLabError::Unauthorized { .. } | GitLabError::Forbidden { .. } => true,
-            GitLabError::NotFound { what, .. } => what.starts_with("project"),
+            GitLabError::NotFound { resource, .. } => !matches!(resource, Resource::Issue { .. }),
             _ => false,
+        }
+    }
+}
+
+/// One request's subject: what it addressed (typed, for classification) and what it was doing
+/// (for messages).
+struct Subject {
+    resource: Resource,
+    what: String,
+}
+
+impl Subject {
+    fn new(resource: Resource, what: impl Into<String>) -> Self {
+        Self {
+            resource,
+            what: what.into(),
+        }
+    }
+
+    fn http(&self, source: HttpError) -> GitLabError {
+        GitLabError::Http {
+            what: self.what.clone(),
+            source,
         }
     }
 }
@@ -142,7 +198,7 @@ impl GitLabClient {
         url: url::Url,
         query: &[(&str, String)],
         body: Option<serde_json::Value>,
-        what: &str,
+        subject: &Subject,
     ) -> Result<Response, GitLabError> {
         let response = self
             .http
@@ -161,23 +217,29 @@ impl GitLabClient {
                 r
             })
             .await
-            .map_err(|source| GitLabError::Http {
-                what: what.to_owned(),
-                source,
-            })?;
-        self.check_status(response, what)
+            .map_err(|source| subject.http(source))?;
+        self.check_status(response, subject)
     }
 
-    fn check_status(&self, response: Response, what: &str) -> Result<Response, GitLabError> {
+    fn check_status(&self, response: Response, subject: &Subject) -> Result<Response, GitLabError> {
         if response.status.is_success() {
             return Ok(response);
         }
         let message = self.http.scrub(&wire::error_message(&response));
-        let what = what.to_owned();
+        let resource = subject.resource.clone();
+        let what = subject.what.clone();
         Err(match response.status.as_u16() {
             401 => GitLabError::Unauthorized { message },
-            403 => GitLabError::Forbidden { what, message },
-            404 => GitLabError::NotFound { what, message },
+            403 => GitLabError::Forbidden {
+                resource,
+                what,
+                message,
+            },
+            404 => GitLabError::NotFound {
+                resource,
+                what,
+                message,
+            },
             status => GitLabError::Rejected {
                 what,
                 status,
@@ -188,12 +250,32 @@ impl GitLabClient {
 
     fn decode<T: serde::de::DeserializeOwned>(
         response: &Response,
-        what: &str,
+        subject: &Subject,
     ) -> Result<T, GitLabError> {
         response.json().map_err(|source| GitLabError::Decode {
-            what: what.to_owned(),
+            what: subject.what.clone(),
             source,
         })
+    }
+
+    /// `GET` a read-only resource and decode it.
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+        subject: Subject,
+    ) -> Result<T, GitLabError> {
+        let r = self
+            .call(
+                RequestKind::Idempotent,
+                Method::GET,
+                self.api(segments),
+                query,
+                None,
+                &subject,
+            )
+            .await?;
+        Self::decode(&r, &subject)
     }
 
     /// The token's user (`GET /user`).
@@ -201,17 +283,8 @@ impl GitLabClient {
     /// # Errors
     /// The token is rejected, or GitLab cannot be reached.
     pub async fn current_user(&self) -> Result<User, GitLabError> {
-        let r = self
-            .call(
-                RequestKind::Idempotent,
-                Method::GET,
-                self.api(&["user"]),
-                &[],
-                None,
-                "user",
-            )
-            .await?;
-        Self::decode(&r, "user")
+        self.get(&["user"], &[], Subject::new(Resource::User, "user"))
+            .await
     }
 
     /// The project and the token's access level on it.
@@ -219,18 +292,11 @@ impl GitLabClient {
     /// # Errors
     /// The project does not exist or the token cannot see it.
     pub async fn project(&self, project: &str) -> Result<ProjectAccess, GitLabError> {
-        let what = format!("project {project}");
-        let r = self
-            .call(
-                RequestKind::Idempotent,
-                Method::GET,
-                self.api(&["projects", project]),
-                &[],
-                None,
-                &what,
-            )
-            .await?;
-        Self::decode(&r, &what)
+        let subject = Subject::new(
+            Resource::Project(project.to_owned()),
+            format!("project {project}"),
+        );
+        self.get(&["projects", project], &[], subject).await
     }
 
     /// The project's environments (DORA counts only projects with a `production`-tier one).
@@ -238,37 +304,35 @@ impl GitLabClient {
     /// # Errors
     /// The project does not exist or the token cannot see it.
     pub async fn environments(&self, project: &str) -> Result<Vec<Environment>, GitLabError> {
-        let what = format!("project {project} environments");
-        let r = self
-            .call(
-                RequestKind::Idempotent,
-                Method::GET,
-                self.api(&["projects", project, "environments"]),
-                &[("per_page", "100".to_owned())],
-                None,
-                &what,
-            )
-            .await?;
-        Self::decode(&r, &what)
+        let subject = Subject::new(
+            Resource::Environments(project.to_owned()),
+            format!("project {project} environments"),
+        );
+        self.get(
+            &["projects", project, "environments"],
+            &[("per_page", "100".to_owned())],
+            subject,
+        )
+        .await
     }
 
     async fn post_alert(
         &self,
         dest: &Destination,
         payload: serde_json::Value,
-        what: &str,
+        what: String,
     ) -> Result<(), GitLabError> {
+        let subject = Subject::new(Resource::AlertIntegration, what);
         let alert = dest.alert.as_ref().ok_or_else(|| GitLabError::Unsendable {
-            what: what.to_owned(),
+            what: subject.what.clone(),
             reason: "the rule has no alert_url",
         })?;
         let mut bearer = HeaderValue::from_str(&format!("Bearer {}", alert.token.expose()))
-            .map_err(|_| GitLabError::Http {
-                what: what.to_owned(),
-                source: HttpError::Build {
+            .map_err(|_| {
+                subject.http(HttpError::Build {
                     url: "alert_url".into(),
                     reason: "the alert key holds characters an HTTP header cannot carry".into(),
-                },
+                })
             })?;
         bearer.set_sensitive(true);
         // Alerts are deduplicated by fingerprint while open, so a repeat is harmless.
@@ -281,11 +345,8 @@ impl GitLabClient {
                     .json(&payload)
             })
             .await
-            .map_err(|source| GitLabError::Http {
-                what: what.to_owned(),
-                source,
-            })?;
-        self.check_status(response, what).map(|_| ())
+            .map_err(|source| subject.http(source))?;
+        self.check_status(response, &subject).map(|_| ())
     }
 
     /// `PUT /projects/:id/issues/:iid` with `body` (`doing` names it in errors).
@@ -307,7 +368,16 @@ impl GitLabClient {
             reason: "the mapping holds no GitLab iid",
         })?;
         let iid_text = iid.to_string();
-        let what = format!("issue {}#{iid} ({})", dest.project, mapping.jira_key);
+        let subject = Subject::new(
+            Resource::Issue {
+                project: dest.project.clone(),
+                iid,
+            },
+            format!(
+                "{doing} of issue {}#{iid} ({})",
+                dest.project, mapping.jira_key
+            ),
+        );
         let r = self
             .call(
                 RequestKind::Idempotent,
@@ -315,11 +385,11 @@ impl GitLabClient {
                 self.api(&["projects", &dest.project, "issues", &iid_text]),
                 &[],
                 Some(body),
-                &what,
+                &subject,
             )
             .await?;
-        let issue: wire::Issue = Self::decode(&r, &what)?;
-        issue.into_remote(&what)
+        let issue: wire::Issue = Self::decode(&r, &subject)?;
+        issue.into_remote(&subject.what)
     }
 }
 
@@ -340,13 +410,15 @@ fn stamp(t: DateTime<Utc>) -> String {
 }
 
 impl GitLabSink for GitLabClient {
+    type Error = GitLabError;
+
     #[instrument(level = "debug", skip_all, fields(jira_key = %obj.jira_key), err)]
     async fn create(
         &self,
         dest: &Destination,
         obj: &NewObject,
     ) -> Result<RemoteObject, GitLabError> {
-        let what = format!("{} for {} in {}", dest.target, obj.jira_key, dest.project);
+        let what = format!("create of the {} for {}", dest.target, obj.jira_key);
         if dest.target == Target::Alert {
             self.post_alert(
                 dest,
@@ -358,11 +430,13 @@ impl GitLabSink for GitLabClient {
                     "fingerprint": obj.jira_key.as_str(),
                     "monitoring_tool": "Jira",
                 }),
-                &what,
+                what,
             )
             .await?;
             return Ok(firing_alert());
         }
+        // GitLab answers 404 here only when the project is not there (or hidden from the token).
+        let subject = Subject::new(Resource::Project(dest.project.clone()), what);
         let r = self
             .call(
                 RequestKind::Create,
@@ -376,11 +450,11 @@ impl GitLabSink for GitLabClient {
                     "issue_type": dest.target.issue_type(),
                     "created_at": stamp(obj.created_at),
                 })),
-                &what,
+                &subject,
             )
             .await?;
-        let issue: wire::Issue = Self::decode(&r, &what)?;
-        issue.into_remote(&what)
+        let issue: wire::Issue = Self::decode(&r, &subject)?;
+        issue.into_remote(&subject.what)
     }
 
     #[instrument(level = "debug", skip_all, fields(jira_key = %key), err)]
@@ -394,7 +468,10 @@ impl GitLabSink for GitLabClient {
             // The alert endpoint deduplicates by fingerprint: re-posting is the lookup.
             return Ok(None);
         }
-        let what = format!("issues of project {} matching {key}", dest.project);
+        let subject = Subject::new(
+            Resource::Project(dest.project.clone()),
+            format!("lookup of {key} in project {}", dest.project),
+        );
         let mut page = 1u32;
         loop {
             let r = self
@@ -413,12 +490,12 @@ impl GitLabSink for GitLabClient {
                         ("page", page.to_string()),
                     ],
                     None,
-                    &what,
+                    &subject,
                 )
                 .await?;
-            let issues: Vec<wire::Issue> = Self::decode(&r, &what)?;
+            let issues: Vec<wire::Issue> = Self::decode(&r, &subject)?;
             if let Some(found) = issues.into_iter().find(|i| i.links_to(browse_url)) {
-                return found.into_remote(&what).map(Some);
+                return found.into_remote(&subject.what).map(Some);
             }
             match r
                 .header("x-next-page")
@@ -448,7 +525,7 @@ impl GitLabSink for GitLabClient {
                     "end_time": stamp(at),
                     "monitoring_tool": "Jira",
                 }),
-                &what,
+                what,
             )
             .await?;
             return Ok(RemoteObject {
@@ -492,7 +569,7 @@ impl GitLabSink for GitLabClient {
                     "start_time": stamp(at),
                     "monitoring_tool": "Jira",
                 }),
-                &what,
+                what,
             )
             .await?;
             return Ok(firing_alert());

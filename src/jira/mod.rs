@@ -17,7 +17,8 @@ use serde_json::json;
 use tracing::instrument;
 
 use crate::config::{Deployment, JiraAuth, JiraConfig, SyncConfig};
-use crate::domain::{JiraKey, JiraSource, JiraUser, PageCursor, SearchPage};
+use crate::domain::{JiraKey, JiraUser, PageCursor, SearchPage};
+use crate::engine::ports::{JiraSource, PortError};
 use crate::http::{DecodeError, HttpClient, HttpError, Pace, RequestKind, Response};
 use crate::secret::Secret;
 
@@ -72,10 +73,9 @@ pub enum JiraError {
     },
 }
 
-impl JiraError {
-    /// Returns true if and only if the same request may succeed later without any change to the
-    /// configuration (outages, rate limits); false for credentials, permissions and bad JQL.
-    pub fn is_retryable(&self) -> bool {
+impl PortError for JiraError {
+    /// Outages and rate limits; not credentials, permissions or bad JQL.
+    fn is_retryable(&self) -> bool {
         match self {
             JiraError::Http { source, .. } => source.is_retryable(),
             JiraError::Status { status, .. } => *status >= 500 || *status == 429,
@@ -234,6 +234,8 @@ fn error_message(response: &Response) -> String {
 }
 
 impl JiraSource for JiraClient {
+    type Error = JiraError;
+
     #[instrument(level = "debug", skip_all, err)]
     async fn search(&self, jql: &str, page: &PageCursor) -> Result<SearchPage, JiraError> {
         let (path, body) = match (self.deployment, page) {

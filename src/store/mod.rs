@@ -36,8 +36,9 @@ use tokio::task::JoinError;
 
 use crate::domain::{
     Commit, Failure, Intent, IssueSnapshot, JiraKey, Mapping, RemoteState, RunCounts, RunMode,
-    RunOutcome, SyncStore, Target,
+    RunOutcome, Target, UnknownName,
 };
+use crate::engine::ports::{PortError, SyncStore};
 
 /// How long a statement waits for another connection's lock before failing with `SQLITE_BUSY`.
 /// Long enough to ride out a `status` reader or a WAL checkpoint, short enough that a genuinely
@@ -158,12 +159,12 @@ pub enum StoreError {
     Join(#[from] JoinError),
 }
 
-impl StoreError {
+impl PortError for StoreError {
     /// Returns true if and only if the error is SQLite reporting the database busy or locked by
     /// another connection past the busy timeout: trying the same call again later may succeed.
     /// A store held by another process ([`StoreError::Locked`]) is not retryable: it needs a
     /// person.
-    pub fn is_retryable(&self) -> bool {
+    fn is_retryable(&self) -> bool {
         match self {
             StoreError::Open { source, .. }
             | StoreError::Migrate { source, .. }
@@ -519,6 +520,8 @@ pub struct RunRecord {
 }
 
 impl SyncStore for Store {
+    type Error = StoreError;
+
     async fn cursor(&self, rule: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         let rule = rule.to_owned();
         self.with_conn(move |conn| {
@@ -889,17 +892,8 @@ impl RawMapping {
         let cell = Cell::new("mappings", "jira_key", &self.rule);
         let jira_key = cell.jira_key(self.jira_key)?;
         let cell = cell.key(&jira_key);
-        let target = match self.target.as_str() {
-            "incident" => Target::Incident,
-            "issue" => Target::Issue,
-            "alert" => Target::Alert,
-            _ => return Err(cell.column("target").corrupt(&self.target)),
-        };
-        let state = match self.state.as_str() {
-            "opened" => RemoteState::Opened,
-            "closed" => RemoteState::Closed,
-            _ => return Err(cell.column("state").corrupt(&self.state)),
-        };
+        let target: Target = cell.column("target").name(&self.target)?;
+        let state: RemoteState = cell.column("state").name(&self.state)?;
         let iid = self
             .iid
             .map(|iid| u64::try_from(iid).map_err(|_| cell.column("iid").corrupt(&iid.to_string())))
@@ -1055,21 +1049,8 @@ fn read_run(conn: &Connection, id: i64) -> Result<RunRecord, StoreError> {
         column,
         key: key.clone(),
     };
-    let mode = match mode.as_str() {
-        "service" => RunMode::Service,
-        "once" => RunMode::Once,
-        "backfill" => RunMode::Backfill,
-        _ => return Err(cell("mode").corrupt(&mode)),
-    };
-    let outcome = outcome
-        .map(|o| match o.as_str() {
-            "ok" => Ok(RunOutcome::Ok),
-            "partial" => Ok(RunOutcome::Partial),
-            "failed" => Ok(RunOutcome::Failed),
-            "cancelled" => Ok(RunOutcome::Cancelled),
-            _ => Err(cell("outcome").corrupt(&o)),
-        })
-        .transpose()?;
+    let mode: RunMode = cell("mode").name(&mode)?;
+    let outcome: Option<RunOutcome> = outcome.map(|o| cell("outcome").name(&o)).transpose()?;
     let [seen, created, closed, reopened, skipped, failed, updated] = counts;
     let n = |column, value: i64| {
         u64::try_from(value).map_err(|_| cell(column).corrupt(&value.to_string()))
@@ -1139,6 +1120,11 @@ impl Cell {
         }
     }
 
+    /// One of an enum's names as the store writes them (`domain::string_enum!`).
+    fn name<T: std::str::FromStr<Err = UnknownName>>(&self, text: &str) -> Result<T, StoreError> {
+        text.parse().map_err(|_| self.corrupt(text))
+    }
+
     fn timestamp(&self, text: String) -> Result<DateTime<Utc>, StoreError> {
         parse_timestamp(&text).ok_or_else(|| self.corrupt(&text))
     }
@@ -1175,11 +1161,7 @@ impl ToSql for JiraKey {
 
 impl ToSql for Target {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(match self {
-            Target::Incident => "incident",
-            Target::Issue => "issue",
-            Target::Alert => "alert",
-        }))
+        Ok(ToSqlOutput::from(self.as_str()))
     }
 }
 

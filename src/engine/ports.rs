@@ -1,0 +1,190 @@
+//! The three narrow interfaces the engine drives — [`JiraSource`], [`GitLabSink`],
+//! [`SyncStore`] — and [`PortError`], the classification every adapter's error gives the engine.
+//!
+//! The adapters (`jira`, `gitlab`, `store`) implement these; the engine names nothing else of
+//! theirs. Each port has its own error type: the engine decides what to do with a failure (retry,
+//! look before creating again, skip the issue, stop the run) from the answers of [`PortError`],
+//! never from an error's message text.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Destination;
+use crate::domain::{
+    Commit, Failure, Intent, JiraKey, JiraUser, Mapping, NewObject, PageCursor, RemoteObject,
+    RunCounts, RunMode, RunOutcome, SearchPage,
+};
+
+/// How a port's error classifies itself. Every answer is decided from the error's type and
+/// fields (an HTTP status, a typed resource), never from its message.
+pub trait PortError: std::error::Error + Send + Sync + 'static {
+    /// Returns true if and only if the same request may succeed later with no change of
+    /// configuration (an outage, a timeout, a busy database), as opposed to credentials,
+    /// permissions, a bad query or broken data.
+    fn is_retryable(&self) -> bool;
+
+    /// Returns true if and only if the request may have been applied although no answer said so
+    /// (a timeout or dropped connection after it was sent, a 5xx). A create that failed so is
+    /// looked for before it is sent again.
+    fn is_ambiguous(&self) -> bool {
+        false
+    }
+
+    /// Returns true if and only if no further request of this run can succeed: the token is
+    /// rejected, permissions are missing, or the configured project does not exist. The run
+    /// stops instead of recording every issue as failed.
+    fn stops_run(&self) -> bool {
+        false
+    }
+}
+
+/// The read side: what the engine needs from Jira.
+pub trait JiraSource: Send + Sync {
+    /// Why a request failed.
+    type Error: PortError;
+
+    /// Runs one page of a JQL search, asking for the fields a snapshot needs.
+    fn search(
+        &self,
+        jql: &str,
+        page: &PageCursor,
+    ) -> impl Future<Output = Result<SearchPage, Self::Error>> + Send;
+
+    /// How many issues `jql` (without `ORDER BY`) matches, where Jira can say cheaply (Cloud's
+    /// approximate count); `None` where it cannot.
+    fn count(&self, jql: &str) -> impl Future<Output = Result<Option<u64>, Self::Error>> + Send;
+
+    /// The account behind the credentials, with its profile time zone.
+    fn myself(&self) -> impl Future<Output = Result<JiraUser, Self::Error>> + Send;
+
+    /// The link a person follows to the issue (`<url>/browse/KEY`).
+    fn browse_url(&self, key: &JiraKey) -> String;
+}
+
+/// The write side: what the engine needs from GitLab.
+///
+/// Implementations retry only what is safe to retry: a create whose outcome is unknown (timeout,
+/// 5xx, dropped connection after the request was sent) is returned as an error the engine treats
+/// as "maybe created", and it looks before creating again.
+pub trait GitLabSink: Send + Sync {
+    /// Why a request failed.
+    type Error: PortError;
+
+    /// Creates the object.
+    fn create(
+        &self,
+        dest: &Destination,
+        obj: &NewObject,
+    ) -> impl Future<Output = Result<RemoteObject, Self::Error>> + Send;
+
+    /// Looks for an object an earlier, interrupted attempt may have created for `key`
+    /// (its description holds `browse_url` on a line of its own).
+    fn find(
+        &self,
+        dest: &Destination,
+        key: &JiraKey,
+        browse_url: &str,
+    ) -> impl Future<Output = Result<Option<RemoteObject>, Self::Error>> + Send;
+
+    /// Closes the object, asking GitLab to record `at` as the closing time.
+    fn close(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<RemoteObject, Self::Error>> + Send;
+
+    /// Rewrites the object's title and description (issues and incidents; alerts cannot be
+    /// edited).
+    fn update(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        obj: &NewObject,
+    ) -> impl Future<Output = Result<RemoteObject, Self::Error>> + Send;
+
+    /// Reopens the object.
+    fn reopen(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<RemoteObject, Self::Error>> + Send;
+}
+
+/// The persistent side: cursors, mappings, intents, failures and the run log.
+pub trait SyncStore: Send + Sync {
+    /// Why a read or write failed.
+    type Error: PortError;
+
+    /// The rule's cursor: every change with `updated` before it is replicated or recorded as failed.
+    fn cursor(
+        &self,
+        rule: &str,
+    ) -> impl Future<Output = Result<Option<DateTime<Utc>>, Self::Error>> + Send;
+
+    /// The mappings of `keys` under `rule` (keys with none are absent).
+    fn mappings(
+        &self,
+        rule: &str,
+        keys: Vec<JiraKey>,
+    ) -> impl Future<Output = Result<HashMap<JiraKey, Mapping>, Self::Error>> + Send;
+
+    /// Records that a create of `key` is about to be sent; returns the intent with the number of
+    /// earlier attempts (an earlier attempt may already have created the object).
+    fn begin_intent(
+        &self,
+        rule: &str,
+        key: &JiraKey,
+    ) -> impl Future<Output = Result<Intent, Self::Error>> + Send;
+
+    /// Applies `commit` and, in the same transaction, moves the rule's cursor forward to
+    /// `cursor` (never backward).
+    fn commit(
+        &self,
+        rule: &str,
+        commit: Commit,
+        cursor: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Moves the rule's cursor forward to `to` (never backward).
+    fn advance_cursor(
+        &self,
+        rule: &str,
+        to: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// The rule's failed issues, oldest first.
+    fn failures(
+        &self,
+        rule: &str,
+    ) -> impl Future<Output = Result<Vec<Failure>, Self::Error>> + Send;
+
+    /// A small remembered value (e.g. the Jira account's time zone, with when it was read).
+    fn meta(&self, key: &str) -> impl Future<Output = Result<Option<String>, Self::Error>> + Send;
+
+    /// Remembers a small value.
+    fn set_meta(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Opens a run-log entry; returns its id.
+    fn start_run(
+        &self,
+        rule: &str,
+        mode: RunMode,
+    ) -> impl Future<Output = Result<i64, Self::Error>> + Send;
+
+    /// Closes a run-log entry with its outcome, counts and, if it stopped early, why.
+    fn finish_run(
+        &self,
+        run_id: i64,
+        outcome: RunOutcome,
+        counts: RunCounts,
+        error: Option<String>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
