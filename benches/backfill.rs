@@ -111,7 +111,7 @@ async fn run_in_process(
     b: &Bench,
 ) -> (Duration, jira_gitlab_sync::engine::backfill::BackfillReport) {
     let cfg = Config::load(&b.config_path).expect("config");
-    let engine = build_engine(&cfg, false).expect("engine");
+    let engine = build_engine(&cfg).expect("engine");
     let req = BackfillRequest {
         since: since(),
         until: None,

@@ -22,6 +22,8 @@ use crate::domain::RunMode;
 use crate::engine::backfill::{
     BackfillReport, BackfillRequest, BarProgress, LogProgress, Progress,
 };
+use crate::engine::dry_run::{DryRunSink, DryRunStore};
+use crate::engine::ports::{GitLabSink, JiraSource, SyncStore};
 use crate::engine::{EngineSettings, RunReport, SyncEngine, error_chain};
 use crate::gitlab::GitLabClient;
 use crate::jira::JiraClient;
@@ -142,11 +144,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         None if cli.once => {
             let cfg = load_config(&path)?;
-            once(&cfg, cli.dry_run).await
+            if cli.dry_run {
+                once(&cfg, build_dry_engine(&cfg)?, true).await
+            } else {
+                once(&cfg, build_engine(&cfg)?, false).await
+            }
         }
         None => {
             let cfg = load_config(&path)?;
-            service(&cfg, cli.dry_run).await
+            if cli.dry_run {
+                service(&cfg, build_dry_engine(&cfg)?).await
+            } else {
+                service(&cfg, build_engine(&cfg)?).await
+            }
         }
         Some(Command::Check) => {
             let cfg = load_config(&path)?;
@@ -223,6 +233,42 @@ async fn backfill(
     dry_run: bool,
     accept_inexact_times: bool,
 ) -> anyhow::Result<Exit> {
+    if dry_run {
+        backfill_with(
+            cfg,
+            rules,
+            req,
+            build_dry_engine(cfg)?,
+            true,
+            accept_inexact_times,
+        )
+        .await
+    } else {
+        backfill_with(
+            cfg,
+            rules,
+            req,
+            build_engine(cfg)?,
+            false,
+            accept_inexact_times,
+        )
+        .await
+    }
+}
+
+async fn backfill_with<J, G, S>(
+    cfg: &Config,
+    rules: &[crate::config::RuleConfig],
+    req: &BackfillRequest,
+    engine: SyncEngine<J, G, S>,
+    dry_run: bool,
+    accept_inexact_times: bool,
+) -> anyhow::Result<Exit>
+where
+    J: JiraSource,
+    G: GitLabSink,
+    S: SyncStore,
+{
     let inexact = inexact_projects(cfg, rules).await?;
     if !inexact.is_empty() {
         let list = inexact.join(", ");
@@ -236,7 +282,6 @@ async fn backfill(
         }
         tracing::warn!(projects = %list, "the token is not Owner: imported objects will not keep Jira's times");
     }
-    let engine = build_engine(cfg, dry_run)?;
     let cancel = CancellationToken::new();
     cancel_on_signals(cancel.clone());
     let mut exit = Exit::Clean;
@@ -316,8 +361,13 @@ fn print_backfill(r: &BackfillReport, dry_run: bool) {
 }
 
 /// The long-running service: cron ticks per rule until SIGTERM/SIGINT.
-async fn service(cfg: &Config, dry_run: bool) -> anyhow::Result<Exit> {
-    let engine = Arc::new(build_engine(cfg, dry_run)?);
+async fn service<J, G, S>(cfg: &Config, engine: SyncEngine<J, G, S>) -> anyhow::Result<Exit>
+where
+    J: JiraSource + 'static,
+    G: GitLabSink + 'static,
+    S: SyncStore + 'static,
+{
+    let engine = Arc::new(engine);
     let service = Service::new(engine, cfg.rules.clone(), Backoff::default());
     let mut scheduler = service
         .start_cron()
@@ -462,39 +512,67 @@ impl Signals {
     }
 }
 
+/// The engine of a real run: the real clients and the store.
+pub type LiveEngine = SyncEngine<JiraClient, GitLabClient, Store>;
+
+/// The engine of a dry run: GitLab writes and store writes are simulated.
+pub type DryEngine = SyncEngine<JiraClient, DryRunSink<GitLabClient>, DryRunStore<Store>>;
+
 /// The engine for a configuration, over the real clients and the store.
 ///
 /// # Errors
 /// The store cannot be opened (or is in use), or a client cannot be built.
-pub fn build_engine(
-    cfg: &Config,
-    dry_run: bool,
-) -> anyhow::Result<SyncEngine<JiraClient, GitLabClient, Store>> {
-    let store = if dry_run {
-        // A dry run reads what the store knows but never writes, not even a migration.
-        if cfg.store_path.exists() {
-            Store::open_read_only(&cfg.store_path)
-        } else {
-            Store::open_in_memory()
-        }
-    } else {
-        Store::open(&cfg.store_path)
-    }
-    .with_context(|| format!("cannot use the store {}", cfg.store_path.display()))?;
-    let jira = JiraClient::new(&cfg.jira, &cfg.sync).context("cannot set up the Jira client")?;
-    let gitlab =
-        GitLabClient::new(&cfg.gitlab, &cfg.sync).context("cannot set up the GitLab client")?;
+pub fn build_engine(cfg: &Config) -> anyhow::Result<LiveEngine> {
+    let store = Store::open(&cfg.store_path)
+        .with_context(|| format!("cannot use the store {}", cfg.store_path.display()))?;
+    let (jira, gitlab) = clients(cfg)?;
     Ok(SyncEngine::new(
         jira,
         gitlab,
         store,
-        EngineSettings::from_config(cfg, dry_run),
+        EngineSettings::from_config(cfg),
     ))
 }
 
+/// The engine for a dry run: it reads what the store knows but never writes to it, not even a
+/// migration, and sends GitLab no write.
+///
+/// # Errors
+/// As [`build_engine`].
+pub fn build_dry_engine(cfg: &Config) -> anyhow::Result<DryEngine> {
+    let store = if cfg.store_path.exists() {
+        Store::open_read_only(&cfg.store_path)
+    } else {
+        Store::open_in_memory()
+    }
+    .with_context(|| format!("cannot use the store {}", cfg.store_path.display()))?;
+    let (jira, gitlab) = clients(cfg)?;
+    Ok(SyncEngine::new(
+        jira,
+        DryRunSink::new(gitlab),
+        DryRunStore::new(store),
+        EngineSettings::from_config(cfg),
+    ))
+}
+
+fn clients(cfg: &Config) -> anyhow::Result<(JiraClient, GitLabClient)> {
+    let jira = JiraClient::new(&cfg.jira, &cfg.sync).context("cannot set up the Jira client")?;
+    let gitlab =
+        GitLabClient::new(&cfg.gitlab, &cfg.sync).context("cannot set up the GitLab client")?;
+    Ok((jira, gitlab))
+}
+
 /// One cycle of every rule (`--once`).
-async fn once(cfg: &Config, dry_run: bool) -> anyhow::Result<Exit> {
-    let engine = build_engine(cfg, dry_run)?;
+async fn once<J, G, S>(
+    cfg: &Config,
+    engine: SyncEngine<J, G, S>,
+    dry_run: bool,
+) -> anyhow::Result<Exit>
+where
+    J: JiraSource,
+    G: GitLabSink,
+    S: SyncStore,
+{
     let cancel = CancellationToken::new();
     cancel_on_signals(cancel.clone());
     let results: Vec<_> = futures_util::stream::iter(cfg.rules.iter())

@@ -134,7 +134,7 @@ cron = "* * * * * *"
         user = FakeJiraConfig::DEFAULT_EMAIL,
     );
     let cfg = Config::from_toml(&text, &d.join("demo.toml")).context("the demo config")?;
-    let engine = Arc::new(crate::cli::build_engine(&cfg, false)?);
+    let engine = Arc::new(crate::cli::build_engine(&cfg)?);
     let service = Service::new(Arc::clone(&engine), cfg.rules.clone(), Backoff::default());
     let mut events = service.subscribe();
     let scheduler = service

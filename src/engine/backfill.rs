@@ -27,15 +27,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span};
 
 use crate::config::RuleConfig;
-use crate::domain::{
-    IssueSnapshot, JiraKey, PageCursor, RunCounts, RunMode, RunOutcome, UndecodableIssue,
-};
+use crate::domain::{IssueSnapshot, JiraKey, RunCounts, RunMode, RunOutcome, UndecodableIssue};
 
 use super::ports::{GitLabSink, JiraSource, SyncStore};
 
+use super::walk::PageWalk;
 use super::{
-    EngineError, IssueFailure, PlannedAction, Source, SyncEngine, add_counts, conclude,
-    count_planned, jql, median, render,
+    EngineError, IssueFailure, PlannedAction, Source, SyncEngine, add_counts, jql, median,
 };
 
 /// Pages fetched ahead of the page being written.
@@ -117,17 +115,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         let span = info_span!("backfill", rule = %rule.name);
         async {
             let clock = Instant::now();
-            let dry = self.settings.dry_run;
-            let run_id = if dry {
-                None
-            } else {
-                Some(
-                    self.store
-                        .start_run(&rule.name, RunMode::Backfill)
-                        .await
-                        .map_err(|e| EngineError::store(rule, e))?,
-                )
-            };
+            let run_id = self.open_run(rule, RunMode::Backfill).await?;
             let mut report = BackfillReport {
                 rule: rule.name.clone(),
                 outcome: RunOutcome::Ok,
@@ -144,10 +132,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 .backfill_walk(rule, req, progress, cancel, &mut report)
                 .await;
             report.elapsed_ms = clock.elapsed().as_millis() as u64;
-            let (outcome, error) = conclude(&result, report.counts.failed);
-            report.outcome = outcome;
-            self.record_end(run_id, outcome, &report.counts, error)
-                .await;
+            report.outcome = self.close_run(run_id, &result, &report.counts).await;
             let c = &report.counts;
             info!(
                 outcome = report.outcome.as_str(),
@@ -200,44 +185,36 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         report.total = counted;
         progress.total(counted);
 
-        let (tx, mut rx) = mpsc::channel::<Result<Page, EngineError>>(PREFETCH_PAGES);
+        let (tx, rx) = mpsc::channel::<Result<Page, EngineError>>(PREFETCH_PAGES);
         let producer = async move {
-            let mut bound = lower;
-            let mut page = PageCursor::First;
+            let mut walk = PageWalk::by_created(lower, zone);
             loop {
-                let query = jql::created_between(&rule.jql, bound, until, zone);
-                let result = match self.jira.search(&query, &page).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = tx.send(Err(jira_err(e))).await;
-                        return;
-                    }
+                let page = walk
+                    .next(&self.jira, |bound| {
+                        jql::created_between(&rule.jql, bound, until, zone)
+                    })
+                    .await;
+                let item = match page {
+                    Ok(Some(result)) => Ok(Page {
+                        issues: result.issues,
+                        undecodable: result.undecodable,
+                        total: result.total,
+                    }),
+                    Ok(None) => return,
+                    Err(e) => Err(jira_err(e)),
                 };
-                let last = result.issues.last().map(|s| s.created);
-                let next = result.next.clone();
-                let item = Page {
-                    issues: result.issues,
-                    undecodable: result.undecodable,
-                    total: result.total,
-                };
-                if tx.send(Ok(item)).await.is_err() {
-                    return; // the writers stopped
-                }
-                match (next, last) {
-                    (Some(next), Some(last)) => {
-                        if jql::literal(last, zone) != jql::literal(bound, zone) {
-                            bound = last;
-                            page = PageCursor::First;
-                        } else {
-                            page = next;
-                        }
-                    }
-                    _ => return,
+                let failed = item.is_err();
+                // A send fails only once the writers stopped (and dropped the receiver).
+                if tx.send(item).await.is_err() || failed {
+                    return;
                 }
             }
         };
 
         let consumer = async {
+            // Owned here, so that however the writers stop, the receiver is dropped with them
+            // and a producer waiting on a full channel wakes up and ends.
+            let mut rx = rx;
             let mut previous: HashSet<JiraKey> = HashSet::new();
             let mut done: u64 = 0;
             let mut restore_times: Vec<chrono::Duration> = Vec::new();
@@ -277,22 +254,6 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 done += fresh.len() as u64;
                 report.counts.seen += fresh.len() as u64;
 
-                if self.settings.dry_run {
-                    for snap in &fresh {
-                        let action = self.plan_for(rule, snap, mappings.get(&snap.key));
-                        count_planned(&mut report.counts, &action);
-                        if action.writes_gitlab() && report.planned.len() < req.sample {
-                            report.planned.push(PlannedAction {
-                                jira_key: snap.key.clone(),
-                                action: action.verb(),
-                                title: render::title(&rule.title, snap),
-                            });
-                        }
-                    }
-                    progress.advance(done, &report.counts);
-                    continue;
-                }
-
                 let mut complete = true;
                 let mut outcomes = futures_util::stream::iter(fresh)
                     .map(|snap| {
@@ -323,6 +284,11 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     add_counts(&mut report.counts, &out.counts);
                     if let Some(f) = out.failure {
                         report.failures.push(f);
+                    }
+                    if let Some(a) = out.action
+                        && report.planned.len() < req.sample
+                    {
+                        report.planned.push(a);
                     }
                     report.timestamps_ignored |= out.timestamps_ignored;
                 }

@@ -162,7 +162,7 @@ timeout_secs = 5
 
     /// A fresh engine (a new process, as far as the engine can tell) over the world.
     pub fn engine(&self) -> Engine {
-        build_engine(&self.config(), false).expect("engine builds")
+        build_engine(&self.config()).expect("engine builds")
     }
 
     /// One cycle of the first rule with a fresh engine.

@@ -1,0 +1,247 @@
+//! The live cycle ([`SyncEngine::run_rule`]): retry the rule's stored failures, walk Jira's
+//! changes since its cursor, apply each snapshot, and move the cursor with the commits.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span};
+
+use crate::config::RuleConfig;
+use crate::domain::{IssueSnapshot, JiraKey, Mapping, RunCounts, RunMode, RunOutcome};
+
+use super::execute::Outcome;
+use super::ports::{GitLabSink, JiraSource, SyncStore};
+use super::walk::PageWalk;
+use super::{EngineError, IssueFailure, RunReport, Source, SyncEngine, add_counts, jql, uuid_like};
+
+/// When the account's zone is found to have changed, the next search reaches back this much
+/// further, covering any change a bound written in the old zone may have missed (zones differ by
+/// at most 26 hours).
+const ZONE_CHANGE_MARGIN: chrono::Duration = chrono::Duration::hours(26);
+
+/// The state of one run in progress.
+struct Run<'a> {
+    rule: &'a RuleConfig,
+    report: RunReport,
+    /// Mappings read or written during this run, by key.
+    mappings: HashMap<JiraKey, Mapping>,
+    /// Snapshots handled in this run: re-reads from overlapping pages are not counted twice.
+    seen: HashSet<(JiraKey, DateTime<Utc>)>,
+    /// The cursor never moves past this: `start − lookback`.
+    ceiling: DateTime<Utc>,
+}
+
+impl Run<'_> {
+    fn absorb(&mut self, out: Outcome) {
+        add_counts(&mut self.report.counts, &out.counts);
+        if let Some(f) = out.failure {
+            self.report.failures.push(f);
+        }
+        if let Some(m) = out.mapping {
+            self.mappings.insert(m.jira_key.clone(), m);
+        }
+        if let Some(a) = out.action {
+            self.report.planned.push(a);
+        }
+        self.report.timestamps_ignored |= out.timestamps_ignored;
+    }
+}
+
+impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
+    /// Runs one rule once: retry its failed issues, walk Jira's changes since its cursor, replay
+    /// them to GitLab. Stops between actions when `cancel` fires, with everything done so far
+    /// committed.
+    ///
+    /// Per-issue failures do not stop the run: they are logged with their key, stored for the
+    /// next cycle and counted in the report (outcome `Partial`).
+    ///
+    /// # Errors
+    /// Jira cannot be searched, GitLab rejects the token or the project, or the store fails.
+    pub async fn run_rule(
+        &self,
+        rule: &RuleConfig,
+        mode: RunMode,
+        cancel: &CancellationToken,
+    ) -> Result<RunReport, EngineError> {
+        let run_id = uuid_like();
+        let span = info_span!("sync_cycle", rule = %rule.name, mode = %mode, run_id = %run_id);
+        self.run_rule_inner(rule, mode, cancel)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_rule_inner(
+        &self,
+        rule: &RuleConfig,
+        mode: RunMode,
+        cancel: &CancellationToken,
+    ) -> Result<RunReport, EngineError> {
+        let clock = std::time::Instant::now();
+        let started = Utc::now();
+        let run_id = self.open_run(rule, mode).await?;
+        let lookback =
+            chrono::Duration::from_std(self.settings.lookback).unwrap_or(chrono::Duration::zero());
+        let mut run = Run {
+            rule,
+            report: RunReport {
+                rule: rule.name.clone(),
+                mode,
+                run_id: Some(run_id),
+                outcome: RunOutcome::Ok,
+                counts: RunCounts::default(),
+                failures: Vec::new(),
+                planned: Vec::new(),
+                jira_requests: 0,
+                timestamps_ignored: false,
+                elapsed_ms: 0,
+            },
+            mappings: HashMap::new(),
+            seen: HashSet::new(),
+            ceiling: started - lookback,
+        };
+        let result = self.walk(&mut run, started, lookback, cancel).await;
+        let mut report = run.report;
+        report.elapsed_ms = clock.elapsed().as_millis() as u64;
+        report.outcome = self.close_run(run_id, &result, &report.counts).await;
+        let c = &report.counts;
+        info!(
+            outcome = report.outcome.as_str(),
+            seen = c.seen,
+            created = c.created,
+            closed = c.closed,
+            reopened = c.reopened,
+            updated = c.updated,
+            skipped = c.skipped,
+            failed = c.failed,
+            jira_requests = report.jira_requests,
+            elapsed_ms = report.elapsed_ms,
+            "sync cycle finished"
+        );
+        result.map(|_| report)
+    }
+
+    /// The walk; returns false if cancelled before the end.
+    async fn walk(
+        &self,
+        run: &mut Run<'_>,
+        started: DateTime<Utc>,
+        lookback: chrono::Duration,
+        cancel: &CancellationToken,
+    ) -> Result<bool, EngineError> {
+        let rule = run.rule;
+        let (zone, zone_changed) = self.zone(rule).await?;
+        let cursor = self
+            .store
+            .cursor(&rule.name)
+            .await
+            .map_err(|e| EngineError::store(rule, e))?;
+        let base = cursor.or(rule.since).unwrap_or(started);
+        let mut lower = base - lookback;
+        if zone_changed {
+            lower -= ZONE_CHANGE_MARGIN;
+        }
+        if let Some(since) = rule.since {
+            lower = lower.max(since);
+        }
+        debug!(cursor = ?cursor, lower = %lower, zone = %zone, "walking Jira changes");
+
+        let failures = self
+            .store
+            .failures(&rule.name)
+            .await
+            .map_err(|e| EngineError::store(rule, e))?;
+        if !failures.is_empty() {
+            let keys = failures.iter().map(|f| f.snapshot.key.clone()).collect();
+            self.load_mappings(run, keys).await?;
+            info!(count = failures.len(), "retrying issues that failed before");
+        }
+        for f in failures {
+            if cancel.is_cancelled() {
+                return Ok(false);
+            }
+            self.process(run, f.snapshot, Source::Retry).await?;
+        }
+
+        let mut walk = PageWalk::by_updated(lower, zone);
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(false);
+            }
+            let page = walk
+                .next(&self.jira, |bound| {
+                    jql::changed_since(&rule.jql, bound, zone)
+                })
+                .await;
+            run.report.jira_requests = walk.requests;
+            let Some(result) = page.map_err(|e| EngineError::jira(rule, e))? else {
+                break;
+            };
+            for bad in result.undecodable {
+                error!(jira_key = %bad.key, reason = %bad.reason, "cannot read an issue Jira returned; skipped");
+                run.report.counts.failed += 1;
+                run.report.failures.push(IssueFailure {
+                    jira_key: bad.key,
+                    error: bad.reason,
+                });
+            }
+            let keys = result
+                .issues
+                .iter()
+                .map(|s| s.key.clone())
+                .filter(|k| !run.mappings.contains_key(k))
+                .collect::<Vec<_>>();
+            if !keys.is_empty() {
+                self.load_mappings(run, keys).await?;
+            }
+            for snap in result.issues {
+                if cancel.is_cancelled() {
+                    return Ok(false);
+                }
+                if !run.seen.insert((snap.key.clone(), snap.updated)) {
+                    continue;
+                }
+                run.report.counts.seen += 1;
+                self.process(run, snap, Source::Search).await?;
+            }
+        }
+        self.store
+            .advance_cursor(&rule.name, run.ceiling)
+            .await
+            .map_err(|e| EngineError::store(rule, e))?;
+        Ok(true)
+    }
+
+    async fn load_mappings(
+        &self,
+        run: &mut Run<'_>,
+        keys: Vec<JiraKey>,
+    ) -> Result<(), EngineError> {
+        let found = self
+            .store
+            .mappings(&run.rule.name, keys)
+            .await
+            .map_err(|e| EngineError::store(run.rule, e))?;
+        for (k, m) in found {
+            run.mappings.entry(k).or_insert(m);
+        }
+        Ok(())
+    }
+
+    /// Applies one snapshot within a run, keeping the run's counts and mappings.
+    async fn process(
+        &self,
+        run: &mut Run<'_>,
+        snap: IssueSnapshot,
+        source: Source,
+    ) -> Result<(), EngineError> {
+        let mapping = run.mappings.get(&snap.key).cloned();
+        let cursor = match source {
+            Source::Search => Some(snap.updated.min(run.ceiling)),
+            Source::Retry | Source::Backfill => None,
+        };
+        let outcome = self.apply(run.rule, snap, mapping, source, cursor).await?;
+        run.absorb(outcome);
+        Ok(())
+    }
+}

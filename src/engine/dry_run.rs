@@ -1,0 +1,238 @@
+//! `--dry-run` as wrappers over the ports: the engine runs exactly the code of a real run, while
+//! [`DryRunSink`] answers GitLab writes with what GitLab would have stored and [`DryRunStore`]
+//! keeps every store write in memory. Reads go to the real adapters, so the plan starts from what
+//! the store and GitLab really hold; nothing is written to either.
+//!
+//! Later snapshots of the same key in the same run see the simulated writes (a create followed by
+//! a close plans as a close), exactly as they would see real ones.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Destination;
+use crate::domain::{
+    Commit, Failure, Intent, JiraKey, Mapping, NewObject, RemoteObject, RemoteState, RunCounts,
+    RunMode, RunOutcome,
+};
+
+use super::ports::{GitLabSink, SyncStore};
+
+/// A GitLab sink that sends no write: each one is answered as GitLab would answer it.
+pub struct DryRunSink<G>(G);
+
+impl<G> DryRunSink<G> {
+    /// Wraps the real sink, which is used for reads only.
+    pub fn new(inner: G) -> Self {
+        Self(inner)
+    }
+}
+
+impl<G: GitLabSink> GitLabSink for DryRunSink<G> {
+    type Error = G::Error;
+
+    async fn create(
+        &self,
+        _dest: &Destination,
+        obj: &NewObject,
+    ) -> Result<RemoteObject, Self::Error> {
+        Ok(RemoteObject {
+            iid: None,
+            web_url: None,
+            state: RemoteState::Opened,
+            created_at: obj.created_at,
+            closed_at: None,
+        })
+    }
+
+    async fn find(
+        &self,
+        dest: &Destination,
+        key: &JiraKey,
+        browse_url: &str,
+    ) -> Result<Option<RemoteObject>, Self::Error> {
+        self.0.find(dest, key, browse_url).await
+    }
+
+    async fn close(
+        &self,
+        _dest: &Destination,
+        mapping: &Mapping,
+        at: DateTime<Utc>,
+    ) -> Result<RemoteObject, Self::Error> {
+        Ok(simulated(mapping, RemoteState::Closed, Some(at)))
+    }
+
+    async fn update(
+        &self,
+        _dest: &Destination,
+        mapping: &Mapping,
+        _obj: &NewObject,
+    ) -> Result<RemoteObject, Self::Error> {
+        Ok(simulated(mapping, mapping.state, mapping.closed_at))
+    }
+
+    async fn reopen(
+        &self,
+        _dest: &Destination,
+        mapping: &Mapping,
+        _at: DateTime<Utc>,
+    ) -> Result<RemoteObject, Self::Error> {
+        Ok(simulated(mapping, RemoteState::Opened, None))
+    }
+}
+
+fn simulated(m: &Mapping, state: RemoteState, closed_at: Option<DateTime<Utc>>) -> RemoteObject {
+    RemoteObject {
+        iid: m.iid,
+        web_url: m.web_url.clone(),
+        state,
+        created_at: m.created_at,
+        closed_at,
+    }
+}
+
+/// What a dry run "wrote", by rule.
+#[derive(Default)]
+struct Overlay {
+    mappings: HashMap<(String, JiraKey), Mapping>,
+    /// Keys whose stored failure a commit settled (replicated or failed again).
+    settled: HashSet<(String, JiraKey)>,
+    cursors: HashMap<String, DateTime<Utc>>,
+    meta: HashMap<String, String>,
+    runs: i64,
+}
+
+/// A store whose writes stay in memory, over the real store's reads.
+pub struct DryRunStore<S> {
+    inner: S,
+    overlay: Mutex<Overlay>,
+}
+
+impl<S> DryRunStore<S> {
+    /// Wraps the real store, which is only read.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            overlay: Mutex::new(Overlay::default()),
+        }
+    }
+
+    /// The real store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn overlay(&self) -> MutexGuard<'_, Overlay> {
+        // The overlay holds plain maps: a panic elsewhere cannot leave them half-updated.
+        self.overlay.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<S: SyncStore> SyncStore for DryRunStore<S> {
+    type Error = S::Error;
+
+    async fn cursor(&self, rule: &str) -> Result<Option<DateTime<Utc>>, Self::Error> {
+        let stored = self.inner.cursor(rule).await?;
+        // The real cursor never moves back, so neither does the simulated one.
+        Ok(self.overlay().cursors.get(rule).copied().max(stored))
+    }
+
+    async fn mappings(
+        &self,
+        rule: &str,
+        keys: Vec<JiraKey>,
+    ) -> Result<HashMap<JiraKey, Mapping>, Self::Error> {
+        let mut found = self.inner.mappings(rule, keys.clone()).await?;
+        let overlay = self.overlay();
+        for key in keys {
+            if let Some(m) = overlay.mappings.get(&(rule.to_owned(), key.clone())) {
+                found.insert(key, m.clone());
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every create is planned as a first attempt: recording an attempt would be a write.
+    async fn begin_intent(&self, rule: &str, key: &JiraKey) -> Result<Intent, Self::Error> {
+        Ok(Intent {
+            rule: rule.to_owned(),
+            jira_key: key.clone(),
+            previous_attempts: 0,
+            started_at: Utc::now(),
+        })
+    }
+
+    async fn commit(
+        &self,
+        rule: &str,
+        commit: Commit,
+        cursor: Option<DateTime<Utc>>,
+    ) -> Result<(), Self::Error> {
+        let mut overlay = self.overlay();
+        let key = match commit {
+            Commit::Replicated(m) => {
+                let key = m.jira_key.clone();
+                overlay.mappings.insert((rule.to_owned(), key.clone()), m);
+                key
+            }
+            Commit::Failed { snapshot, .. } => snapshot.key,
+        };
+        overlay.settled.insert((rule.to_owned(), key));
+        if let Some(to) = cursor {
+            advance(&mut overlay.cursors, rule, to);
+        }
+        Ok(())
+    }
+
+    async fn advance_cursor(&self, rule: &str, to: DateTime<Utc>) -> Result<(), Self::Error> {
+        advance(&mut self.overlay().cursors, rule, to);
+        Ok(())
+    }
+
+    async fn failures(&self, rule: &str) -> Result<Vec<Failure>, Self::Error> {
+        let mut failures = self.inner.failures(rule).await?;
+        let overlay = self.overlay();
+        failures.retain(|f| {
+            !overlay
+                .settled
+                .contains(&(rule.to_owned(), f.snapshot.key.clone()))
+        });
+        Ok(failures)
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<String>, Self::Error> {
+        if let Some(v) = self.overlay().meta.get(key) {
+            return Ok(Some(v.clone()));
+        }
+        self.inner.meta(key).await
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<(), Self::Error> {
+        self.overlay().meta.insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+
+    async fn start_run(&self, _rule: &str, _mode: RunMode) -> Result<i64, Self::Error> {
+        let mut overlay = self.overlay();
+        overlay.runs += 1;
+        Ok(overlay.runs)
+    }
+
+    async fn finish_run(
+        &self,
+        _run_id: i64,
+        _outcome: RunOutcome,
+        _counts: RunCounts,
+        _error: Option<String>,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// Moves a cursor forward, never back (as the real store does).
+fn advance(cursors: &mut HashMap<String, DateTime<Utc>>, rule: &str, to: DateTime<Utc>) {
+    let c = cursors.entry(rule.to_owned()).or_insert(to);
+    *c = (*c).max(to);
+}

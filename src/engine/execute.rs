@@ -1,0 +1,379 @@
+//! The executor: applies one planned action to GitLab exactly once and commits each step.
+//!
+//! An action is "GitLab call + store commit". Before a create an intent is committed; a create
+//! whose answer was lost (an ambiguous error) or that an earlier, interrupted run may have sent
+//! is looked for before it is sent again. A close, reopen or rewrite is idempotent and simply
+//! sent. Each commit carries the cursor only once the snapshot is fully replicated or recorded
+//! as failed, so a crash between steps replays the rest of the snapshot, never skips it.
+//!
+//! What a failure means is read from [`PortError`]: an ambiguous create is retried after a look,
+//! an error that [stops the run](PortError::stops_run) ends it, any other is this issue's failure,
+//! stored with its snapshot for the next cycle.
+
+use chrono::{DateTime, Utc};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::config::RuleConfig;
+use crate::domain::{Commit, IssueSnapshot, Mapping, NewObject, RemoteObject, RunCounts, Target};
+
+use super::plan::{Action, plan};
+use super::ports::{GitLabSink, JiraSource, PortError, SyncStore};
+use super::{
+    Cause, EngineError, IssueFailure, PlannedAction, Source, SyncEngine, error_chain, render,
+};
+
+/// GitLab rounds to milliseconds; anything further off means it ignored the time we sent.
+const TIMESTAMP_TOLERANCE: chrono::Duration = chrono::Duration::seconds(1);
+
+/// What applying one snapshot did.
+#[derive(Debug, Default)]
+pub(super) struct Outcome {
+    pub(super) counts: RunCounts,
+    pub(super) failure: Option<IssueFailure>,
+    /// The mapping as last committed, if any commit replicated something.
+    pub(super) mapping: Option<Mapping>,
+    /// The GitLab write the plan called for, if any.
+    pub(super) action: Option<PlannedAction>,
+    pub(super) timestamps_ignored: bool,
+}
+
+impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
+    /// Plans and applies one snapshot, committing each GitLab write (with `cursor`, once the
+    /// snapshot is fully replicated or recorded as failed). Independent of any run state, so
+    /// snapshots of different keys may be applied concurrently.
+    ///
+    /// # Errors
+    /// The run must stop: the store failed, or GitLab refused something no later request can get
+    /// past ([`PortError::stops_run`]). A failure of this issue alone is recorded and returned in
+    /// the [`Outcome`].
+    pub(super) async fn apply(
+        &self,
+        rule: &RuleConfig,
+        snap: IssueSnapshot,
+        mapping: Option<Mapping>,
+        source: Source,
+        cursor: Option<DateTime<Utc>>,
+    ) -> Result<Outcome, EngineError> {
+        let browse = self.jira.browse_url(&snap.key);
+        let obj = render::new_object(rule, &snap, &browse);
+        let hash = render::content_hash(&obj);
+        let action = plan(&snap, mapping.as_ref(), &hash);
+        let span = info_span!("issue", jira_key = %snap.key, action = action.verb());
+        async {
+            let mut out = Outcome::default();
+            if action.writes_gitlab() {
+                out.action = Some(PlannedAction {
+                    jira_key: snap.key.clone(),
+                    action: action.verb(),
+                    title: obj.title.clone(),
+                });
+            }
+            match action {
+                Action::Skip(reason) => {
+                    debug!(?reason, "nothing to do");
+                    out.counts.skipped += 1;
+                    if source == Source::Retry
+                        && let Some(m) = mapping
+                    {
+                        // A newer change already replicated: the stored failure is obsolete.
+                        self.commit(rule, &mut out, Commit::Replicated(m), None)
+                            .await?;
+                    }
+                }
+                Action::Touch => {
+                    let mut m = mapping.expect("plan() touches only mapped issues");
+                    m.jira_updated = snap.updated;
+                    m.content_hash = Some(hash);
+                    out.counts.skipped += 1;
+                    self.commit(rule, &mut out, Commit::Replicated(m), cursor)
+                        .await?;
+                }
+                Action::Create { then_close } => {
+                    let m = match self.create(rule, &mut out, &snap, &obj, &hash).await? {
+                        Ok(m) => m,
+                        Err(e) => {
+                            self.fail(rule, &mut out, snap, e, cursor).await?;
+                            return Ok(out);
+                        }
+                    };
+                    out.counts.created += 1;
+                    info!(iid = ?m.iid, "created in GitLab");
+                    let commit_cursor = if then_close { None } else { cursor };
+                    self.commit(rule, &mut out, Commit::Replicated(m.clone()), commit_cursor)
+                        .await?;
+                    if then_close {
+                        self.set_state(rule, &mut out, snap, m, true, None, cursor)
+                            .await?;
+                    }
+                }
+                Action::Close { edit } | Action::Reopen { edit } => {
+                    let close = matches!(action, Action::Close { .. });
+                    let m = mapping.expect("plan() closes and reopens only mapped issues");
+                    let edit = edit.then_some((&obj, hash));
+                    self.set_state(rule, &mut out, snap, m, close, edit, cursor)
+                        .await?;
+                }
+                Action::Update => {
+                    let m = mapping.expect("plan() updates only mapped issues");
+                    self.rewrite(rule, &mut out, snap, m, &obj, hash, cursor)
+                        .await?;
+                }
+            }
+            Ok(out)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn commit(
+        &self,
+        rule: &RuleConfig,
+        out: &mut Outcome,
+        commit: Commit,
+        cursor: Option<DateTime<Utc>>,
+    ) -> Result<(), EngineError> {
+        if let Commit::Replicated(m) = &commit {
+            out.mapping = Some(m.clone());
+        }
+        self.store
+            .commit(&rule.name, commit, cursor)
+            .await
+            .map_err(|e| EngineError::store(rule, e))
+    }
+
+    /// Records a per-issue failure (or stops the run if GitLab refuses everything).
+    async fn fail(
+        &self,
+        rule: &RuleConfig,
+        out: &mut Outcome,
+        snap: IssueSnapshot,
+        e: G::Error,
+        cursor: Option<DateTime<Utc>>,
+    ) -> Result<(), EngineError> {
+        if e.stops_run() {
+            return Err(EngineError::GitLab {
+                rule: rule.name.clone(),
+                jira_key: snap.key,
+                source: Cause::new(e),
+            });
+        }
+        let message = error_chain(&e);
+        warn!(jira_key = %snap.key, error = %message, "replication failed; it is retried next cycle");
+        out.counts.failed += 1;
+        out.failure = Some(IssueFailure {
+            jira_key: snap.key.to_string(),
+            error: message.clone(),
+        });
+        self.commit(
+            rule,
+            out,
+            Commit::Failed {
+                snapshot: snap,
+                error: message,
+            },
+            cursor,
+        )
+        .await
+    }
+
+    /// Creates the GitLab object for `snap` exactly once: the intent is committed first, and any
+    /// attempt after one whose outcome is unknown starts with a lookup.
+    ///
+    /// The outer error stops the run (the intent could not be recorded, so nothing may be sent);
+    /// the inner one is this issue's failure.
+    async fn create(
+        &self,
+        rule: &RuleConfig,
+        out: &mut Outcome,
+        snap: &IssueSnapshot,
+        obj: &NewObject,
+        hash: &str,
+    ) -> Result<Result<Mapping, G::Error>, EngineError> {
+        let intent = self
+            .store
+            .begin_intent(&rule.name, &snap.key)
+            .await
+            .map_err(|e| EngineError::store(rule, e))?;
+        Ok(self
+            .create_once(rule, out, snap, obj, intent.previous_attempts)
+            .await
+            .map(|m| Mapping {
+                content_hash: Some(hash.to_owned()),
+                ..m
+            }))
+    }
+
+    async fn create_once(
+        &self,
+        rule: &RuleConfig,
+        out: &mut Outcome,
+        snap: &IssueSnapshot,
+        obj: &NewObject,
+        previous_attempts: u32,
+    ) -> Result<Mapping, G::Error> {
+        let dest = &rule.destination;
+        let browse = self.jira.browse_url(&snap.key);
+        let mut attempt = 0u32;
+        let remote = loop {
+            attempt += 1;
+            if (previous_attempts > 0 || attempt > 1)
+                && let Some(found) = self.gitlab.find(dest, &snap.key, &browse).await?
+            {
+                info!(iid = ?found.iid, "found what an earlier attempt created; not creating again");
+                break found;
+            }
+            match self.gitlab.create(dest, obj).await {
+                Ok(r) => break r,
+                Err(e) if e.is_ambiguous() && attempt < self.settings.retry.max_attempts => {
+                    let delay = self.settings.retry.backoff(attempt, rand::random());
+                    warn!(
+                        cause = %error_chain(&e),
+                        attempt,
+                        delay_ms = delay.as_millis() as u64,
+                        "create may or may not have reached GitLab; will look before retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if dest.target != Target::Alert
+            && (remote.created_at - snap.created).abs() > TIMESTAMP_TOLERANCE
+        {
+            self.timestamps_ignored(rule, out, "created_at", snap.created, remote.created_at);
+        }
+        Ok(mapping_from(rule, snap, &remote))
+    }
+
+    /// Closes (`close`) or reopens the object, then commits; then rewrites it if `edit` holds
+    /// the new content and its hash.
+    #[allow(clippy::too_many_arguments)]
+    async fn set_state(
+        &self,
+        rule: &RuleConfig,
+        out: &mut Outcome,
+        snap: IssueSnapshot,
+        m: Mapping,
+        close: bool,
+        edit: Option<(&NewObject, String)>,
+        cursor: Option<DateTime<Utc>>,
+    ) -> Result<(), EngineError> {
+        let dest = &rule.destination;
+        let result = if close {
+            let at = snap.resolved_at.unwrap_or(snap.updated);
+            self.gitlab.close(dest, &m, at).await
+        } else {
+            self.gitlab.reopen(dest, &m, snap.updated).await
+        };
+        let remote = match result {
+            Ok(r) => r,
+            Err(e) => return self.fail(rule, out, snap, e, cursor).await,
+        };
+        if close {
+            out.counts.closed += 1;
+            info!(closed_at = ?remote.closed_at, "closed in GitLab");
+            if dest.target != Target::Alert
+                && let (Some(asked), Some(got)) = (snap.resolved_at, remote.closed_at)
+                && (got - asked).abs() > TIMESTAMP_TOLERANCE
+            {
+                self.timestamps_ignored(rule, out, "closed_at", asked, got);
+            }
+        } else {
+            out.counts.reopened += 1;
+            info!("reopened in GitLab");
+        }
+        let updated = Mapping {
+            state: remote.state,
+            closed_at: remote.closed_at,
+            jira_updated: snap.updated.max(m.jira_updated),
+            iid: remote.iid.or(m.iid),
+            web_url: remote.web_url.or(m.web_url.clone()),
+            ..m
+        };
+        match edit {
+            None => {
+                self.commit(rule, out, Commit::Replicated(updated), cursor)
+                    .await
+            }
+            Some((obj, hash)) => {
+                self.commit(rule, out, Commit::Replicated(updated.clone()), None)
+                    .await?;
+                self.rewrite(rule, out, snap, updated, obj, hash, cursor)
+                    .await
+            }
+        }
+    }
+
+    /// Rewrites the title and description after a Jira edit, then commits the new hash.
+    #[allow(clippy::too_many_arguments)]
+    async fn rewrite(
+        &self,
+        rule: &RuleConfig,
+        out: &mut Outcome,
+        snap: IssueSnapshot,
+        m: Mapping,
+        obj: &NewObject,
+        hash: String,
+        cursor: Option<DateTime<Utc>>,
+    ) -> Result<(), EngineError> {
+        let remote = match self.gitlab.update(&rule.destination, &m, obj).await {
+            Ok(r) => r,
+            Err(e) => return self.fail(rule, out, snap, e, cursor).await,
+        };
+        out.counts.updated += 1;
+        info!("title and description rewritten after a Jira edit");
+        let updated = Mapping {
+            state: remote.state,
+            closed_at: remote.closed_at,
+            jira_updated: snap.updated.max(m.jira_updated),
+            content_hash: Some(hash),
+            ..m
+        };
+        self.commit(rule, out, Commit::Replicated(updated), cursor)
+            .await
+    }
+
+    fn timestamps_ignored(
+        &self,
+        rule: &RuleConfig,
+        out: &mut Outcome,
+        field: &str,
+        asked: DateTime<Utc>,
+        got: DateTime<Utc>,
+    ) {
+        out.timestamps_ignored = true;
+        let project = &rule.destination.project;
+        let first = self
+            .warned_timestamps
+            .lock()
+            .map(|mut w| w.insert(project.clone()))
+            .unwrap_or(true);
+        if first {
+            warn!(
+                project = %project,
+                field,
+                asked = %asked,
+                stored = %got,
+                "GitLab ignored the Jira time we sent: the token is not Owner of the project, so \
+                 GitLab records the sync's clock and DORA time to restore will be off; give the \
+                 token's user the Owner role for exact times"
+            );
+        }
+    }
+}
+
+fn mapping_from(rule: &RuleConfig, snap: &IssueSnapshot, remote: &RemoteObject) -> Mapping {
+    Mapping {
+        rule: rule.name.clone(),
+        jira_key: snap.key.clone(),
+        target: rule.destination.target,
+        project: rule.destination.project.clone(),
+        iid: remote.iid,
+        web_url: remote.web_url.clone(),
+        state: remote.state,
+        jira_updated: snap.updated,
+        created_at: remote.created_at,
+        closed_at: remote.closed_at,
+        content_hash: None,
+    }
+}

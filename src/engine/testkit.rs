@@ -1,0 +1,429 @@
+//! In-memory implementations of the three ports, for the engine's own unit tests: a scripted
+//! Jira, a GitLab that keeps objects and fails on demand, and a store in plain maps. They model
+//! only what the engine's contract with each port says (see `ports`); behaviour of the real
+//! servers is modelled by the sandbox, over HTTP, in the integration tests.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Destination;
+use crate::domain::{
+    Commit, Failure, Intent, IssueSnapshot, JiraKey, JiraUser, Mapping, NewObject, PageCursor,
+    RemoteObject, RemoteState, RunCounts, RunMode, RunOutcome, SearchPage,
+};
+
+use super::ports::{GitLabSink, JiraSource, PortError, SyncStore};
+
+/// A port's failure, with the classification the test chooses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum MemError {
+    /// Lost on the way back: the request may have been applied (ambiguous, retryable).
+    #[error("the answer was lost")]
+    Lost,
+    /// Refused for good, this issue only.
+    #[error("refused")]
+    Refused,
+    /// Refused in a way no later request can get past (a missing project, a bad token).
+    #[error("refused for the whole run")]
+    Fatal,
+}
+
+impl PortError for MemError {
+    fn is_retryable(&self) -> bool {
+        *self == MemError::Lost
+    }
+
+    fn is_ambiguous(&self) -> bool {
+        *self == MemError::Lost
+    }
+
+    fn stops_run(&self) -> bool {
+        *self == MemError::Fatal
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().expect("a test port's lock is never poisoned")
+}
+
+/// A Jira that answers one page with every issue it holds.
+#[derive(Default)]
+pub(crate) struct MemJira {
+    pub(crate) issues: Mutex<Vec<IssueSnapshot>>,
+    pub(crate) searches: Mutex<u64>,
+}
+
+impl JiraSource for MemJira {
+    type Error = MemError;
+
+    async fn search(&self, _jql: &str, _page: &PageCursor) -> Result<SearchPage, MemError> {
+        *lock(&self.searches) += 1;
+        let mut issues = lock(&self.issues).clone();
+        issues.sort_by_key(|s| (s.updated, s.key.clone()));
+        Ok(SearchPage {
+            issues,
+            ..SearchPage::default()
+        })
+    }
+
+    async fn count(&self, _jql: &str) -> Result<Option<u64>, MemError> {
+        Ok(Some(lock(&self.issues).len() as u64))
+    }
+
+    async fn myself(&self) -> Result<JiraUser, MemError> {
+        Ok(JiraUser {
+            display_name: "sync bot".into(),
+            time_zone: chrono_tz::UTC,
+        })
+    }
+
+    fn browse_url(&self, key: &JiraKey) -> String {
+        format!("https://jira.example/browse/{key}")
+    }
+}
+
+/// What a test makes the next call of one kind do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// Fail with this error without applying anything.
+    Fail(MemError),
+    /// Apply the request, then lose the answer ([`MemError::Lost`]).
+    ApplyThenLose,
+}
+
+/// Which call a fault is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Call {
+    Create,
+    Find,
+    Close,
+    Reopen,
+    Update,
+}
+
+/// One GitLab object as the in-memory GitLab keeps it.
+#[derive(Clone, Debug)]
+pub(crate) struct MemObject {
+    pub(crate) iid: u64,
+    pub(crate) jira_key: JiraKey,
+    pub(crate) title: String,
+    pub(crate) state: RemoteState,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) closed_at: Option<DateTime<Utc>>,
+}
+
+impl MemObject {
+    fn remote(&self) -> RemoteObject {
+        RemoteObject {
+            iid: Some(self.iid),
+            web_url: None,
+            state: self.state,
+            created_at: self.created_at,
+            closed_at: self.closed_at,
+        }
+    }
+}
+
+/// A GitLab that keeps its objects in a list and fails calls on demand.
+#[derive(Default)]
+pub(crate) struct MemGitLab {
+    pub(crate) objects: Mutex<Vec<MemObject>>,
+    faults: Mutex<HashMap<Call, VecDeque<Fault>>>,
+    pub(crate) calls: Mutex<Vec<Call>>,
+    /// Records this instead of the `created_at` asked for (a token that cannot backdate).
+    pub(crate) ignore_times: Mutex<Option<DateTime<Utc>>>,
+}
+
+impl MemGitLab {
+    /// Queues `fault` for the next call of kind `call`.
+    pub(crate) fn fault(&self, call: Call, fault: Fault) {
+        lock(&self.faults).entry(call).or_default().push_back(fault);
+    }
+
+    pub(crate) fn calls(&self) -> Vec<Call> {
+        lock(&self.calls).clone()
+    }
+
+    pub(crate) fn objects(&self) -> Vec<MemObject> {
+        lock(&self.objects).clone()
+    }
+
+    /// Counts the call; returns the fault queued for it, if any.
+    fn enter(&self, call: Call) -> Option<Fault> {
+        lock(&self.calls).push(call);
+        lock(&self.faults)
+            .get_mut(&call)
+            .and_then(VecDeque::pop_front)
+    }
+
+    /// Applies `f` to the object of `m`, honouring a queued fault.
+    fn modify(
+        &self,
+        call: Call,
+        m: &Mapping,
+        f: impl FnOnce(&mut MemObject),
+    ) -> Result<RemoteObject, MemError> {
+        let fault = self.enter(call);
+        if let Some(Fault::Fail(e)) = fault {
+            return Err(e);
+        }
+        let mut objects = lock(&self.objects);
+        let obj = objects
+            .iter_mut()
+            .find(|o| Some(o.iid) == m.iid)
+            .ok_or(MemError::Refused)?;
+        f(obj);
+        match fault {
+            Some(Fault::ApplyThenLose) => Err(MemError::Lost),
+            _ => Ok(obj.remote()),
+        }
+    }
+}
+
+impl GitLabSink for MemGitLab {
+    type Error = MemError;
+
+    async fn create(&self, _dest: &Destination, obj: &NewObject) -> Result<RemoteObject, MemError> {
+        let fault = self.enter(Call::Create);
+        if let Some(Fault::Fail(e)) = fault {
+            return Err(e);
+        }
+        let mut objects = lock(&self.objects);
+        let created = MemObject {
+            iid: objects.len() as u64 + 1,
+            jira_key: obj.jira_key.clone(),
+            title: obj.title.clone(),
+            state: RemoteState::Opened,
+            created_at: lock(&self.ignore_times).unwrap_or(obj.created_at),
+            closed_at: None,
+        };
+        objects.push(created.clone());
+        match fault {
+            Some(Fault::ApplyThenLose) => Err(MemError::Lost),
+            _ => Ok(created.remote()),
+        }
+    }
+
+    async fn find(
+        &self,
+        _dest: &Destination,
+        key: &JiraKey,
+        _browse_url: &str,
+    ) -> Result<Option<RemoteObject>, MemError> {
+        if let Some(Fault::Fail(e)) = self.enter(Call::Find) {
+            return Err(e);
+        }
+        Ok(lock(&self.objects)
+            .iter()
+            .find(|o| &o.jira_key == key)
+            .map(MemObject::remote))
+    }
+
+    async fn close(
+        &self,
+        _dest: &Destination,
+        m: &Mapping,
+        at: DateTime<Utc>,
+    ) -> Result<RemoteObject, MemError> {
+        self.modify(Call::Close, m, |o| {
+            o.state = RemoteState::Closed;
+            o.closed_at = Some(at);
+        })
+    }
+
+    async fn update(
+        &self,
+        _dest: &Destination,
+        m: &Mapping,
+        obj: &NewObject,
+    ) -> Result<RemoteObject, MemError> {
+        self.modify(Call::Update, m, |o| o.title = obj.title.clone())
+    }
+
+    async fn reopen(
+        &self,
+        _dest: &Destination,
+        m: &Mapping,
+        _at: DateTime<Utc>,
+    ) -> Result<RemoteObject, MemError> {
+        self.modify(Call::Reopen, m, |o| {
+            o.state = RemoteState::Opened;
+            o.closed_at = None;
+        })
+    }
+}
+
+/// One stored failure.
+#[derive(Clone, Debug)]
+pub(crate) struct MemFailure {
+    pub(crate) snapshot: IssueSnapshot,
+    pub(crate) attempts: u32,
+    pub(crate) error: String,
+}
+
+/// A store in plain maps (one rule's worth is all the unit tests need, but keys carry the rule).
+#[derive(Default)]
+pub(crate) struct MemStore {
+    pub(crate) mappings: Mutex<HashMap<(String, JiraKey), Mapping>>,
+    pub(crate) intents: Mutex<HashMap<(String, JiraKey), u32>>,
+    pub(crate) failures: Mutex<HashMap<(String, JiraKey), MemFailure>>,
+    pub(crate) cursors: Mutex<HashMap<String, DateTime<Utc>>>,
+    pub(crate) meta: Mutex<HashMap<String, String>>,
+    /// Every commit, in order, with the cursor it carried.
+    pub(crate) commits: Mutex<Vec<(Commit, Option<DateTime<Utc>>)>>,
+    pub(crate) runs: Mutex<Vec<Option<RunOutcome>>>,
+}
+
+impl MemStore {
+    pub(crate) fn mapping(&self, rule: &str, key: &str) -> Option<Mapping> {
+        let key = JiraKey::parse(key).expect("a valid key");
+        lock(&self.mappings).get(&(rule.to_owned(), key)).cloned()
+    }
+
+    pub(crate) fn failure(&self, rule: &str, key: &str) -> Option<MemFailure> {
+        let key = JiraKey::parse(key).expect("a valid key");
+        lock(&self.failures).get(&(rule.to_owned(), key)).cloned()
+    }
+
+    pub(crate) fn intent(&self, rule: &str, key: &str) -> Option<u32> {
+        let key = JiraKey::parse(key).expect("a valid key");
+        lock(&self.intents).get(&(rule.to_owned(), key)).copied()
+    }
+
+    pub(crate) fn cursor_of(&self, rule: &str) -> Option<DateTime<Utc>> {
+        lock(&self.cursors).get(rule).copied()
+    }
+
+    pub(crate) fn commits(&self) -> Vec<(Commit, Option<DateTime<Utc>>)> {
+        lock(&self.commits).clone()
+    }
+}
+
+fn forward(cursors: &mut HashMap<String, DateTime<Utc>>, rule: &str, to: DateTime<Utc>) {
+    let c = cursors.entry(rule.to_owned()).or_insert(to);
+    *c = (*c).max(to);
+}
+
+impl SyncStore for MemStore {
+    type Error = MemError;
+
+    async fn cursor(&self, rule: &str) -> Result<Option<DateTime<Utc>>, MemError> {
+        Ok(self.cursor_of(rule))
+    }
+
+    async fn mappings(
+        &self,
+        rule: &str,
+        keys: Vec<JiraKey>,
+    ) -> Result<HashMap<JiraKey, Mapping>, MemError> {
+        let all = lock(&self.mappings);
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| {
+                all.get(&(rule.to_owned(), k.clone()))
+                    .map(|m| (k, m.clone()))
+            })
+            .collect())
+    }
+
+    async fn begin_intent(&self, rule: &str, key: &JiraKey) -> Result<Intent, MemError> {
+        let mut intents = lock(&self.intents);
+        let n = intents.entry((rule.to_owned(), key.clone())).or_insert(0);
+        let previous = *n;
+        *n += 1;
+        Ok(Intent {
+            rule: rule.to_owned(),
+            jira_key: key.clone(),
+            previous_attempts: previous,
+            started_at: Utc::now(),
+        })
+    }
+
+    async fn commit(
+        &self,
+        rule: &str,
+        commit: Commit,
+        cursor: Option<DateTime<Utc>>,
+    ) -> Result<(), MemError> {
+        lock(&self.commits).push((commit.clone(), cursor));
+        match commit {
+            Commit::Replicated(m) => {
+                let id = (rule.to_owned(), m.jira_key.clone());
+                lock(&self.intents).remove(&id);
+                lock(&self.failures).remove(&id);
+                lock(&self.mappings).insert(id, m);
+            }
+            Commit::Failed { snapshot, error } => {
+                let id = (rule.to_owned(), snapshot.key.clone());
+                let mut failures = lock(&self.failures);
+                let attempts = failures.get(&id).map_or(0, |f| f.attempts) + 1;
+                failures.insert(
+                    id,
+                    MemFailure {
+                        snapshot,
+                        attempts,
+                        error,
+                    },
+                );
+            }
+        }
+        if let Some(to) = cursor {
+            forward(&mut lock(&self.cursors), rule, to);
+        }
+        Ok(())
+    }
+
+    async fn advance_cursor(&self, rule: &str, to: DateTime<Utc>) -> Result<(), MemError> {
+        forward(&mut lock(&self.cursors), rule, to);
+        Ok(())
+    }
+
+    async fn failures(&self, rule: &str) -> Result<Vec<Failure>, MemError> {
+        let mut out: Vec<Failure> = lock(&self.failures)
+            .iter()
+            .filter(|((r, _), _)| r == rule)
+            .map(|((r, _), f)| Failure {
+                rule: r.clone(),
+                snapshot: f.snapshot.clone(),
+                attempts: f.attempts,
+                last_error: f.error.clone(),
+                last_failed_at: Utc::now(),
+            })
+            .collect();
+        out.sort_by_key(|f| f.snapshot.updated);
+        Ok(out)
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<String>, MemError> {
+        Ok(lock(&self.meta).get(key).cloned())
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<(), MemError> {
+        lock(&self.meta).insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+
+    async fn start_run(&self, _rule: &str, _mode: RunMode) -> Result<i64, MemError> {
+        let mut runs = lock(&self.runs);
+        runs.push(None);
+        Ok(runs.len() as i64)
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: i64,
+        outcome: RunOutcome,
+        _counts: RunCounts,
+        _error: Option<String>,
+    ) -> Result<(), MemError> {
+        let mut runs = lock(&self.runs);
+        let slot = usize::try_from(run_id - 1)
+            .ok()
+            .and_then(|i| runs.get_mut(i))
+            .ok_or(MemError::Refused)?;
+        *slot = Some(outcome);
+        Ok(())
+    }
+}

@@ -1,0 +1,449 @@
+//! The engine over in-memory ports (`testkit`): every branch of the executor, the dry-run
+//! wrappers and the cycle's bookkeeping, on paused time so retry back-offs cost nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rstest::rstest;
+use tokio_util::sync::CancellationToken;
+
+use super::dry_run::{DryRunSink, DryRunStore};
+use super::execute::Outcome;
+use super::testkit::{Call, Fault, MemError, MemGitLab, MemJira, MemStore};
+use super::*;
+use crate::config::Destination;
+use crate::domain::{Commit, IssueSnapshot, Mapping, RemoteState, Target};
+use crate::http::RetryPolicy;
+
+const RULE: &str = "ops";
+
+fn at(minutes: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_750_000_000 + minutes * 60, 0).expect("a valid time")
+}
+
+fn rule() -> RuleConfig {
+    RuleConfig {
+        name: RULE.into(),
+        jql: "project = OPS".into(),
+        destination: Destination {
+            target: Target::Incident,
+            project: "acme/ops".into(),
+            alert: None,
+        },
+        labels: vec!["jira".into()],
+        since: None,
+        cron: "0 * * * * *".into(),
+        title: "[{key}] {summary}".into(),
+        severity_label: None,
+        severity: BTreeMap::new(),
+    }
+}
+
+fn settings() -> EngineSettings {
+    EngineSettings {
+        lookback: Duration::from_secs(600),
+        time_zone: Some(chrono_tz::UTC),
+        retry: RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        },
+    }
+}
+
+type Bench = SyncEngine<MemJira, MemGitLab, MemStore>;
+
+fn bench() -> Bench {
+    SyncEngine::new(
+        MemJira::default(),
+        MemGitLab::default(),
+        MemStore::default(),
+        settings(),
+    )
+}
+
+/// OPS-1 as Jira shows it: created at minute 0, changed at `updated`, resolved if `resolved`.
+fn snap(summary: &str, updated: i64, resolved: Option<i64>) -> IssueSnapshot {
+    IssueSnapshot {
+        key: JiraKey::parse("OPS-1").expect("a valid key"),
+        summary: summary.into(),
+        description: None,
+        created: at(0),
+        updated: at(updated),
+        resolved_at: resolved.map(at),
+        status: "Open".into(),
+        priority: None,
+        labels: Vec::new(),
+        issue_type: None,
+    }
+}
+
+/// Replicates `s` once so the store and GitLab hold it, then forgets the calls it took.
+async fn replicated(b: &Bench, s: IssueSnapshot) -> Mapping {
+    b.apply(&rule(), s, None, Source::Search, None)
+        .await
+        .expect("the first apply runs");
+    b.gitlab.calls.lock().expect("unpoisoned").clear();
+    b.store.mapping(RULE, "OPS-1").expect("mapped")
+}
+
+async fn apply(b: &Bench, s: IssueSnapshot, m: Option<Mapping>) -> Result<Outcome, EngineError> {
+    b.apply(&rule(), s, m, Source::Search, Some(at(50))).await
+}
+
+/// Faults before the first apply → the GitLab calls it makes, the objects GitLab then holds,
+/// and what the store records.
+#[rstest]
+#[case::fresh_open(snap("a", 1, None), vec![], vec![Call::Create], RemoteState::Opened)]
+#[case::fresh_resolved(snap("a", 5, Some(4)), vec![], vec![Call::Create, Call::Close], RemoteState::Closed)]
+#[case::create_applied_then_lost(
+    snap("a", 1, None),
+    vec![(Call::Create, Fault::ApplyThenLose)],
+    vec![Call::Create, Call::Find],
+    RemoteState::Opened
+)]
+#[case::create_lost_not_applied(
+    snap("a", 1, None),
+    vec![(Call::Create, Fault::Fail(MemError::Lost))],
+    vec![Call::Create, Call::Find, Call::Create],
+    RemoteState::Opened
+)]
+#[case::close_after_a_lost_create(
+    snap("a", 5, Some(4)),
+    vec![(Call::Create, Fault::ApplyThenLose)],
+    vec![Call::Create, Call::Find, Call::Close],
+    RemoteState::Closed
+)]
+#[tokio::test(start_paused = true)]
+async fn creates_exactly_once(
+    #[case] s: IssueSnapshot,
+    #[case] faults: Vec<(Call, Fault)>,
+    #[case] calls: Vec<Call>,
+    #[case] state: RemoteState,
+) {
+    let b = bench();
+    for (call, fault) in faults {
+        b.gitlab.fault(call, fault);
+    }
+    let out = apply(&b, s.clone(), None).await.expect("the apply runs");
+    assert_eq!(b.gitlab.calls(), calls, "the calls sent");
+    let objects = b.gitlab.objects();
+    assert_eq!(objects.len(), 1, "exactly one object: {objects:?}");
+    assert_eq!(objects[0].state, state);
+    assert_eq!(objects[0].created_at, s.created, "Jira's created time");
+    assert_eq!(
+        objects[0].closed_at, s.resolved_at,
+        "Jira's resolution time"
+    );
+    let m = b
+        .store
+        .mapping(RULE, "OPS-1")
+        .expect("the mapping is committed");
+    assert_eq!((m.iid, m.state), (Some(objects[0].iid), state));
+    assert_eq!(b.store.intent(RULE, "OPS-1"), None, "the intent is settled");
+    assert_eq!(out.counts.created, 1);
+    assert_eq!(
+        b.store.cursor_of(RULE),
+        Some(at(50)),
+        "the cursor moves with the last commit"
+    );
+}
+
+/// A create an earlier, interrupted run may have sent is looked for before anything is sent:
+/// found, it is adopted; not found, it is created.
+#[rstest]
+#[case::found(true, vec![Call::Find])]
+#[case::not_found(false, vec![Call::Find, Call::Create])]
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_create_is_looked_for_first(#[case] exists: bool, #[case] calls: Vec<Call>) {
+    let b = bench();
+    let s = snap("a", 1, None);
+    if exists {
+        // The killed run's create reached GitLab; only its intent is in the store.
+        b.gitlab.fault(Call::Create, Fault::ApplyThenLose);
+        b.gitlab
+            .create(&rule().destination, &render::new_object(&rule(), &s, "x"))
+            .await
+            .expect_err("the answer is lost");
+        b.gitlab.calls.lock().expect("unpoisoned").clear();
+    }
+    b.store
+        .begin_intent(RULE, &s.key)
+        .await
+        .expect("the killed run's intent");
+    apply(&b, s, None).await.expect("the apply runs");
+    assert_eq!(b.gitlab.calls(), calls);
+    assert_eq!(b.gitlab.objects().len(), 1, "exactly one object");
+    assert!(b.store.mapping(RULE, "OPS-1").is_some());
+}
+
+/// A refused create is this issue's failure: stored with its snapshot for the next cycle, the
+/// cursor still moves, and no mapping is made. One whose outcome stays unknown after every
+/// attempt is a failure too, never a blind extra create.
+#[rstest]
+#[case::refused(vec![Fault::Fail(MemError::Refused)], vec![Call::Create])]
+#[case::lost_every_time(
+    vec![Fault::Fail(MemError::Lost); 3],
+    vec![Call::Create, Call::Find, Call::Create, Call::Find, Call::Create]
+)]
+#[tokio::test(start_paused = true)]
+async fn a_failed_create_is_stored_for_retry(#[case] faults: Vec<Fault>, #[case] calls: Vec<Call>) {
+    let b = bench();
+    for f in faults {
+        b.gitlab.fault(Call::Create, f);
+    }
+    let out = apply(&b, snap("a", 1, None), None)
+        .await
+        .expect("an issue's failure does not stop the run");
+    assert_eq!(b.gitlab.calls(), calls);
+    assert_eq!(out.counts.failed, 1);
+    assert!(b.store.mapping(RULE, "OPS-1").is_none());
+    let f = b
+        .store
+        .failure(RULE, "OPS-1")
+        .expect("the failure is stored");
+    assert_eq!(f.snapshot.key.as_str(), "OPS-1");
+    assert_eq!(
+        b.store.cursor_of(RULE),
+        Some(at(50)),
+        "the cursor moves past it"
+    );
+    assert_eq!(
+        b.store.intent(RULE, "OPS-1"),
+        Some(1),
+        "the intent stays, so the retry looks first"
+    );
+}
+
+/// An error that no later request can get past (a missing project, a rejected token) stops the
+/// run and stores nothing as failed.
+#[tokio::test(start_paused = true)]
+async fn a_fatal_error_stops_the_run() {
+    let b = bench();
+    b.gitlab.fault(Call::Create, Fault::Fail(MemError::Fatal));
+    let err = apply(&b, snap("a", 1, None), None)
+        .await
+        .expect_err("the run stops");
+    assert!(matches!(err, EngineError::GitLab { .. }), "{err:?}");
+    assert_eq!(err.cause_as::<MemError>(), Some(&MemError::Fatal));
+    assert!(
+        b.store.failure(RULE, "OPS-1").is_none(),
+        "nothing stored as failed"
+    );
+    assert_eq!(b.store.cursor_of(RULE), None, "the cursor stays");
+}
+
+/// A mapped issue: the state difference and any edit are applied; nothing else is sent.
+#[rstest]
+#[case::resolved(snap("a", 5, Some(4)), vec![Call::Close], RemoteState::Closed, "[OPS-1] a")]
+#[case::resolved_and_edited(
+    snap("b", 5, Some(4)),
+    vec![Call::Close, Call::Update],
+    RemoteState::Closed,
+    "[OPS-1] b"
+)]
+#[case::edited(snap("b", 5, None), vec![Call::Update], RemoteState::Opened, "[OPS-1] b")]
+#[case::touched(snap("a", 5, None), vec![], RemoteState::Opened, "[OPS-1] a")]
+#[case::already_replicated(snap("a", 1, None), vec![], RemoteState::Opened, "[OPS-1] a")]
+#[case::stale(snap("b", 0, Some(0)), vec![], RemoteState::Opened, "[OPS-1] a")]
+#[tokio::test(start_paused = true)]
+async fn a_mapped_issue_gets_only_its_difference(
+    #[case] s: IssueSnapshot,
+    #[case] calls: Vec<Call>,
+    #[case] state: RemoteState,
+    #[case] title: &str,
+) {
+    let b = bench();
+    let m = replicated(&b, snap("a", 1, None)).await;
+    apply(&b, s.clone(), Some(m)).await.expect("the apply runs");
+    assert_eq!(b.gitlab.calls(), calls);
+    let objects = b.gitlab.objects();
+    assert_eq!(
+        (objects[0].state, objects[0].title.as_str()),
+        (state, title)
+    );
+    let m = b.store.mapping(RULE, "OPS-1").expect("mapped");
+    assert_eq!(m.state, state);
+    assert_eq!(
+        m.jira_updated,
+        s.updated.max(at(1)),
+        "the newest change replicated is remembered"
+    );
+}
+
+/// A reopened issue is reopened in GitLab; re-resolving closes it again.
+#[tokio::test(start_paused = true)]
+async fn reopen_then_close_again() {
+    let b = bench();
+    let m = replicated(&b, snap("a", 5, Some(4))).await;
+    apply(&b, snap("a", 6, None), Some(m))
+        .await
+        .expect("reopen");
+    let m = b.store.mapping(RULE, "OPS-1").expect("mapped");
+    assert_eq!(m.state, RemoteState::Opened);
+    apply(&b, snap("a", 9, Some(8)), Some(m))
+        .await
+        .expect("close");
+    assert_eq!(b.gitlab.calls(), vec![Call::Reopen, Call::Close]);
+    assert_eq!(b.gitlab.objects()[0].closed_at, Some(at(8)));
+}
+
+/// A close whose answer was lost is recorded as a failure; the retry sends the close again
+/// (closing is idempotent) and the stored failure is settled.
+#[tokio::test(start_paused = true)]
+async fn a_lost_close_is_retried_from_the_stored_failure() {
+    let b = bench();
+    let m = replicated(&b, snap("a", 1, None)).await;
+    b.gitlab.fault(Call::Close, Fault::ApplyThenLose);
+    let out = apply(&b, snap("a", 5, Some(4)), Some(m.clone()))
+        .await
+        .expect("the apply runs");
+    assert_eq!(out.counts.failed, 1);
+    let failed = b.store.failure(RULE, "OPS-1").expect("stored").snapshot;
+    let out = b
+        .apply(&rule(), failed, Some(m), Source::Retry, None)
+        .await
+        .expect("the retry runs");
+    assert_eq!(out.counts.closed, 1);
+    assert!(
+        b.store.failure(RULE, "OPS-1").is_none(),
+        "the failure is settled"
+    );
+    assert_eq!(
+        b.store.mapping(RULE, "OPS-1").map(|m| m.state),
+        Some(RemoteState::Closed)
+    );
+}
+
+/// A stored failure that a newer change already replicated is dropped without a GitLab call.
+#[tokio::test(start_paused = true)]
+async fn an_obsolete_failure_is_settled_without_a_call() {
+    let b = bench();
+    let newer = replicated(&b, snap("a", 5, None)).await;
+    b.store
+        .commit(
+            RULE,
+            Commit::Failed {
+                snapshot: snap("a", 2, None),
+                error: "old".into(),
+            },
+            None,
+        )
+        .await
+        .expect("stored");
+    let out = b
+        .apply(
+            &rule(),
+            snap("a", 2, None),
+            Some(newer),
+            Source::Retry,
+            None,
+        )
+        .await
+        .expect("the retry runs");
+    assert_eq!(out.counts.skipped, 1);
+    assert!(b.gitlab.calls().is_empty());
+    assert!(b.store.failure(RULE, "OPS-1").is_none());
+}
+
+/// GitLab storing another `created_at` than asked (a token that is not Owner) is reported.
+#[tokio::test(start_paused = true)]
+async fn ignored_times_are_reported() {
+    let b = bench();
+    *b.gitlab.ignore_times.lock().expect("unpoisoned") = Some(at(600));
+    let out = apply(&b, snap("a", 1, None), None).await.expect("runs");
+    assert!(out.timestamps_ignored);
+}
+
+/// A whole cycle: the changes are replicated and the cursor moves to `start − lookback`; the
+/// next cycle with nothing new makes one search and no GitLab call.
+#[tokio::test]
+async fn an_idle_cycle_costs_one_search() {
+    let b = bench();
+    let recent = Utc::now() - chrono::Duration::minutes(5);
+    let mut s = snap("a", 0, None);
+    s.created = recent;
+    s.updated = recent;
+    b.jira.issues.lock().expect("unpoisoned").push(s);
+    let cancel = CancellationToken::new();
+    let first = b
+        .run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("runs");
+    assert_eq!((first.counts.created, first.jira_requests), (1, 1));
+    assert_eq!(first.planned.len(), 1, "the create is listed");
+    b.gitlab.calls.lock().expect("unpoisoned").clear();
+    let second = b
+        .run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("runs");
+    assert_eq!((second.counts.created, second.jira_requests), (0, 1));
+    assert!(b.gitlab.calls().is_empty(), "no GitLab call when idle");
+    assert_eq!(
+        *b.store.runs.lock().expect("unpoisoned"),
+        vec![Some(RunOutcome::Ok), Some(RunOutcome::Ok)],
+        "both runs are logged and closed"
+    );
+}
+
+/// A dry run runs the same executor over wrapped ports: it plans what a real run would do
+/// (create, then close, counted as such) and writes nothing to GitLab or the store.
+#[tokio::test]
+async fn a_dry_run_writes_nothing() {
+    let b = SyncEngine::new(
+        MemJira::default(),
+        DryRunSink::new(MemGitLab::default()),
+        DryRunStore::new(MemStore::default()),
+        settings(),
+    );
+    let recent = Utc::now() - chrono::Duration::minutes(5);
+    let mut s = snap("a", 0, None);
+    s.created = recent - chrono::Duration::minutes(1);
+    s.updated = recent;
+    s.resolved_at = Some(recent);
+    b.jira.issues.lock().expect("unpoisoned").push(s);
+    let cancel = CancellationToken::new();
+    let report = b
+        .run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("runs");
+    assert_eq!((report.counts.created, report.counts.closed), (1, 1));
+    assert_eq!(report.planned.len(), 1);
+    assert_eq!(report.planned[0].action, "create+close");
+    let store = b.store().inner();
+    assert!(store.commits().is_empty(), "no commit reached the store");
+    assert_eq!(store.cursor_of(RULE), None, "the cursor did not move");
+    assert!(store.meta.lock().expect("unpoisoned").is_empty());
+    assert!(store.runs.lock().expect("unpoisoned").is_empty());
+}
+
+/// The median of an even count is the mean of the middle two, as GitLab's DORA takes it.
+#[test]
+fn median_even_and_odd() {
+    let m = |v: &[i64]| {
+        let mut d: Vec<_> = v.iter().map(|s| chrono::Duration::seconds(*s)).collect();
+        median(&mut d).map(|d| d.num_seconds())
+    };
+    assert_eq!(m(&[]), None);
+    assert_eq!(m(&[5, 1, 3]), Some(3));
+    assert_eq!(
+        m(&[4, 1, 3, 2]),
+        Some(2),
+        "(2 s + 3 s) / 2 = 2.5 s, 2 in whole seconds"
+    );
+}
+
+/// A run's outcome follows from how its walk ended and whether issues failed.
+#[test]
+fn conclusions() {
+    assert_eq!(conclude(&Ok(true), 0), (RunOutcome::Ok, None));
+    assert_eq!(conclude(&Ok(true), 2), (RunOutcome::Partial, None));
+    assert_eq!(conclude(&Ok(false), 2), (RunOutcome::Cancelled, None));
+    let err = Err(EngineError::Jira {
+        rule: "r".into(),
+        source: Cause::new(MemError::Refused),
+    });
+    let (outcome, why) = conclude(&err, 0);
+    assert_eq!(outcome, RunOutcome::Failed);
+    assert_eq!(why.as_deref(), Some("rule \"r\": Jira failed: refused"));
+}
