@@ -277,6 +277,21 @@ pub struct Mapping {
     pub content_hash: Option<String>,
 }
 
+impl Mapping {
+    /// The mapping after a write GitLab answered with `remote`, replicating a Jira change made
+    /// at `jira_updated` (never moving that time back).
+    pub fn followed(self, remote: &RemoteObject, jira_updated: DateTime<Utc>) -> Mapping {
+        Mapping {
+            state: remote.state,
+            closed_at: remote.closed_at,
+            jira_updated: jira_updated.max(self.jira_updated),
+            iid: remote.iid.or(self.iid),
+            web_url: remote.web_url.clone().or(self.web_url),
+            ..self
+        }
+    }
+}
+
 /// A create that was started and may or may not have reached GitLab.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Intent {

@@ -83,6 +83,8 @@ pub struct BackfillReport {
     pub timestamps_ignored: bool,
     /// The median of `closed_at − created_at` over the incidents this backfill closed.
     pub median_restore_secs: Option<i64>,
+    /// Jira requests sent (the count and the search pages).
+    pub jira_requests: u64,
     pub elapsed_ms: u64,
 }
 
@@ -126,24 +128,16 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 resumed_from: None,
                 timestamps_ignored: false,
                 median_restore_secs: None,
+                jira_requests: 0,
                 elapsed_ms: 0,
             };
             let result = self
                 .backfill_walk(rule, req, progress, cancel, &mut report)
                 .await;
             report.elapsed_ms = clock.elapsed().as_millis() as u64;
-            report.outcome = self.close_run(run_id, &result, &report.counts).await;
-            let c = &report.counts;
-            info!(
-                outcome = report.outcome.as_str(),
-                seen = c.seen,
-                created = c.created,
-                closed = c.closed,
-                skipped = c.skipped,
-                failed = c.failed,
-                elapsed_ms = report.elapsed_ms,
-                "backfill finished"
-            );
+            report.outcome = self
+                .close_run(run_id, &result, &report.counts, report.jira_requests, clock)
+                .await;
             result.map(|_| report)
         }
         .instrument(span)
@@ -200,13 +194,13 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                         undecodable: result.undecodable,
                         total: result.total,
                     }),
-                    Ok(None) => return,
+                    Ok(None) => return walk.requests,
                     Err(e) => Err(jira_err(e)),
                 };
                 let failed = item.is_err();
                 // A send fails only once the writers stopped (and dropped the receiver).
                 if tx.send(item).await.is_err() || failed {
-                    return;
+                    return walk.requests;
                 }
             }
         };
@@ -309,7 +303,8 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             Ok(true)
         };
 
-        let ((), result) = tokio::join!(producer, consumer);
+        let (searches, result) = tokio::join!(producer, consumer);
+        report.jira_requests += searches;
         result
     }
 }

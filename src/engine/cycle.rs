@@ -103,21 +103,9 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         let result = self.walk(&mut run, started, lookback, cancel).await;
         let mut report = run.report;
         report.elapsed_ms = clock.elapsed().as_millis() as u64;
-        report.outcome = self.close_run(run_id, &result, &report.counts).await;
-        let c = &report.counts;
-        info!(
-            outcome = report.outcome.as_str(),
-            seen = c.seen,
-            created = c.created,
-            closed = c.closed,
-            reopened = c.reopened,
-            updated = c.updated,
-            skipped = c.skipped,
-            failed = c.failed,
-            jira_requests = report.jira_requests,
-            elapsed_ms = report.elapsed_ms,
-            "sync cycle finished"
-        );
+        report.outcome = self
+            .close_run(run_id, &result, &report.counts, report.jira_requests, clock)
+            .await;
         result.map(|_| report)
     }
 

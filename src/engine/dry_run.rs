@@ -232,7 +232,7 @@ impl<S: SyncStore> SyncStore for DryRunStore<S> {
 }
 
 /// Moves a cursor forward, never back (as the real store does).
-fn advance(cursors: &mut HashMap<String, DateTime<Utc>>, rule: &str, to: DateTime<Utc>) {
+pub(super) fn advance(cursors: &mut HashMap<String, DateTime<Utc>>, rule: &str, to: DateTime<Utc>) {
     let c = cursors.entry(rule.to_owned()).or_insert(to);
     *c = (*c).max(to);
 }

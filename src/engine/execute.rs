@@ -282,14 +282,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             out.counts.reopened += 1;
             info!("reopened in GitLab");
         }
-        let updated = Mapping {
-            state: remote.state,
-            closed_at: remote.closed_at,
-            jira_updated: snap.updated.max(m.jira_updated),
-            iid: remote.iid.or(m.iid),
-            web_url: remote.web_url.or(m.web_url.clone()),
-            ..m
-        };
+        let updated = m.followed(&remote, snap.updated);
         match edit {
             None => {
                 self.commit(rule, out, Commit::Replicated(updated), cursor)
@@ -323,11 +316,8 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         out.counts.updated += 1;
         info!("title and description rewritten after a Jira edit");
         let updated = Mapping {
-            state: remote.state,
-            closed_at: remote.closed_at,
-            jira_updated: snap.updated.max(m.jira_updated),
             content_hash: Some(hash),
-            ..m
+            ..m.followed(&remote, snap.updated)
         };
         self.commit(rule, out, Commit::Replicated(updated), cursor)
             .await

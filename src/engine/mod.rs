@@ -48,7 +48,7 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 use serde::Serialize;
-use tracing::error;
+use tracing::{error, info};
 
 use crate::config::{Config, RuleConfig};
 use crate::domain::{JiraKey, RunCounts, RunMode, RunOutcome};
@@ -289,15 +289,30 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             .map_err(|e| EngineError::store(rule, e))
     }
 
-    /// Concludes a run from its walk's result and closes its run-log entry; a failure to record
-    /// the end is logged, not fatal (the work is committed).
+    /// Concludes a run from its walk's result, closes its run-log entry and logs the run's one
+    /// summary line; a failure to record the end is logged, not fatal (the work is committed).
     async fn close_run(
         &self,
         run_id: i64,
         result: &Result<bool, EngineError>,
         counts: &RunCounts,
+        jira_requests: u64,
+        started: std::time::Instant,
     ) -> RunOutcome {
         let (outcome, error) = conclude(result, counts.failed);
+        info!(
+            outcome = outcome.as_str(),
+            seen = counts.seen,
+            created = counts.created,
+            closed = counts.closed,
+            reopened = counts.reopened,
+            updated = counts.updated,
+            skipped = counts.skipped,
+            failed = counts.failed,
+            jira_requests,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "run finished"
+        );
         if let Err(e) = self
             .store
             .finish_run(run_id, outcome, counts.clone(), error)

@@ -14,6 +14,7 @@ use crate::domain::{
     RemoteObject, RemoteState, RunCounts, RunMode, RunOutcome, SearchPage,
 };
 
+use super::dry_run::advance;
 use super::ports::{GitLabSink, JiraSource, PortError, SyncStore};
 
 /// A port's failure, with the classification the test chooses.
@@ -301,11 +302,6 @@ impl MemStore {
     }
 }
 
-fn forward(cursors: &mut HashMap<String, DateTime<Utc>>, rule: &str, to: DateTime<Utc>) {
-    let c = cursors.entry(rule.to_owned()).or_insert(to);
-    *c = (*c).max(to);
-}
-
 impl SyncStore for MemStore {
     type Error = MemError;
 
@@ -370,13 +366,13 @@ impl SyncStore for MemStore {
             }
         }
         if let Some(to) = cursor {
-            forward(&mut lock(&self.cursors), rule, to);
+            advance(&mut lock(&self.cursors), rule, to);
         }
         Ok(())
     }
 
     async fn advance_cursor(&self, rule: &str, to: DateTime<Utc>) -> Result<(), MemError> {
-        forward(&mut lock(&self.cursors), rule, to);
+        advance(&mut lock(&self.cursors), rule, to);
         Ok(())
     }
 
