@@ -17,28 +17,33 @@
 //! - Nothing read from the file is trusted: a value this build would not have written is a
 //!   [`StoreError::Corrupt`] naming the table, column and row, never a panic.
 
+mod codec;
+mod error;
+mod lock;
 mod migrate;
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{self, Write};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use chrono::{DateTime, NaiveDateTime, Utc};
-use rusqlite::types::ToSqlOutput;
+use chrono::{DateTime, Utc};
 use rusqlite::{
-    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, ToSql, TransactionBehavior, params,
-    params_from_iter,
+    Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params, params_from_iter,
 };
 use serde::Serialize;
-use tokio::task::JoinError;
 
 use crate::domain::{
     Commit, Failure, Intent, IssueSnapshot, JiraKey, Mapping, RemoteState, RunCounts, RunMode,
-    RunOutcome, Target, UnknownName,
+    RunOutcome, Target,
 };
-use crate::engine::ports::{PortError, SyncStore};
+use crate::engine::ports::SyncStore;
+
+use codec::{Cell, Int, format_timestamp};
+use error::query;
+use lock::lock;
+
+pub use error::StoreError;
 
 /// How long a statement waits for another connection's lock before failing with `SQLITE_BUSY`.
 /// Long enough to ride out a `status` reader or a WAL checkpoint, short enough that a genuinely
@@ -48,152 +53,6 @@ const BUSY_TIMEOUT_MS: u32 = 5_000;
 /// How many keys go into one `IN (...)` list. SQLite's bound-parameter limit is far higher in
 /// current versions (32 766), but older builds allow only 999; 500 stays clear of both.
 const KEYS_PER_QUERY: usize = 500;
-
-/// The one timestamp format in the file: fixed width, so text order is time order.
-const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
-
-/// How much of a bad value a [`StoreError::Corrupt`] quotes.
-const CORRUPT_EXCERPT_CHARS: usize = 120;
-
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The directory the store file goes in could not be created.
-    #[error("cannot create the store's directory {}", dir.display())]
-    CreateDir {
-        dir: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// The lock file next to the store could not be opened, locked or written.
-    #[error("cannot lock the store {} (lock file {})", path.display(), lock_path.display())]
-    LockFile {
-        path: PathBuf,
-        lock_path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// Another process holds the store's lock.
-    #[error(
-        "the store {} is in use by another jira-gitlab-sync process ({}); stop it, or point [store] path at another file",
-        path.display(),
-        holder_label(*holder)
-    )]
-    Locked {
-        path: PathBuf,
-        /// The holder's pid as it wrote it into the lock file, if it could be read.
-        holder: Option<u32>,
-    },
-    /// SQLite could not open the file, set its pragmas, or read its schema version.
-    #[error("cannot open the store {}", path.display())]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// A read-only open found no file.
-    #[error(
-        "the store {} does not exist: no sync has run yet with this store path",
-        path.display()
-    )]
-    Missing { path: PathBuf },
-    /// A migration's SQL failed; the store is left at its previous version.
-    #[error("cannot migrate the store {} to schema version {version}", path.display())]
-    Migrate {
-        path: PathBuf,
-        version: u32,
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// The store was written by a newer build.
-    #[error(
-        "the store {} has schema version {found}, but this build knows only up to {known}; run a newer jira-gitlab-sync, or point [store] path at another file",
-        path.display()
-    )]
-    TooNew {
-        path: PathBuf,
-        found: u32,
-        known: u32,
-    },
-    /// A read-only open found a store that needs migrating, which only a writing open does.
-    #[error(
-        "the store {} has schema version {found}, older than this build's {known}; run the sync once to migrate it",
-        path.display()
-    )]
-    Outdated {
-        path: PathBuf,
-        found: u32,
-        known: u32,
-    },
-    /// A statement failed. `context` says what the store was doing.
-    #[error("store query failed while {context}")]
-    Query {
-        context: &'static str,
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// A value in the file is not one this build writes (the file was edited or damaged).
-    #[error(
-        "the store's {table}.{column} for {key} holds {value:?}, which is not a value this program writes (was the file edited?)"
-    )]
-    Corrupt {
-        table: &'static str,
-        column: &'static str,
-        /// The row: `<rule>/<jira key>`, `run <id>` or the like.
-        key: String,
-        /// The value, or its beginning if long.
-        value: String,
-    },
-    /// A snapshot could not be turned into JSON for the failures table.
-    #[error("cannot encode the snapshot of {key} as JSON")]
-    Encode {
-        key: JiraKey,
-        #[source]
-        source: serde_json::Error,
-    },
-    /// `finish_run` named a run the log does not have.
-    #[error("run {id} is not in the store's run log")]
-    UnknownRun { id: i64 },
-    /// The blocking task running the SQL panicked, or the runtime shut down before it ran.
-    #[error("a store task panicked or was cancelled")]
-    Join(#[from] JoinError),
-}
-
-impl PortError for StoreError {
-    /// Returns true if and only if the error is SQLite reporting the database busy or locked by
-    /// another connection past the busy timeout: trying the same call again later may succeed.
-    /// A store held by another process ([`StoreError::Locked`]) is not retryable: it needs a
-    /// person.
-    fn is_retryable(&self) -> bool {
-        match self {
-            StoreError::Open { source, .. }
-            | StoreError::Migrate { source, .. }
-            | StoreError::Query { source, .. } => is_busy(source),
-            _ => false,
-        }
-    }
-}
-
-/// Returns true if and only if `err` is `SQLITE_BUSY` or `SQLITE_LOCKED` (any extended code).
-fn is_busy(err: &rusqlite::Error) -> bool {
-    matches!(
-        err.sqlite_error_code(),
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-    )
-}
-
-/// "pid 1234", or what to say when the lock file did not tell.
-fn holder_label(holder: Option<u32>) -> String {
-    match holder {
-        Some(pid) => format!("pid {pid}"),
-        None => "pid unknown".to_owned(),
-    }
-}
-
-/// A [`StoreError::Query`] maker for `map_err`.
-fn query(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Query { context, source }
-}
 
 /// The SQLite store. Cloning is cheap and shares one connection.
 ///
@@ -441,44 +300,6 @@ impl Store {
         })
         .await
     }
-}
-
-/// Takes the advisory lock on `<path>.lock` and writes our pid into it.
-fn lock(path: &Path) -> Result<File, StoreError> {
-    let mut lock_path = path.as_os_str().to_owned();
-    lock_path.push(".lock");
-    let lock_path = PathBuf::from(lock_path);
-    let lock_error = |source| StoreError::LockFile {
-        path: path.to_path_buf(),
-        lock_path: lock_path.clone(),
-        source,
-    };
-    // Not truncated on open: while another process holds it, its pid is what we want to read.
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(lock_error)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            let holder = std::fs::read_to_string(&lock_path)
-                .ok()
-                .and_then(|text| text.trim().parse().ok());
-            return Err(StoreError::Locked {
-                path: path.to_path_buf(),
-                holder,
-            });
-        }
-        Err(TryLockError::Error(source)) => return Err(lock_error(source)),
-    }
-    file.set_len(0).map_err(lock_error)?;
-    (&file)
-        .write_all(format!("{}\n", std::process::id()).as_bytes())
-        .map_err(lock_error)?;
-    Ok(file)
 }
 
 /// One failed issue as [`Store::failure_list`] lists it: the Jira key, the attempts so far, the
@@ -1074,125 +895,6 @@ fn read_run(conn: &Connection, id: i64) -> Result<RunRecord, StoreError> {
         },
         error,
     })
-}
-
-/// Where a value came from, for decoding it into a domain type or a [`StoreError::Corrupt`].
-#[derive(Clone)]
-struct Cell {
-    table: &'static str,
-    column: &'static str,
-    /// The row, as a person would name it.
-    key: String,
-}
-
-impl Cell {
-    /// A cell of a row known so far only by its rule.
-    fn new(table: &'static str, column: &'static str, rule: &str) -> Cell {
-        Cell {
-            table,
-            column,
-            key: rule.to_owned(),
-        }
-    }
-
-    /// The same row, now also named by its Jira key.
-    fn key(&self, key: &JiraKey) -> Cell {
-        Cell {
-            key: format!("{}/{key}", self.key),
-            ..self.clone()
-        }
-    }
-
-    /// Another column of the same row.
-    fn column(&self, column: &'static str) -> Cell {
-        Cell {
-            column,
-            ..self.clone()
-        }
-    }
-
-    fn corrupt(&self, value: &str) -> StoreError {
-        StoreError::Corrupt {
-            table: self.table,
-            column: self.column,
-            key: self.key.clone(),
-            value: value.chars().take(CORRUPT_EXCERPT_CHARS).collect(),
-        }
-    }
-
-    /// One of an enum's names as the store writes them (`domain::string_enum!`).
-    fn name<T: std::str::FromStr<Err = UnknownName>>(&self, text: &str) -> Result<T, StoreError> {
-        text.parse().map_err(|_| self.corrupt(text))
-    }
-
-    fn timestamp(&self, text: String) -> Result<DateTime<Utc>, StoreError> {
-        parse_timestamp(&text).ok_or_else(|| self.corrupt(&text))
-    }
-
-    fn jira_key(&self, text: String) -> Result<JiraKey, StoreError> {
-        JiraKey::parse(&text).map_err(|bad| self.corrupt(&bad))
-    }
-
-    /// An attempts count, which this program keeps between 0 and `u32::MAX`.
-    fn count(&self, value: i64) -> Result<u32, StoreError> {
-        u32::try_from(value).map_err(|_| self.corrupt(&value.to_string()))
-    }
-}
-
-/// Formats `t` the one way the store writes times (millisecond precision, always 24 characters).
-fn format_timestamp(t: DateTime<Utc>) -> String {
-    t.format(TIMESTAMP_FORMAT).to_string()
-}
-
-/// Parses a time written by [`format_timestamp`]; anything else, even another valid RFC 3339
-/// spelling, is `None`, because it would break the store's text ordering.
-fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
-    let t = NaiveDateTime::parse_from_str(text, TIMESTAMP_FORMAT)
-        .ok()?
-        .and_utc();
-    (format_timestamp(t) == text).then_some(t)
-}
-
-impl ToSql for JiraKey {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
-    }
-}
-
-impl ToSql for Target {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
-    }
-}
-
-impl ToSql for RemoteState {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
-    }
-}
-
-impl ToSql for RunMode {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
-    }
-}
-
-impl ToSql for RunOutcome {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
-    }
-}
-
-/// A `u64` bound as SQLite's signed 64-bit integer; a value above `i64::MAX` (which no count or
-/// GitLab iid reaches) fails the statement instead of wrapping.
-struct Int(u64);
-
-impl ToSql for Int {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        i64::try_from(self.0)
-            .map(ToSqlOutput::from)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
-    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,9 @@ use std::sync::MutexGuard;
 
 use tempfile::TempDir;
 
+use super::codec::parse_timestamp;
+use crate::engine::ports::PortError;
+
 const RULE: &str = "ops-incidents";
 
 fn at(text: &str) -> DateTime<Utc> {
