@@ -5,10 +5,16 @@ use super::*;
 
 use std::sync::MutexGuard;
 
+use chrono::{DateTime, Utc};
+use rusqlite::params;
 use tempfile::TempDir;
 
-use super::codec::parse_timestamp;
-use crate::engine::ports::PortError;
+use super::codec::{Int, format_timestamp, parse_timestamp};
+use super::sync::KEYS_PER_QUERY;
+use crate::domain::{
+    Commit, IssueSnapshot, JiraKey, Mapping, RemoteState, RunCounts, RunMode, RunOutcome, Target,
+};
+use crate::engine::ports::{PortError, SyncStore};
 
 const RULE: &str = "ops-incidents";
 
