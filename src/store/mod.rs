@@ -2,10 +2,22 @@
 //! issues kept for retry, the run log, and a small key/value table.
 //!
 //! This module owns the database file: opening it (one writing process at a time, enforced by an
-//! advisory lock on `<path>.lock`), its pragmas, migrating it (the private `migrate` module),
-//! and every SQL statement run against it. It implements [`SyncStore`] for the engine, plus a few read methods
-//! for `status`. It does not decide *what* to write: the engine decides when an issue is
-//! replicated, failed, or when a cursor may move; the store only makes each such step atomic.
+//! advisory lock on `<path>.lock`), its pragmas, migrating it, and every SQL statement run against
+//! it. It implements [`SyncStore`] for the engine, plus a few read methods for `status`. It does
+//! not decide *what* to write: the engine decides when an issue is replicated, failed, or when a
+//! cursor may move; the store only makes each such step atomic.
+//!
+//! # Layout
+//! - This file: [`Store`], opening it (`open`, `open_read_only`, `open_in_memory`) with its
+//!   pragmas, and the re-exports that make up the public API.
+//! - `error`: [`StoreError`], and which of its kinds are worth retrying.
+//! - `lock`: the advisory lock file.
+//! - `migrate`: the schema migrations.
+//! - `sync`: the [`SyncStore`] impl, the inherent mapping and meta accessors, and their helpers.
+//! - `status`: the read-only views `status` shows: [`RuleStatus`], [`RunRecord`],
+//!   [`FailureEntry`].
+//! - `codec`: decoding stored values, the timestamp format, and the `ToSql` impls.
+//! - `tests`: the unit tests.
 //!
 //! # Conventions
 //! - Every method, trait or inherent, is `async` and runs its SQL on tokio's blocking pool
@@ -16,6 +28,8 @@
 //!   on write.
 //! - Nothing read from the file is trusted: a value this build would not have written is a
 //!   [`StoreError::Corrupt`] naming the table, column and row, never a panic.
+//!
+//! [`SyncStore`]: crate::engine::ports::SyncStore
 
 mod codec;
 mod error;
