@@ -1,0 +1,234 @@
+//! The read-only views `status` shows: a [`RuleStatus`] per rule with its newest [`RunRecord`],
+//! and a rule's failed issues as [`FailureEntry`]s, listed without decoding their snapshots.
+
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+use serde::Serialize;
+
+use super::codec::Cell;
+use super::error::query;
+use super::{Store, StoreError};
+use crate::domain::{JiraKey, RunCounts, RunMode, RunOutcome};
+
+/// One failed issue as [`Store::failure_list`] lists it: the Jira key, the attempts so far, the
+/// last error, and when it last failed.
+pub type FailureEntry = (JiraKey, u32, String, DateTime<Utc>);
+
+/// One rule as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RuleStatus {
+    pub rule: String,
+    /// Where the next search starts; `None` before the rule's first commit.
+    pub cursor: Option<DateTime<Utc>>,
+    /// Issues with a mapping (`open + closed`).
+    pub mapped: u64,
+    /// Mappings whose GitLab object we last left opened.
+    pub open: u64,
+    /// Mappings whose GitLab object we last left closed.
+    pub closed: u64,
+    /// Issues waiting in the failures table for a retry.
+    pub failed: u64,
+    /// Creates started but never confirmed: each is looked up in GitLab before a new attempt.
+    pub pending_intents: u64,
+    /// The newest run of the rule, finished or not.
+    pub last_run: Option<RunRecord>,
+}
+
+/// One entry of the run log.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub mode: RunMode,
+    pub started_at: DateTime<Utc>,
+    /// `None` while the run goes on, or if the process died during it.
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: Option<RunOutcome>,
+    pub counts: RunCounts,
+    /// Why the run stopped early, if it did.
+    pub error: Option<String>,
+}
+
+impl Store {
+    /// Every rule any table mentions, sorted by id, with its cursor, counts and newest run.
+    ///
+    /// # Errors
+    /// [`StoreError::Query`] if SQLite fails; [`StoreError::Corrupt`] if a stored value is not
+    /// readable.
+    pub async fn rule_status(&self) -> Result<Vec<RuleStatus>, StoreError> {
+        self.with_conn(read_rule_status).await
+    }
+
+    /// The rule's failed issues, oldest first: key, attempts, last error and when it last failed.
+    /// Unlike [`SyncStore::failures`] it does not decode the snapshots, so one bad snapshot does
+    /// not hide the list.
+    ///
+    /// # Errors
+    /// [`StoreError::Query`] if SQLite fails; [`StoreError::Corrupt`] if a stored value is not
+    /// readable.
+    ///
+    /// [`SyncStore::failures`]: crate::engine::ports::SyncStore::failures
+    pub async fn failure_list(&self, rule: &str) -> Result<Vec<FailureEntry>, StoreError> {
+        let rule = rule.to_owned();
+        self.with_conn(move |conn| read_failure_list(conn, &rule))
+            .await
+    }
+}
+
+fn read_failure_list(conn: &mut Connection, rule: &str) -> Result<Vec<FailureEntry>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT jira_key, attempts, last_error, last_failed_at
+             FROM failures WHERE rule = ?1
+             ORDER BY first_failed_at, jira_key",
+        )
+        .map_err(query("listing failures"))?;
+    let rows = stmt
+        .query_map([rule], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        })
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(query("listing failures"))?;
+    rows.into_iter()
+        .map(|(key, attempts, last_error, last_failed_at)| {
+            let cell = Cell::new("failures", "jira_key", rule);
+            let jira_key = cell.jira_key(key)?;
+            let cell = cell.key(&jira_key);
+            let attempts = cell.column("attempts").count(attempts)?;
+            let at = cell.column("last_failed_at").timestamp(last_failed_at)?;
+            Ok((jira_key, attempts, last_error, at))
+        })
+        .collect()
+}
+
+fn read_rule_status(conn: &mut Connection) -> Result<Vec<RuleStatus>, StoreError> {
+    // One read transaction: the counts and the run log agree with each other.
+    let tx = conn.transaction().map_err(query("reading the status"))?;
+    let rows = {
+        let mut stmt = tx
+            .prepare(
+                "WITH rules (rule) AS (
+                     SELECT rule FROM rule_state UNION SELECT rule FROM mappings
+                     UNION SELECT rule FROM intents UNION SELECT rule FROM failures
+                     UNION SELECT rule FROM runs)
+                 SELECT r.rule,
+                        (SELECT cursor FROM rule_state s WHERE s.rule = r.rule),
+                        (SELECT count(*) FROM mappings m WHERE m.rule = r.rule AND m.state = 'opened'),
+                        (SELECT count(*) FROM mappings m WHERE m.rule = r.rule AND m.state = 'closed'),
+                        (SELECT count(*) FROM failures f WHERE f.rule = r.rule),
+                        (SELECT count(*) FROM intents i WHERE i.rule = r.rule),
+                        (SELECT max(id) FROM runs u WHERE u.rule = r.rule)
+                 FROM rules r ORDER BY r.rule",
+            )
+            .map_err(query("reading the status"))?;
+        stmt.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, Option<String>>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, i64>(5)?,
+                row.get::<_, Option<i64>>(6)?,
+            ))
+        })
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(query("reading the status"))?
+    };
+    rows.into_iter()
+        .map(
+            |(rule, cursor, open, closed, failed, pending_intents, last_run)| {
+                // `count(*)` is never negative.
+                let [open, closed, failed, pending_intents] =
+                    [open, closed, failed, pending_intents].map(|n| u64::try_from(n).unwrap_or(0));
+                let cursor = cursor
+                    .map(|t| Cell::new("rule_state", "cursor", &rule).timestamp(t))
+                    .transpose()?;
+                let last_run = last_run.map(|id| read_run(&tx, id)).transpose()?;
+                Ok(RuleStatus {
+                    rule,
+                    cursor,
+                    mapped: open + closed,
+                    open,
+                    closed,
+                    failed,
+                    pending_intents,
+                    last_run,
+                })
+            },
+        )
+        .collect()
+}
+
+/// One run-log entry by id; the caller knows it exists.
+fn read_run(conn: &Connection, id: i64) -> Result<RunRecord, StoreError> {
+    type RawRun = (
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        [i64; 7],
+        Option<String>,
+    );
+    let (mode, started_at, finished_at, outcome, counts, error): RawRun = conn
+        .query_row(
+            "SELECT mode, started_at, finished_at, outcome,
+                    seen, created, closed, reopened, skipped, failed, error, updated
+             FROM runs WHERE id = ?1",
+            [id],
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    [
+                        row.get(4)?,
+                        row.get(5)?,
+                        row.get(6)?,
+                        row.get(7)?,
+                        row.get(8)?,
+                        row.get(9)?,
+                        row.get(11)?,
+                    ],
+                    row.get(10)?,
+                ))
+            },
+        )
+        .map_err(query("reading a run-log entry"))?;
+    let key = format!("run {id}");
+    let cell = |column| Cell {
+        table: "runs",
+        column,
+        key: key.clone(),
+    };
+    let mode: RunMode = cell("mode").name(&mode)?;
+    let outcome: Option<RunOutcome> = outcome.map(|o| cell("outcome").name(&o)).transpose()?;
+    let [seen, created, closed, reopened, skipped, failed, updated] = counts;
+    let n = |column, value: i64| {
+        u64::try_from(value).map_err(|_| cell(column).corrupt(&value.to_string()))
+    };
+    Ok(RunRecord {
+        id,
+        mode,
+        started_at: cell("started_at").timestamp(started_at)?,
+        finished_at: finished_at
+            .map(|t| cell("finished_at").timestamp(t))
+            .transpose()?,
+        outcome,
+        counts: RunCounts {
+            seen: n("seen", seen)?,
+            created: n("created", created)?,
+            closed: n("closed", closed)?,
+            reopened: n("reopened", reopened)?,
+            updated: n("updated", updated)?,
+            skipped: n("skipped", skipped)?,
+            failed: n("failed", failed)?,
+        },
+        error,
+    })
+}

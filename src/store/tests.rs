@@ -1,0 +1,943 @@
+//! Unit tests of the store: opening and locking, each `SyncStore` method, the `status` views,
+//! and decoding what is read back.
+
+use super::*;
+
+use std::sync::MutexGuard;
+
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+use tempfile::TempDir;
+
+use super::codec::{Int, format_timestamp, parse_timestamp};
+use super::sync::KEYS_PER_QUERY;
+use crate::domain::{
+    Commit, IssueSnapshot, JiraKey, Mapping, RemoteState, RunCounts, RunMode, RunOutcome, Target,
+};
+use crate::engine::ports::{PortError, SyncStore};
+
+const RULE: &str = "ops-incidents";
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .expect("test timestamps are RFC 3339")
+        .with_timezone(&Utc)
+}
+
+fn key(text: &str) -> JiraKey {
+    JiraKey::parse(text).expect("test keys are valid")
+}
+
+fn snapshot(k: &str, updated: &str) -> IssueSnapshot {
+    IssueSnapshot {
+        key: key(k),
+        summary: format!("{k} is down"),
+        description: Some("It broke.".to_owned()),
+        created: at("2024-05-01T10:00:00Z"),
+        updated: at(updated),
+        resolved_at: None,
+        status: "Open".to_owned(),
+        priority: Some("High".to_owned()),
+        labels: vec!["prod".to_owned()],
+        issue_type: Some("Incident".to_owned()),
+    }
+}
+
+fn mapping(k: &str, state: RemoteState) -> Mapping {
+    Mapping {
+        rule: RULE.to_owned(),
+        jira_key: key(k),
+        target: Target::Incident,
+        project: "ops/incidents".to_owned(),
+        iid: Some(7),
+        web_url: Some("https://gitlab.example/ops/incidents/-/issues/7".to_owned()),
+        state,
+        jira_updated: at("2024-05-01T11:00:00.250Z"),
+        created_at: at("2024-05-01T10:00:00Z"),
+        closed_at: (state == RemoteState::Closed).then(|| at("2024-05-01T12:00:00Z")),
+        content_hash: Some("00ff00ff00ff00ff".to_owned()),
+    }
+}
+
+/// A store in a fresh directory (in a subdirectory that does not exist yet).
+fn temp_store() -> (TempDir, PathBuf, Store) {
+    let dir = TempDir::new().expect("a temporary directory");
+    let path = dir.path().join("state").join("sync.db");
+    let store = Store::open(&path).expect("a new store opens");
+    (dir, path, store)
+}
+
+/// The store's own connection, for arranging and inspecting rows behind the API's back.
+fn raw(store: &Store) -> MutexGuard<'_, Connection> {
+    store
+        .inner
+        .conn
+        .lock()
+        .expect("no test panics while holding the connection")
+}
+
+fn count(store: &Store, sql: &str) -> i64 {
+    raw(store)
+        .query_row(sql, [], |row| row.get(0))
+        .expect("a count query")
+}
+
+/// Opening creates the directory, and reopening a migrated file migrates nothing and keeps
+/// the data.
+#[tokio::test]
+async fn reopening_a_migrated_file_is_a_noop() {
+    let (_dir, path, store) = temp_store();
+    store
+        .set_meta("jira", "https://jira.example")
+        .await
+        .unwrap();
+    drop(store);
+    let store = Store::open(&path).expect("a migrated store reopens");
+    let version: u32 = raw(&store)
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(
+        version,
+        migrate::KNOWN_VERSION,
+        "reopening must keep the schema version"
+    );
+    assert_eq!(
+        store.get_meta("jira").await.unwrap().as_deref(),
+        Some("https://jira.example"),
+        "reopening must keep the data"
+    );
+    let mode: String = raw(&store)
+        .pragma_query_value(None, "journal_mode", |row| row.get(0))
+        .unwrap();
+    assert_eq!(
+        mode, "wal",
+        "a file store runs in WAL mode so status can read alongside"
+    );
+}
+
+/// A second open of the same file is refused with `Locked`, naming the path and our pid,
+/// until the first store is dropped.
+#[tokio::test]
+async fn second_open_is_locked_until_the_first_is_dropped() {
+    let (_dir, path, store) = temp_store();
+    let clone = store.clone();
+    drop(store);
+    let err = Store::open(&path).expect_err("the clone still holds the lock");
+    match &err {
+        StoreError::Locked { path: p, holder } => {
+            assert_eq!(p, &path, "the error names the store, not the lock file");
+            assert_eq!(
+                *holder,
+                Some(std::process::id()),
+                "the holder's pid is read back"
+            );
+        }
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(
+        message.contains(&path.display().to_string())
+            && message.contains(&format!("pid {}", std::process::id()))
+            && message.contains("[store] path"),
+        "the message says which file, who holds it and what to do: {message}"
+    );
+    assert!(
+        !err.is_retryable(),
+        "a held store needs a person, not a retry"
+    );
+    drop(clone);
+    Store::open(&path).expect("the lock is released with the last clone");
+}
+
+/// A store written by a newer build is refused by both kinds of open.
+#[tokio::test]
+async fn newer_user_version_is_refused() {
+    let (_dir, path, store) = temp_store();
+    drop(store);
+    let newer = migrate::KNOWN_VERSION + 1;
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", newer)
+        .unwrap();
+    for err in [
+        Store::open(&path).expect_err("writing open must refuse"),
+        Store::open_read_only(&path).expect_err("read-only open must refuse"),
+    ] {
+        assert!(
+            matches!(&err, StoreError::TooNew { path: p, found, known }
+                if p == &path && *found == newer && *known == migrate::KNOWN_VERSION),
+            "a newer schema must be refused, got {err:?}"
+        );
+    }
+}
+
+/// A read-only open of a file that does not exist says no sync has run yet.
+#[test]
+fn read_only_open_of_a_missing_file_is_missing() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("never.db");
+    let err = Store::open_read_only(&path).expect_err("there is no file");
+    assert!(
+        matches!(&err, StoreError::Missing { path: p } if p == &path),
+        "expected Missing, got {err:?}"
+    );
+    assert!(
+        err.to_string().contains("no sync has run yet"),
+        "the message explains the missing file: {err}"
+    );
+    assert!(!path.exists(), "a read-only open must not create the file");
+}
+
+/// A read-only open of an unmigrated store asks for a sync run instead of migrating.
+#[test]
+fn read_only_open_of_an_old_store_asks_for_a_sync() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("old.db");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x)")
+        .unwrap();
+    let err = Store::open_read_only(&path).expect_err("version 0 is older than ours");
+    assert!(
+        matches!(err, StoreError::Outdated { found: 0, .. }),
+        "expected Outdated, got {err:?}"
+    );
+    assert!(
+        err.to_string().contains("run the sync once"),
+        "the message says how to migrate: {err}"
+    );
+}
+
+/// A read-only store sees a running writer's commits and cannot write.
+#[tokio::test]
+async fn read_only_store_reads_alongside_a_writer() {
+    let (_dir, path, store) = temp_store();
+    store
+        .commit(
+            RULE,
+            Commit::Replicated(mapping("OPS-1", RemoteState::Opened)),
+            None,
+        )
+        .await
+        .unwrap();
+    let reader = Store::open_read_only(&path).expect("no lock is needed to read");
+    let status = reader.rule_status().await.unwrap();
+    assert_eq!(status.len(), 1, "the writer's rule is visible: {status:?}");
+    assert_eq!(status[0].mapped, 1, "the writer's mapping is visible");
+    assert!(
+        reader.set_meta("k", "v").await.is_err(),
+        "a read-only store must refuse writes"
+    );
+}
+
+/// The cursor only moves forward, through `advance_cursor` and `commit` alike.
+#[tokio::test]
+async fn cursor_never_moves_backward() {
+    let (_dir, _path, store) = temp_store();
+    assert_eq!(
+        store.cursor(RULE).await.unwrap(),
+        None,
+        "a new rule has no cursor"
+    );
+    let (t1, t2, t3) = (
+        at("2024-05-01T10:00:00.100Z"),
+        at("2024-05-01T10:00:00.200Z"),
+        at("2024-05-02T09:00:00Z"),
+    );
+    store.advance_cursor(RULE, t2).await.unwrap();
+    store.advance_cursor(RULE, t1).await.unwrap();
+    assert_eq!(
+        store.cursor(RULE).await.unwrap(),
+        Some(t2),
+        "advance_cursor never goes back"
+    );
+    let failed = Commit::Failed {
+        snapshot: snapshot("OPS-1", "2024-05-01T09:00:00Z"),
+        error: "boom".to_owned(),
+    };
+    store.commit(RULE, failed, Some(t1)).await.unwrap();
+    assert_eq!(
+        store.cursor(RULE).await.unwrap(),
+        Some(t2),
+        "commit never moves it back"
+    );
+    store
+        .commit(
+            RULE,
+            Commit::Replicated(mapping("OPS-2", RemoteState::Opened)),
+            Some(t3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cursor(RULE).await.unwrap(),
+        Some(t3),
+        "commit moves it forward"
+    );
+    assert_eq!(
+        store.cursor("other").await.unwrap(),
+        None,
+        "cursors are per rule"
+    );
+}
+
+/// Committing a replicated issue records its mapping and clears its intent and failure.
+#[tokio::test]
+async fn replicated_commit_clears_intent_and_failure() {
+    let (_dir, _path, store) = temp_store();
+    let k = key("OPS-1");
+    store.begin_intent(RULE, &k).await.unwrap();
+    let failed = Commit::Failed {
+        snapshot: snapshot("OPS-1", "2024-05-01T11:00:00Z"),
+        error: "GitLab answered 502".to_owned(),
+    };
+    store.commit(RULE, failed, None).await.unwrap();
+    let m = mapping("OPS-1", RemoteState::Opened);
+    let cursor = at("2024-05-01T11:00:00Z");
+    store
+        .commit(RULE, Commit::Replicated(m.clone()), Some(cursor))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.mapping(RULE, &k).await.unwrap(),
+        Some(m),
+        "the mapping is recorded"
+    );
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM intents"),
+        0,
+        "the intent is cleared"
+    );
+    assert!(
+        store.failures(RULE).await.unwrap().is_empty(),
+        "the failure is cleared"
+    );
+    assert_eq!(
+        store.cursor(RULE).await.unwrap(),
+        Some(cursor),
+        "the cursor moved with it"
+    );
+
+    let closed = mapping("OPS-1", RemoteState::Closed);
+    store
+        .commit(RULE, Commit::Replicated(closed.clone()), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.mapping(RULE, &k).await.unwrap(),
+        Some(closed),
+        "a later commit replaces the mapping"
+    );
+}
+
+/// A replicated commit is one transaction: if clearing the failure fails, the mapping,
+/// intent and cursor are as they were.
+#[tokio::test]
+async fn replicated_commit_is_all_or_nothing() {
+    let (_dir, _path, store) = temp_store();
+    let k = key("OPS-1");
+    store.begin_intent(RULE, &k).await.unwrap();
+    let failed = Commit::Failed {
+        snapshot: snapshot("OPS-1", "2024-05-01T11:00:00Z"),
+        error: "GitLab answered 502".to_owned(),
+    };
+    store.commit(RULE, failed, None).await.unwrap();
+    // A trigger fires per row, so the failure row above is what makes the delete abort.
+    raw(&store)
+        .execute_batch(
+            "CREATE TRIGGER no_delete BEFORE DELETE ON failures
+             BEGIN SELECT RAISE(ABORT, 'failures are frozen'); END",
+        )
+        .unwrap();
+    let result = store
+        .commit(
+            RULE,
+            Commit::Replicated(mapping("OPS-1", RemoteState::Opened)),
+            Some(at("2024-05-01T11:00:00Z")),
+        )
+        .await;
+    assert!(
+        matches!(
+            result,
+            Err(StoreError::Query {
+                context: "clearing a failure",
+                ..
+            })
+        ),
+        "the commit fails on the failures table, got {result:?}"
+    );
+    assert_eq!(
+        store.mapping(RULE, &k).await.unwrap(),
+        None,
+        "the mapping is rolled back"
+    );
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM intents"),
+        1,
+        "the intent is kept"
+    );
+    assert_eq!(
+        store.cursor(RULE).await.unwrap(),
+        None,
+        "the cursor did not move"
+    );
+    assert_eq!(
+        store.failures(RULE).await.unwrap().len(),
+        1,
+        "the failure is kept"
+    );
+}
+
+/// A failed commit keeps the newest snapshot and error, counts attempts, keeps the first
+/// failure time, and leaves the mapping and intent alone.
+#[tokio::test]
+async fn failed_commit_keeps_the_snapshot_and_counts_attempts() {
+    let (_dir, _path, store) = temp_store();
+    let k = key("OPS-1");
+    let m = mapping("OPS-1", RemoteState::Opened);
+    store
+        .commit(RULE, Commit::Replicated(m.clone()), None)
+        .await
+        .unwrap();
+    store.begin_intent(RULE, &k).await.unwrap();
+    let first = snapshot("OPS-1", "2024-05-01T11:00:00Z");
+    store
+        .commit(
+            RULE,
+            Commit::Failed {
+                snapshot: first,
+                error: "first".to_owned(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    raw(&store)
+        .execute(
+            "UPDATE failures SET first_failed_at = '2024-01-01T00:00:00.000Z'",
+            [],
+        )
+        .unwrap();
+    let second = snapshot("OPS-1", "2024-05-01T12:00:00Z");
+    store
+        .commit(
+            RULE,
+            Commit::Failed {
+                snapshot: second.clone(),
+                error: "second".to_owned(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+
+    let failures = store.failures(RULE).await.unwrap();
+    assert_eq!(failures.len(), 1, "one row per issue: {failures:?}");
+    let f = &failures[0];
+    assert_eq!(
+        f.snapshot, second,
+        "the newest snapshot is kept for the retry"
+    );
+    assert_eq!(f.attempts, 2, "each failure counts");
+    assert_eq!(f.last_error, "second", "the newest error is kept");
+    let first_failed: String = raw(&store)
+        .query_row("SELECT first_failed_at FROM failures", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(
+        first_failed, "2024-01-01T00:00:00.000Z",
+        "the first failure time is kept"
+    );
+    assert_eq!(
+        store.mapping(RULE, &k).await.unwrap(),
+        Some(m),
+        "the mapping is untouched"
+    );
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM intents"),
+        1,
+        "the intent is untouched"
+    );
+    let listed = store.failure_list(RULE).await.unwrap();
+    assert_eq!(
+        listed,
+        vec![(k, 2, "second".to_owned(), f.last_failed_at)],
+        "failure_list agrees with failures"
+    );
+}
+
+/// Failures come back oldest first.
+#[tokio::test]
+async fn failures_are_listed_oldest_first() {
+    let (_dir, _path, store) = temp_store();
+    for k in ["OPS-1", "OPS-2", "OPS-3"] {
+        let failed = Commit::Failed {
+            snapshot: snapshot(k, "2024-05-01T11:00:00Z"),
+            error: "boom".to_owned(),
+        };
+        store.commit(RULE, failed, None).await.unwrap();
+    }
+    raw(&store)
+        .execute_batch(
+            "UPDATE failures SET first_failed_at = '2024-03-01T00:00:00.000Z' WHERE jira_key = 'OPS-1';
+             UPDATE failures SET first_failed_at = '2024-01-01T00:00:00.000Z' WHERE jira_key = 'OPS-2';
+             UPDATE failures SET first_failed_at = '2024-02-01T00:00:00.000Z' WHERE jira_key = 'OPS-3';",
+        )
+        .unwrap();
+    let order: Vec<String> = store
+        .failures(RULE)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.snapshot.key.to_string())
+        .collect();
+    assert_eq!(
+        order,
+        ["OPS-2", "OPS-3", "OPS-1"],
+        "the longest-failing issue comes first"
+    );
+}
+
+/// `begin_intent` reports the attempts recorded before it, per rule and key, and keeps the
+/// first start time.
+#[tokio::test]
+async fn begin_intent_counts_attempts() {
+    let (_dir, _path, store) = temp_store();
+    let k = key("OPS-1");
+    let first = store.begin_intent(RULE, &k).await.unwrap();
+    assert_eq!(
+        first.previous_attempts, 0,
+        "a fresh intent has no earlier attempt"
+    );
+    let second = store.begin_intent(RULE, &k).await.unwrap();
+    let third = store.begin_intent(RULE, &k).await.unwrap();
+    assert_eq!(
+        (second.previous_attempts, third.previous_attempts),
+        (1, 2),
+        "each call counts one more attempt"
+    );
+    assert_eq!(
+        third.started_at, first.started_at,
+        "the first start time is kept"
+    );
+    assert_eq!(
+        (third.rule.as_str(), &third.jira_key),
+        (RULE, &k),
+        "the intent names its issue"
+    );
+    let other_key = store.begin_intent(RULE, &key("OPS-2")).await.unwrap();
+    let other_rule = store.begin_intent("other", &k).await.unwrap();
+    assert_eq!(
+        (other_key.previous_attempts, other_rule.previous_attempts),
+        (0, 0),
+        "attempts are counted per rule and key"
+    );
+}
+
+/// `rule_status` lists every rule any table mentions, with its counts and newest run.
+#[tokio::test]
+async fn rule_status_counts_every_rule() {
+    let (_dir, _path, store) = temp_store();
+    let cursor = at("2024-05-01T11:00:00Z");
+    store
+        .commit(
+            RULE,
+            Commit::Replicated(mapping("OPS-1", RemoteState::Opened)),
+            Some(cursor),
+        )
+        .await
+        .unwrap();
+    store
+        .commit(
+            RULE,
+            Commit::Replicated(mapping("OPS-2", RemoteState::Closed)),
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .commit(
+            RULE,
+            Commit::Replicated(mapping("OPS-3", RemoteState::Closed)),
+            None,
+        )
+        .await
+        .unwrap();
+    let failed = Commit::Failed {
+        snapshot: snapshot("OPS-4", "2024-05-01T11:00:00Z"),
+        error: "boom".to_owned(),
+    };
+    store.commit(RULE, failed, None).await.unwrap();
+    store.begin_intent(RULE, &key("OPS-5")).await.unwrap();
+    let old_run = store.start_run(RULE, RunMode::Backfill).await.unwrap();
+    store
+        .finish_run(old_run, RunOutcome::Ok, RunCounts::default(), None)
+        .await
+        .unwrap();
+    let run = store.start_run(RULE, RunMode::Service).await.unwrap();
+    let counts = RunCounts {
+        seen: 5,
+        created: 3,
+        closed: 2,
+        reopened: 0,
+        updated: 4,
+        skipped: 0,
+        failed: 1,
+    };
+    store
+        .finish_run(
+            run,
+            RunOutcome::Partial,
+            counts.clone(),
+            Some("one failed".to_owned()),
+        )
+        .await
+        .unwrap();
+    let only_run = store.start_run("quiet", RunMode::Once).await.unwrap();
+    store.begin_intent("pending", &key("DEV-1")).await.unwrap();
+
+    let status = store.rule_status().await.unwrap();
+    let rules: Vec<&str> = status.iter().map(|s| s.rule.as_str()).collect();
+    assert_eq!(
+        rules,
+        [RULE, "pending", "quiet"],
+        "every rule appears once, sorted"
+    );
+
+    let ops = &status[0];
+    assert_eq!(ops.cursor, Some(cursor), "the cursor is shown");
+    assert_eq!(
+        (
+            ops.mapped,
+            ops.open,
+            ops.closed,
+            ops.failed,
+            ops.pending_intents
+        ),
+        (3, 1, 2, 1, 1),
+        "mappings by state, failures and intents are counted"
+    );
+    let last = ops.last_run.as_ref().expect("the rule has runs");
+    assert_eq!(last.id, run, "the newest run is shown");
+    assert_eq!(
+        (last.mode, last.outcome, &last.counts, last.error.as_deref()),
+        (
+            RunMode::Service,
+            Some(RunOutcome::Partial),
+            &counts,
+            Some("one failed")
+        ),
+        "the run's outcome, counts and error are kept"
+    );
+    assert!(
+        last.finished_at.is_some(),
+        "a finished run has its end time"
+    );
+
+    assert_eq!(
+        status[1].pending_intents, 1,
+        "a rule with only an intent is listed"
+    );
+    assert_eq!(
+        status[1].last_run, None,
+        "a rule with no runs has no last run"
+    );
+    let quiet = status[2]
+        .last_run
+        .as_ref()
+        .expect("a rule with only a run has it");
+    assert_eq!(
+        (quiet.id, quiet.outcome, quiet.finished_at),
+        (only_run, None, None),
+        "an unfinished run has no outcome or end"
+    );
+    assert_eq!(
+        (status[2].mapped, status[2].cursor),
+        (0, None),
+        "nothing else for that rule"
+    );
+}
+
+/// Finishing a run the log does not have is an error naming it.
+#[tokio::test]
+async fn finishing_an_unknown_run_is_an_error() {
+    let (_dir, _path, store) = temp_store();
+    let err = store
+        .finish_run(42, RunOutcome::Ok, RunCounts::default(), None)
+        .await
+        .expect_err("there is no run 42");
+    assert!(
+        matches!(err, StoreError::UnknownRun { id: 42 }),
+        "got {err:?}"
+    );
+}
+
+/// A timestamp the store would not have written is `Corrupt`, naming the table, column
+/// and key.
+#[tokio::test]
+async fn corrupt_timestamp_is_reported_with_its_key() {
+    let (_dir, _path, store) = temp_store();
+    store
+        .commit(
+            RULE,
+            Commit::Replicated(mapping("OPS-1", RemoteState::Opened)),
+            None,
+        )
+        .await
+        .unwrap();
+    raw(&store)
+        .execute(
+            "UPDATE mappings SET jira_updated = '2024-05-01 11:00:00'",
+            [],
+        )
+        .unwrap();
+    let err = store
+        .mappings(RULE, vec![key("OPS-1")])
+        .await
+        .expect_err("the timestamp is not in the store's format");
+    match &err {
+        StoreError::Corrupt {
+            table,
+            column,
+            key,
+            value,
+        } => {
+            assert_eq!(
+                (*table, *column),
+                ("mappings", "jira_updated"),
+                "names the cell"
+            );
+            assert_eq!(
+                key,
+                &format!("{RULE}/OPS-1"),
+                "names the row by rule and key"
+            );
+            assert_eq!(value, "2024-05-01 11:00:00", "quotes the bad value");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(
+        err.to_string().contains("OPS-1"),
+        "the message names the key: {err}"
+    );
+
+    store
+        .advance_cursor(RULE, at("2024-05-01T11:00:00Z"))
+        .await
+        .unwrap();
+    raw(&store)
+        .execute("UPDATE rule_state SET cursor = 'yesterday'", [])
+        .unwrap();
+    let err = store
+        .cursor(RULE)
+        .await
+        .expect_err("the cursor is unreadable");
+    assert!(
+        matches!(&err, StoreError::Corrupt { table: "rule_state", column: "cursor", key, .. } if key == RULE),
+        "a bad cursor names its rule, got {err:?}"
+    );
+}
+
+/// A snapshot that is not valid JSON is `Corrupt` naming its key; the summary list still
+/// reads.
+#[tokio::test]
+async fn bad_snapshot_json_is_corrupt_naming_the_key() {
+    let (_dir, _path, store) = temp_store();
+    let failed = Commit::Failed {
+        snapshot: snapshot("OPS-9", "2024-05-01T11:00:00Z"),
+        error: "boom".to_owned(),
+    };
+    store.commit(RULE, failed, None).await.unwrap();
+    raw(&store)
+        .execute("UPDATE failures SET snapshot = '{\"key\":'", [])
+        .unwrap();
+    let err = store
+        .failures(RULE)
+        .await
+        .expect_err("the snapshot is cut short");
+    assert!(
+        matches!(&err, StoreError::Corrupt { table: "failures", column: "snapshot", key, .. }
+            if key == &format!("{RULE}/OPS-9")),
+        "the bad snapshot is named by its key, got {err:?}"
+    );
+    assert_eq!(
+        store.failure_list(RULE).await.unwrap().len(),
+        1,
+        "the summary does not need the snapshot"
+    );
+}
+
+/// `mappings` returns only the asked-for keys that have mappings, across several `IN` lists.
+#[tokio::test]
+async fn mappings_reads_more_keys_than_one_query_holds() {
+    let store = Store::open_in_memory().unwrap();
+    let total = KEYS_PER_QUERY * 2 + 1;
+    {
+        let mut conn = raw(&store);
+        let tx = conn.transaction().unwrap();
+        for n in 1..=total {
+            let mut m = mapping(&format!("OPS-{n}"), RemoteState::Opened);
+            m.iid = Some(n as u64);
+            tx.execute(
+                "INSERT INTO mappings (rule, jira_key, target, project, iid, state,
+                                       jira_updated, created_at, replicated_at)
+                 VALUES (?1, ?2, 'incident', 'p', ?3, 'opened', ?4, ?4, ?4)",
+                params![
+                    RULE,
+                    m.jira_key,
+                    Int(n as u64),
+                    format_timestamp(m.jira_updated)
+                ],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let mut keys: Vec<JiraKey> = (1..=total + 10).map(|n| key(&format!("OPS-{n}"))).collect();
+    keys.push(key("DEV-1"));
+    let found = store.mappings(RULE, keys).await.unwrap();
+    assert_eq!(
+        found.len(),
+        total,
+        "every stored key is found, no unknown one"
+    );
+    assert_eq!(
+        found[&key(&format!("OPS-{total}"))].iid,
+        Some(total as u64),
+        "each key maps to its own row"
+    );
+    assert!(
+        store
+            .mappings("other", vec![key("OPS-1")])
+            .await
+            .unwrap()
+            .is_empty(),
+        "mappings are per rule"
+    );
+    assert!(
+        store.mappings(RULE, Vec::new()).await.unwrap().is_empty(),
+        "no keys, no rows"
+    );
+}
+
+/// `all_mappings` lists a rule's mappings ordered by key.
+#[tokio::test]
+async fn all_mappings_are_ordered_by_key() {
+    let (_dir, _path, store) = temp_store();
+    for k in ["OPS-3", "OPS-1", "OPS-2"] {
+        store
+            .commit(
+                RULE,
+                Commit::Replicated(mapping(k, RemoteState::Opened)),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let keys: Vec<String> = store
+        .all_mappings(RULE)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.jira_key.to_string())
+        .collect();
+    assert_eq!(keys, ["OPS-1", "OPS-2", "OPS-3"], "ordered by key");
+    assert!(
+        store.all_mappings("other").await.unwrap().is_empty(),
+        "per rule"
+    );
+}
+
+/// `set_meta` replaces, `get_meta` reads back, an unknown key is `None`.
+#[tokio::test]
+async fn meta_round_trips() {
+    let (_dir, _path, store) = temp_store();
+    assert_eq!(
+        store.get_meta("k").await.unwrap(),
+        None,
+        "nothing stored yet"
+    );
+    store.set_meta("k", "one").await.unwrap();
+    store.set_meta("k", "two").await.unwrap();
+    assert_eq!(
+        store.get_meta("k").await.unwrap().as_deref(),
+        Some("two"),
+        "last write wins"
+    );
+}
+
+/// Stored timestamps are fixed width, so text order is time order, and they round-trip at
+/// millisecond precision.
+#[test]
+fn timestamps_sort_as_text_and_round_trip() {
+    let times = [
+        at("2024-05-01T09:59:59.999Z"),
+        at("2024-05-01T10:00:00Z"),
+        at("2024-05-01T10:00:00.001Z"),
+        at("2024-12-31T23:00:00+02:00"),
+    ];
+    let texts: Vec<String> = times.iter().copied().map(format_timestamp).collect();
+    assert!(
+        texts.iter().all(|t| t.len() == 24),
+        "fixed width: {texts:?}"
+    );
+    assert!(
+        texts.windows(2).all(|w| w[0] < w[1]),
+        "text order is time order: {texts:?}"
+    );
+    assert_eq!(texts[3], "2024-12-31T21:00:00.000Z", "stored in UTC");
+    for (t, text) in times.iter().zip(&texts) {
+        assert_eq!(parse_timestamp(text), Some(*t), "{text} round-trips");
+    }
+}
+
+/// Only the store's own spelling parses: other RFC 3339 forms would break text ordering.
+#[test]
+fn other_timestamp_spellings_do_not_parse() {
+    for text in [
+        "2024-05-01T10:00:00Z",
+        "2024-05-01T10:00:00.000+00:00",
+        "2024-05-01 10:00:00.000Z",
+        "2024-05-01T10:00:00.0000Z",
+        "",
+    ] {
+        assert_eq!(
+            parse_timestamp(text),
+            None,
+            "{text:?} is not the store's format"
+        );
+    }
+}
+
+/// Only SQLite's busy and locked errors are retryable.
+#[test]
+fn busy_and_locked_errors_are_retryable() {
+    let sqlite = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+    let busy = StoreError::Query {
+        context: "testing",
+        source: sqlite(rusqlite::ffi::SQLITE_BUSY),
+    };
+    let locked = StoreError::Query {
+        context: "testing",
+        source: sqlite(rusqlite::ffi::SQLITE_LOCKED),
+    };
+    let full = StoreError::Query {
+        context: "testing",
+        source: sqlite(rusqlite::ffi::SQLITE_FULL),
+    };
+    assert!(
+        busy.is_retryable() && locked.is_retryable(),
+        "busy and locked pass"
+    );
+    assert!(
+        !full.is_retryable(),
+        "a full disk does not go away by retrying"
+    );
+    let corrupt = StoreError::Corrupt {
+        table: "t",
+        column: "c",
+        key: "k".to_owned(),
+        value: String::new(),
+    };
+    assert!(!corrupt.is_retryable(), "bad data stays bad");
+}
