@@ -173,16 +173,27 @@ timeout_secs = 5
 
     /// The real binary with `args` (and `--config`), run to completion.
     pub async fn binary(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_jira-gitlab-sync"))
-            .arg("--config")
+        self.command(args).output().await.expect("the binary runs")
+    }
+
+    /// As [`World::binary`], with `cwd` as the working directory.
+    pub async fn binary_in(&self, cwd: &Path, args: &[&str]) -> Output {
+        self.command(args)
+            .current_dir(cwd)
+            .output()
+            .await
+            .expect("the binary runs")
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_jira-gitlab-sync"));
+        cmd.arg("--config")
             .arg(&self.config_path)
             .args(args)
             .env("RUST_LOG", "debug")
             .env_remove("JIRA_GITLAB_SYNC_CONFIG")
-            .kill_on_drop(true)
-            .output()
-            .await
-            .expect("the binary runs")
+            .kill_on_drop(true);
+        cmd
     }
 
     /// The GitLab issues of the default project.
