@@ -15,6 +15,7 @@ use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use crate::app::{App, StoreMode};
 use crate::check::Level;
 use crate::config::{self, Config};
 use crate::daemon::{Backoff, Service};
@@ -22,11 +23,9 @@ use crate::domain::RunMode;
 use crate::engine::backfill::{
     BackfillReport, BackfillRequest, BarProgress, LogProgress, Progress,
 };
-use crate::engine::{EngineSettings, RunReport, SyncEngine, error_chain};
+use crate::engine::{RunReport, error_chain};
 use crate::gitlab::GitLabClient;
-use crate::jira::JiraClient;
 use crate::notify;
-use crate::store::Store;
 use crate::telemetry::LogFormat;
 
 /// Replicate Jira incidents and issues into GitLab, with Jira's own timestamps, so GitLab's DORA
@@ -236,7 +235,8 @@ async fn backfill(
         }
         tracing::warn!(projects = %list, "the token is not Owner: imported objects will not keep Jira's times");
     }
-    let engine = build_engine(cfg, dry_run)?;
+    let app = App::build(cfg, StoreMode::for_run(cfg, dry_run))?;
+    let engine = app.engine();
     let cancel = CancellationToken::new();
     cancel_on_signals(cancel.clone());
     let mut exit = Exit::Clean;
@@ -317,8 +317,12 @@ fn print_backfill(r: &BackfillReport, dry_run: bool) {
 
 /// The long-running service: cron ticks per rule until SIGTERM/SIGINT.
 async fn service(cfg: &Config, dry_run: bool) -> anyhow::Result<Exit> {
-    let engine = Arc::new(build_engine(cfg, dry_run)?);
-    let service = Service::new(engine, cfg.rules.clone(), Backoff::default());
+    let app = App::build(cfg, StoreMode::for_run(cfg, dry_run))?;
+    let service = Service::new(
+        Arc::new(app.into_engine()),
+        cfg.rules.clone(),
+        Backoff::default(),
+    );
     let mut scheduler = service
         .start_cron()
         .await
@@ -462,48 +466,18 @@ impl Signals {
     }
 }
 
-/// The engine for a configuration, over the real clients and the store.
-///
-/// # Errors
-/// The store cannot be opened (or is in use), or a client cannot be built.
-pub fn build_engine(
-    cfg: &Config,
-    dry_run: bool,
-) -> anyhow::Result<SyncEngine<JiraClient, GitLabClient, Store>> {
-    let store = if dry_run {
-        // A dry run reads what the store knows but never writes, not even a migration.
-        if cfg.store_path.exists() {
-            Store::open_read_only(&cfg.store_path)
-        } else {
-            Store::open_in_memory()
-        }
-    } else {
-        Store::open(&cfg.store_path)
-    }
-    .with_context(|| format!("cannot use the store {}", cfg.store_path.display()))?;
-    let jira = JiraClient::new(&cfg.jira, &cfg.sync).context("cannot set up the Jira client")?;
-    let gitlab =
-        GitLabClient::new(&cfg.gitlab, &cfg.sync).context("cannot set up the GitLab client")?;
-    Ok(SyncEngine::new(
-        jira,
-        gitlab,
-        store,
-        EngineSettings::from_config(cfg, dry_run),
-    ))
-}
-
 /// One cycle of every rule (`--once`).
 async fn once(cfg: &Config, dry_run: bool) -> anyhow::Result<Exit> {
-    let engine = build_engine(cfg, dry_run)?;
+    let app = App::build(cfg, StoreMode::for_run(cfg, dry_run))?;
     let cancel = CancellationToken::new();
     cancel_on_signals(cancel.clone());
-    let results: Vec<_> = futures_util::stream::iter(cfg.rules.iter())
+    let results: Vec<_> = futures_util::stream::iter(app.rules())
         .map(|rule| {
-            let engine = &engine;
+            let engine = app.engine();
             let cancel = &cancel;
             async move { (rule, engine.run_rule(rule, RunMode::Once, cancel).await) }
         })
-        .buffer_unordered(cfg.sync.rule_concurrency)
+        .buffer_unordered(app.sync().rule_concurrency)
         .collect()
         .await;
     let mut exit = Exit::Clean;

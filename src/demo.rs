@@ -12,6 +12,7 @@ use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::app::{App, StoreMode};
 use crate::config::Config;
 use crate::daemon::{Backoff, RunEvent, Service};
 use crate::domain::RemoteState;
@@ -134,7 +135,7 @@ cron = "* * * * * *"
         user = FakeJiraConfig::DEFAULT_EMAIL,
     );
     let cfg = Config::from_toml(&text, &d.join("demo.toml")).context("the demo config")?;
-    let engine = Arc::new(crate::cli::build_engine(&cfg, false)?);
+    let engine = Arc::new(App::build(&cfg, StoreMode::Writable)?.into_engine());
     let service = Service::new(Arc::clone(&engine), cfg.rules.clone(), Backoff::default());
     let mut events = service.subscribe();
     let scheduler = service

@@ -2,6 +2,7 @@
 //! metrics and Value Stream Analytics see them, with Jira's own timestamps.
 //!
 //! # Layout
+//! - [`app`]: config → store, Jira and GitLab clients, and the engine over them.
 //! - [`check`]: `check`: credentials, JQL, the token's role, production environments.
 //! - [`cli`]: the command line: flags, wiring, exit codes.
 //! - [`config`]: `config.toml` → validated, typed [`config::Config`]; secrets from env or files.
@@ -20,6 +21,7 @@
 //! - [`secret`]: the redacting `Secret` type and where secrets are read from.
 //! - [`telemetry`]: logging setup (human on a terminal, JSON under systemd).
 
+pub mod app;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -8,19 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use chrono::{DateTime, Duration, Utc};
-use jira_gitlab_sync::cli::build_engine;
+pub use jira_gitlab_sync::app::Engine;
+use jira_gitlab_sync::app::{App, StoreMode};
 use jira_gitlab_sync::config::Config;
 use jira_gitlab_sync::domain::RunMode;
-use jira_gitlab_sync::engine::{EngineError, RunReport, SyncEngine};
-use jira_gitlab_sync::gitlab::GitLabClient;
-use jira_gitlab_sync::jira::JiraClient;
+use jira_gitlab_sync::engine::{EngineError, RunReport};
 use jira_gitlab_sync::sandbox::gitlab::{FakeGitLab, FakeGitLabConfig};
 use jira_gitlab_sync::sandbox::jira::{Deployment, FakeJira, FakeJiraConfig};
-use jira_gitlab_sync::store::Store;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
-
-pub type Engine = SyncEngine<JiraClient, GitLabClient, Store>;
 
 /// The GitLab project id of the default fake project `acme/ops`.
 pub const PROJECT: u64 = 1;
@@ -162,7 +158,9 @@ timeout_secs = 5
 
     /// A fresh engine (a new process, as far as the engine can tell) over the world.
     pub fn engine(&self) -> Engine {
-        build_engine(&self.config(), false).expect("engine builds")
+        App::build(&self.config(), StoreMode::Writable)
+            .expect("engine builds")
+            .into_engine()
     }
 
     /// One cycle of the first rule with a fresh engine.
