@@ -4,10 +4,8 @@
 //! # Layout
 //! - [`app`]: config → store, Jira and GitLab clients, and the engine over them.
 //! - [`check`]: `check`: credentials, JQL, the token's role, production environments.
-//! - [`cli`]: the command line: flags, wiring, exit codes.
 //! - [`config`]: `config.toml` → validated, typed [`config::Config`]; secrets from env or files.
 //! - [`daemon`]: service mode: cron ticks → one worker per rule, backoff, graceful stop.
-//! - [`demo`]: `demo`: the whole loop against the sandbox, with a time-to-restore table.
 //! - [`domain`]: snapshots, mappings, actions' vocabulary, and the three interfaces the engine
 //!   drives ([`domain::JiraSource`], [`domain::GitLabSink`], [`domain::SyncStore`]).
 //! - [`http`]: the shared HTTP client: timeouts, pacing, `Retry-After`, backoff, redaction.
@@ -23,10 +21,8 @@
 
 pub mod app;
 pub mod check;
-pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod gitlab;

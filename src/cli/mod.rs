@@ -1,4 +1,4 @@
-//! The command line: flags (clap), wiring config → clients → engine, and outcomes → exit codes.
+//! The command line: flags (clap), wiring (config → [`App`]), printing, and outcomes → exit codes.
 //!
 //! Exit codes are part of the contract: 0 all done; 1 the cycle finished but some issues failed
 //! (they are named in the log and retried next cycle) or a service was unreachable; 2 fatal
@@ -15,18 +15,24 @@ use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::app::{App, StoreMode};
-use crate::check::Level;
-use crate::config::{self, Config};
-use crate::daemon::{Backoff, Service};
-use crate::domain::RunMode;
-use crate::engine::backfill::{
-    BackfillReport, BackfillRequest, BarProgress, LogProgress, Progress,
-};
-use crate::engine::{RunReport, error_chain};
-use crate::gitlab::GitLabClient;
-use crate::notify;
-use crate::telemetry::LogFormat;
+use jira_gitlab_sync::app::{App, StoreMode};
+use jira_gitlab_sync::check::Level;
+use jira_gitlab_sync::config::{self, Config, RuleConfig};
+use jira_gitlab_sync::daemon::{Backoff, Service};
+use jira_gitlab_sync::domain::{RunMode, Target};
+use jira_gitlab_sync::engine::backfill::{BackfillReport, BackfillRequest, Progress};
+use jira_gitlab_sync::engine::{RunReport, error_chain};
+use jira_gitlab_sync::gitlab::{self, GitLabClient};
+use jira_gitlab_sync::notify;
+use jira_gitlab_sync::telemetry::{self, LogFormat};
+
+use self::progress::{BarProgress, LogProgress};
+use self::signals::cancel_on_signals;
+
+mod demo;
+mod duration;
+mod progress;
+mod signals;
 
 /// Replicate Jira incidents and issues into GitLab, with Jira's own timestamps, so GitLab's DORA
 /// metrics and Value Stream Analytics are right.
@@ -112,7 +118,7 @@ pub fn run(cli: Cli) -> ExitCode {
     } else {
         "info,tokio_cron_scheduler=warn"
     };
-    crate::telemetry::init(cli.log_format, default_filter);
+    telemetry::init(cli.log_format, default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -184,10 +190,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
 }
 
 /// Returns the projects (of issue and incident rules) where GitLab would not keep Jira's times.
-async fn inexact_projects(
-    cfg: &Config,
-    rules: &[crate::config::RuleConfig],
-) -> anyhow::Result<Vec<String>> {
+async fn inexact_projects(cfg: &Config, rules: &[RuleConfig]) -> anyhow::Result<Vec<String>> {
     let gitlab = GitLabClient::new(&cfg.gitlab, &cfg.sync)?;
     let admin = gitlab
         .current_user()
@@ -201,14 +204,14 @@ async fn inexact_projects(
     }
     for rule in rules {
         let dest = &rule.destination;
-        if dest.target == crate::domain::Target::Alert || out.contains(&dest.project) {
+        if dest.target == Target::Alert || out.contains(&dest.project) {
             continue;
         }
         let p = gitlab
             .project(&dest.project)
             .await
             .with_context(|| format!("cannot check project {}", dest.project))?;
-        if p.access_level() < crate::gitlab::OWNER {
+        if p.access_level() < gitlab::OWNER {
             out.push(dest.project.clone());
         }
     }
@@ -217,7 +220,7 @@ async fn inexact_projects(
 
 async fn backfill(
     cfg: &Config,
-    rules: &[crate::config::RuleConfig],
+    rules: &[RuleConfig],
     req: &BackfillRequest,
     dry_run: bool,
     accept_inexact_times: bool,
@@ -301,7 +304,7 @@ fn print_backfill(r: &BackfillReport, dry_run: bool) {
     if let Some(m) = r.median_restore_secs {
         println!(
             "  median time to restore of what was imported: {}",
-            crate::demo::hm(chrono::Duration::seconds(m))
+            duration::hm(chrono::Duration::seconds(m))
         );
     }
     if r.timestamps_ignored {
@@ -354,7 +357,7 @@ async fn service(cfg: &Config, dry_run: bool) -> anyhow::Result<Exit> {
 }
 
 async fn check(cfg: &Config) -> anyhow::Result<Exit> {
-    let findings = crate::check::run(cfg).await;
+    let findings = jira_gitlab_sync::check::run(cfg).await;
     for f in &findings {
         println!("{f}");
     }
@@ -369,36 +372,20 @@ async fn check(cfg: &Config) -> anyhow::Result<Exit> {
 async fn status(path: &std::path::Path, json: bool) -> anyhow::Result<Exit> {
     let (store, rules) = Config::load_store_and_rules(path)
         .with_context(|| format!("invalid configuration in {}", path.display()))?;
-    let report = crate::status::collect(&store, &rules)
+    let report = jira_gitlab_sync::status::collect(&store, &rules)
         .await
         .with_context(|| format!("cannot read the store {}", store.display()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", crate::status::render(&report));
+        print!("{}", jira_gitlab_sync::status::render(&report));
     }
     Ok(Exit::Clean)
 }
 
+/// `demo`: the whole loop against the sandbox; exit 1 if the two medians differ.
 async fn demo() -> anyhow::Result<Exit> {
-    let started = std::time::Instant::now();
-    let outcome = crate::demo::run(|line| println!("• {line}")).await?;
-    println!();
-    print!("{}", outcome.table);
-    println!();
-    let show = |d: Option<chrono::Duration>| d.map_or_else(|| "-".to_owned(), crate::demo::hm);
-    println!(
-        "median time to restore: Jira {}, GitLab {} — {}",
-        show(outcome.jira_median),
-        show(outcome.gitlab_median),
-        if outcome.medians_agree() {
-            "they agree"
-        } else {
-            "THEY DIFFER"
-        }
-    );
-    println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
-    Ok(if outcome.medians_agree() {
+    Ok(if demo::run().await? {
         Exit::Clean
     } else {
         Exit::Partial
@@ -407,63 +394,6 @@ async fn demo() -> anyhow::Result<Exit> {
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).with_context(|| format!("invalid configuration in {}", path.display()))
-}
-
-/// Cancels `token` on SIGINT or SIGTERM; a second signal exits at once.
-///
-/// The handlers are in place when this returns (not when the spawned task first runs), so a
-/// signal that comes right after, say once `READY=1` told systemd it may stop us, is caught
-/// instead of killing the process mid-action.
-pub fn cancel_on_signals(token: CancellationToken) {
-    let mut signals = Signals::install();
-    tokio::spawn(async move {
-        signals.recv().await;
-        info!("stopping after the current action (send the signal again to exit at once)");
-        token.cancel();
-        signals.recv().await;
-        error!("second signal: exiting at once");
-        std::process::exit(130);
-    });
-}
-
-/// SIGTERM and SIGINT, registered when created. Elsewhere, or if registering fails, Ctrl-C.
-struct Signals {
-    #[cfg(unix)]
-    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
-}
-
-impl Signals {
-    fn install() -> Signals {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let unix = match (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) {
-                (Ok(term), Ok(int)) => Some((term, int)),
-                (Err(e), _) | (_, Err(e)) => {
-                    error!(error = %e, "cannot handle SIGTERM; only Ctrl-C stops cleanly");
-                    None
-                }
-            };
-            Signals { unix }
-        }
-        #[cfg(not(unix))]
-        Signals {}
-    }
-
-    async fn recv(&mut self) {
-        #[cfg(unix)]
-        if let Some((term, int)) = &mut self.unix {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            return;
-        }
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 /// One cycle of every rule (`--once`).
