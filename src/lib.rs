@@ -14,7 +14,8 @@
 //! - [`store`]: the SQLite store: migrations, cursors, mappings, intents, failures, run log.
 //! - [`engine`]: the pure planner and the executor that replays a plan exactly once.
 //! - [`notify`]: systemd `READY=1` / `STOPPING=1` / watchdog.
-//! - [`sandbox`]: in-process fake Jira and GitLab servers, for `demo`, tests and benchmarks.
+//! - [`sandbox`]: in-process fake Jira and GitLab servers, for `demo`, tests and benchmarks
+//!   (feature `sandbox`, on by default).
 //! - [`status`]: `status`: what the store says about each rule.
 //! - [`secret`]: the redacting `Secret` type and where secrets are read from.
 //! - [`telemetry`]: logging setup (human on a terminal, JSON under systemd).
@@ -29,6 +30,7 @@ pub mod gitlab;
 pub mod http;
 pub mod jira;
 pub mod notify;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod secret;
 pub mod status;

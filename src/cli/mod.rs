@@ -29,6 +29,7 @@ use jira_gitlab_sync::telemetry::{self, LogFormat};
 use self::progress::{BarProgress, LogProgress};
 use self::signals::cancel_on_signals;
 
+#[cfg(feature = "sandbox")]
 mod demo;
 mod duration;
 mod progress;
@@ -384,12 +385,23 @@ async fn status(path: &std::path::Path, json: bool) -> anyhow::Result<Exit> {
 }
 
 /// `demo`: the whole loop against the sandbox; exit 1 if the two medians differ.
+#[cfg(feature = "sandbox")]
 async fn demo() -> anyhow::Result<Exit> {
     Ok(if demo::run().await? {
         Exit::Clean
     } else {
         Exit::Partial
     })
+}
+
+/// Without the sandbox there is nothing to run the demo against.
+#[cfg(not(feature = "sandbox"))]
+async fn demo() -> anyhow::Result<Exit> {
+    eprintln!(
+        "error: this binary was built without the sandbox that demo runs against; rebuild it with \
+         default features (cargo build --release) or with --features sandbox"
+    );
+    Ok(Exit::Fatal)
 }
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
