@@ -1,6 +1,9 @@
 //! jira-gitlab-sync: replicate Jira incidents and issues into GitLab so that GitLab's DORA
 //! metrics and Value Stream Analytics see them, with Jira's own timestamps.
 //!
+//! The command line (flags, printing, signals, exit codes, the demo's driver) is the binary's
+//! (`src/main.rs`, `src/cli/`); nothing here depends on it.
+//!
 //! # Layout
 //! - [`app`]: config → store, Jira and GitLab clients, and the engine over them.
 //! - [`check`]: `check`: credentials, JQL, the token's role, production environments.
