@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use jira_gitlab_sync::cli::build_engine;
+use jira_gitlab_sync::app::App;
 use jira_gitlab_sync::config::Config;
 use jira_gitlab_sync::engine::backfill::{BackfillRequest, NoProgress};
 use jira_gitlab_sync::sandbox::gitlab::{FakeGitLab, FakeGitLabConfig};
@@ -111,7 +111,8 @@ async fn run_in_process(
     b: &Bench,
 ) -> (Duration, jira_gitlab_sync::engine::backfill::BackfillReport) {
     let cfg = Config::load(&b.config_path).expect("config");
-    let engine = build_engine(&cfg).expect("engine");
+    let app = App::build(&cfg).expect("engine");
+    let engine = app.engine();
     let req = BackfillRequest {
         since: since(),
         until: None,

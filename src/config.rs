@@ -402,11 +402,7 @@ impl Config {
     /// The file is unreadable, not TOML, has an unknown key, or a value is invalid; each error
     /// names the key.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_toml(&text, path)
+        Self::from_toml(&read_file(path)?, path)
     }
 
     /// Parses and validates TOML text; `path` names the file in messages, and a relative
@@ -416,12 +412,7 @@ impl Config {
     /// # Errors
     /// As [`Config::load`].
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
-        raw.store.path = beside(path, &raw.store.path);
-        Self::from_raw(raw)
+        Self::from_raw(parse_file(text, path)?)
     }
 
     /// Validates a parsed file.
@@ -467,19 +458,13 @@ impl Config {
         })
     }
 
-    /// Only the store path and rule names, without reading any secret: what `status` needs.
+    /// Only the store path (resolved as [`Config::load`] resolves it) and rule names, without
+    /// reading any secret: what `status` needs.
     ///
     /// # Errors
     /// The file is unreadable, not TOML, or has an unknown key.
     pub fn load_store_and_rules(path: &Path) -> Result<(PathBuf, Vec<String>), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
+        let raw = parse_file(&read_file(path)?, path)?;
         Ok((
             raw.store.path,
             raw.rule
@@ -505,6 +490,25 @@ impl Config {
             )
         })
     }
+}
+
+/// The text of the config file at `path`. Every loader reads the file through here.
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Parses the text of the config file at `path`, with a relative `[store] path` made relative to
+/// the file's directory. Every loader parses through here, so all commands find the same store.
+fn parse_file(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+    let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
+    raw.store.path = beside(path, &raw.store.path);
+    Ok(raw)
 }
 
 /// `target` as written, or, if relative, relative to the directory of the file at `config`.

@@ -1,9 +1,12 @@
-//! The `jira-gitlab-sync` binary: parse the command line and hand over to the library.
+//! The `jira-gitlab-sync` binary: the command line (flags, wiring, printing, signals, exit codes)
+//! over the library.
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 
+mod cli;
+
 fn main() -> ExitCode {
-    jira_gitlab_sync::cli::run(jira_gitlab_sync::cli::Cli::parse())
+    cli::run(cli::Cli::parse())
 }

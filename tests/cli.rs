@@ -133,3 +133,52 @@ async fn secrets_never_leak() {
         assert!(!stored.contains(secret), "secret {secret:?} in the store");
     }
 }
+
+/// A relative `[store] path` is relative to the config file for every command: `status` run from
+/// another directory, with no token at hand, reads the store a `--once` run wrote.
+#[tokio::test]
+async fn status_finds_a_relative_store_from_another_directory() {
+    let w = World::start(Setup::default()).await;
+    let absolute = format!("path = \"{}/sync.db\"", w.dir.path().display());
+    let text = std::fs::read_to_string(&w.config_path).unwrap();
+    assert!(text.contains(&absolute), "{text}");
+    std::fs::write(
+        &w.config_path,
+        text.replace(&absolute, "path = \"sync.db\""),
+    )
+    .unwrap();
+    w.jira
+        .insert(FakeIssue::new("OPS-1", "resolved", ago(30)).resolved_at(ago(20)));
+    w.jira.insert(FakeIssue::new("OPS-2", "open", ago(10)));
+    let out = w.binary(&["--once"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(w.store_path().exists(), "the store is beside the config");
+
+    // status needs no secret.
+    std::fs::remove_file(w.dir.path().join("jira-token")).unwrap();
+    std::fs::remove_file(w.dir.path().join("gitlab-token")).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = w.binary_in(elsewhere.path(), &["status", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("status --json prints JSON");
+    assert_eq!(report["store_exists"], true, "{report:#}");
+    assert_eq!(
+        report["store"],
+        w.store_path().display().to_string(),
+        "{report:#}"
+    );
+    let r = &report["rules"][0];
+    assert_eq!(r["rule"], "ops", "{r:#}");
+    assert_eq!(
+        (&r["mapped"], &r["closed"]),
+        (&2.into(), &1.into()),
+        "{r:#}"
+    );
+    assert_eq!(r["last_run"]["counts"]["created"], 2, "{r:#}");
+
+    let table = w.binary_in(elsewhere.path(), &["status"]).await;
+    let text = output_text(&table);
+    assert_eq!(table.status.code(), Some(0), "{text}");
+    assert!(!text.contains("no sync has run yet"), "{text}");
+}

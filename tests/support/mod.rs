@@ -8,19 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use chrono::{DateTime, Duration, Utc};
-use jira_gitlab_sync::cli::build_engine;
+use jira_gitlab_sync::app::App;
+pub use jira_gitlab_sync::app::Engine;
 use jira_gitlab_sync::config::Config;
 use jira_gitlab_sync::domain::RunMode;
-use jira_gitlab_sync::engine::{EngineError, RunReport, SyncEngine};
-use jira_gitlab_sync::gitlab::GitLabClient;
-use jira_gitlab_sync::jira::JiraClient;
+use jira_gitlab_sync::engine::{EngineError, RunReport};
 use jira_gitlab_sync::sandbox::gitlab::{FakeGitLab, FakeGitLabConfig};
 use jira_gitlab_sync::sandbox::jira::{Deployment, FakeJira, FakeJiraConfig};
-use jira_gitlab_sync::store::Store;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
-
-pub type Engine = SyncEngine<JiraClient, GitLabClient, Store>;
 
 /// The GitLab project id of the default fake project `acme/ops`.
 pub const PROJECT: u64 = 1;
@@ -162,7 +158,9 @@ timeout_secs = 5
 
     /// A fresh engine (a new process, as far as the engine can tell) over the world.
     pub fn engine(&self) -> Engine {
-        build_engine(&self.config()).expect("engine builds")
+        App::build(&self.config())
+            .expect("engine builds")
+            .into_engine()
     }
 
     /// One cycle of the first rule with a fresh engine.
@@ -173,16 +171,27 @@ timeout_secs = 5
 
     /// The real binary with `args` (and `--config`), run to completion.
     pub async fn binary(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_jira-gitlab-sync"))
-            .arg("--config")
+        self.command(args).output().await.expect("the binary runs")
+    }
+
+    /// As [`World::binary`], with `cwd` as the working directory.
+    pub async fn binary_in(&self, cwd: &Path, args: &[&str]) -> Output {
+        self.command(args)
+            .current_dir(cwd)
+            .output()
+            .await
+            .expect("the binary runs")
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_jira-gitlab-sync"));
+        cmd.arg("--config")
             .arg(&self.config_path)
             .args(args)
             .env("RUST_LOG", "debug")
             .env_remove("JIRA_GITLAB_SYNC_CONFIG")
-            .kill_on_drop(true)
-            .output()
-            .await
-            .expect("the binary runs")
+            .kill_on_drop(true);
+        cmd
     }
 
     /// The GitLab issues of the default project.

@@ -12,12 +12,15 @@ use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::daemon::{Backoff, RunEvent, Service};
-use crate::domain::RemoteState;
-use crate::engine::median;
-use crate::sandbox::gitlab::{FakeGitLab, FakeGitLabConfig};
-use crate::sandbox::jira::{FakeIssue, FakeJira, FakeJiraConfig};
+use jira_gitlab_sync::app::App;
+use jira_gitlab_sync::config::Config;
+use jira_gitlab_sync::daemon::{Backoff, RunEvent, Service};
+use jira_gitlab_sync::domain::{RemoteState, RunCounts};
+use jira_gitlab_sync::engine::median;
+use jira_gitlab_sync::sandbox::gitlab::{FakeGitLab, FakeGitLabConfig};
+use jira_gitlab_sync::sandbox::jira::{FakeIssue, FakeJira, FakeJiraConfig};
+
+use super::duration::hm;
 
 /// Incidents seeded over the last 30 days.
 const SEEDED: u64 = 24;
@@ -26,15 +29,15 @@ const SEEDED: u64 = 24;
 const PICKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The demo's result.
-pub struct DemoOutcome {
-    pub table: String,
-    pub jira_median: Option<chrono::Duration>,
-    pub gitlab_median: Option<chrono::Duration>,
+struct DemoOutcome {
+    table: String,
+    jira_median: Option<chrono::Duration>,
+    gitlab_median: Option<chrono::Duration>,
 }
 
 impl DemoOutcome {
     /// Returns true if and only if both sides compute the same median time to restore.
-    pub fn medians_agree(&self) -> bool {
+    fn medians_agree(&self) -> bool {
         self.jira_median.is_some() && self.jira_median == self.gitlab_median
     }
 }
@@ -56,11 +59,34 @@ fn millis(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
 }
 
-/// Runs the demo, printing progress through `say`.
+/// Runs the demo and prints its story, the table and the two medians on stdout. Returns true if
+/// and only if the medians agree.
 ///
 /// # Errors
 /// A sandbox server cannot start, or the loop does not pick a change up in time.
-pub async fn run(mut say: impl FnMut(&str)) -> anyhow::Result<DemoOutcome> {
+pub async fn run() -> anyhow::Result<bool> {
+    let started = std::time::Instant::now();
+    let outcome = drive(|line| println!("• {line}")).await?;
+    println!();
+    print!("{}", outcome.table);
+    println!();
+    let show = |d: Option<chrono::Duration>| d.map_or_else(|| "-".to_owned(), hm);
+    println!(
+        "median time to restore: Jira {}, GitLab {} — {}",
+        show(outcome.jira_median),
+        show(outcome.gitlab_median),
+        if outcome.medians_agree() {
+            "they agree"
+        } else {
+            "THEY DIFFER"
+        }
+    );
+    println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(outcome.medians_agree())
+}
+
+/// Runs the demo, printing progress through `say`.
+async fn drive(mut say: impl FnMut(&str)) -> anyhow::Result<DemoOutcome> {
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let jira = FakeJira::start(FakeJiraConfig {
         user_time_zone: chrono_tz::Europe::Berlin,
@@ -134,7 +160,7 @@ cron = "* * * * * *"
         user = FakeJiraConfig::DEFAULT_EMAIL,
     );
     let cfg = Config::from_toml(&text, &d.join("demo.toml")).context("the demo config")?;
-    let engine = Arc::new(crate::cli::build_engine(&cfg)?);
+    let engine = Arc::new(App::build(&cfg)?.into_engine());
     let service = Service::new(Arc::clone(&engine), cfg.rules.clone(), Backoff::default());
     let mut events = service.subscribe();
     let scheduler = service
@@ -244,8 +270,8 @@ cron = "* * * * * *"
 /// Waits for the next run that satisfies `pred`.
 async fn wait_for(
     events: &mut tokio::sync::broadcast::Receiver<RunEvent>,
-    pred: impl Fn(&crate::domain::RunCounts) -> bool,
-) -> anyhow::Result<crate::domain::RunCounts> {
+    pred: impl Fn(&RunCounts) -> bool,
+) -> anyhow::Result<RunCounts> {
     let deadline = tokio::time::Instant::now() + PICKUP_TIMEOUT;
     loop {
         match tokio::time::timeout_at(deadline, events.recv()).await {
@@ -255,15 +281,5 @@ async fn wait_for(
             Ok(Ok(RunEvent::Finished(r))) if pred(&r.counts) => return Ok(r.counts),
             Ok(Ok(_)) => {}
         }
-    }
-}
-
-/// `3h07m`, `0h00m04s` for short ones.
-pub fn hm(d: chrono::Duration) -> String {
-    let s = d.num_seconds();
-    if s < 60 {
-        format!("{s}s")
-    } else {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
     }
 }

@@ -1,4 +1,4 @@
-//! The command line: flags (clap), wiring config → clients → engine, and outcomes → exit codes.
+//! The command line: flags (clap), wiring (config → [`App`]), printing, and outcomes → exit codes.
 //!
 //! Exit codes are part of the contract: 0 all done; 1 the cycle finished but some issues failed
 //! (they are named in the log and retried next cycle) or a service was unreachable; 2 fatal
@@ -15,21 +15,26 @@ use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::check::Level;
-use crate::config::{self, Config};
-use crate::daemon::{Backoff, Service};
-use crate::domain::RunMode;
-use crate::engine::backfill::{
-    BackfillReport, BackfillRequest, BarProgress, LogProgress, Progress,
-};
-use crate::engine::dry_run::{DryRunSink, DryRunStore};
-use crate::engine::ports::{GitLabSink, JiraSource, SyncStore};
-use crate::engine::{EngineSettings, RunReport, SyncEngine, error_chain};
-use crate::gitlab::GitLabClient;
-use crate::jira::JiraClient;
-use crate::notify;
-use crate::store::Store;
-use crate::telemetry::LogFormat;
+use jira_gitlab_sync::app::App;
+use jira_gitlab_sync::check::Level;
+use jira_gitlab_sync::config::{self, Config, RuleConfig};
+use jira_gitlab_sync::daemon::{Backoff, Service};
+use jira_gitlab_sync::domain::{RunMode, Target};
+use jira_gitlab_sync::engine::backfill::{BackfillReport, BackfillRequest, Progress};
+use jira_gitlab_sync::engine::ports::{GitLabSink, JiraSource, SyncStore};
+use jira_gitlab_sync::engine::{RunReport, SyncEngine, error_chain};
+use jira_gitlab_sync::gitlab::{self, GitLabClient};
+use jira_gitlab_sync::notify;
+use jira_gitlab_sync::telemetry::{self, LogFormat};
+
+use self::progress::{BarProgress, LogProgress};
+use self::signals::cancel_on_signals;
+
+#[cfg(feature = "sandbox")]
+mod demo;
+mod duration;
+mod progress;
+mod signals;
 
 /// Replicate Jira incidents and issues into GitLab, with Jira's own timestamps, so GitLab's DORA
 /// metrics and Value Stream Analytics are right.
@@ -115,7 +120,7 @@ pub fn run(cli: Cli) -> ExitCode {
     } else {
         "info,tokio_cron_scheduler=warn"
     };
-    crate::telemetry::init(cli.log_format, default_filter);
+    telemetry::init(cli.log_format, default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -145,17 +150,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         None if cli.once => {
             let cfg = load_config(&path)?;
             if cli.dry_run {
-                once(&cfg, build_dry_engine(&cfg)?, true).await
+                once(App::dry_run(&cfg)?, true).await
             } else {
-                once(&cfg, build_engine(&cfg)?, false).await
+                once(App::build(&cfg)?, false).await
             }
         }
         None => {
             let cfg = load_config(&path)?;
             if cli.dry_run {
-                service(&cfg, build_dry_engine(&cfg)?).await
+                service(&cfg, App::dry_run(&cfg)?).await
             } else {
-                service(&cfg, build_engine(&cfg)?).await
+                service(&cfg, App::build(&cfg)?).await
             }
         }
         Some(Command::Check) => {
@@ -195,10 +200,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
 }
 
 /// Returns the projects (of issue and incident rules) where GitLab would not keep Jira's times.
-async fn inexact_projects(
-    cfg: &Config,
-    rules: &[crate::config::RuleConfig],
-) -> anyhow::Result<Vec<String>> {
+async fn inexact_projects(cfg: &Config, rules: &[RuleConfig]) -> anyhow::Result<Vec<String>> {
     let gitlab = GitLabClient::new(&cfg.gitlab, &cfg.sync)?;
     let admin = gitlab
         .current_user()
@@ -212,14 +214,14 @@ async fn inexact_projects(
     }
     for rule in rules {
         let dest = &rule.destination;
-        if dest.target == crate::domain::Target::Alert || out.contains(&dest.project) {
+        if dest.target == Target::Alert || out.contains(&dest.project) {
             continue;
         }
         let p = gitlab
             .project(&dest.project)
             .await
             .with_context(|| format!("cannot check project {}", dest.project))?;
-        if p.access_level() < crate::gitlab::OWNER {
+        if p.access_level() < gitlab::OWNER {
             out.push(dest.project.clone());
         }
     }
@@ -228,47 +230,11 @@ async fn inexact_projects(
 
 async fn backfill(
     cfg: &Config,
-    rules: &[crate::config::RuleConfig],
+    rules: &[RuleConfig],
     req: &BackfillRequest,
     dry_run: bool,
     accept_inexact_times: bool,
 ) -> anyhow::Result<Exit> {
-    if dry_run {
-        backfill_with(
-            cfg,
-            rules,
-            req,
-            build_dry_engine(cfg)?,
-            true,
-            accept_inexact_times,
-        )
-        .await
-    } else {
-        backfill_with(
-            cfg,
-            rules,
-            req,
-            build_engine(cfg)?,
-            false,
-            accept_inexact_times,
-        )
-        .await
-    }
-}
-
-async fn backfill_with<J, G, S>(
-    cfg: &Config,
-    rules: &[crate::config::RuleConfig],
-    req: &BackfillRequest,
-    engine: SyncEngine<J, G, S>,
-    dry_run: bool,
-    accept_inexact_times: bool,
-) -> anyhow::Result<Exit>
-where
-    J: JiraSource,
-    G: GitLabSink,
-    S: SyncStore,
-{
     let inexact = inexact_projects(cfg, rules).await?;
     if !inexact.is_empty() {
         let list = inexact.join(", ");
@@ -282,6 +248,24 @@ where
         }
         tracing::warn!(projects = %list, "the token is not Owner: imported objects will not keep Jira's times");
     }
+    if dry_run {
+        backfill_rules(App::dry_run(cfg)?.into_engine(), rules, req, true).await
+    } else {
+        backfill_rules(App::build(cfg)?.into_engine(), rules, req, false).await
+    }
+}
+
+async fn backfill_rules<J, G, S>(
+    engine: SyncEngine<J, G, S>,
+    rules: &[RuleConfig],
+    req: &BackfillRequest,
+    dry_run: bool,
+) -> anyhow::Result<Exit>
+where
+    J: JiraSource,
+    G: GitLabSink,
+    S: SyncStore,
+{
     let cancel = CancellationToken::new();
     cancel_on_signals(cancel.clone());
     let mut exit = Exit::Clean;
@@ -346,7 +330,7 @@ fn print_backfill(r: &BackfillReport, dry_run: bool) {
     if let Some(m) = r.median_restore_secs {
         println!(
             "  median time to restore of what was imported: {}",
-            crate::demo::hm(chrono::Duration::seconds(m))
+            duration::hm(chrono::Duration::seconds(m))
         );
     }
     if r.timestamps_ignored {
@@ -361,14 +345,17 @@ fn print_backfill(r: &BackfillReport, dry_run: bool) {
 }
 
 /// The long-running service: cron ticks per rule until SIGTERM/SIGINT.
-async fn service<J, G, S>(cfg: &Config, engine: SyncEngine<J, G, S>) -> anyhow::Result<Exit>
+async fn service<J, G, S>(cfg: &Config, app: App<SyncEngine<J, G, S>>) -> anyhow::Result<Exit>
 where
     J: JiraSource + 'static,
     G: GitLabSink + 'static,
     S: SyncStore + 'static,
 {
-    let engine = Arc::new(engine);
-    let service = Service::new(engine, cfg.rules.clone(), Backoff::default());
+    let service = Service::new(
+        Arc::new(app.into_engine()),
+        cfg.rules.clone(),
+        Backoff::default(),
+    );
     let mut scheduler = service
         .start_cron()
         .await
@@ -400,7 +387,7 @@ where
 }
 
 async fn check(cfg: &Config) -> anyhow::Result<Exit> {
-    let findings = crate::check::run(cfg).await;
+    let findings = jira_gitlab_sync::check::run(cfg).await;
     for f in &findings {
         println!("{f}");
     }
@@ -415,159 +402,43 @@ async fn check(cfg: &Config) -> anyhow::Result<Exit> {
 async fn status(path: &std::path::Path, json: bool) -> anyhow::Result<Exit> {
     let (store, rules) = Config::load_store_and_rules(path)
         .with_context(|| format!("invalid configuration in {}", path.display()))?;
-    let report = crate::status::collect(&store, &rules)
+    let report = jira_gitlab_sync::status::collect(&store, &rules)
         .await
         .with_context(|| format!("cannot read the store {}", store.display()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", crate::status::render(&report));
+        print!("{}", jira_gitlab_sync::status::render(&report));
     }
     Ok(Exit::Clean)
 }
 
+/// `demo`: the whole loop against the sandbox; exit 1 if the two medians differ.
+#[cfg(feature = "sandbox")]
 async fn demo() -> anyhow::Result<Exit> {
-    let started = std::time::Instant::now();
-    let outcome = crate::demo::run(|line| println!("• {line}")).await?;
-    println!();
-    print!("{}", outcome.table);
-    println!();
-    let show = |d: Option<chrono::Duration>| d.map_or_else(|| "-".to_owned(), crate::demo::hm);
-    println!(
-        "median time to restore: Jira {}, GitLab {} — {}",
-        show(outcome.jira_median),
-        show(outcome.gitlab_median),
-        if outcome.medians_agree() {
-            "they agree"
-        } else {
-            "THEY DIFFER"
-        }
-    );
-    println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
-    Ok(if outcome.medians_agree() {
+    Ok(if demo::run().await? {
         Exit::Clean
     } else {
         Exit::Partial
     })
 }
 
+/// Without the sandbox there is nothing to run the demo against.
+#[cfg(not(feature = "sandbox"))]
+async fn demo() -> anyhow::Result<Exit> {
+    eprintln!(
+        "error: this binary was built without the sandbox that demo runs against; rebuild it with \
+         default features (cargo build --release) or with --features sandbox"
+    );
+    Ok(Exit::Fatal)
+}
+
 fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).with_context(|| format!("invalid configuration in {}", path.display()))
 }
 
-/// Cancels `token` on SIGINT or SIGTERM; a second signal exits at once.
-///
-/// The handlers are in place when this returns (not when the spawned task first runs), so a
-/// signal that comes right after, say once `READY=1` told systemd it may stop us, is caught
-/// instead of killing the process mid-action.
-pub fn cancel_on_signals(token: CancellationToken) {
-    let mut signals = Signals::install();
-    tokio::spawn(async move {
-        signals.recv().await;
-        info!("stopping after the current action (send the signal again to exit at once)");
-        token.cancel();
-        signals.recv().await;
-        error!("second signal: exiting at once");
-        std::process::exit(130);
-    });
-}
-
-/// SIGTERM and SIGINT, registered when created. Elsewhere, or if registering fails, Ctrl-C.
-struct Signals {
-    #[cfg(unix)]
-    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
-}
-
-impl Signals {
-    fn install() -> Signals {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let unix = match (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) {
-                (Ok(term), Ok(int)) => Some((term, int)),
-                (Err(e), _) | (_, Err(e)) => {
-                    error!(error = %e, "cannot handle SIGTERM; only Ctrl-C stops cleanly");
-                    None
-                }
-            };
-            Signals { unix }
-        }
-        #[cfg(not(unix))]
-        Signals {}
-    }
-
-    async fn recv(&mut self) {
-        #[cfg(unix)]
-        if let Some((term, int)) = &mut self.unix {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            return;
-        }
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// The engine of a real run: the real clients and the store.
-pub type LiveEngine = SyncEngine<JiraClient, GitLabClient, Store>;
-
-/// The engine of a dry run: GitLab writes and store writes are simulated.
-pub type DryEngine = SyncEngine<JiraClient, DryRunSink<GitLabClient>, DryRunStore<Store>>;
-
-/// The engine for a configuration, over the real clients and the store.
-///
-/// # Errors
-/// The store cannot be opened (or is in use), or a client cannot be built.
-pub fn build_engine(cfg: &Config) -> anyhow::Result<LiveEngine> {
-    let store = Store::open(&cfg.store_path)
-        .with_context(|| format!("cannot use the store {}", cfg.store_path.display()))?;
-    let (jira, gitlab) = clients(cfg)?;
-    Ok(SyncEngine::new(
-        jira,
-        gitlab,
-        store,
-        EngineSettings::from_config(cfg),
-    ))
-}
-
-/// The engine for a dry run: it reads what the store knows but never writes to it, not even a
-/// migration, and sends GitLab no write.
-///
-/// # Errors
-/// As [`build_engine`].
-pub fn build_dry_engine(cfg: &Config) -> anyhow::Result<DryEngine> {
-    let store = if cfg.store_path.exists() {
-        Store::open_read_only(&cfg.store_path)
-    } else {
-        Store::open_in_memory()
-    }
-    .with_context(|| format!("cannot use the store {}", cfg.store_path.display()))?;
-    let (jira, gitlab) = clients(cfg)?;
-    Ok(SyncEngine::new(
-        jira,
-        DryRunSink::new(gitlab),
-        DryRunStore::new(store),
-        EngineSettings::from_config(cfg),
-    ))
-}
-
-fn clients(cfg: &Config) -> anyhow::Result<(JiraClient, GitLabClient)> {
-    let jira = JiraClient::new(&cfg.jira, &cfg.sync).context("cannot set up the Jira client")?;
-    let gitlab =
-        GitLabClient::new(&cfg.gitlab, &cfg.sync).context("cannot set up the GitLab client")?;
-    Ok((jira, gitlab))
-}
-
 /// One cycle of every rule (`--once`).
-async fn once<J, G, S>(
-    cfg: &Config,
-    engine: SyncEngine<J, G, S>,
-    dry_run: bool,
-) -> anyhow::Result<Exit>
+async fn once<J, G, S>(app: App<SyncEngine<J, G, S>>, dry_run: bool) -> anyhow::Result<Exit>
 where
     J: JiraSource,
     G: GitLabSink,
@@ -575,13 +446,13 @@ where
 {
     let cancel = CancellationToken::new();
     cancel_on_signals(cancel.clone());
-    let results: Vec<_> = futures_util::stream::iter(cfg.rules.iter())
+    let results: Vec<_> = futures_util::stream::iter(app.rules())
         .map(|rule| {
-            let engine = &engine;
+            let engine = app.engine();
             let cancel = &cancel;
             async move { (rule, engine.run_rule(rule, RunMode::Once, cancel).await) }
         })
-        .buffer_unordered(cfg.sync.rule_concurrency)
+        .buffer_unordered(app.sync().rule_concurrency)
         .collect()
         .await;
     let mut exit = Exit::Clean;
