@@ -54,6 +54,7 @@ pub fn title(template: &str, snap: &IssueSnapshot) -> String {
     let full = template
         .replace("{key}", snap.key.as_str())
         .replace("{summary}", summary);
+    let full = strip_controls(&full);
     let one_line: String = full.split_whitespace().collect::<Vec<_>>().join(" ");
     truncate(&one_line, MAX_TITLE_CHARS)
 }
@@ -67,7 +68,8 @@ fn truncate(s: &str, max_chars: usize) -> String {
     out
 }
 
-/// The browse link on its own first line, then the Jira description.
+/// The browse link on its own first line, then the Jira description, made inert: no line of
+/// it can run as a GitLab quick action, and no control character reaches GitLab.
 pub fn description(snap: &IssueSnapshot, browse_url: &str) -> String {
     let body = snap
         .description
@@ -75,8 +77,62 @@ pub fn description(snap: &IssueSnapshot, browse_url: &str) -> String {
         .map(str::trim)
         .filter(|d| !d.is_empty())
         .unwrap_or("_No description in Jira._");
-    let text = format!("{browse_url}\n\n{body}\n");
+    let text = format!("{browse_url}\n\n{}\n", inert(&strip_controls(body)));
     truncate(&text, MAX_DESCRIPTION_CHARS)
+}
+
+/// `text` without C0 control characters other than tab and newline. PostgreSQL refuses NUL in
+/// text columns, so GitLab would reject the whole write; a carriage return is deleted by
+/// GitLab's quick-action extractor (`content.delete!("\r")` in
+/// `lib/gitlab/quick_actions/extractor.rb`), which can join what follows it to the line after.
+fn strip_controls(text: &str) -> String {
+    text.replace("\r\n", "\n")
+        .chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t') || !c.is_ascii())
+        .collect()
+}
+
+/// Makes every line of `markdown` that GitLab could read as a quick action (`/close`, `/move …`,
+/// `/title …`: a line beginning with `/`, `^\/(?<cmd>…)` in
+/// `lib/gitlab/quick_actions/extractor.rb`, run on create and update by
+/// `IssuableBaseService#handle_quick_actions`) into visible text that runs nothing.
+///
+/// Outside fenced code the slash is backslash-escaped, which Markdown renders as a plain `/`.
+/// Inside fenced code a backslash would show, and GitLab's extractor only skips a fence it
+/// recognises (exactly three backticks), so such a line is prefixed with a zero-width space.
+/// Lines indented by spaces or inside list items never match `^\/` and are left alone.
+fn inert(markdown: &str) -> String {
+    let mut out = String::with_capacity(markdown.len() + 16);
+    let mut fence: Option<(char, usize)> = None;
+    for line in markdown.split('\n') {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        let marker = (indent <= 3)
+            .then(|| fence_marker(&line[indent..]))
+            .flatten();
+        match (fence, marker) {
+            (None, Some((c, n, _))) => fence = Some((c, n)),
+            (Some((c, n)), Some((mc, mn, rest)))
+                if mc == c && mn >= n && rest.trim().is_empty() =>
+            {
+                fence = None;
+            }
+            _ => {}
+        }
+        if line.starts_with('/') {
+            out.push_str(if fence.is_some() { "\u{200B}" } else { "\\" });
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.pop();
+    out
+}
+
+/// A CommonMark code fence at the start of `line`: its character, its length and the rest.
+fn fence_marker(line: &str) -> Option<(char, usize, &str)> {
+    let c = line.chars().next().filter(|c| matches!(c, '`' | '~'))?;
+    let n = line.chars().take_while(|x| *x == c).count();
+    (n >= 3).then(|| (c, n, &line[n..]))
 }
 
 #[cfg(test)]
@@ -118,6 +174,26 @@ mod tests {
         assert_eq!(
             title("{key}: {summary}", &snap("  ", None)),
             "OPS-7: (no summary in Jira)"
+        );
+        assert_eq!(
+            title("{key}: {summary}", &snap("a\u{0}b\u{7}", None)),
+            "OPS-7: ab",
+            "control characters are dropped (PostgreSQL refuses NUL)"
+        );
+    }
+
+    /// No line of a Jira description can run as a quick action: outside code the slash is
+    /// escaped (it still reads `/close`), inside a fence a zero-width space leads the line;
+    /// control characters are gone, tab and newline stay.
+    #[test]
+    fn descriptions_are_inert() {
+        let jira = "intro\n/close\r\n/title pwned\n  /assign me\n- /label ~x\n````\n/move a/b\n```\n/due\n````\n/confidential\u{0}\tx";
+        let d = description(&snap("x", Some(jira)), "https://j/browse/OPS-7");
+        let expected = "https://j/browse/OPS-7\n\nintro\n\\/close\n\\/title pwned\n  /assign me\n- /label ~x\n````\n\u{200B}/move a/b\n```\n\u{200B}/due\n````\n\\/confidential\tx\n";
+        assert_eq!(d, expected);
+        assert!(
+            !d.lines().any(|l| l.starts_with('/')),
+            "no line starts with a slash: {d}"
         );
     }
 
