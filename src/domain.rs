@@ -256,6 +256,9 @@ pub struct RemoteObject {
     pub created_at: DateTime<Utc>,
     /// GitLab's `closed_at`, if closed.
     pub closed_at: Option<DateTime<Utc>>,
+    /// The title and description GitLab holds, where its answer shows them (issues and
+    /// incidents; `None` for alerts and simulated answers).
+    pub content: Option<(String, String)>,
 }
 
 /// The Jira key → GitLab object link, with the last state we replicated.

@@ -83,13 +83,16 @@ async fn lost_create_answer_makes_no_duplicate(#[case] fault: GitLabFault) {
         Some(resolved),
         "and the close still happened"
     );
-    let lookups = w
-        .gitlab
-        .requests()
+    let requests = w.gitlab.requests();
+    let lookups = requests
         .iter()
-        .filter(|r| r.query_param("search").is_some())
+        .filter(|r| r.query_param("author_id").is_some())
         .count();
     assert_eq!(lookups, 1, "one lookup, for the ambiguous create only");
+    assert!(
+        requests.iter().all(|r| r.query_param("search").is_none()),
+        "no full-text search: it cannot find a key inside a URL"
+    );
 }
 
 /// The process dies after GitLab created the issue but before the store commit; the next run

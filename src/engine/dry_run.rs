@@ -43,16 +43,18 @@ impl<G: GitLabSink> GitLabSink for DryRunSink<G> {
             state: RemoteState::Opened,
             created_at: obj.created_at,
             closed_at: None,
+            content: None,
         })
     }
 
     async fn find(
         &self,
         dest: &Destination,
-        key: &JiraKey,
+        obj: &NewObject,
         browse_url: &str,
+        attempted_since: DateTime<Utc>,
     ) -> Result<Option<RemoteObject>, Self::Error> {
-        self.0.find(dest, key, browse_url).await
+        self.0.find(dest, obj, browse_url, attempted_since).await
     }
 
     async fn close(
@@ -90,6 +92,7 @@ fn simulated(m: &Mapping, state: RemoteState, closed_at: Option<DateTime<Utc>>) 
         state,
         created_at: m.created_at,
         closed_at,
+        content: None,
     }
 }
 

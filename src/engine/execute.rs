@@ -14,7 +14,9 @@ use chrono::{DateTime, Utc};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::RuleConfig;
-use crate::domain::{Commit, IssueSnapshot, Mapping, NewObject, RemoteObject, RunCounts, Target};
+use crate::domain::{
+    Commit, Intent, IssueSnapshot, Mapping, NewObject, RemoteObject, RemoteState, RunCounts, Target,
+};
 
 use super::plan::{Action, plan};
 use super::ports::{GitLabSink, JiraSource, PortError, SyncStore};
@@ -98,11 +100,18 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     };
                     out.counts.created += 1;
                     info!(iid = ?m.iid, "created in GitLab");
-                    let commit_cursor = if then_close { None } else { cursor };
+                    // An adopted object may be closed already, or hold older text.
+                    let close = then_close && m.state != RemoteState::Closed;
+                    let stale = m.content_hash.is_none();
+                    let commit_cursor = if close || stale { None } else { cursor };
                     self.commit(rule, &mut out, Commit::Replicated(m.clone()), commit_cursor)
                         .await?;
-                    if then_close {
-                        self.set_state(rule, &mut out, snap, m, true, None, cursor)
+                    if close {
+                        let edit = stale.then_some((&obj, hash));
+                        self.set_state(rule, &mut out, snap, m, true, edit, cursor)
+                            .await?;
+                    } else if stale {
+                        self.rewrite(rule, &mut out, snap, m, &obj, hash, cursor)
                             .await?;
                     }
                 }
@@ -195,10 +204,12 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             .await
             .map_err(|e| EngineError::store(rule, e))?;
         Ok(self
-            .create_once(rule, out, snap, obj, intent.previous_attempts)
+            .create_once(rule, out, snap, obj, &intent)
             .await
-            .map(|m| Mapping {
-                content_hash: Some(hash.to_owned()),
+            .map(|(m, current)| Mapping {
+                // An adopted object made from older Jira text keeps no hash of the new one, so
+                // the rewrite that follows (and any later plan) carries the edit over.
+                content_hash: current.then(|| hash.to_owned()),
                 ..m
             }))
     }
@@ -209,15 +220,18 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         out: &mut Outcome,
         snap: &IssueSnapshot,
         obj: &NewObject,
-        previous_attempts: u32,
-    ) -> Result<Mapping, G::Error> {
+        intent: &Intent,
+    ) -> Result<(Mapping, bool), G::Error> {
         let dest = &rule.destination;
         let browse = self.jira.browse_url(&snap.key);
         let mut attempt = 0u32;
         let remote = loop {
             attempt += 1;
-            if (previous_attempts > 0 || attempt > 1)
-                && let Some(found) = self.gitlab.find(dest, &snap.key, &browse).await?
+            if (intent.previous_attempts > 0 || attempt > 1)
+                && let Some(found) = self
+                    .gitlab
+                    .find(dest, obj, &browse, intent.started_at)
+                    .await?
             {
                 info!(iid = ?found.iid, "found what an earlier attempt created; not creating again");
                 break found;
@@ -242,7 +256,11 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         {
             self.timestamps_ignored(rule, out, "created_at", snap.created, remote.created_at);
         }
-        Ok(mapping_from(rule, snap, &remote))
+        // What GitLab holds, where its answer shows it: an adopted object may predate an edit.
+        let current = remote.content.as_ref().is_none_or(|(title, description)| {
+            *title == obj.title && description.trim_end() == obj.description.trim_end()
+        });
+        Ok((mapping_from(rule, snap, &remote), current))
     }
 
     /// Closes (`close`) or reopens the object, then commits; then rewrites it if `edit` holds

@@ -79,13 +79,16 @@ pub trait GitLabSink: Send + Sync {
         obj: &NewObject,
     ) -> impl Future<Output = Result<RemoteObject, Self::Error>> + Send;
 
-    /// Looks for an object an earlier, interrupted attempt may have created for `key`
-    /// (its description holds `browse_url` on a line of its own).
+    /// Looks for the object an earlier, interrupted attempt to create `obj` may have made: one
+    /// the sync's own user authored, created at `obj.created_at` (GitLab kept Jira's time) or
+    /// since `attempted_since` (it did not), whose description holds `browse_url` on a line of
+    /// its own. Never an object a person wrote, even one quoting the link.
     fn find(
         &self,
         dest: &Destination,
-        key: &JiraKey,
+        obj: &NewObject,
         browse_url: &str,
+        attempted_since: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<RemoteObject>, Self::Error>> + Send;
 
     /// Closes the object, asking GitLab to record `at` as the closing time.

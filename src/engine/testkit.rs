@@ -110,6 +110,7 @@ pub(crate) struct MemObject {
     pub(crate) iid: u64,
     pub(crate) jira_key: JiraKey,
     pub(crate) title: String,
+    pub(crate) description: String,
     pub(crate) state: RemoteState,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) closed_at: Option<DateTime<Utc>>,
@@ -123,6 +124,7 @@ impl MemObject {
             state: self.state,
             created_at: self.created_at,
             closed_at: self.closed_at,
+            content: Some((self.title.clone(), self.description.clone())),
         }
     }
 }
@@ -196,6 +198,7 @@ impl GitLabSink for MemGitLab {
             iid: objects.len() as u64 + 1,
             jira_key: obj.jira_key.clone(),
             title: obj.title.clone(),
+            description: obj.description.clone(),
             state: RemoteState::Opened,
             created_at: lock(&self.ignore_times).unwrap_or(obj.created_at),
             closed_at: None,
@@ -210,15 +213,16 @@ impl GitLabSink for MemGitLab {
     async fn find(
         &self,
         _dest: &Destination,
-        key: &JiraKey,
+        obj: &NewObject,
         _browse_url: &str,
+        _attempted_since: DateTime<Utc>,
     ) -> Result<Option<RemoteObject>, MemError> {
         if let Some(Fault::Fail(e)) = self.enter(Call::Find) {
             return Err(e);
         }
         Ok(lock(&self.objects)
             .iter()
-            .find(|o| &o.jira_key == key)
+            .find(|o| o.jira_key == obj.jira_key)
             .map(MemObject::remote))
     }
 
@@ -240,7 +244,10 @@ impl GitLabSink for MemGitLab {
         m: &Mapping,
         obj: &NewObject,
     ) -> Result<RemoteObject, MemError> {
-        self.modify(Call::Update, m, |o| o.title = obj.title.clone())
+        self.modify(Call::Update, m, |o| {
+            o.title = obj.title.clone();
+            o.description = obj.description.clone();
+        })
     }
 
     async fn reopen(

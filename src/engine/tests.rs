@@ -150,19 +150,28 @@ async fn creates_exactly_once(
 }
 
 /// A create an earlier, interrupted run may have sent is looked for before anything is sent:
-/// found, it is adopted; not found, it is created.
+/// found, it is adopted (and rewritten if Jira was edited meanwhile); not found, it is created.
 #[rstest]
-#[case::found(true, vec![Call::Find])]
-#[case::not_found(false, vec![Call::Find, Call::Create])]
+#[case::found(Some("a"), vec![Call::Find])]
+#[case::found_but_edited_since(Some("older"), vec![Call::Find, Call::Update])]
+#[case::not_found(None, vec![Call::Find, Call::Create])]
 #[tokio::test(start_paused = true)]
-async fn an_interrupted_create_is_looked_for_first(#[case] exists: bool, #[case] calls: Vec<Call>) {
+async fn an_interrupted_create_is_looked_for_first(
+    #[case] made_from: Option<&str>,
+    #[case] calls: Vec<Call>,
+) {
     let b = bench();
     let s = snap("a", 1, None);
-    if exists {
+    if let Some(summary) = made_from {
         // The killed run's create reached GitLab; only its intent is in the store.
+        let then = snap(summary, 1, None);
+        let browse = b.jira.browse_url(&then.key);
         b.gitlab.fault(Call::Create, Fault::ApplyThenLose);
         b.gitlab
-            .create(&rule().destination, &render::new_object(&rule(), &s, "x"))
+            .create(
+                &rule().destination,
+                &render::new_object(&rule(), &then, &browse),
+            )
             .await
             .expect_err("the answer is lost");
         b.gitlab.calls.lock().expect("unpoisoned").clear();
@@ -173,8 +182,17 @@ async fn an_interrupted_create_is_looked_for_first(#[case] exists: bool, #[case]
         .expect("the killed run's intent");
     apply(&b, s, None).await.expect("the apply runs");
     assert_eq!(b.gitlab.calls(), calls);
-    assert_eq!(b.gitlab.objects().len(), 1, "exactly one object");
-    assert!(b.store.mapping(RULE, "OPS-1").is_some());
+    let objects = b.gitlab.objects();
+    assert_eq!(objects.len(), 1, "exactly one object");
+    assert_eq!(
+        objects[0].title, "[OPS-1] a",
+        "GitLab shows Jira's current text"
+    );
+    let m = b.store.mapping(RULE, "OPS-1").expect("mapped");
+    assert!(
+        m.content_hash.is_some(),
+        "the hash of what GitLab now holds"
+    );
 }
 
 /// A refused create is this failure: stored with its snapshot for the next cycle, the

@@ -143,6 +143,8 @@ pub struct GitLabClient {
     http: HttpClient,
     base: url::Url,
     token: HeaderValue,
+    /// The token's user id, once read.
+    me: std::sync::Arc<tokio::sync::OnceCell<u64>>,
 }
 
 impl GitLabClient {
@@ -176,6 +178,7 @@ impl GitLabClient {
             http,
             base: cfg.url.clone(),
             token,
+            me: Default::default(),
         })
     }
 
@@ -276,6 +279,69 @@ impl GitLabClient {
             )
             .await?;
         Self::decode(&r, &subject)
+    }
+
+    /// The id of the token's user, read once per client: the author of everything the sync
+    /// creates.
+    async fn my_id(&self) -> Result<u64, GitLabError> {
+        self.me
+            .get_or_try_init(|| async { self.current_user().await.map(|u| u.id) })
+            .await
+            .copied()
+    }
+
+    /// One lookup window: the sync user's issues with `window`'s time filters, oldest first,
+    /// paged; the first whose description links `browse_url` on a line of its own.
+    async fn find_in(
+        &self,
+        dest: &Destination,
+        key: &JiraKey,
+        me: u64,
+        browse_url: &str,
+        window: &[(&str, String)],
+    ) -> Result<Option<RemoteObject>, GitLabError> {
+        let subject = Subject::new(
+            Resource::Project(dest.project.clone()),
+            format!("lookup of {key} in project {}", dest.project),
+        );
+        let mut page = 1u32;
+        loop {
+            let mut query = vec![
+                ("author_id", me.to_string()),
+                ("scope", "all".to_owned()),
+                ("state", "all".to_owned()),
+                ("order_by", "created_at".to_owned()),
+                ("sort", "asc".to_owned()),
+                ("per_page", "100".to_owned()),
+                ("page", page.to_string()),
+            ];
+            query.extend(window.iter().cloned());
+            let r = self
+                .call(
+                    RequestKind::Idempotent,
+                    Method::GET,
+                    self.api(&["projects", &dest.project, "issues"]),
+                    &query,
+                    None,
+                    &subject,
+                )
+                .await?;
+            let issues: Vec<wire::Issue> = Self::decode(&r, &subject)?;
+            // The author is checked here too: a person's issue quoting the link is never ours.
+            if let Some(found) = issues
+                .into_iter()
+                .find(|i| i.is_by(me) && i.links_to(browse_url))
+            {
+                return found.into_remote(&subject.what).map(Some);
+            }
+            match r
+                .header("x-next-page")
+                .and_then(|v| v.trim().parse::<u32>().ok())
+            {
+                Some(next) if next > page && next <= LOOKUP_MAX_PAGES => page = next,
+                _ => return Ok(None),
+            }
+        }
     }
 
     /// The token's user (`GET /user`).
@@ -401,8 +467,17 @@ fn firing_alert() -> RemoteObject {
         state: RemoteState::Opened,
         created_at: Utc::now(),
         closed_at: None,
+        content: None,
     }
 }
+
+/// How far around the asked time a lookup window reaches: GitLab keeps milliseconds, and a
+/// clock between us and GitLab may differ a little.
+const LOOKUP_SLACK: chrono::Duration = chrono::Duration::minutes(2);
+
+/// Pages of one lookup window read at most (100 issues each): the window is narrow, so more
+/// would mean a project flooded by the sync's own user in one instant.
+const LOOKUP_MAX_PAGES: u32 = 20;
 
 /// RFC 3339 with milliseconds, as GitLab prints and accepts.
 fn stamp(t: DateTime<Utc>) -> String {
@@ -457,55 +532,45 @@ impl GitLabSink for GitLabClient {
         issue.into_remote(&subject.what)
     }
 
-    #[instrument(level = "debug", skip_all, fields(jira_key = %key), err)]
+    /// Lists the project's issues by the sync's own user in a time window (`created_after` /
+    /// `created_before`, or `updated_after`), exact filters GitLab answers from its index, and
+    /// keeps the one whose description holds the browse link on a line of its own.
+    ///
+    /// Not `search=`: GitLab's issue search is PostgreSQL full-text search
+    /// (`app/finders/issuable_finder.rb`, `app/models/concerns/pg_full_text_searchable.rb`), whose
+    /// parser reads a URL as url/host/path tokens, so a Jira key inside the browse link is never
+    /// found; gitlab.com also allows only 10 searches a minute.
+    #[instrument(level = "debug", skip_all, fields(jira_key = %obj.jira_key), err)]
     async fn find(
         &self,
         dest: &Destination,
-        key: &JiraKey,
+        obj: &NewObject,
         browse_url: &str,
+        attempted_since: DateTime<Utc>,
     ) -> Result<Option<RemoteObject>, GitLabError> {
         if dest.target == Target::Alert {
             // The alert endpoint deduplicates by fingerprint: re-posting is the lookup.
             return Ok(None);
         }
-        let subject = Subject::new(
-            Resource::Project(dest.project.clone()),
-            format!("lookup of {key} in project {}", dest.project),
-        );
-        let mut page = 1u32;
-        loop {
-            let r = self
-                .call(
-                    RequestKind::Search,
-                    Method::GET,
-                    self.api(&["projects", &dest.project, "issues"]),
-                    &[
-                        ("search", key.to_string()),
-                        ("in", "description".to_owned()),
-                        ("scope", "all".to_owned()),
-                        ("state", "all".to_owned()),
-                        ("order_by", "created_at".to_owned()),
-                        ("sort", "asc".to_owned()),
-                        ("per_page", "100".to_owned()),
-                        ("page", page.to_string()),
-                    ],
-                    None,
-                    &subject,
-                )
-                .await?;
-            let issues: Vec<wire::Issue> = Self::decode(&r, &subject)?;
-            if let Some(found) = issues.into_iter().find(|i| i.links_to(browse_url)) {
-                return found.into_remote(&subject.what).map(Some);
-            }
-            match r
-                .header("x-next-page")
-                .and_then(|v| v.trim().parse::<u32>().ok())
+        let me = self.my_id().await?;
+        // GitLab kept Jira's `created` (an Owner token): an exact window around it. It did not:
+        // the object was made at or after the first attempt, and its `updated_at` says so.
+        let windows = [
+            vec![
+                ("created_after", stamp(obj.created_at - LOOKUP_SLACK)),
+                ("created_before", stamp(obj.created_at + LOOKUP_SLACK)),
+            ],
+            vec![("updated_after", stamp(attempted_since - LOOKUP_SLACK))],
+        ];
+        for window in windows {
+            if let Some(found) = self
+                .find_in(dest, &obj.jira_key, me, browse_url, &window)
+                .await?
             {
-                // A search by key matches a handful of issues; stop well before walking a project.
-                Some(next) if next > page && next <= 20 => page = next,
-                _ => return Ok(None),
+                return Ok(Some(found));
             }
         }
+        Ok(None)
     }
 
     #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err)]
@@ -534,6 +599,7 @@ impl GitLabSink for GitLabClient {
                 state: RemoteState::Closed,
                 created_at: mapping.created_at,
                 closed_at: Some(Utc::now()),
+                content: None,
             });
         }
         let body = json!({ "state_event": "close", "updated_at": stamp(at) });

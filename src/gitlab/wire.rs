@@ -16,7 +16,11 @@ pub(super) struct Issue {
     iid: u64,
     web_url: Option<String>,
     state: String,
+    #[serde(default)]
+    title: String,
     description: Option<String>,
+    /// `author.id`: only what the sync's own user wrote may be adopted.
+    author: Option<Author>,
     created_at: DateTime<Utc>,
     closed_at: Option<DateTime<Utc>>,
 }
@@ -27,6 +31,11 @@ impl Issue {
         self.description
             .as_deref()
             .is_some_and(|d| d.lines().any(|l| l.trim() == browse_url))
+    }
+
+    /// Returns true if and only if the user `id` wrote the issue.
+    pub(super) fn is_by(&self, id: u64) -> bool {
+        self.author.as_ref().is_some_and(|a| a.id == id)
     }
 
     pub(super) fn into_remote(self, what: &str) -> Result<RemoteObject, GitLabError> {
@@ -49,8 +58,15 @@ impl Issue {
             state,
             created_at: self.created_at,
             closed_at: self.closed_at,
+            content: Some((self.title, self.description.unwrap_or_default())),
         })
     }
+}
+
+/// An issue's `author`.
+#[derive(Debug, Deserialize)]
+pub(super) struct Author {
+    id: u64,
 }
 
 /// `GET /user`.
@@ -186,7 +202,9 @@ mod tests {
             iid: 1,
             web_url: None,
             state: "opened".into(),
+            title: String::new(),
             description: Some(d.into()),
+            author: Some(Author { id: 7 }),
             created_at: Utc::now(),
             closed_at: None,
         };
@@ -196,5 +214,6 @@ mod tests {
             !mk("https://j.example/browse/OPS-12").links_to(url),
             "OPS-12 is not OPS-1"
         );
+        assert!(mk("x").is_by(7) && !mk("x").is_by(8), "the author is read");
     }
 }
