@@ -938,7 +938,7 @@ gitlab_project = "acme/ops"
     #[test]
     fn shipped_example_validates() {
         let dir = tempfile::tempdir().unwrap();
-        let text = include_str!("../config.toml");
+        let text = include_str!("../../config.toml");
         // Point the example's secrets at files so the test needs no environment.
         std::fs::write(dir.path().join("t"), "x").unwrap();
         let f = dir.path().join("t").display().to_string();
