@@ -5,6 +5,15 @@
 //! only ever sees typed values. Nothing re-reads the file mid-run: to reload, restart.
 //!
 //! This module does not talk to Jira or GitLab; `check` does that with the clients.
+//!
+//! # Layout
+//! - This file: [`ConfigError`], the validated types ([`Config`], [`RuleConfig`], …),
+//!   [`resolve_path`], and loading: reading and parsing the file, then [`Config::from_raw`].
+//! - `raw`: the serde mirror of the file ([`RawConfig`] and its tables) and the defaults of
+//!   omitted keys.
+//! - `validate`: each table → its typed counterpart, the value parsers ([`parse_since`], URLs,
+//!   cron, enum names) and reading the secrets the file names.
+//! - `tests`: the unit tests.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
