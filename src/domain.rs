@@ -75,7 +75,7 @@ macro_rules! string_enum {
 }
 pub(crate) use string_enum;
 
-/// A name that is not one of an enum's (see [`string_enum!`]); the message lists the valid ones.
+/// A name that is not one of an enum's (see `string_enum!`); the message lists the valid ones.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("unknown value {got:?}: expected one of {}", expected.join(", "))]
 pub struct UnknownName {

@@ -5,17 +5,17 @@
 //! (`src/main.rs`, `src/cli/`); nothing here depends on it.
 //!
 //! # Layout
-//! - [`app`]: config → store, Jira and GitLab clients, and the engine over them.
-//! - [`check`]: `check`: credentials, JQL, the token's role, production environments.
+//! - [`domain`]: snapshots, mappings, runs and their names; imports nothing from the crate.
 //! - [`config`]: `config.toml` → validated, typed [`config::Config`]; secrets from env or files.
-//! - [`daemon`]: service mode: cron ticks → one worker per rule, backoff, graceful stop.
-//! - [`domain`]: snapshots, mappings, actions' vocabulary, and the three interfaces the engine
-//!   drives ([`domain::JiraSource`], [`domain::GitLabSink`], [`domain::SyncStore`]).
+//! - [`engine`]: the pure planner, the page walker, the executor that replays a plan exactly
+//!   once, backfill, `--dry-run`; and the three ports it drives ([`engine::ports`]:
+//!   `JiraSource`, `GitLabSink`, `SyncStore`, each with an error that classifies itself).
+//! - [`jira`], [`gitlab`], [`store`]: the adapters that implement the ports (Jira Cloud and Data
+//!   Center search, ADF → Markdown; GitLab issues, incidents and alerts; the SQLite store).
 //! - [`http`]: the shared HTTP client: timeouts, pacing, `Retry-After`, backoff, redaction.
-//! - [`jira`]: Jira Cloud and Data Center search, `/myself`, ADF → Markdown.
-//! - [`gitlab`]: GitLab issues, incidents and alerts.
-//! - [`store`]: the SQLite store: migrations, cursors, mappings, intents, failures, run log.
-//! - [`engine`]: the pure planner and the executor that replays a plan exactly once.
+//! - [`app`]: config → store, Jira and GitLab clients, and the engine over them.
+//! - [`daemon`]: service mode: cron ticks → one worker per rule, backoff, graceful stop.
+//! - [`check`]: `check`: credentials, JQL, the token's role, production environments.
 //! - [`notify`]: systemd `READY=1` / `STOPPING=1` / watchdog.
 //! - [`sandbox`]: in-process fake Jira and GitLab servers, for `demo`, tests and benchmarks
 //!   (feature `sandbox`, on by default).

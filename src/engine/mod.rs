@@ -5,13 +5,13 @@
 //! Guarantees, and how they are kept:
 //! - **Nothing lost.** The search starts `lookback` before the cursor (Jira Cloud's index lags);
 //!   the cursor only advances to what was committed, and never past `start − lookback`. Pages are
-//!   walked by re-querying from the last `updated` seen rather than by deep offsets ([`walk`]), so
+//!   walked by re-querying from the last `updated` seen rather than by deep offsets (`walk`), so
 //!   issues that change while we page cannot shift others out of view. A failed issue is stored
 //!   with its snapshot and retried next cycle without asking Jira again.
 //! - **Nothing twice.** A snapshot no newer than the mapping's is skipped. Before every create an
 //!   intent is committed; a create whose answer was lost, or a run killed before its commit, is
 //!   followed by a lookup (the browse link in the description) before any new create
-//!   ([`execute`]).
+//!   (`execute`).
 //! - **Exact times.** GitLab is asked for Jira's `created` and resolution time; what it stored is
 //!   read back, and a token that cannot backdate (not Owner) is reported once per project.
 //!

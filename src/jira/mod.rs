@@ -1,6 +1,6 @@
 //! The Jira client: JQL search (Cloud `search/jql` with page tokens, Data Center `search` with
 //! `startAt`), the searching account's profile (`/myself`), and decoding issues into
-//! [`IssueSnapshot`]s with descriptions as Markdown.
+//! [`IssueSnapshot`](crate::domain::IssueSnapshot)s with descriptions as Markdown.
 //!
 //! It owns Jira's wire format and error bodies; it does not decide what to search for (the engine
 //! builds the JQL) nor retry policy (the shared [`HttpClient`] does).
