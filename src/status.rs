@@ -8,7 +8,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::store::{RunRecord, Store, StoreError};
+use crate::store::{RuleStatus, Store, StoreError};
 
 /// One failing issue.
 #[derive(Clone, Debug, Serialize)]
@@ -19,19 +19,14 @@ pub struct FailingKey {
     pub last_failed_at: DateTime<Utc>,
 }
 
-/// One rule's state.
+/// One rule's state: what the store says of it, whether the config still has it, and its
+/// failing keys.
 #[derive(Clone, Debug, Serialize)]
 pub struct RuleView {
-    pub rule: String,
+    #[serde(flatten)]
+    pub status: RuleStatus,
     /// False for a rule the store knows but the config no longer has.
     pub configured: bool,
-    pub cursor: Option<DateTime<Utc>>,
-    pub mapped: u64,
-    pub open: u64,
-    pub closed: u64,
-    pub failed: u64,
-    pub pending_intents: u64,
-    pub last_run: Option<RunRecord>,
     pub failing: Vec<FailingKey>,
 }
 
@@ -50,15 +45,8 @@ pub struct StatusReport {
 /// The store exists but cannot be read.
 pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, StoreError> {
     let empty = |name: &String| RuleView {
-        rule: name.clone(),
+        status: RuleStatus::empty(name),
         configured: true,
-        cursor: None,
-        mapped: 0,
-        open: 0,
-        closed: 0,
-        failed: 0,
-        pending_intents: 0,
-        last_run: None,
         failing: Vec::new(),
     };
     let store = match Store::open_read_only(path) {
@@ -75,7 +63,7 @@ pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, Stor
     let known = store.rule_status().await?;
     let mut views: Vec<RuleView> = rules.iter().map(empty).collect();
     for s in known {
-        let idx = match views.iter().position(|v| v.rule == s.rule) {
+        let idx = match views.iter().position(|v| v.status.rule == s.rule) {
             Some(i) => i,
             None => {
                 views.push(RuleView {
@@ -97,13 +85,7 @@ pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, Stor
             })
             .collect();
         let v = &mut views[idx];
-        v.cursor = s.cursor;
-        v.mapped = s.mapped;
-        v.open = s.open;
-        v.closed = s.closed;
-        v.failed = s.failed;
-        v.pending_intents = s.pending_intents;
-        v.last_run = s.last_run;
+        v.status = s;
         v.failing = failing;
     }
     Ok(StatusReport {
@@ -135,7 +117,8 @@ pub fn render(report: &StatusReport) -> String {
         "{:<20} {:<21} {:<21} {:<9} {:>7} {:>6} {:>7} {:>7}",
         "RULE", "CURSOR", "LAST RUN", "OUTCOME", "MAPPED", "OPEN", "CLOSED", "FAILING"
     );
-    for r in &report.rules {
+    for view in &report.rules {
+        let r = &view.status;
         let (last, outcome) = match &r.last_run {
             Some(run) => (
                 when(Some(run.started_at)),
@@ -143,7 +126,7 @@ pub fn render(report: &StatusReport) -> String {
             ),
             None => ("-".to_owned(), "never".to_owned()),
         };
-        let name = if r.configured {
+        let name = if view.configured {
             r.rule.clone()
         } else {
             format!("{} (not in config)", r.rule)
@@ -177,7 +160,7 @@ pub fn render(report: &StatusReport) -> String {
                     .unwrap_or_default()
             );
         }
-        for f in &r.failing {
+        for f in &view.failing {
             let _ = writeln!(
                 out,
                 "    failing {} ({} attempts, last {}): {}",

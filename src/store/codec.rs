@@ -101,29 +101,19 @@ impl ToSql for JiraKey {
     }
 }
 
-impl ToSql for Target {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
-    }
+/// The enums the store writes, by their one name (`domain::string_enum!`); reading them back
+/// goes through [`Cell::name`], which reports an unknown name as corrupt with its row.
+macro_rules! to_sql_by_name {
+    ($($t:ty),+) => {$(
+        impl ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+    )+};
 }
 
-impl ToSql for RemoteState {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
-    }
-}
-
-impl ToSql for RunMode {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
-    }
-}
-
-impl ToSql for RunOutcome {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
-    }
-}
+to_sql_by_name!(Target, RemoteState, RunMode, RunOutcome);
 
 /// A `u64` bound as SQLite's signed 64-bit integer; a value above `i64::MAX` (which no count or
 /// GitLab iid reaches) fails the statement instead of wrapping.

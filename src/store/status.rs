@@ -34,6 +34,22 @@ pub struct RuleStatus {
     pub last_run: Option<RunRecord>,
 }
 
+impl RuleStatus {
+    /// A rule the store holds nothing of yet.
+    pub fn empty(rule: &str) -> Self {
+        Self {
+            rule: rule.to_owned(),
+            cursor: None,
+            mapped: 0,
+            open: 0,
+            closed: 0,
+            failed: 0,
+            pending_intents: 0,
+            last_run: None,
+        }
+    }
+}
+
 /// One entry of the run log.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RunRecord {
