@@ -123,6 +123,38 @@ impl fmt::Display for JiraKey {
     }
 }
 
+/// A Jira issue's id, such as `10042`. Unlike the key it never changes: an issue moved to
+/// another project gets a new key and keeps its id, so the id is what a GitLab object is
+/// replicated from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JiraId(String);
+
+impl JiraId {
+    /// Wraps an id, checking it is a non-empty run of digits (as Jira writes ids).
+    ///
+    /// # Errors
+    /// Returns the offending text.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(s.to_owned())
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JiraId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 string_enum! {
     /// What a rule replicates into.
     pub enum Target {
@@ -161,6 +193,9 @@ string_enum! {
 /// One Jira issue as the search returned it, already decoded and normalised to UTC.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IssueSnapshot {
+    /// Jira's id; `None` only in snapshots stored before ids were kept.
+    #[serde(default)]
+    pub id: Option<JiraId>,
     pub key: JiraKey,
     pub summary: String,
     /// The description as Markdown (ADF converted on Cloud, wiki markup on Data Center), if any.
@@ -264,10 +299,18 @@ pub struct RemoteObject {
 /// The Jira key → GitLab object link, with the last state we replicated.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Mapping {
+    /// The rule that last wrote it.
     pub rule: String,
+    /// The issue's key when last replicated (it follows a move to another Jira project).
     pub jira_key: JiraKey,
+    /// With `project_id` and `target`, what identifies the object; `None` in rows from before
+    /// ids were kept, until the issue is next replicated.
+    pub jira_id: Option<JiraId>,
     pub target: Target,
+    /// The project as configured (a path or an id), for people.
     pub project: String,
+    /// The project's numeric id, which a rename or a reused path cannot change.
+    pub project_id: Option<u64>,
     pub iid: Option<u64>,
     pub web_url: Option<String>,
     pub state: RemoteState,

@@ -119,6 +119,9 @@ pub struct Destination {
     pub target: Target,
     /// The project, as configured: a numeric id or a `group/project` path.
     pub project: String,
+    /// The project's numeric id once the engine resolved it (never set by the config): requests
+    /// address the project by it, so a renamed or reused path cannot redirect them.
+    pub project_id: Option<u64>,
     /// For `target = "alert"`: the HTTP integration's URL and key.
     pub alert: Option<AlertEndpoint>,
 }

@@ -380,6 +380,7 @@ pub(super) fn validate_rule(
         destination: Destination {
             target,
             project: project.to_owned(),
+            project_id: None,
             alert,
         },
         labels: raw.labels.iter().map(|l| l.trim().to_owned()).collect(),

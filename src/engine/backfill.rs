@@ -29,7 +29,7 @@ use tracing::{Instrument, error, info, info_span};
 use crate::config::RuleConfig;
 use crate::domain::{IssueSnapshot, JiraKey, RunCounts, RunMode, RunOutcome, UndecodableIssue};
 
-use super::ports::{GitLabSink, JiraSource, SyncStore};
+use super::ports::{GitLabSink, JiraSource, Place, SyncStore};
 
 use super::walk::PageWalk;
 use super::{
@@ -213,6 +213,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             let mut done: u64 = 0;
             let mut restore_times: Vec<chrono::Duration> = Vec::new();
             let mut first_page = true;
+            let mut place: Option<Place> = None;
             while let Some(item) = rx.recv().await {
                 let page = item?;
                 if first_page && report.total.is_none() {
@@ -239,52 +240,18 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     .filter(|s| s.created >= req.since && s.created < until)
                     .collect();
                 previous = current;
-                let keys = fresh.iter().map(|s| s.key.clone()).collect();
-                let mappings = self
-                    .store
-                    .mappings(&rule.name, keys)
-                    .await
-                    .map_err(|e| EngineError::store(rule, e))?;
-                done += fresh.len() as u64;
-                report.counts.seen += fresh.len() as u64;
-
                 let mut complete = true;
-                let mut outcomes = futures_util::stream::iter(fresh)
-                    .map(|snap| {
-                        let mapping = mappings.get(&snap.key).cloned();
-                        async move {
-                            if cancel.is_cancelled() {
-                                return None;
-                            }
-                            Some(
-                                self.apply(rule, snap, mapping, Source::Backfill, None)
-                                    .await,
-                            )
-                        }
-                    })
-                    .buffer_unordered(req.concurrency.max(1));
-                while let Some(outcome) = outcomes.next().await {
-                    let Some(outcome) = outcome else {
-                        complete = false;
-                        continue;
+                if !fresh.is_empty() {
+                    // Resolved on the first page with issues: a backfill of nothing needs none.
+                    let place = match &place {
+                        Some(p) => p.clone(),
+                        None => place.insert(self.place(rule).await?).clone(),
                     };
-                    let out = outcome?;
-                    if let Some(m) = &out.mapping
-                        && let Some(closed) = m.closed_at
-                        && out.counts.closed > 0
-                    {
-                        restore_times.push(closed - m.created_at);
-                    }
-                    add_counts(&mut report.counts, &out.counts);
-                    if let Some(f) = out.failure {
-                        report.failures.push(f);
-                    }
-                    if let Some(a) = out.action
-                        && report.planned.len() < req.sample
-                    {
-                        report.planned.push(a);
-                    }
-                    report.timestamps_ignored |= out.timestamps_ignored;
+                    done += fresh.len() as u64;
+                    report.counts.seen += fresh.len() as u64;
+                    complete = self
+                        .write_page(rule, &place, fresh, req, cancel, report, &mut restore_times)
+                        .await?;
                 }
                 progress.advance(done, &report.counts);
                 if !complete || cancel.is_cancelled() {
@@ -306,5 +273,65 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         let (searches, result) = tokio::join!(producer, consumer);
         report.jira_requests += searches;
         result
+    }
+
+    /// Applies one page's new issues, up to `req.concurrency` at once, into `report`; returns
+    /// false if cancelled before every issue was applied.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_page(
+        &self,
+        rule: &RuleConfig,
+        place: &Place,
+        fresh: Vec<IssueSnapshot>,
+        req: &BackfillRequest,
+        cancel: &CancellationToken,
+        report: &mut BackfillReport,
+        restore_times: &mut Vec<chrono::Duration>,
+    ) -> Result<bool, EngineError> {
+        let issues: Vec<_> = fresh.iter().map(|s| (s.id.clone(), s.key.clone())).collect();
+        let mappings = self
+            .store
+            .mappings(place, issues)
+            .await
+            .map_err(|e| EngineError::store(rule, e))?;
+        let mut complete = true;
+        let mut outcomes = futures_util::stream::iter(fresh)
+            .map(|snap| {
+                let mapping = mappings.get(&snap.key).cloned();
+                async move {
+                    if cancel.is_cancelled() {
+                        return None;
+                    }
+                    Some(
+                        self.apply(rule, place, snap, mapping, Source::Backfill, None)
+                            .await,
+                    )
+                }
+            })
+            .buffer_unordered(req.concurrency.max(1));
+        while let Some(outcome) = outcomes.next().await {
+            let Some(outcome) = outcome else {
+                complete = false;
+                continue;
+            };
+            let out = outcome?;
+            if let Some(m) = &out.mapping
+                && let Some(closed) = m.closed_at
+                && out.counts.closed > 0
+            {
+                restore_times.push(closed - m.created_at);
+            }
+            add_counts(&mut report.counts, &out.counts);
+            if let Some(f) = out.failure {
+                report.failures.push(f);
+            }
+            if let Some(a) = out.action
+                && report.planned.len() < req.sample
+            {
+                report.planned.push(a);
+            }
+            report.timestamps_ignored |= out.timestamps_ignored;
+        }
+        Ok(complete)
     }
 }

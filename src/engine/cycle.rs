@@ -11,7 +11,7 @@ use crate::config::RuleConfig;
 use crate::domain::{IssueSnapshot, JiraKey, Mapping, RunCounts, RunMode, RunOutcome};
 
 use super::execute::Outcome;
-use super::ports::{GitLabSink, JiraSource, SyncStore};
+use super::ports::{GitLabSink, JiraSource, Place, SyncStore};
 use super::walk::PageWalk;
 use super::{EngineError, IssueFailure, RunReport, Source, SyncEngine, add_counts, jql, uuid_like};
 
@@ -30,6 +30,8 @@ struct Run<'a> {
     seen: HashSet<(JiraKey, DateTime<Utc>)>,
     /// The cursor never moves past this: `start − lookback`.
     ceiling: DateTime<Utc>,
+    /// Where the rule writes, resolved on the first issue (an idle run needs no project id).
+    place: Option<Place>,
 }
 
 impl Run<'_> {
@@ -99,6 +101,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             mappings: HashMap::new(),
             seen: HashSet::new(),
             ceiling: started - lookback,
+            place: None,
         };
         let result = self.walk(&mut run, started, lookback, cancel).await;
         let mut report = run.report;
@@ -140,8 +143,8 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             .await
             .map_err(|e| EngineError::store(rule, e))?;
         if !failures.is_empty() {
-            let keys = failures.iter().map(|f| f.snapshot.key.clone()).collect();
-            self.load_mappings(run, keys).await?;
+            let issues = failures.iter().map(|f| &f.snapshot).collect();
+            self.load_mappings(run, issues).await?;
             info!(count = failures.len(), "retrying issues that failed before");
         }
         for f in failures {
@@ -173,14 +176,13 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     error: bad.reason,
                 });
             }
-            let keys = result
+            let unknown = result
                 .issues
                 .iter()
-                .map(|s| s.key.clone())
-                .filter(|k| !run.mappings.contains_key(k))
+                .filter(|s| !run.mappings.contains_key(&s.key))
                 .collect::<Vec<_>>();
-            if !keys.is_empty() {
-                self.load_mappings(run, keys).await?;
+            if !unknown.is_empty() {
+                self.load_mappings(run, unknown).await?;
             }
             for snap in result.issues {
                 if cancel.is_cancelled() {
@@ -200,14 +202,29 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         Ok(true)
     }
 
+    /// Where the run writes, resolved once.
+    async fn run_place(&self, run: &mut Run<'_>) -> Result<Place, EngineError> {
+        if let Some(p) = &run.place {
+            return Ok(p.clone());
+        }
+        let place = self.place(run.rule).await?;
+        run.place = Some(place.clone());
+        Ok(place)
+    }
+
     async fn load_mappings(
         &self,
         run: &mut Run<'_>,
-        keys: Vec<JiraKey>,
+        issues: Vec<&IssueSnapshot>,
     ) -> Result<(), EngineError> {
+        let place = self.run_place(run).await?;
+        let issues = issues
+            .into_iter()
+            .map(|s| (s.id.clone(), s.key.clone()))
+            .collect();
         let found = self
             .store
-            .mappings(&run.rule.name, keys)
+            .mappings(&place, issues)
             .await
             .map_err(|e| EngineError::store(run.rule, e))?;
         for (k, m) in found {
@@ -228,7 +245,10 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             Source::Search => Some(snap.updated.min(run.ceiling)),
             Source::Retry | Source::Backfill => None,
         };
-        let outcome = self.apply(run.rule, snap, mapping, source, cursor).await?;
+        let place = self.run_place(run).await?;
+        let outcome = self
+            .apply(run.rule, &place, snap, mapping, source, cursor)
+            .await?;
         run.absorb(outcome);
         Ok(())
     }

@@ -13,11 +13,11 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Destination;
 use crate::domain::{
-    Commit, Failure, Intent, JiraKey, Mapping, NewObject, RemoteObject, RemoteState, RunCounts,
+    Commit, Failure, Intent, JiraId, JiraKey, Mapping, NewObject, RemoteObject, RemoteState, RunCounts,
     RunMode, RunOutcome,
 };
 
-use super::ports::{GitLabSink, SyncStore};
+use super::ports::{GitLabSink, Place, ResolvedProject, SyncStore};
 
 /// A GitLab sink that sends no write: each one is answered as GitLab would answer it.
 pub struct DryRunSink<G>(G);
@@ -45,6 +45,19 @@ impl<G: GitLabSink> GitLabSink for DryRunSink<G> {
             closed_at: None,
             content: None,
         })
+    }
+
+    async fn resolve_project(&self, configured: &str) -> Result<ResolvedProject, Self::Error> {
+        self.0.resolve_project(configured).await
+    }
+
+    async fn own_objects(
+        &self,
+        dest: &Destination,
+        above_iid: Option<u64>,
+        browse_base: &str,
+    ) -> Result<Vec<(JiraKey, RemoteObject)>, Self::Error> {
+        self.0.own_objects(dest, above_iid, browse_base).await
     }
 
     async fn find(
@@ -96,10 +109,12 @@ fn simulated(m: &Mapping, state: RemoteState, closed_at: Option<DateTime<Utc>>) 
     }
 }
 
-/// What a dry run "wrote", by rule.
+/// What a dry run "wrote".
 #[derive(Default)]
 struct Overlay {
-    mappings: HashMap<(String, JiraKey), Mapping>,
+    /// By project id and key.
+    mappings: HashMap<(u64, JiraKey), Mapping>,
+    projects: HashMap<String, ResolvedProject>,
     /// Keys whose stored failure a commit settled (replicated or failed again).
     settled: HashSet<(String, JiraKey)>,
     cursors: HashMap<String, DateTime<Utc>>,
@@ -144,13 +159,14 @@ impl<S: SyncStore> SyncStore for DryRunStore<S> {
 
     async fn mappings(
         &self,
-        rule: &str,
-        keys: Vec<JiraKey>,
+        place: &Place,
+        issues: Vec<(Option<JiraId>, JiraKey)>,
     ) -> Result<HashMap<JiraKey, Mapping>, Self::Error> {
-        let mut found = self.inner.mappings(rule, keys.clone()).await?;
+        let keys: Vec<JiraKey> = issues.iter().map(|(_, k)| k.clone()).collect();
+        let mut found = self.inner.mappings(place, issues).await?;
         let overlay = self.overlay();
         for key in keys {
-            if let Some(m) = overlay.mappings.get(&(rule.to_owned(), key.clone())) {
+            if let Some(m) = overlay.mappings.get(&(place.project_id, key.clone())) {
                 found.insert(key, m.clone());
             }
         }
@@ -158,13 +174,41 @@ impl<S: SyncStore> SyncStore for DryRunStore<S> {
     }
 
     /// Every create is planned as a first attempt: recording an attempt would be a write.
-    async fn begin_intent(&self, rule: &str, key: &JiraKey) -> Result<Intent, Self::Error> {
+    async fn begin_intent(
+        &self,
+        rule: &str,
+        _place: &Place,
+        _id: Option<&JiraId>,
+        key: &JiraKey,
+    ) -> Result<Intent, Self::Error> {
         Ok(Intent {
             rule: rule.to_owned(),
             jira_key: key.clone(),
             previous_attempts: 0,
             started_at: Utc::now(),
         })
+    }
+
+    async fn project_id(&self, configured: &str) -> Result<Option<u64>, Self::Error> {
+        if let Some(p) = self.overlay().projects.get(configured) {
+            return Ok(Some(p.id));
+        }
+        self.inner.project_id(configured).await
+    }
+
+    async fn remember_project(
+        &self,
+        configured: &str,
+        project: &ResolvedProject,
+    ) -> Result<(), Self::Error> {
+        self.overlay()
+            .projects
+            .insert(configured.to_owned(), project.clone());
+        Ok(())
+    }
+
+    async fn max_iid(&self, place: &Place) -> Result<Option<u64>, Self::Error> {
+        self.inner.max_iid(place).await
     }
 
     async fn commit(
@@ -177,7 +221,9 @@ impl<S: SyncStore> SyncStore for DryRunStore<S> {
         let key = match commit {
             Commit::Replicated(m) => {
                 let key = m.jira_key.clone();
-                overlay.mappings.insert((rule.to_owned(), key.clone()), m);
+                if let Some(project_id) = m.project_id {
+                    overlay.mappings.insert((project_id, key.clone()), m);
+                }
                 key
             }
             Commit::Failed { snapshot, .. } => snapshot.key,

@@ -15,11 +15,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::RuleConfig;
 use crate::domain::{
-    Commit, Intent, IssueSnapshot, Mapping, NewObject, RemoteObject, RemoteState, RunCounts, Target,
+    Commit, Intent, IssueSnapshot, JiraKey, Mapping, NewObject, RemoteObject, RemoteState, RunCounts, Target,
 };
 
 use super::plan::{Action, plan};
-use super::ports::{GitLabSink, JiraSource, PortError, SyncStore};
+use super::ports::{GitLabSink, JiraSource, Place, PortError, SyncStore};
 use super::{
     Cause, EngineError, IssueFailure, PlannedAction, Source, SyncEngine, error_chain, render,
 };
@@ -39,6 +39,12 @@ pub(super) struct Outcome {
     pub(super) timestamps_ignored: bool,
 }
 
+/// What every step of applying one snapshot needs: the rule and where it writes.
+struct Ctx<'a> {
+    rule: &'a RuleConfig,
+    place: &'a Place,
+}
+
 impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     /// Plans and applies one snapshot, committing each GitLab write (with `cursor`, once the
     /// snapshot is fully replicated or recorded as failed). Independent of any run state, so
@@ -51,11 +57,21 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     pub(super) async fn apply(
         &self,
         rule: &RuleConfig,
+        place: &Place,
         snap: IssueSnapshot,
         mapping: Option<Mapping>,
         source: Source,
         cursor: Option<DateTime<Utc>>,
     ) -> Result<Outcome, EngineError> {
+        let cx = &Ctx { rule, place };
+        // A row from before ids were kept takes them now; a moved issue's row takes its new key
+        // (so its title, which shows the key, is rewritten).
+        let mapping = mapping.map(|m| Mapping {
+            jira_id: m.jira_id.or_else(|| snap.id.clone()),
+            project_id: m.project_id.or(Some(place.project_id)),
+            jira_key: snap.key.clone(),
+            ..m
+        });
         let browse = self.jira.browse_url(&snap.key);
         let obj = render::new_object(rule, &snap, &browse);
         let hash = render::content_hash(&obj);
@@ -78,7 +94,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                         && let Some(m) = mapping
                     {
                         // A newer change already replicated: the stored failure is obsolete.
-                        self.commit(rule, &mut out, Commit::Replicated(m), None)
+                        self.commit(cx, &mut out, Commit::Replicated(m), None)
                             .await?;
                     }
                 }
@@ -87,14 +103,14 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     m.jira_updated = snap.updated;
                     m.content_hash = Some(hash);
                     out.counts.skipped += 1;
-                    self.commit(rule, &mut out, Commit::Replicated(m), cursor)
+                    self.commit(cx, &mut out, Commit::Replicated(m), cursor)
                         .await?;
                 }
                 Action::Create { then_close } => {
-                    let m = match self.create(rule, &mut out, &snap, &obj, &hash).await? {
+                    let m = match self.create(cx, &mut out, &snap, &obj, &hash).await? {
                         Ok(m) => m,
                         Err(e) => {
-                            self.fail(rule, &mut out, snap, e, cursor).await?;
+                            self.fail(cx, &mut out, snap, e, cursor).await?;
                             return Ok(out);
                         }
                     };
@@ -104,14 +120,14 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     let close = then_close && m.state != RemoteState::Closed;
                     let stale = m.content_hash.is_none();
                     let commit_cursor = if close || stale { None } else { cursor };
-                    self.commit(rule, &mut out, Commit::Replicated(m.clone()), commit_cursor)
+                    self.commit(cx, &mut out, Commit::Replicated(m.clone()), commit_cursor)
                         .await?;
                     if close {
                         let edit = stale.then_some((&obj, hash));
-                        self.set_state(rule, &mut out, snap, m, true, edit, cursor)
+                        self.set_state(cx, &mut out, snap, m, true, edit, cursor)
                             .await?;
                     } else if stale {
-                        self.rewrite(rule, &mut out, snap, m, &obj, hash, cursor)
+                        self.rewrite(cx, &mut out, snap, m, &obj, hash, cursor)
                             .await?;
                     }
                 }
@@ -119,12 +135,12 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     let close = matches!(action, Action::Close { .. });
                     let m = mapping.expect("plan() closes and reopens only mapped issues");
                     let edit = edit.then_some((&obj, hash));
-                    self.set_state(rule, &mut out, snap, m, close, edit, cursor)
+                    self.set_state(cx, &mut out, snap, m, close, edit, cursor)
                         .await?;
                 }
                 Action::Update => {
                     let m = mapping.expect("plan() updates only mapped issues");
-                    self.rewrite(rule, &mut out, snap, m, &obj, hash, cursor)
+                    self.rewrite(cx, &mut out, snap, m, &obj, hash, cursor)
                         .await?;
                 }
             }
@@ -136,7 +152,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
 
     async fn commit(
         &self,
-        rule: &RuleConfig,
+        cx: &Ctx<'_>,
         out: &mut Outcome,
         commit: Commit,
         cursor: Option<DateTime<Utc>>,
@@ -145,15 +161,15 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             out.mapping = Some(m.clone());
         }
         self.store
-            .commit(&rule.name, commit, cursor)
+            .commit(&cx.rule.name, commit, cursor)
             .await
-            .map_err(|e| EngineError::store(rule, e))
+            .map_err(|e| EngineError::store(cx.rule, e))
     }
 
     /// Records a per-issue failure (or stops the run if GitLab refuses everything).
     async fn fail(
         &self,
-        rule: &RuleConfig,
+        cx: &Ctx<'_>,
         out: &mut Outcome,
         snap: IssueSnapshot,
         e: G::Error,
@@ -161,7 +177,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     ) -> Result<(), EngineError> {
         if e.stops_run() {
             return Err(EngineError::GitLab {
-                rule: rule.name.clone(),
+                rule: cx.rule.name.clone(),
                 jira_key: snap.key,
                 source: Cause::new(e),
             });
@@ -174,7 +190,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             error: message.clone(),
         });
         self.commit(
-            rule,
+            cx,
             out,
             Commit::Failed {
                 snapshot: snap,
@@ -192,7 +208,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     /// the inner one is this issue's failure.
     async fn create(
         &self,
-        rule: &RuleConfig,
+        cx: &Ctx<'_>,
         out: &mut Outcome,
         snap: &IssueSnapshot,
         obj: &NewObject,
@@ -200,11 +216,15 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     ) -> Result<Result<Mapping, G::Error>, EngineError> {
         let intent = self
             .store
-            .begin_intent(&rule.name, &snap.key)
+            .begin_intent(&cx.rule.name, cx.place, snap.id.as_ref(), &snap.key)
             .await
-            .map_err(|e| EngineError::store(rule, e))?;
+            .map_err(|e| EngineError::store(cx.rule, e))?;
+        let adopted = match self.adoptable(cx, &snap.key).await? {
+            Ok(adopted) => adopted,
+            Err(e) => return Ok(Err(e)),
+        };
         Ok(self
-            .create_once(rule, out, snap, obj, &intent)
+            .create_once(cx, out, snap, obj, &intent, adopted)
             .await
             .map(|(m, current)| Mapping {
                 // An adopted object made from older Jira text keeps no hash of the new one, so
@@ -216,16 +236,23 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
 
     async fn create_once(
         &self,
-        rule: &RuleConfig,
+        cx: &Ctx<'_>,
         out: &mut Outcome,
         snap: &IssueSnapshot,
         obj: &NewObject,
         intent: &Intent,
+        mut adopted: Option<RemoteObject>,
     ) -> Result<(Mapping, bool), G::Error> {
-        let dest = &rule.destination;
+        let dest = &cx.place.dest;
         let browse = self.jira.browse_url(&snap.key);
         let mut attempt = 0u32;
         let remote = loop {
+            if attempt == 0
+                && let Some(found) = adopted.take()
+            {
+                info!(iid = ?found.iid, "found an object the sync made that the store did not know; adopting it");
+                break found;
+            }
             attempt += 1;
             if (intent.previous_attempts > 0 || attempt > 1)
                 && let Some(found) = self
@@ -254,13 +281,13 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         if dest.target != Target::Alert
             && (remote.created_at - snap.created).abs() > TIMESTAMP_TOLERANCE
         {
-            self.timestamps_ignored(rule, out, "created_at", snap.created, remote.created_at);
+            self.timestamps_ignored(cx, out, "created_at", snap.created, remote.created_at);
         }
         // What GitLab holds, where its answer shows it: an adopted object may predate an edit.
         let current = remote.content.as_ref().is_none_or(|(title, description)| {
             *title == obj.title && description.trim_end() == obj.description.trim_end()
         });
-        Ok((mapping_from(rule, snap, &remote), current))
+        Ok((mapping_from(cx, snap, &remote), current))
     }
 
     /// Closes (`close`) or reopens the object, then commits; then rewrites it if `edit` holds
@@ -268,7 +295,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     #[allow(clippy::too_many_arguments)]
     async fn set_state(
         &self,
-        rule: &RuleConfig,
+        cx: &Ctx<'_>,
         out: &mut Outcome,
         snap: IssueSnapshot,
         m: Mapping,
@@ -276,7 +303,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         edit: Option<(&NewObject, String)>,
         cursor: Option<DateTime<Utc>>,
     ) -> Result<(), EngineError> {
-        let dest = &rule.destination;
+        let dest = &cx.place.dest;
         let result = if close {
             let at = snap.resolved_at.unwrap_or(snap.updated);
             self.gitlab.close(dest, &m, at).await
@@ -285,7 +312,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         };
         let remote = match result {
             Ok(r) => r,
-            Err(e) => return self.fail(rule, out, snap, e, cursor).await,
+            Err(e) => return self.fail(cx, out, snap, e, cursor).await,
         };
         if close {
             out.counts.closed += 1;
@@ -294,7 +321,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 && let (Some(asked), Some(got)) = (snap.resolved_at, remote.closed_at)
                 && (got - asked).abs() > TIMESTAMP_TOLERANCE
             {
-                self.timestamps_ignored(rule, out, "closed_at", asked, got);
+                self.timestamps_ignored(cx, out, "closed_at", asked, got);
             }
         } else {
             out.counts.reopened += 1;
@@ -303,23 +330,63 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         let updated = m.followed(&remote, snap.updated);
         match edit {
             None => {
-                self.commit(rule, out, Commit::Replicated(updated), cursor)
+                self.commit(cx, out, Commit::Replicated(updated), cursor)
                     .await
             }
             Some((obj, hash)) => {
-                self.commit(rule, out, Commit::Replicated(updated.clone()), None)
+                self.commit(cx, out, Commit::Replicated(updated.clone()), None)
                     .await?;
-                self.rewrite(rule, out, snap, updated, obj, hash, cursor)
+                self.rewrite(cx, out, snap, updated, obj, hash, cursor)
                     .await
             }
         }
+    }
+
+    /// The object the sync made for `key` in the project that the store does not know (a lost
+    /// or restored store), if any. The project is looked through once per process, before its
+    /// first create: the objects above the highest iid the store knows (all of the sync user's
+    /// when it knows none).
+    async fn adoptable(
+        &self,
+        cx: &Ctx<'_>,
+        key: &JiraKey,
+    ) -> Result<Result<Option<RemoteObject>, G::Error>, EngineError> {
+        let mut all = self.adoptable.lock().await;
+        let project = cx.place.project_id;
+        if !all.contains_key(&project) {
+            let above = self
+                .store
+                .max_iid(cx.place)
+                .await
+                .map_err(|e| EngineError::store(cx.rule, e))?;
+            let found = match self
+                .gitlab
+                .own_objects(&cx.place.dest, above, &self.jira.browse_base())
+                .await
+            {
+                Ok(found) => found,
+                Err(e) => return Ok(Err(e)),
+            };
+            if !found.is_empty() {
+                warn!(
+                    project = %cx.place.project(),
+                    count = found.len(),
+                    "GitLab holds objects the sync made that the store does not know (a lost or \
+                     restored store?); they are adopted instead of created again"
+                );
+            }
+            all.insert(project, found.into_iter().collect());
+        }
+        Ok(Ok(all
+            .get_mut(&project)
+            .and_then(|objects| objects.remove(key))))
     }
 
     /// Rewrites the title and description after a Jira edit, then commits the new hash.
     #[allow(clippy::too_many_arguments)]
     async fn rewrite(
         &self,
-        rule: &RuleConfig,
+        cx: &Ctx<'_>,
         out: &mut Outcome,
         snap: IssueSnapshot,
         m: Mapping,
@@ -327,9 +394,9 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         hash: String,
         cursor: Option<DateTime<Utc>>,
     ) -> Result<(), EngineError> {
-        let remote = match self.gitlab.update(&rule.destination, &m, obj).await {
+        let remote = match self.gitlab.update(&cx.place.dest, &m, obj).await {
             Ok(r) => r,
-            Err(e) => return self.fail(rule, out, snap, e, cursor).await,
+            Err(e) => return self.fail(cx, out, snap, e, cursor).await,
         };
         out.counts.updated += 1;
         info!("title and description rewritten after a Jira edit");
@@ -337,20 +404,20 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             content_hash: Some(hash),
             ..m.followed(&remote, snap.updated)
         };
-        self.commit(rule, out, Commit::Replicated(updated), cursor)
+        self.commit(cx, out, Commit::Replicated(updated), cursor)
             .await
     }
 
     fn timestamps_ignored(
         &self,
-        rule: &RuleConfig,
+        cx: &Ctx<'_>,
         out: &mut Outcome,
         field: &str,
         asked: DateTime<Utc>,
         got: DateTime<Utc>,
     ) {
         out.timestamps_ignored = true;
-        let project = &rule.destination.project;
+        let project = &cx.place.dest.project;
         let first = self
             .warned_timestamps
             .lock()
@@ -370,12 +437,14 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     }
 }
 
-fn mapping_from(rule: &RuleConfig, snap: &IssueSnapshot, remote: &RemoteObject) -> Mapping {
+fn mapping_from(cx: &Ctx<'_>, snap: &IssueSnapshot, remote: &RemoteObject) -> Mapping {
     Mapping {
-        rule: rule.name.clone(),
+        rule: cx.rule.name.clone(),
         jira_key: snap.key.clone(),
-        target: rule.destination.target,
-        project: rule.destination.project.clone(),
+        jira_id: snap.id.clone(),
+        target: cx.place.target(),
+        project: cx.place.project().to_owned(),
+        project_id: Some(cx.place.project_id),
         iid: remote.iid,
         web_url: remote.web_url.clone(),
         state: remote.state,

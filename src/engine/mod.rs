@@ -43,7 +43,7 @@ mod tests;
 mod walk;
 mod zone;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono_tz::Tz;
@@ -51,9 +51,9 @@ use serde::Serialize;
 use tracing::{error, info};
 
 use crate::config::{Config, RuleConfig};
-use crate::domain::{JiraKey, RunCounts, RunMode, RunOutcome};
+use crate::domain::{JiraKey, RemoteObject, RunCounts, RunMode, RunOutcome};
 use crate::http::RetryPolicy;
-use ports::{GitLabSink, JiraSource, PortError, SyncStore};
+use ports::{GitLabSink, JiraSource, Place, PortError, ResolvedProject, SyncStore};
 use zone::{AccountZone, ZoneError};
 
 /// What the engine needs from the configuration.
@@ -125,6 +125,13 @@ pub enum EngineError {
         #[source]
         source: Cause,
     },
+    #[error("rule {rule:?}: cannot resolve gitlab_project {project:?}")]
+    Project {
+        rule: String,
+        project: String,
+        #[source]
+        source: Cause,
+    },
 }
 
 impl EngineError {
@@ -146,7 +153,8 @@ impl EngineError {
         match self {
             EngineError::Jira { source, .. }
             | EngineError::GitLab { source, .. }
-            | EngineError::Store { source, .. } => source,
+            | EngineError::Store { source, .. }
+            | EngineError::Project { source, .. } => source,
         }
     }
 
@@ -252,6 +260,11 @@ pub struct SyncEngine<J, G, S> {
     settings: EngineSettings,
     zone: AccountZone,
     warned_timestamps: std::sync::Mutex<HashSet<String>>,
+    /// Configured project → its numeric id, as resolved in this process.
+    places: std::sync::Mutex<HashMap<String, u64>>,
+    /// Per project id: objects the sync wrote that the store did not know when the project was
+    /// first written to in this process (a lost or restored store), by the key their link names.
+    adoptable: tokio::sync::Mutex<HashMap<u64, HashMap<JiraKey, RemoteObject>>>,
 }
 
 impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
@@ -263,7 +276,72 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             zone: AccountZone::new(settings.time_zone),
             settings,
             warned_timestamps: std::sync::Mutex::new(HashSet::new()),
+            places: std::sync::Mutex::new(HashMap::new()),
+            adoptable: tokio::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Where `rule` writes, with its project's numeric id: from memory, the store, or (once
+    /// ever per configured project) GitLab. A numeric `gitlab_project` is its own id.
+    ///
+    /// # Errors
+    /// The project cannot be resolved (it does not exist, or the token cannot see it), or the
+    /// store fails.
+    async fn place(&self, rule: &RuleConfig) -> Result<Place, EngineError> {
+        let dest = &rule.destination;
+        let cached = self
+            .places
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&dest.project)
+            .copied();
+        if let Some(id) = cached {
+            return Ok(Place::new(dest, id));
+        }
+        let id = match dest.project.parse::<u64>() {
+            Ok(id) => id,
+            Err(_) => match self
+                .store
+                .project_id(&dest.project)
+                .await
+                .map_err(|e| EngineError::store(rule, e))?
+            {
+                Some(id) => id,
+                None => {
+                    let resolved = self.gitlab.resolve_project(&dest.project).await.map_err(
+                        |e| EngineError::Project {
+                            rule: rule.name.clone(),
+                            project: dest.project.clone(),
+                            source: Cause::new(e),
+                        },
+                    )?;
+                    self.remember(rule, &resolved).await?;
+                    resolved.id
+                }
+            },
+        };
+        self.places
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(dest.project.clone(), id);
+        Ok(Place::new(dest, id))
+    }
+
+    async fn remember(
+        &self,
+        rule: &RuleConfig,
+        resolved: &ResolvedProject,
+    ) -> Result<(), EngineError> {
+        info!(
+            project = %rule.destination.project,
+            id = resolved.id,
+            path = %resolved.path_with_namespace,
+            "GitLab project resolved; it is addressed by its id from now on"
+        );
+        self.store
+            .remember_project(&rule.destination.project, resolved)
+            .await
+            .map_err(|e| EngineError::store(rule, e))
     }
 
     pub fn store(&self) -> &S {

@@ -96,6 +96,7 @@ mod tests {
 
     fn snap(updated: i64, resolved: bool) -> IssueSnapshot {
         IssueSnapshot {
+            id: None,
             key: JiraKey::parse("OPS-1").unwrap(),
             summary: "s".into(),
             description: None,
@@ -111,6 +112,8 @@ mod tests {
 
     fn mapping(updated: i64, state: RemoteState) -> Mapping {
         Mapping {
+            jira_id: None,
+            project_id: None,
             rule: "r".into(),
             jira_key: JiraKey::parse("OPS-1").unwrap(),
             target: Target::Incident,

@@ -13,9 +13,46 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Destination;
 use crate::domain::{
-    Commit, Failure, Intent, JiraKey, JiraUser, Mapping, NewObject, PageCursor, RemoteObject,
-    RunCounts, RunMode, RunOutcome, SearchPage,
+    Commit, Failure, Intent, JiraId, JiraKey, JiraUser, Mapping, NewObject, PageCursor,
+    RemoteObject, RunCounts, RunMode, RunOutcome, SearchPage, Target,
 };
+
+/// Where a rule's objects live once its project is resolved: the rule's destination, whose
+/// `project_id` is set, so every request addresses the project by its numeric id.
+#[derive(Clone, Debug)]
+pub struct Place {
+    pub dest: Destination,
+    pub project_id: u64,
+}
+
+impl Place {
+    /// `dest` at the project `project_id`.
+    pub fn new(dest: &Destination, project_id: u64) -> Self {
+        Self {
+            dest: Destination {
+                project_id: Some(project_id),
+                ..dest.clone()
+            },
+            project_id,
+        }
+    }
+
+    pub fn target(&self) -> Target {
+        self.dest.target
+    }
+
+    /// The project as configured.
+    pub fn project(&self) -> &str {
+        &self.dest.project
+    }
+}
+
+/// A project as GitLab resolved a configured path or id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedProject {
+    pub id: u64,
+    pub path_with_namespace: String,
+}
 
 /// How a port's error classifies itself. Every answer is decided from the error's type and
 /// fields (an HTTP status, a typed resource), never from its message.
@@ -59,8 +96,13 @@ pub trait JiraSource: Send + Sync {
     /// The account behind the credentials, with its profile time zone.
     fn myself(&self) -> impl Future<Output = Result<JiraUser, Self::Error>> + Send;
 
+    /// What precedes the key in the link a person follows to an issue (`<url>/browse/`).
+    fn browse_base(&self) -> String;
+
     /// The link a person follows to the issue (`<url>/browse/KEY`).
-    fn browse_url(&self, key: &JiraKey) -> String;
+    fn browse_url(&self, key: &JiraKey) -> String {
+        format!("{}{key}", self.browse_base())
+    }
 }
 
 /// The write side: what the engine needs from GitLab.
@@ -90,6 +132,23 @@ pub trait GitLabSink: Send + Sync {
         browse_url: &str,
         attempted_since: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<RemoteObject>, Self::Error>> + Send;
+
+    /// The project a configured path or id names now.
+    fn resolve_project(
+        &self,
+        configured: &str,
+    ) -> impl Future<Output = Result<ResolvedProject, Self::Error>> + Send;
+
+    /// The issues or incidents of `dest`'s project that the sync's own user wrote and whose
+    /// description holds a browse link (`browse_base` + key) on a line of its own, with iids
+    /// above `above_iid` (all of them when `None`): what a lost or restored store no longer
+    /// knows. Each with the key its link names.
+    fn own_objects(
+        &self,
+        dest: &Destination,
+        above_iid: Option<u64>,
+        browse_base: &str,
+    ) -> impl Future<Output = Result<Vec<(JiraKey, RemoteObject)>, Self::Error>> + Send;
 
     /// Closes the object, asking GitLab to record `at` as the closing time.
     fn close(
@@ -128,20 +187,44 @@ pub trait SyncStore: Send + Sync {
         rule: &str,
     ) -> impl Future<Output = Result<Option<DateTime<Utc>>, Self::Error>> + Send;
 
-    /// The mappings of `keys` under `rule` (keys with none are absent).
+    /// The mappings of `issues` (their ids and current keys) at `place`, by the key asked with
+    /// (issues with none are absent). An issue is found by its id whatever rule wrote it and
+    /// whatever its key was then; rows from before ids were kept are found by key.
     fn mappings(
         &self,
-        rule: &str,
-        keys: Vec<JiraKey>,
+        place: &Place,
+        issues: Vec<(Option<JiraId>, JiraKey)>,
     ) -> impl Future<Output = Result<HashMap<JiraKey, Mapping>, Self::Error>> + Send;
 
-    /// Records that a create of `key` is about to be sent; returns the intent with the number of
-    /// earlier attempts (an earlier attempt may already have created the object).
+    /// Records that a create for the issue `id`/`key` at `place` is about to be sent, on behalf
+    /// of `rule`; returns the intent with the number of earlier attempts (an earlier attempt may
+    /// already have created the object).
     fn begin_intent(
         &self,
         rule: &str,
+        place: &Place,
+        id: Option<&JiraId>,
         key: &JiraKey,
     ) -> impl Future<Output = Result<Intent, Self::Error>> + Send;
+
+    /// The numeric id a configured project resolved to before, if it was.
+    fn project_id(
+        &self,
+        configured: &str,
+    ) -> impl Future<Output = Result<Option<u64>, Self::Error>> + Send;
+
+    /// Remembers what a configured project resolved to.
+    fn remember_project(
+        &self,
+        configured: &str,
+        project: &ResolvedProject,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// The highest iid of any mapping at `place`, if there is one.
+    fn max_iid(
+        &self,
+        place: &Place,
+    ) -> impl Future<Output = Result<Option<u64>, Self::Error>> + Send;
 
     /// Applies `commit` and, in the same transaction, moves the rule's cursor forward to
     /// `cursor` (never backward).

@@ -143,6 +143,7 @@ mod tests {
 
     fn snap(summary: &str, description: Option<&str>) -> IssueSnapshot {
         IssueSnapshot {
+            id: None,
             key: JiraKey::parse("OPS-7").unwrap(),
             summary: summary.into(),
             description: description.map(Into::into),

@@ -10,12 +10,12 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Destination;
 use crate::domain::{
-    Commit, Failure, Intent, IssueSnapshot, JiraKey, JiraUser, Mapping, NewObject, PageCursor,
+    Commit, Failure, Intent, IssueSnapshot, JiraId, JiraKey, JiraUser, Mapping, NewObject, PageCursor,
     RemoteObject, RemoteState, RunCounts, RunMode, RunOutcome, SearchPage,
 };
 
 use super::dry_run::advance;
-use super::ports::{GitLabSink, JiraSource, PortError, SyncStore};
+use super::ports::{GitLabSink, JiraSource, Place, PortError, ResolvedProject, SyncStore};
 
 /// A port's failure, with the classification the test chooses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -80,8 +80,8 @@ impl JiraSource for MemJira {
         })
     }
 
-    fn browse_url(&self, key: &JiraKey) -> String {
-        format!("https://jira.example/browse/{key}")
+    fn browse_base(&self) -> String {
+        "https://jira.example/browse/".to_owned()
     }
 }
 
@@ -97,6 +97,8 @@ pub(crate) enum Fault {
 /// Which call a fault is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Call {
+    Resolve,
+    Scan,
     Create,
     Find,
     Close,
@@ -188,6 +190,31 @@ impl MemGitLab {
 impl GitLabSink for MemGitLab {
     type Error = MemError;
 
+    async fn resolve_project(&self, configured: &str) -> Result<ResolvedProject, MemError> {
+        lock(&self.calls).push(Call::Resolve);
+        Ok(ResolvedProject {
+            id: 1,
+            path_with_namespace: configured.to_owned(),
+        })
+    }
+
+    /// Every object above `above_iid` is the sync's own (no person writes to this GitLab).
+    async fn own_objects(
+        &self,
+        _dest: &Destination,
+        above_iid: Option<u64>,
+        _browse_base: &str,
+    ) -> Result<Vec<(JiraKey, RemoteObject)>, MemError> {
+        if let Some(Fault::Fail(e)) = self.enter(Call::Scan) {
+            return Err(e);
+        }
+        Ok(lock(&self.objects)
+            .iter()
+            .filter(|o| above_iid.is_none_or(|above| o.iid > above))
+            .map(|o| (o.jira_key.clone(), o.remote()))
+            .collect())
+    }
+
     async fn create(&self, _dest: &Destination, obj: &NewObject) -> Result<RemoteObject, MemError> {
         let fault = self.enter(Call::Create);
         if let Some(Fault::Fail(e)) = fault {
@@ -271,23 +298,39 @@ pub(crate) struct MemFailure {
     pub(crate) error: String,
 }
 
-/// A store in plain maps (one rule's worth is all the unit tests need, but keys carry the rule).
+/// What identifies an object in the in-memory store: the project id and the Jira id (or, for a
+/// snapshot without one, the key), as the port's contract says.
+type Ident = (u64, String);
+
+fn ident(project_id: u64, id: Option<&JiraId>, key: &JiraKey) -> Ident {
+    (
+        project_id,
+        id.map_or_else(|| format!("key:{key}"), |id| id.to_string()),
+    )
+}
+
+/// A store in plain maps.
 #[derive(Default)]
 pub(crate) struct MemStore {
-    pub(crate) mappings: Mutex<HashMap<(String, JiraKey), Mapping>>,
-    pub(crate) intents: Mutex<HashMap<(String, JiraKey), u32>>,
+    pub(crate) mappings: Mutex<HashMap<Ident, Mapping>>,
+    pub(crate) intents: Mutex<HashMap<Ident, u32>>,
     pub(crate) failures: Mutex<HashMap<(String, JiraKey), MemFailure>>,
     pub(crate) cursors: Mutex<HashMap<String, DateTime<Utc>>>,
     pub(crate) meta: Mutex<HashMap<String, String>>,
+    pub(crate) projects: Mutex<HashMap<String, ResolvedProject>>,
     /// Every commit, in order, with the cursor it carried.
     pub(crate) commits: Mutex<Vec<(Commit, Option<DateTime<Utc>>)>>,
     pub(crate) runs: Mutex<Vec<Option<RunOutcome>>>,
 }
 
 impl MemStore {
-    pub(crate) fn mapping(&self, rule: &str, key: &str) -> Option<Mapping> {
+    /// The mapping whose current key is `key`.
+    pub(crate) fn mapping(&self, key: &str) -> Option<Mapping> {
         let key = JiraKey::parse(key).expect("a valid key");
-        lock(&self.mappings).get(&(rule.to_owned(), key)).cloned()
+        lock(&self.mappings)
+            .values()
+            .find(|m| m.jira_key == key)
+            .cloned()
     }
 
     pub(crate) fn failure(&self, rule: &str, key: &str) -> Option<MemFailure> {
@@ -295,9 +338,11 @@ impl MemStore {
         lock(&self.failures).get(&(rule.to_owned(), key)).cloned()
     }
 
-    pub(crate) fn intent(&self, rule: &str, key: &str) -> Option<u32> {
-        let key = JiraKey::parse(key).expect("a valid key");
-        lock(&self.intents).get(&(rule.to_owned(), key)).copied()
+    /// The attempts of the one pending intent, if there is one.
+    pub(crate) fn intent(&self) -> Option<u32> {
+        let intents = lock(&self.intents);
+        assert!(intents.len() <= 1, "one pending intent at most: {intents:?}");
+        intents.values().next().copied()
     }
 
     pub(crate) fn cursor_of(&self, rule: &str) -> Option<DateTime<Utc>> {
@@ -318,22 +363,28 @@ impl SyncStore for MemStore {
 
     async fn mappings(
         &self,
-        rule: &str,
-        keys: Vec<JiraKey>,
+        place: &Place,
+        issues: Vec<(Option<JiraId>, JiraKey)>,
     ) -> Result<HashMap<JiraKey, Mapping>, MemError> {
         let all = lock(&self.mappings);
-        Ok(keys
+        Ok(issues
             .into_iter()
-            .filter_map(|k| {
-                all.get(&(rule.to_owned(), k.clone()))
-                    .map(|m| (k, m.clone()))
+            .filter_map(|(id, key)| {
+                all.get(&ident(place.project_id, id.as_ref(), &key))
+                    .map(|m| (key, m.clone()))
             })
             .collect())
     }
 
-    async fn begin_intent(&self, rule: &str, key: &JiraKey) -> Result<Intent, MemError> {
+    async fn begin_intent(
+        &self,
+        rule: &str,
+        place: &Place,
+        id: Option<&JiraId>,
+        key: &JiraKey,
+    ) -> Result<Intent, MemError> {
         let mut intents = lock(&self.intents);
-        let n = intents.entry((rule.to_owned(), key.clone())).or_insert(0);
+        let n = intents.entry(ident(place.project_id, id, key)).or_insert(0);
         let previous = *n;
         *n += 1;
         Ok(Intent {
@@ -342,6 +393,27 @@ impl SyncStore for MemStore {
             previous_attempts: previous,
             started_at: Utc::now(),
         })
+    }
+
+    async fn project_id(&self, configured: &str) -> Result<Option<u64>, MemError> {
+        Ok(lock(&self.projects).get(configured).map(|p| p.id))
+    }
+
+    async fn remember_project(
+        &self,
+        configured: &str,
+        project: &ResolvedProject,
+    ) -> Result<(), MemError> {
+        lock(&self.projects).insert(configured.to_owned(), project.clone());
+        Ok(())
+    }
+
+    async fn max_iid(&self, place: &Place) -> Result<Option<u64>, MemError> {
+        Ok(lock(&self.mappings)
+            .iter()
+            .filter(|((project, _), _)| *project == place.project_id)
+            .filter_map(|(_, m)| m.iid)
+            .max())
     }
 
     async fn commit(
@@ -353,10 +425,20 @@ impl SyncStore for MemStore {
         lock(&self.commits).push((commit.clone(), cursor));
         match commit {
             Commit::Replicated(m) => {
-                let id = (rule.to_owned(), m.jira_key.clone());
+                let id = ident(
+                    m.project_id.expect("the engine commits resolved mappings"),
+                    m.jira_id.as_ref(),
+                    &m.jira_key,
+                );
                 lock(&self.intents).remove(&id);
-                lock(&self.failures).remove(&id);
-                lock(&self.mappings).insert(id, m);
+                lock(&self.failures).remove(&(rule.to_owned(), m.jira_key.clone()));
+                lock(&self.mappings).insert(
+                    id,
+                    Mapping {
+                        rule: rule.to_owned(),
+                        ..m
+                    },
+                );
             }
             Commit::Failed { snapshot, error } => {
                 let id = (rule.to_owned(), snapshot.key.clone());

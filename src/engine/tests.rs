@@ -10,10 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::dry_run::{DryRunSink, DryRunStore};
 use super::execute::Outcome;
+use super::ports::Place;
 use super::testkit::{Call, Fault, MemError, MemGitLab, MemJira, MemStore};
 use super::*;
 use crate::config::Destination;
-use crate::domain::{Commit, IssueSnapshot, Mapping, RemoteState, Target};
+use crate::domain::{Commit, IssueSnapshot, JiraId, Mapping, RemoteState, Target};
 use crate::http::RetryPolicy;
 
 const RULE: &str = "ops";
@@ -29,6 +30,7 @@ fn rule() -> RuleConfig {
         destination: Destination {
             target: Target::Incident,
             project: "acme/ops".into(),
+            project_id: None,
             alert: None,
         },
         labels: vec!["jira".into()],
@@ -53,6 +55,11 @@ fn settings() -> EngineSettings {
 
 type Bench = SyncEngine<MemJira, MemGitLab, MemStore>;
 
+/// Where the test rule writes: its destination at project id 1.
+fn place() -> Place {
+    Place::new(&rule().destination, 1)
+}
+
 fn bench() -> Bench {
     SyncEngine::new(
         MemJira::default(),
@@ -65,6 +72,7 @@ fn bench() -> Bench {
 /// OPS-1 as Jira shows it: created at minute 0, changed at `updated`, resolved if `resolved`.
 fn snap(summary: &str, updated: i64, resolved: Option<i64>) -> IssueSnapshot {
     IssueSnapshot {
+        id: Some(JiraId::parse("10001").expect("a valid id")),
         key: JiraKey::parse("OPS-1").expect("a valid key"),
         summary: summary.into(),
         description: None,
@@ -80,38 +88,43 @@ fn snap(summary: &str, updated: i64, resolved: Option<i64>) -> IssueSnapshot {
 
 /// Replicates `s` once so the store and GitLab hold it, then forgets the calls it took.
 async fn replicated(b: &Bench, s: IssueSnapshot) -> Mapping {
-    b.apply(&rule(), s, None, Source::Search, None)
+    b.apply(&rule(), &place(), s, None, Source::Search, None)
         .await
         .expect("the first apply runs");
     b.gitlab.calls.lock().expect("unpoisoned").clear();
-    b.store.mapping(RULE, "OPS-1").expect("mapped")
+    b.store.mapping("OPS-1").expect("mapped")
 }
 
 async fn apply(b: &Bench, s: IssueSnapshot, m: Option<Mapping>) -> Result<Outcome, EngineError> {
-    b.apply(&rule(), s, m, Source::Search, Some(at(50))).await
+    b.apply(&rule(), &place(), s, m, Source::Search, Some(at(50))).await
 }
 
 /// Faults before the first apply → the GitLab calls it makes, the objects GitLab then holds,
 /// and what the store records.
 #[rstest]
-#[case::fresh_open(snap("a", 1, None), vec![], vec![Call::Create], RemoteState::Opened)]
-#[case::fresh_resolved(snap("a", 5, Some(4)), vec![], vec![Call::Create, Call::Close], RemoteState::Closed)]
+#[case::fresh_open(snap("a", 1, None), vec![], vec![Call::Scan, Call::Create], RemoteState::Opened)]
+#[case::fresh_resolved(
+    snap("a", 5, Some(4)),
+    vec![],
+    vec![Call::Scan, Call::Create, Call::Close],
+    RemoteState::Closed
+)]
 #[case::create_applied_then_lost(
     snap("a", 1, None),
     vec![(Call::Create, Fault::ApplyThenLose)],
-    vec![Call::Create, Call::Find],
+    vec![Call::Scan, Call::Create, Call::Find],
     RemoteState::Opened
 )]
 #[case::create_lost_not_applied(
     snap("a", 1, None),
     vec![(Call::Create, Fault::Fail(MemError::Lost))],
-    vec![Call::Create, Call::Find, Call::Create],
+    vec![Call::Scan, Call::Create, Call::Find, Call::Create],
     RemoteState::Opened
 )]
 #[case::close_after_a_lost_create(
     snap("a", 5, Some(4)),
     vec![(Call::Create, Fault::ApplyThenLose)],
-    vec![Call::Create, Call::Find, Call::Close],
+    vec![Call::Scan, Call::Create, Call::Find, Call::Close],
     RemoteState::Closed
 )]
 #[tokio::test(start_paused = true)]
@@ -137,10 +150,10 @@ async fn creates_exactly_once(
     );
     let m = b
         .store
-        .mapping(RULE, "OPS-1")
+        .mapping("OPS-1")
         .expect("the mapping is committed");
     assert_eq!((m.iid, m.state), (Some(objects[0].iid), state));
-    assert_eq!(b.store.intent(RULE, "OPS-1"), None, "the intent is settled");
+    assert_eq!(b.store.intent(), None, "the intent is settled");
     assert_eq!(out.counts.created, 1);
     assert_eq!(
         b.store.cursor_of(RULE),
@@ -149,12 +162,14 @@ async fn creates_exactly_once(
     );
 }
 
-/// A create an earlier, interrupted run may have sent is looked for before anything is sent:
-/// found, it is adopted (and rewritten if Jira was edited meanwhile); not found, it is created.
+/// A create an earlier, interrupted run may have sent is never sent twice: the project's look
+/// for objects the store does not know (once per process, before its first create) finds it
+/// and it is adopted, rewritten if Jira was edited meanwhile; not found there or by the intent's
+/// lookup, it is created.
 #[rstest]
-#[case::found(Some("a"), vec![Call::Find])]
-#[case::found_but_edited_since(Some("older"), vec![Call::Find, Call::Update])]
-#[case::not_found(None, vec![Call::Find, Call::Create])]
+#[case::found(Some("a"), vec![Call::Scan])]
+#[case::found_but_edited_since(Some("older"), vec![Call::Scan, Call::Update])]
+#[case::not_found(None, vec![Call::Scan, Call::Find, Call::Create])]
 #[tokio::test(start_paused = true)]
 async fn an_interrupted_create_is_looked_for_first(
     #[case] made_from: Option<&str>,
@@ -177,7 +192,7 @@ async fn an_interrupted_create_is_looked_for_first(
         b.gitlab.calls.lock().expect("unpoisoned").clear();
     }
     b.store
-        .begin_intent(RULE, &s.key)
+        .begin_intent(RULE, &place(), s.id.as_ref(), &s.key)
         .await
         .expect("the killed run's intent");
     apply(&b, s, None).await.expect("the apply runs");
@@ -188,7 +203,7 @@ async fn an_interrupted_create_is_looked_for_first(
         objects[0].title, "[OPS-1] a",
         "GitLab shows Jira's current text"
     );
-    let m = b.store.mapping(RULE, "OPS-1").expect("mapped");
+    let m = b.store.mapping("OPS-1").expect("mapped");
     assert!(
         m.content_hash.is_some(),
         "the hash of what GitLab now holds"
@@ -199,10 +214,10 @@ async fn an_interrupted_create_is_looked_for_first(
 /// cursor still moves, and no mapping is made. One whose outcome stays unknown after every
 /// attempt is a failure too, never a blind extra create.
 #[rstest]
-#[case::refused(vec![Fault::Fail(MemError::Refused)], vec![Call::Create])]
+#[case::refused(vec![Fault::Fail(MemError::Refused)], vec![Call::Scan, Call::Create])]
 #[case::lost_every_time(
     vec![Fault::Fail(MemError::Lost); 3],
-    vec![Call::Create, Call::Find, Call::Create, Call::Find, Call::Create]
+    vec![Call::Scan, Call::Create, Call::Find, Call::Create, Call::Find, Call::Create]
 )]
 #[tokio::test(start_paused = true)]
 async fn a_failed_create_is_stored_for_retry(#[case] faults: Vec<Fault>, #[case] calls: Vec<Call>) {
@@ -215,7 +230,7 @@ async fn a_failed_create_is_stored_for_retry(#[case] faults: Vec<Fault>, #[case]
         .expect("an issue's failure does not stop the run");
     assert_eq!(b.gitlab.calls(), calls);
     assert_eq!(out.counts.failed, 1);
-    assert!(b.store.mapping(RULE, "OPS-1").is_none());
+    assert!(b.store.mapping("OPS-1").is_none());
     let f = b
         .store
         .failure(RULE, "OPS-1")
@@ -227,7 +242,7 @@ async fn a_failed_create_is_stored_for_retry(#[case] faults: Vec<Fault>, #[case]
         "the cursor moves past it"
     );
     assert_eq!(
-        b.store.intent(RULE, "OPS-1"),
+        b.store.intent(),
         Some(1),
         "the intent stays, so the retry looks first"
     );
@@ -280,7 +295,7 @@ async fn a_mapped_issue_gets_only_its_difference(
         (objects[0].state, objects[0].title.as_str()),
         (state, title)
     );
-    let m = b.store.mapping(RULE, "OPS-1").expect("mapped");
+    let m = b.store.mapping("OPS-1").expect("mapped");
     assert_eq!(m.state, state);
     assert_eq!(
         m.jira_updated,
@@ -297,7 +312,7 @@ async fn reopen_then_close_again() {
     apply(&b, snap("a", 6, None), Some(m))
         .await
         .expect("reopen");
-    let m = b.store.mapping(RULE, "OPS-1").expect("mapped");
+    let m = b.store.mapping("OPS-1").expect("mapped");
     assert_eq!(m.state, RemoteState::Opened);
     apply(&b, snap("a", 9, Some(8)), Some(m))
         .await
@@ -319,7 +334,7 @@ async fn a_lost_close_is_retried_from_the_stored_failure() {
     assert_eq!(out.counts.failed, 1);
     let failed = b.store.failure(RULE, "OPS-1").expect("stored").snapshot;
     let out = b
-        .apply(&rule(), failed, Some(m), Source::Retry, None)
+        .apply(&rule(), &place(), failed, Some(m), Source::Retry, None)
         .await
         .expect("the retry runs");
     assert_eq!(out.counts.closed, 1);
@@ -328,7 +343,7 @@ async fn a_lost_close_is_retried_from_the_stored_failure() {
         "the failure is settled"
     );
     assert_eq!(
-        b.store.mapping(RULE, "OPS-1").map(|m| m.state),
+        b.store.mapping("OPS-1").map(|m| m.state),
         Some(RemoteState::Closed)
     );
 }
@@ -352,6 +367,7 @@ async fn an_obsolete_failure_is_settled_without_a_call() {
     let out = b
         .apply(
             &rule(),
+            &place(),
             snap("a", 2, None),
             Some(newer),
             Source::Retry,

@@ -15,7 +15,7 @@ use tracing::instrument;
 
 use crate::config::{Destination, GitLabConfig, SyncConfig};
 use crate::domain::{JiraKey, Mapping, NewObject, RemoteObject, RemoteState, Target};
-use crate::engine::ports::{GitLabSink, PortError};
+use crate::engine::ports::{GitLabSink, PortError, ResolvedProject};
 use crate::http::{DecodeError, HttpClient, HttpError, RequestKind, Response};
 
 pub use wire::{Environment, ProjectAccess, User};
@@ -320,7 +320,7 @@ impl GitLabClient {
                 .call(
                     RequestKind::Idempotent,
                     Method::GET,
-                    self.api(&["projects", &dest.project, "issues"]),
+                    self.api(&["projects", &project_ref(dest), "issues"]),
                     &query,
                     None,
                     &subject,
@@ -448,7 +448,7 @@ impl GitLabClient {
             .call(
                 RequestKind::Idempotent,
                 Method::PUT,
-                self.api(&["projects", &dest.project, "issues", &iid_text]),
+                self.api(&["projects", &project_ref(dest), "issues", &iid_text]),
                 &[],
                 Some(body),
                 &subject,
@@ -471,6 +471,27 @@ fn firing_alert() -> RemoteObject {
     }
 }
 
+/// How a request names `dest`'s project: by its numeric id once the engine resolved it (a
+/// renamed path, or one another project took over, cannot redirect the request), else as
+/// configured.
+fn project_ref(dest: &Destination) -> String {
+    dest.project_id
+        .map_or_else(|| dest.project.clone(), |id| id.to_string())
+}
+
+/// The Jira key a description's browse link names: a line that is exactly `browse_base` + key.
+fn linked_key(description: &str, browse_base: &str) -> Option<JiraKey> {
+    description.lines().find_map(|line| {
+        line.trim()
+            .strip_prefix(browse_base)
+            .and_then(|k| JiraKey::parse(k).ok())
+    })
+}
+
+/// Iids asked for at once when looking for objects above the store's highest (GitLab pages at
+/// 100).
+const IIDS_PER_REQUEST: u64 = 100;
+
 /// How far around the asked time a lookup window reaches: GitLab keeps milliseconds, and a
 /// clock between us and GitLab may differ a little.
 const LOOKUP_SLACK: chrono::Duration = chrono::Duration::minutes(2);
@@ -486,6 +507,92 @@ fn stamp(t: DateTime<Utc>) -> String {
 
 impl GitLabSink for GitLabClient {
     type Error = GitLabError;
+
+    async fn resolve_project(&self, configured: &str) -> Result<ResolvedProject, GitLabError> {
+        let p = self.project(configured).await?;
+        Ok(ResolvedProject {
+            id: p.id,
+            path_with_namespace: p.path_with_namespace,
+        })
+    }
+
+    /// With `above_iid`: the iids above it, a hundred a request, while the last of each batch
+    /// exists (a store restored from a backup misses only the newest objects). Without: every
+    /// issue of the sync's user, a hundred a page (a store lost whole).
+    #[instrument(level = "debug", skip_all, fields(project = %dest.project), err)]
+    async fn own_objects(
+        &self,
+        dest: &Destination,
+        above_iid: Option<u64>,
+        browse_base: &str,
+    ) -> Result<Vec<(JiraKey, RemoteObject)>, GitLabError> {
+        if dest.target == Target::Alert {
+            return Ok(Vec::new());
+        }
+        let me = self.my_id().await?;
+        let subject = Subject::new(
+            Resource::Project(dest.project.clone()),
+            format!("look for objects the store does not know in project {}", dest.project),
+        );
+        let mut found = Vec::new();
+        let keep = |issues: Vec<wire::Issue>, found: &mut Vec<(JiraKey, RemoteObject)>| {
+            for issue in issues {
+                if !issue.is_by(me) {
+                    continue;
+                }
+                if let Some(key) = issue.description().and_then(|d| linked_key(d, browse_base)) {
+                    found.push((key, issue.into_remote(&subject.what)?));
+                }
+            }
+            Ok::<_, GitLabError>(())
+        };
+        let url = self.api(&["projects", &project_ref(dest), "issues"]);
+        let mut page_or_batch = 0u64;
+        loop {
+            let mut query = vec![
+                ("scope", "all".to_owned()),
+                ("state", "all".to_owned()),
+                ("per_page", "100".to_owned()),
+            ];
+            let batch_end = match above_iid {
+                Some(above) => {
+                    let first = above + 1 + page_or_batch * IIDS_PER_REQUEST;
+                    let last = first + IIDS_PER_REQUEST - 1;
+                    query.extend((first..=last).map(|iid| ("iids[]", iid.to_string())));
+                    Some(last)
+                }
+                None => {
+                    query.push(("author_id", me.to_string()));
+                    query.push(("order_by", "created_at".to_owned()));
+                    query.push(("sort", "asc".to_owned()));
+                    query.push(("page", (page_or_batch + 1).to_string()));
+                    None
+                }
+            };
+            let r = self
+                .call(
+                    RequestKind::Idempotent,
+                    Method::GET,
+                    url.clone(),
+                    &query,
+                    None,
+                    &subject,
+                )
+                .await?;
+            let issues: Vec<wire::Issue> = Self::decode(&r, &subject)?;
+            let more = match batch_end {
+                Some(last) => issues.iter().any(|i| i.iid() == last),
+                None => r
+                    .header("x-next-page")
+                    .is_some_and(|v| !v.trim().is_empty()),
+            };
+            keep(issues, &mut found)?;
+            if !more {
+                return Ok(found);
+            }
+            page_or_batch += 1;
+        }
+    }
 
     #[instrument(level = "debug", skip_all, fields(jira_key = %obj.jira_key), err)]
     async fn create(
@@ -516,7 +623,7 @@ impl GitLabSink for GitLabClient {
             .call(
                 RequestKind::Create,
                 Method::POST,
-                self.api(&["projects", &dest.project, "issues"]),
+                self.api(&["projects", &project_ref(dest), "issues"]),
                 &[],
                 Some(json!({
                     "title": obj.title,

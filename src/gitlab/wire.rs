@@ -33,6 +33,14 @@ impl Issue {
             .is_some_and(|d| d.lines().any(|l| l.trim() == browse_url))
     }
 
+    pub(super) fn iid(&self) -> u64 {
+        self.iid
+    }
+
+    pub(super) fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
     /// Returns true if and only if the user `id` wrote the issue.
     pub(super) fn is_by(&self, id: u64) -> bool {
         self.author.as_ref().is_some_and(|a| a.id == id)

@@ -17,7 +17,7 @@ use serde_json::json;
 use tracing::instrument;
 
 use crate::config::{Deployment, JiraAuth, JiraConfig, SyncConfig};
-use crate::domain::{JiraKey, JiraUser, PageCursor, SearchPage};
+use crate::domain::{JiraUser, PageCursor, SearchPage};
 use crate::engine::ports::{JiraSource, PortError};
 use crate::http::{DecodeError, HttpClient, HttpError, Pace, RequestKind, Response};
 use crate::secret::Secret;
@@ -343,8 +343,8 @@ impl JiraSource for JiraClient {
         })
     }
 
-    fn browse_url(&self, key: &JiraKey) -> String {
-        format!("{}browse/{}", self.base, key)
+    fn browse_base(&self) -> String {
+        format!("{}browse/", self.base)
     }
 }
 

@@ -9,7 +9,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::Deployment;
-use crate::domain::{IssueSnapshot, JiraKey, JiraUser, PageCursor, SearchPage, UndecodableIssue};
+use crate::domain::{
+    IssueSnapshot, JiraId, JiraKey, JiraUser, PageCursor, SearchPage, UndecodableIssue,
+};
 use crate::http::{DecodeError, Response};
 
 use super::{adf, wiki};
@@ -106,6 +108,13 @@ fn snapshot(raw: &Value) -> Result<IssueSnapshot, UndecodableIssue> {
     };
     let key =
         JiraKey::parse(key_text).map_err(|k| bad(format!("key {k:?} is not an issue key")))?;
+    // Every issue bean carries its id (`IssueBean.id` in Atlassian's OpenAPI), as text.
+    let id = match raw.get("id") {
+        Some(Value::String(s)) => JiraId::parse(s),
+        Some(Value::Number(n)) => JiraId::parse(&n.to_string()),
+        _ => Err(String::new()),
+    }
+    .map_err(|s| bad(format!("`id` {s:?} is not an issue id")))?;
     let fields = raw
         .get("fields")
         .and_then(Value::as_object)
@@ -173,6 +182,7 @@ fn snapshot(raw: &Value) -> Result<IssueSnapshot, UndecodableIssue> {
         Some(other) => return Err(bad(format!("field `summary` is not text: {other}"))),
     };
     Ok(IssueSnapshot {
+        id: Some(id),
         key,
         summary,
         description,
@@ -303,7 +313,7 @@ mod tests {
     /// Done-category issues without a resolution count as resolved when they became done.
     #[test]
     fn done_without_resolution_is_resolved() {
-        let body = r#"{"isLast":true,"issues":[{"key":"OPS-1","fields":{
+        let body = r#"{"isLast":true,"issues":[{"id":"10000","key":"OPS-1","fields":{
             "summary":"x","created":"2025-01-01T00:00:00.000+0000","updated":"2025-01-02T00:00:00.000+0000",
             "resolutiondate":null,"statuscategorychangedate":"2025-01-01T12:00:00.000+0000",
             "status":{"name":"Closed","statusCategory":{"key":"done"}}}}]}"#;

@@ -15,6 +15,7 @@ use super::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0001_init.sql"),
     include_str!("../../schema/0002_content_hash.sql"),
+    include_str!("../../schema/0003_identity.sql"),
 ];
 
 /// The schema version this build writes: the number of migrations it knows.
@@ -141,7 +142,9 @@ mod tests {
             "the version records every migration"
         );
         assert!(
-            first.iter().any(|s| s.contains("CREATE TABLE mappings")),
+            first
+                .iter()
+                .any(|s| s.starts_with("CREATE TABLE") && s.contains("mappings")),
             "the first migration creates the tables: {first:?}"
         );
     }

@@ -5,20 +5,17 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::codec::{Cell, Int, format_timestamp};
 use super::error::query;
 use super::{Store, StoreError};
 use crate::domain::{
-    Commit, Failure, Intent, IssueSnapshot, JiraKey, Mapping, RemoteState, RunCounts, RunMode,
-    RunOutcome, Target,
+    Commit, Failure, Intent, IssueSnapshot, JiraId, JiraKey, Mapping, RemoteState, RunCounts,
+    RunMode, RunOutcome, Target,
 };
-use crate::engine::ports::SyncStore;
+use crate::engine::ports::{Place, ResolvedProject, SyncStore};
 
-/// How many keys go into one `IN (...)` list. SQLite's bound-parameter limit is far higher in
-/// current versions (32 766), but older builds allow only 999; 500 stays clear of both.
-pub(super) const KEYS_PER_QUERY: usize = 500;
 
 impl Store {
     /// The mapping of one issue, if it has one.
@@ -124,55 +121,117 @@ impl SyncStore for Store {
 
     async fn mappings(
         &self,
-        rule: &str,
-        keys: Vec<JiraKey>,
+        place: &Place,
+        issues: Vec<(Option<JiraId>, JiraKey)>,
     ) -> Result<HashMap<JiraKey, Mapping>, StoreError> {
-        if keys.is_empty() {
+        if issues.is_empty() {
             return Ok(HashMap::new());
         }
-        let rule = rule.to_owned();
+        let place = place.clone();
         self.with_conn(move |conn| {
-            // One read transaction, so every chunk sees the same state.
+            // One read transaction, so every lookup sees the same state.
             let tx = conn.transaction().map_err(query("reading mappings"))?;
-            let mut found = HashMap::with_capacity(keys.len());
-            for chunk in keys.chunks(KEYS_PER_QUERY) {
-                let placeholders = vec!["?"; chunk.len()].join(", ");
-                let sql = format!(
-                    "SELECT {MAPPING_COLUMNS} FROM mappings WHERE rule = ? AND jira_key IN ({placeholders})"
-                );
-                let mut stmt = tx.prepare(&sql).map_err(query("reading mappings"))?;
-                let args = std::iter::once(rule.as_str()).chain(chunk.iter().map(JiraKey::as_str));
-                let raws = stmt
-                    .query_map(params_from_iter(args), RawMapping::from_row)
-                    .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                    .map_err(query("reading mappings"))?;
-                for raw in raws {
-                    let mapping = raw.decode()?;
-                    found.insert(mapping.jira_key.clone(), mapping);
+            let mut by_id = tx
+                .prepare_cached(&format!(
+                    "SELECT {MAPPING_COLUMNS} FROM mappings
+                     WHERE project_id = ?1 AND target = ?2 AND jira_id = ?3"
+                ))
+                .map_err(query("reading mappings"))?;
+            let mut by_key = tx
+                .prepare_cached(&format!(
+                    "SELECT {MAPPING_COLUMNS} FROM mappings
+                     WHERE project = ?1 AND target = ?2 AND jira_key = ?3 AND jira_id IS NULL"
+                ))
+                .map_err(query("reading mappings"))?;
+            let mut found = HashMap::with_capacity(issues.len());
+            for (id, key) in issues {
+                let mut raw = None;
+                if let Some(id) = &id {
+                    raw = by_id
+                        .query_row(
+                            params![Int(place.project_id), place.target(), id.as_str()],
+                            RawMapping::from_row,
+                        )
+                        .optional()
+                        .map_err(query("reading mappings"))?;
+                }
+                if raw.is_none() {
+                    raw = by_key
+                        .query_row(
+                            params![place.project(), place.target(), key],
+                            RawMapping::from_row,
+                        )
+                        .optional()
+                        .map_err(query("reading mappings"))?;
+                }
+                if let Some(raw) = raw {
+                    found.insert(key, raw.decode()?);
                 }
             }
+            drop((by_id, by_key));
             Ok(found)
         })
         .await
     }
 
-    async fn begin_intent(&self, rule: &str, key: &JiraKey) -> Result<Intent, StoreError> {
+    async fn begin_intent(
+        &self,
+        rule: &str,
+        place: &Place,
+        id: Option<&JiraId>,
+        key: &JiraKey,
+    ) -> Result<Intent, StoreError> {
         let rule = rule.to_owned();
         let key = key.clone();
+        let id = id.cloned();
+        let (target, project_id) = (place.target(), place.project_id);
         let now = format_timestamp(Utc::now());
         self.with_conn(move |conn| {
-            let (attempts, started_at): (i64, String) = conn
-                .query_row(
-                    "INSERT INTO intents (rule, jira_key, attempts, started_at, last_attempt_at)
-                     VALUES (?1, ?2, 1, ?3, ?3)
-                     ON CONFLICT (rule, jira_key) DO UPDATE
-                        SET attempts = intents.attempts + 1,
-                            last_attempt_at = excluded.last_attempt_at
-                     RETURNING attempts, started_at",
-                    params![rule, key, now],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(query("recording a create intent"))?;
+            // An intent belongs to the object it would make: found by the issue's id whatever
+            // rule or key started it; without an id, by rule and key.
+            let existing: Option<i64> = match &id {
+                Some(id) => tx.query_row(
+                    "SELECT id FROM intents WHERE project_id = ?1 AND target = ?2 AND jira_id = ?3",
+                    params![Int(project_id), target, id.as_str()],
+                    |row| row.get(0),
+                ),
+                None => tx.query_row(
+                    "SELECT id FROM intents WHERE rule = ?1 AND jira_key = ?2 AND jira_id IS NULL",
+                    params![rule, key],
+                    |row| row.get(0),
+                ),
+            }
+            .optional()
+            .map_err(query("recording a create intent"))?;
+            let (attempts, started_at): (i64, String) = match existing {
+                Some(row) => tx.query_row(
+                    "UPDATE intents SET attempts = attempts + 1, last_attempt_at = ?2,
+                            rule = ?3, jira_key = ?4
+                     WHERE id = ?1 RETURNING attempts, started_at",
+                    params![row, now, rule, key],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                ),
+                None => tx.query_row(
+                    "INSERT INTO intents (rule, jira_key, jira_id, target, project_id, attempts,
+                                          started_at, last_attempt_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?6)
+                     RETURNING attempts, started_at",
+                    params![
+                        rule,
+                        key,
+                        id.as_ref().map(JiraId::as_str),
+                        target,
+                        Int(project_id),
+                        now
+                    ],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                ),
+            }
+            .map_err(query("recording a create intent"))?;
+            tx.commit().map_err(query("recording a create intent"))?;
             let cell = Cell::new("intents", "attempts", &rule).key(&key);
             let previous_attempts = cell.count(attempts.saturating_sub(1))?;
             let started_at = cell.column("started_at").timestamp(started_at)?;
@@ -182,6 +241,67 @@ impl SyncStore for Store {
                 previous_attempts,
                 started_at,
             })
+        })
+        .await
+    }
+
+    async fn project_id(&self, configured: &str) -> Result<Option<u64>, StoreError> {
+        let configured = configured.to_owned();
+        self.with_conn(move |conn| {
+            let id: Option<i64> = conn
+                .query_row(
+                    "SELECT project_id FROM projects WHERE configured = ?1",
+                    [&configured],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(query("reading a project's id"))?;
+            id.map(|id| {
+                u64::try_from(id).map_err(|_| {
+                    Cell::new("projects", "project_id", &configured).corrupt(&id.to_string())
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn remember_project(
+        &self,
+        configured: &str,
+        project: &ResolvedProject,
+    ) -> Result<(), StoreError> {
+        let configured = configured.to_owned();
+        let project = project.clone();
+        let now = format_timestamp(Utc::now());
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT INTO projects (configured, project_id, path, resolved_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (configured) DO UPDATE SET
+                    project_id = excluded.project_id,
+                    path = excluded.path,
+                    resolved_at = excluded.resolved_at",
+                params![configured, Int(project.id), project.path_with_namespace, now],
+            )
+            .map_err(query("remembering a project's id"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn max_iid(&self, place: &Place) -> Result<Option<u64>, StoreError> {
+        // Issues and incidents share a project's iids.
+        let project_id = place.project_id;
+        self.with_conn(move |conn| {
+            let max: Option<i64> = conn
+                .query_row(
+                    "SELECT max(iid) FROM mappings WHERE project_id = ?1",
+                    params![Int(project_id)],
+                    |row| row.get(0),
+                )
+                .map_err(query("reading the highest iid"))?;
+            Ok(max.and_then(|m| u64::try_from(m).ok()))
         })
         .await
     }
@@ -196,13 +316,7 @@ impl SyncStore for Store {
         let now = format_timestamp(Utc::now());
         // Encode before taking the connection: a failure here needs no transaction.
         let change = match commit {
-            Commit::Replicated(mapping) => {
-                debug_assert_eq!(
-                    mapping.rule, rule,
-                    "a mapping is committed under its own rule"
-                );
-                Change::Replicated(mapping)
-            }
+            Commit::Replicated(mapping) => Change::Replicated(mapping),
             Commit::Failed { snapshot, error } => {
                 let json =
                     serde_json::to_string(&snapshot).map_err(|source| StoreError::Encode {
@@ -211,6 +325,7 @@ impl SyncStore for Store {
                     })?;
                 Change::Failed {
                     key: snapshot.key,
+                    id: snapshot.id,
                     json,
                     error,
                 }
@@ -224,60 +339,40 @@ impl SyncStore for Store {
                 .map_err(query("starting a commit"))?;
             match &change {
                 Change::Replicated(m) => {
+                    record_mapping(&tx, &rule, m, &now)?;
+                    let id = m.jira_id.as_ref().map(JiraId::as_str);
+                    // The intent of this object, however it was keyed when it was begun.
                     tx.execute(
-                        "INSERT INTO mappings (rule, jira_key, target, project, iid, web_url, state,
-                                               jira_updated, created_at, closed_at, replicated_at,
-                                               content_hash)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                         ON CONFLICT (rule, jira_key) DO UPDATE SET
-                            content_hash = excluded.content_hash,
-                            target = excluded.target,
-                            project = excluded.project,
-                            iid = excluded.iid,
-                            web_url = excluded.web_url,
-                            state = excluded.state,
-                            jira_updated = excluded.jira_updated,
-                            created_at = excluded.created_at,
-                            closed_at = excluded.closed_at,
-                            replicated_at = excluded.replicated_at",
-                        params![
-                            rule,
-                            m.jira_key,
-                            m.target,
-                            m.project,
-                            m.iid.map(Int),
-                            m.web_url,
-                            m.state,
-                            format_timestamp(m.jira_updated),
-                            format_timestamp(m.created_at),
-                            m.closed_at.map(format_timestamp),
-                            now,
-                            m.content_hash,
-                        ],
-                    )
-                    .map_err(query("recording a mapping"))?;
-                    tx.execute(
-                        "DELETE FROM intents WHERE rule = ?1 AND jira_key = ?2",
-                        params![rule, m.jira_key],
+                        "DELETE FROM intents
+                         WHERE (project_id = ?1 AND target = ?2 AND jira_id = ?3)
+                            OR (rule = ?4 AND jira_key = ?5 AND jira_id IS NULL)",
+                        params![m.project_id.map(Int), m.target, id, rule, m.jira_key],
                     )
                     .map_err(query("clearing a create intent"))?;
+                    // The rule's failure of this issue, under its key then or now.
                     tx.execute(
-                        "DELETE FROM failures WHERE rule = ?1 AND jira_key = ?2",
-                        params![rule, m.jira_key],
+                        "DELETE FROM failures WHERE rule = ?1 AND (jira_key = ?2 OR jira_id = ?3)",
+                        params![rule, m.jira_key, id],
                     )
                     .map_err(query("clearing a failure"))?;
                 }
-                Change::Failed { key, json, error } => {
+                Change::Failed {
+                    key,
+                    id,
+                    json,
+                    error,
+                } => {
                     tx.execute(
-                        "INSERT INTO failures (rule, jira_key, snapshot, attempts, last_error,
-                                               first_failed_at, last_failed_at)
-                         VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5)
+                        "INSERT INTO failures (rule, jira_key, jira_id, snapshot, attempts,
+                                               last_error, first_failed_at, last_failed_at)
+                         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?6)
                          ON CONFLICT (rule, jira_key) DO UPDATE SET
+                            jira_id = excluded.jira_id,
                             snapshot = excluded.snapshot,
                             attempts = failures.attempts + 1,
                             last_error = excluded.last_error,
                             last_failed_at = excluded.last_failed_at",
-                        params![rule, key, json, error, now],
+                        params![rule, key, id.as_ref().map(JiraId::as_str), json, error, now],
                     )
                     .map_err(query("recording a failure"))?;
                 }
@@ -408,9 +503,78 @@ enum Change {
     Replicated(Mapping),
     Failed {
         key: JiraKey,
+        id: Option<JiraId>,
         json: String,
         error: String,
     },
+}
+
+/// Writes `m` as replicated by `rule`: onto the row of its object (by project id, target and
+/// Jira id), else onto a row from before ids were kept (by the project as configured, target and
+/// key), else as a new row. The row then carries the ids, the current key and the writing rule.
+fn record_mapping(
+    tx: &rusqlite::Transaction<'_>,
+    rule: &str,
+    m: &Mapping,
+    now: &str,
+) -> Result<(), StoreError> {
+    let id = m.jira_id.as_ref().map(JiraId::as_str);
+    let project_id = m.project_id.map(Int);
+    let mut row: Option<i64> = None;
+    if let (Some(id), Some(project_id)) = (id, m.project_id) {
+        row = tx
+            .query_row(
+                "SELECT id FROM mappings WHERE project_id = ?1 AND target = ?2 AND jira_id = ?3",
+                params![Int(project_id), m.target, id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(query("recording a mapping"))?;
+    }
+    if row.is_none() {
+        row = tx
+            .query_row(
+                "SELECT id FROM mappings
+                 WHERE project = ?1 AND target = ?2 AND jira_key = ?3 AND jira_id IS NULL",
+                params![m.project, m.target, m.jira_key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(query("recording a mapping"))?;
+    }
+    let values = params![
+        rule,
+        m.jira_key,
+        id,
+        m.target,
+        m.project,
+        project_id,
+        m.iid.map(Int),
+        m.web_url,
+        m.state,
+        format_timestamp(m.jira_updated),
+        format_timestamp(m.created_at),
+        m.closed_at.map(format_timestamp),
+        now,
+        m.content_hash,
+        row,
+    ];
+    let sql = if row.is_some() {
+        "UPDATE mappings SET rule = ?1, jira_key = ?2, jira_id = coalesce(?3, jira_id),
+                target = ?4, project = ?5, project_id = coalesce(?6, project_id), iid = ?7,
+                web_url = ?8, state = ?9, jira_updated = ?10, created_at = ?11,
+                closed_at = ?12, replicated_at = ?13, content_hash = ?14
+         WHERE id = ?15"
+    } else {
+        "INSERT INTO mappings (rule, jira_key, jira_id, target, project, project_id, iid,
+                               web_url, state, jira_updated, created_at, closed_at,
+                               replicated_at, content_hash)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14
+         WHERE ?15 IS NULL"
+    };
+    tx.execute(sql, values)
+        .map_err(query("recording a mapping"))?;
+    Ok(())
 }
 
 /// Moves the rule's cursor to `to` unless it is already there or later.
@@ -436,7 +600,7 @@ fn move_cursor(
 
 /// The columns [`RawMapping::from_row`] reads, in its order.
 const MAPPING_COLUMNS: &str = "rule, jira_key, target, project, iid, web_url, state, jira_updated, \
-     created_at, closed_at, content_hash";
+     created_at, closed_at, content_hash, jira_id, project_id";
 
 /// A `mappings` row as SQLite returned it, before any of it is trusted.
 struct RawMapping {
@@ -451,6 +615,8 @@ struct RawMapping {
     created_at: String,
     closed_at: Option<String>,
     content_hash: Option<String>,
+    jira_id: Option<String>,
+    project_id: Option<i64>,
 }
 
 impl RawMapping {
@@ -467,6 +633,8 @@ impl RawMapping {
             created_at: row.get(8)?,
             closed_at: row.get(9)?,
             content_hash: row.get(10)?,
+            jira_id: row.get(11)?,
+            project_id: row.get(12)?,
         })
     }
 
@@ -480,10 +648,20 @@ impl RawMapping {
             .iid
             .map(|iid| u64::try_from(iid).map_err(|_| cell.column("iid").corrupt(&iid.to_string())))
             .transpose()?;
+        let jira_id = self
+            .jira_id
+            .map(|id| JiraId::parse(&id).map_err(|bad| cell.column("jira_id").corrupt(&bad)))
+            .transpose()?;
+        let project_id = self
+            .project_id
+            .map(|id| u64::try_from(id).map_err(|_| cell.column("project_id").corrupt(&id.to_string())))
+            .transpose()?;
         Ok(Mapping {
             jira_key,
+            jira_id,
             target,
             project: self.project,
+            project_id,
             iid,
             web_url: self.web_url,
             state,

@@ -10,11 +10,12 @@ use rusqlite::params;
 use tempfile::TempDir;
 
 use super::codec::{Int, format_timestamp, parse_timestamp};
-use super::sync::KEYS_PER_QUERY;
+use crate::config::Destination;
 use crate::domain::{
-    Commit, IssueSnapshot, JiraKey, Mapping, RemoteState, RunCounts, RunMode, RunOutcome, Target,
+    Commit, IssueSnapshot, JiraId, JiraKey, Mapping, RemoteState, RunCounts, RunMode, RunOutcome,
+    Target,
 };
-use crate::engine::ports::{PortError, SyncStore};
+use crate::engine::ports::{Place, PortError, SyncStore};
 
 const RULE: &str = "ops-incidents";
 
@@ -30,6 +31,7 @@ fn key(text: &str) -> JiraKey {
 
 fn snapshot(k: &str, updated: &str) -> IssueSnapshot {
     IssueSnapshot {
+        id: Some(JiraId::parse(&format!("1{}", &k[k.len() - 1..])).unwrap()),
         key: key(k),
         summary: format!("{k} is down"),
         description: Some("It broke.".to_owned()),
@@ -43,12 +45,32 @@ fn snapshot(k: &str, updated: &str) -> IssueSnapshot {
     }
 }
 
+/// Where the test rule writes: project `ops/incidents`, id 42.
+fn place() -> Place {
+    Place::new(
+        &Destination {
+            target: Target::Incident,
+            project: "ops/incidents".to_owned(),
+            project_id: None,
+            alert: None,
+        },
+        42,
+    )
+}
+
+/// Keys asked for without ids, as rows from before ids were kept are found.
+fn legacy(keys: Vec<JiraKey>) -> Vec<(Option<JiraId>, JiraKey)> {
+    keys.into_iter().map(|k| (None, k)).collect()
+}
+
 fn mapping(k: &str, state: RemoteState) -> Mapping {
     Mapping {
         rule: RULE.to_owned(),
         jira_key: key(k),
+        jira_id: None,
         target: Target::Incident,
         project: "ops/incidents".to_owned(),
+        project_id: None,
         iid: Some(7),
         web_url: Some("https://gitlab.example/ops/incidents/-/issues/7".to_owned()),
         state,
@@ -286,7 +308,7 @@ async fn cursor_never_moves_backward() {
 async fn replicated_commit_clears_intent_and_failure() {
     let (_dir, _path, store) = temp_store();
     let k = key("OPS-1");
-    store.begin_intent(RULE, &k).await.unwrap();
+    store.begin_intent(RULE, &place(), None, &k).await.unwrap();
     let failed = Commit::Failed {
         snapshot: snapshot("OPS-1", "2024-05-01T11:00:00Z"),
         error: "GitLab answered 502".to_owned(),
@@ -337,7 +359,7 @@ async fn replicated_commit_clears_intent_and_failure() {
 async fn replicated_commit_is_all_or_nothing() {
     let (_dir, _path, store) = temp_store();
     let k = key("OPS-1");
-    store.begin_intent(RULE, &k).await.unwrap();
+    store.begin_intent(RULE, &place(), None, &k).await.unwrap();
     let failed = Commit::Failed {
         snapshot: snapshot("OPS-1", "2024-05-01T11:00:00Z"),
         error: "GitLab answered 502".to_owned(),
@@ -400,7 +422,7 @@ async fn failed_commit_keeps_the_snapshot_and_counts_attempts() {
         .commit(RULE, Commit::Replicated(m.clone()), None)
         .await
         .unwrap();
-    store.begin_intent(RULE, &k).await.unwrap();
+    store.begin_intent(RULE, &place(), None, &k).await.unwrap();
     let first = snapshot("OPS-1", "2024-05-01T11:00:00Z");
     store
         .commit(
@@ -504,13 +526,13 @@ async fn failures_are_listed_oldest_first() {
 async fn begin_intent_counts_attempts() {
     let (_dir, _path, store) = temp_store();
     let k = key("OPS-1");
-    let first = store.begin_intent(RULE, &k).await.unwrap();
+    let first = store.begin_intent(RULE, &place(), None, &k).await.unwrap();
     assert_eq!(
         first.previous_attempts, 0,
         "a fresh intent has no earlier attempt"
     );
-    let second = store.begin_intent(RULE, &k).await.unwrap();
-    let third = store.begin_intent(RULE, &k).await.unwrap();
+    let second = store.begin_intent(RULE, &place(), None, &k).await.unwrap();
+    let third = store.begin_intent(RULE, &place(), None, &k).await.unwrap();
     assert_eq!(
         (second.previous_attempts, third.previous_attempts),
         (1, 2),
@@ -525,8 +547,8 @@ async fn begin_intent_counts_attempts() {
         (RULE, &k),
         "the intent names its issue"
     );
-    let other_key = store.begin_intent(RULE, &key("OPS-2")).await.unwrap();
-    let other_rule = store.begin_intent("other", &k).await.unwrap();
+    let other_key = store.begin_intent(RULE, &place(), None, &key("OPS-2")).await.unwrap();
+    let other_rule = store.begin_intent("other", &place(), None, &k).await.unwrap();
     assert_eq!(
         (other_key.previous_attempts, other_rule.previous_attempts),
         (0, 0),
@@ -568,7 +590,7 @@ async fn rule_status_counts_every_rule() {
         error: "boom".to_owned(),
     };
     store.commit(RULE, failed, None).await.unwrap();
-    store.begin_intent(RULE, &key("OPS-5")).await.unwrap();
+    store.begin_intent(RULE, &place(), None, &key("OPS-5")).await.unwrap();
     let old_run = store.start_run(RULE, RunMode::Backfill).await.unwrap();
     store
         .finish_run(old_run, RunOutcome::Ok, RunCounts::default(), None)
@@ -594,7 +616,7 @@ async fn rule_status_counts_every_rule() {
         .await
         .unwrap();
     let only_run = store.start_run("quiet", RunMode::Once).await.unwrap();
-    store.begin_intent("pending", &key("DEV-1")).await.unwrap();
+    store.begin_intent("pending", &place(), None, &key("DEV-1")).await.unwrap();
 
     let status = store.rule_status().await.unwrap();
     let rules: Vec<&str> = status.iter().map(|s| s.rule.as_str()).collect();
@@ -692,7 +714,7 @@ async fn corrupt_timestamp_is_reported_with_its_key() {
         )
         .unwrap();
     let err = store
-        .mappings(RULE, vec![key("OPS-1")])
+        .mappings(&place(), legacy(vec![key("OPS-1")]))
         .await
         .expect_err("the timestamp is not in the store's format");
     match &err {
@@ -767,11 +789,12 @@ async fn bad_snapshot_json_is_corrupt_naming_the_key() {
     );
 }
 
-/// `mappings` returns only the asked-for keys that have mappings, across several `IN` lists.
+/// `mappings` returns only the asked-for keys that have mappings, many at once, at the place
+/// asked (not another project's).
 #[tokio::test]
-async fn mappings_reads_more_keys_than_one_query_holds() {
+async fn mappings_reads_many_keys_at_one_place() {
     let store = Store::open_in_memory().unwrap();
-    let total = KEYS_PER_QUERY * 2 + 1;
+    let total = 1_001;
     {
         let mut conn = raw(&store);
         let tx = conn.transaction().unwrap();
@@ -781,7 +804,7 @@ async fn mappings_reads_more_keys_than_one_query_holds() {
             tx.execute(
                 "INSERT INTO mappings (rule, jira_key, target, project, iid, state,
                                        jira_updated, created_at, replicated_at)
-                 VALUES (?1, ?2, 'incident', 'p', ?3, 'opened', ?4, ?4, ?4)",
+                 VALUES (?1, ?2, 'incident', 'ops/incidents', ?3, 'opened', ?4, ?4, ?4)",
                 params![
                     RULE,
                     m.jira_key,
@@ -795,7 +818,7 @@ async fn mappings_reads_more_keys_than_one_query_holds() {
     }
     let mut keys: Vec<JiraKey> = (1..=total + 10).map(|n| key(&format!("OPS-{n}"))).collect();
     keys.push(key("DEV-1"));
-    let found = store.mappings(RULE, keys).await.unwrap();
+    let found = store.mappings(&place(), legacy(keys)).await.unwrap();
     assert_eq!(
         found.len(),
         total,
@@ -806,16 +829,23 @@ async fn mappings_reads_more_keys_than_one_query_holds() {
         Some(total as u64),
         "each key maps to its own row"
     );
+    let elsewhere = Place::new(
+        &Destination {
+            project: "ops/other".to_owned(),
+            ..place().dest
+        },
+        43,
+    );
     assert!(
         store
-            .mappings("other", vec![key("OPS-1")])
+            .mappings(&elsewhere, legacy(vec![key("OPS-1")]))
             .await
             .unwrap()
             .is_empty(),
-        "mappings are per rule"
+        "mappings are per project"
     );
     assert!(
-        store.mappings(RULE, Vec::new()).await.unwrap().is_empty(),
+        store.mappings(&place(), Vec::new()).await.unwrap().is_empty(),
         "no keys, no rows"
     );
 }
