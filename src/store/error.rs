@@ -21,7 +21,7 @@ pub enum StoreError {
         source: io::Error,
     },
     /// The lock file next to the store could not be opened, locked or written.
-    #[error("cannot lock the store {} (lock file {})", path.display(), lock_path.display())]
+    #[error("cannot lock the store {} (the file {})", path.display(), lock_path.display())]
     LockFile {
         path: PathBuf,
         lock_path: PathBuf,

@@ -1,4 +1,10 @@
-//! The advisory lock on `<path>.lock` that keeps a second writing process off a store file.
+//! The exclusive advisory lock that keeps a second writing process off a store.
+//!
+//! The lock is taken on the database file itself, reached through any symlink, so two paths to
+//! one file (a symlink, a hard link, `./x.db` and `/abs/x.db`) are one lock. It is `flock(2)`,
+//! which on Linux is independent of the `fcntl(2)` byte-range locks SQLite takes on the same
+//! file. The holder's pid is written beside the resolved file (`<file>.lock`) only so that a
+//! refused process can say who holds the store.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
@@ -6,28 +12,46 @@ use std::path::{Path, PathBuf};
 
 use super::StoreError;
 
-/// Takes the advisory lock on `<path>.lock` and writes our pid into it.
+/// The file a store path names, with every symlink resolved. A store not created yet is
+/// resolved through its directory.
+pub(super) fn resolve(path: &Path) -> std::io::Result<PathBuf> {
+    match std::fs::canonicalize(path) {
+        Ok(p) => Ok(p),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let name = path.file_name().ok_or(e)?;
+            Ok(std::fs::canonicalize(dir)?.join(name))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes the exclusive lock on the database file at `path` (created if missing, empty, which
+/// SQLite takes for a new database) and records our pid beside it.
 pub(super) fn lock(path: &Path) -> Result<File, StoreError> {
-    let mut lock_path = path.as_os_str().to_owned();
-    lock_path.push(".lock");
-    let lock_path = PathBuf::from(lock_path);
+    let resolved = resolve(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut pid_path = resolved.as_os_str().to_owned();
+    pid_path.push(".lock");
+    let pid_path = PathBuf::from(pid_path);
     let lock_error = |source| StoreError::LockFile {
         path: path.to_path_buf(),
-        lock_path: lock_path.clone(),
+        lock_path: resolved.clone(),
         source,
     };
-    // Not truncated on open: while another process holds it, its pid is what we want to read.
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&lock_path)
+        .open(&resolved)
         .map_err(lock_error)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
-            let holder = std::fs::read_to_string(&lock_path)
+            let holder = std::fs::read_to_string(&pid_path)
                 .ok()
                 .and_then(|text| text.trim().parse().ok());
             return Err(StoreError::Locked {
@@ -37,9 +61,15 @@ pub(super) fn lock(path: &Path) -> Result<File, StoreError> {
         }
         Err(TryLockError::Error(source)) => return Err(lock_error(source)),
     }
-    file.set_len(0).map_err(lock_error)?;
-    (&file)
+    // Who holds it, for the message a refused process prints; not part of the lock.
+    let pid_error = |source| StoreError::LockFile {
+        path: path.to_path_buf(),
+        lock_path: pid_path.clone(),
+        source,
+    };
+    let mut pid_file = File::create(&pid_path).map_err(pid_error)?;
+    pid_file
         .write_all(format!("{}\n", std::process::id()).as_bytes())
-        .map_err(lock_error)?;
+        .map_err(pid_error)?;
     Ok(file)
 }

@@ -171,6 +171,30 @@ async fn second_open_is_locked_until_the_first_is_dropped() {
     Store::open(&path).expect("the lock is released with the last clone");
 }
 
+/// The lock is the database file's own, wherever it is reached from: a symlink to a held store,
+/// or a hard link to it, is refused too (a lock beside the path would have let both in).
+#[cfg(unix)]
+#[tokio::test]
+async fn links_to_a_held_store_are_refused() {
+    let (dir, path, store) = temp_store();
+    let symlink = dir.path().join("elsewhere.db");
+    std::os::unix::fs::symlink(&path, &symlink).expect("a symlink");
+    let hard = dir.path().join("state").join("copy.db");
+    std::fs::hard_link(&path, &hard).expect("a hard link");
+    let err = Store::open(&symlink).expect_err("the same file is held");
+    assert!(
+        matches!(&err, StoreError::Locked { holder: Some(pid), .. } if *pid == std::process::id()),
+        "a symlink resolves to the held file and names its holder, got {err:?}"
+    );
+    let err = Store::open(&hard).expect_err("the same file is held");
+    assert!(
+        matches!(&err, StoreError::Locked { .. }),
+        "a hard link is the same file (its holder's pid sits beside the other name), got {err:?}"
+    );
+    drop(store);
+    Store::open(&symlink).expect("free again once dropped");
+}
+
 /// A store written by a newer build is refused by both kinds of open.
 #[tokio::test]
 async fn newer_user_version_is_refused() {
