@@ -590,15 +590,16 @@ fn search_terms(query: &str) -> Vec<String> {
     let mut i = 0;
     while i < chars.len() {
         let at_start = i == 0 || chars[i - 1] == ' ';
-        if chars[i] == '"' && at_start {
-            if let Some(len) = chars[i + 1..].iter().position(|c| *c == '"') {
-                let close = i + 1 + len;
-                let ends = close + 1 == chars.len() || chars[close + 1] == ' ';
-                if len > 0 && ends {
-                    quoted.push(chars[i + 1..close].iter().collect::<String>());
-                    i = close + 1;
-                    continue;
-                }
+        if chars[i] == '"'
+            && at_start
+            && let Some(len) = chars[i + 1..].iter().position(|c| *c == '"')
+        {
+            let close = i + 1 + len;
+            let ends = close + 1 == chars.len() || chars[close + 1] == ' ';
+            if len > 0 && ends {
+                quoted.push(chars[i + 1..close].iter().collect::<String>());
+                i = close + 1;
+                continue;
             }
         }
         rest.push(chars[i]);

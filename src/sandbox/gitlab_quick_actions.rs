@@ -162,21 +162,23 @@ fn strip_commands(paragraph: &str) -> (String, Vec<Command>) {
     let mut i = 0;
     while i < chars.len() {
         // Inline code `.+?` (the dot matches newlines): skipped whole.
-        if chars[i] == '`' && i + 2 <= chars.len() {
-            if let Some(len) = chars[i + 2..].iter().position(|c| *c == '`') {
-                let end = i + 2 + len + 1;
-                out.extend(&chars[i..end]);
-                i = end;
-                continue;
-            }
+        if chars[i] == '`'
+            && i + 2 <= chars.len()
+            && let Some(len) = chars[i + 2..].iter().position(|c| *c == '`')
+        {
+            let end = i + 2 + len + 1;
+            out.extend(&chars[i..end]);
+            i = end;
+            continue;
         }
         let at_line_start = i == 0 || chars[i - 1] == '\n';
-        if at_line_start && chars[i] == '/' {
-            if let Some((command, end)) = command_at(&chars, i) {
-                commands.push(command);
-                i = end;
-                continue;
-            }
+        if at_line_start
+            && chars[i] == '/'
+            && let Some((command, end)) = command_at(&chars, i)
+        {
+            commands.push(command);
+            i = end;
+            continue;
         }
         out.push(chars[i]);
         i += 1;
