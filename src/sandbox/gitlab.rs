@@ -1483,6 +1483,18 @@ async fn create_issue(
 ) -> Handled {
     let user = state.authenticate(&headers)?;
     let body = body.unwrap_or(Value::Null);
+    // Grape validates the parameters (for everyone, before the endpoint looks the project up);
+    // only the rights decide whether they are used.
+    let title = param(&body, "title")
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| error(400, "title is missing"))?;
+    let wanted_type = validate_issue_type(param(&body, "issue_type"))?;
+    let created_at = param(&body, "created_at")
+        .map(|t| parse_time("created_at", &t))
+        .transpose()?;
+    let iid = param(&body, "iid")
+        .map(|v| v.parse::<u64>().map_err(|_| error(400, "iid is invalid")))
+        .transpose()?;
     let mut guard = lock(&state.data);
     let data = &mut *guard;
     let issue_id = data.next_issue_id + 1;
@@ -1491,18 +1503,8 @@ async fn create_issue(
         admin: user.admin,
         level,
     };
-    let title = param(&body, "title")
-        .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| error(400, "title is missing"))?;
     validate_title(&title)?;
-    let issue_type = allowed_issue_type(validate_issue_type(param(&body, "issue_type"))?, rights);
-    // Grape checks the types for everyone; only the rights decide whether they are used.
-    let created_at = param(&body, "created_at")
-        .map(|t| parse_time("created_at", &t))
-        .transpose()?;
-    let iid = param(&body, "iid")
-        .map(|v| v.parse::<u64>().map_err(|_| error(400, "iid is invalid")))
-        .transpose()?;
+    let issue_type = allowed_issue_type(wanted_type, rights);
     let project = &mut data.projects[pidx];
     let privileged = rights.owner();
     let iid = match iid.filter(|_| privileged) {
@@ -1639,6 +1641,27 @@ async fn update_issue(
 ) -> Handled {
     let user = state.authenticate(&headers)?;
     let body = body.unwrap_or(Value::Null);
+    // Grape's validations come before the endpoint finds the project and the issue.
+    if !UPDATE_PARAMS.iter().any(|p| !body[*p].is_null()) {
+        return Err(error(
+            400,
+            &format!(
+                "{} are missing, at least one parameter must be provided",
+                UPDATE_PARAMS.join(", ")
+            ),
+        ));
+    }
+    let wanted_type = validate_issue_type(param(&body, "issue_type"))?;
+    let updated_at = param(&body, "updated_at")
+        .map(|t| parse_time("updated_at", &t))
+        .transpose()?;
+    let state_event = param(&body, "state_event");
+    if state_event
+        .as_deref()
+        .is_some_and(|e| e != "close" && e != "reopen")
+    {
+        return Err(error(400, "state_event does not have a valid value"));
+    }
     let mut guard = lock(&state.data);
     let data = &mut *guard;
     let (pidx, level) = data.project_at(&id, &user)?;
@@ -1651,15 +1674,6 @@ async fn update_issue(
         .ok()
         .filter(|iid| data.projects[pidx].issues.contains_key(iid))
         .ok_or_else(|| message(404, "404 Not found"))?;
-    if !UPDATE_PARAMS.iter().any(|p| !body[*p].is_null()) {
-        return Err(error(
-            400,
-            &format!(
-                "{} are missing, at least one parameter must be provided",
-                UPDATE_PARAMS.join(", ")
-            ),
-        ));
-    }
     let before = data.projects[pidx].issues[&iid].clone();
     // `update_issue`: Reporters, or the author (`app/policies/issuable_policy.rb`); never below
     // Reporter on an incident (`is_incident & ~reporter_access` in `issue_policy.rb`).
@@ -1677,17 +1691,7 @@ async fn update_issue(
         }
         validate_title(t)?;
     }
-    let issue_type = allowed_issue_type(validate_issue_type(param(&body, "issue_type"))?, rights);
-    let updated_at = param(&body, "updated_at")
-        .map(|t| parse_time("updated_at", &t))
-        .transpose()?;
-    let state_event = param(&body, "state_event");
-    if state_event
-        .as_deref()
-        .is_some_and(|e| e != "close" && e != "reopen")
-    {
-        return Err(error(400, "state_event does not have a valid value"));
-    }
+    let issue_type = allowed_issue_type(wanted_type, rights);
     let honoured = updated_at.filter(|_| rights.owner());
     let now = Utc::now();
     let when = honoured.unwrap_or(now);
