@@ -3297,6 +3297,28 @@ mod tests {
                 .unwrap()
                 .contains("acme/operations/-/issues/1")
         );
+        let (status, body) = call(
+            &gitlab,
+            Method::PUT,
+            "api/v4/projects/acme%2Fops/issues/1",
+            owner,
+            Some(json!({ "state_event": "close" })),
+        )
+        .await;
+        assert_eq!(
+            (status, body["state"].as_str()),
+            (200, Some("closed")),
+            "PUT follows too"
+        );
+        let (status, body) = call(
+            &gitlab,
+            Method::GET,
+            "api/v4/projects/acme%2Fops/issues?state=closed",
+            owner,
+            None,
+        )
+        .await;
+        assert_eq!((status, iids(&body)), (200, vec![1]), "and listing");
         let resp = reqwest::Client::new()
             .post(gitlab.alert_url("acme/ops", "jira", 1))
             .bearer_auth(FakeGitLabConfig::DEFAULT_ALERT_KEY)
