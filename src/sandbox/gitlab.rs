@@ -5,8 +5,14 @@
 //!
 //! It keeps GitLab's rights model where it matters for timestamps: `created_at`, `updated_at` and
 //! `iid` are honoured only for project Owners and admins and silently ignored for everyone else.
+//!
+//! It also models what people and GitLab itself do to the objects the sync wrote: `search` is
+//! PostgreSQL full-text search ([`super::fts`]), quick actions in descriptions run and vanish
+//! ([`super::gitlab_quick_actions`]), projects are renamed (old paths redirect until taken),
+//! issues are moved, deleted or written by other users, alerts are resolved by hand. Every
+//! behaviour names its GitLab source (a path in gitlabhq/gitlabhq) where it is modelled.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,14 +23,15 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::gitlab_quick_actions::{self, Command};
 use super::{
     HandleInner, Listener, ParsedBody, RecordedRequest, Recorder, Reply, ShutdownGuard, Unanswered,
-    json_response, lock, query_pairs, raw_response, read_body,
+    fts, json_response, lock, query_pairs, raw_response, read_body,
 };
 use crate::domain::RemoteState;
 
@@ -75,6 +82,9 @@ pub struct FakeGitLabConfig {
     pub requests_per_minute: Option<u32>,
     /// A token bucket over requests with a `search` parameter (GitLab.com: 10).
     pub search_per_minute: Option<u32>,
+    /// A reverse proxy's `client_max_body_size`: a larger request body gets nginx's 413 page
+    /// before GitLab (or its authentication) sees it. `None`: no limit.
+    pub max_body_bytes: Option<usize>,
 }
 
 impl FakeGitLabConfig {
@@ -118,6 +128,7 @@ impl Default for FakeGitLabConfig {
             latency: Duration::ZERO,
             requests_per_minute: None,
             search_per_minute: None,
+            max_body_bytes: None,
         }
     }
 }
@@ -143,6 +154,11 @@ pub struct FakeGitLabIssue {
     pub severity: String,
     pub author_id: u64,
     pub closed_by_id: Option<u64>,
+    /// GitLab Free allows one assignee (`/assign` keeps the first user).
+    pub assignee_ids: Vec<u64>,
+    pub due_date: Option<NaiveDate>,
+    /// The global id of the copy, once the issue was moved to another project.
+    pub moved_to_id: Option<u64>,
 }
 
 /// An alert's state.
@@ -220,6 +236,7 @@ struct GitLabState {
     recorder: Recorder,
     api_bucket: Option<Mutex<Bucket>>,
     search_bucket: Option<Mutex<Bucket>>,
+    max_body_bytes: Option<usize>,
     shutdown: CancellationToken,
 }
 
@@ -227,6 +244,8 @@ struct GitLabData {
     tokens: Vec<(String, FakeUser)>,
     projects: Vec<ProjectState>,
     next_issue_id: u64,
+    /// Old project paths and the project they lead to (GitLab's `RedirectRoute`).
+    redirects: Vec<(String, u64)>,
 }
 
 struct ProjectState {
@@ -234,6 +253,21 @@ struct ProjectState {
     issues: BTreeMap<u64, FakeGitLabIssue>,
     next_iid: u64,
     alerts: Vec<FakeAlert>,
+    /// The project's labels: created when first used through the API (`labels`, `add_labels`)
+    /// or by [`FakeGitLab::create_label`]; `/label` only finds existing ones.
+    labels: BTreeSet<String>,
+}
+
+impl ProjectState {
+    fn new(cfg: FakeProject) -> Self {
+        Self {
+            cfg,
+            issues: BTreeMap::new(),
+            next_iid: 1,
+            alerts: Vec::new(),
+            labels: BTreeSet::new(),
+        }
+    }
 }
 
 /// The user GitLab files alert incidents as.
@@ -253,17 +287,9 @@ impl FakeGitLab {
             latency: config.latency,
             data: Mutex::new(GitLabData {
                 tokens: config.tokens,
-                projects: config
-                    .projects
-                    .into_iter()
-                    .map(|cfg| ProjectState {
-                        cfg,
-                        issues: BTreeMap::new(),
-                        next_iid: 1,
-                        alerts: Vec::new(),
-                    })
-                    .collect(),
+                projects: config.projects.into_iter().map(ProjectState::new).collect(),
                 next_issue_id: 1_000,
+                redirects: Vec::new(),
             }),
             faults: Mutex::new(VecDeque::new()),
             recorder: Recorder::default(),
@@ -271,6 +297,7 @@ impl FakeGitLab {
                 .requests_per_minute
                 .map(|l| Mutex::new(Bucket::new(l))),
             search_bucket: config.search_per_minute.map(|l| Mutex::new(Bucket::new(l))),
+            max_body_bytes: config.max_body_bytes,
             shutdown: shutdown.clone(),
         });
         listener.serve(router(Arc::clone(&state)), shutdown.clone());
@@ -359,6 +386,153 @@ impl FakeGitLab {
         }
         true
     }
+
+    /// The user the person helpers act as ([`Self::move_issue`], [`Self::resolve_alert`], …):
+    /// `a.person`, "A Person". Tests may also pass it to [`Self::create_person_issue`].
+    pub const PERSON_ID: u64 = 9_998;
+
+    /// A person renames project `project_id` to `new_path` (its `path_with_namespace`). The old
+    /// path keeps redirecting to the project (GitLab's `RedirectRoute`, created by
+    /// `app/models/route.rb` `create_redirect_for_old_path`) until a project is created at it or
+    /// renamed to it (`delete_conflicting_redirects`). Returns false if there is no such project
+    /// or another project already has `new_path`.
+    pub fn rename_project(&self, project_id: u64, new_path: &str) -> bool {
+        let mut data = lock(&self.inner.state.data);
+        let taken = data.projects.iter().any(|p| {
+            p.cfg.id != project_id && p.cfg.path_with_namespace.eq_ignore_ascii_case(new_path)
+        });
+        let Some(project) = data.projects.iter_mut().find(|p| p.cfg.id == project_id) else {
+            return false;
+        };
+        if taken {
+            return false;
+        }
+        let old = std::mem::replace(&mut project.cfg.path_with_namespace, new_path.to_owned());
+        data.claim_path(new_path);
+        if !old.eq_ignore_ascii_case(new_path) {
+            data.redirects.push((old, project_id));
+        }
+        true
+    }
+
+    /// A person creates another project (with its own id, path and members). A project created
+    /// at a path that redirects elsewhere takes the path over (`app/models/route.rb`
+    /// `after_create :delete_conflicting_redirects`). Returns false if the id or path is taken.
+    pub fn add_project(&self, project: FakeProject) -> bool {
+        let mut data = lock(&self.inner.state.data);
+        if data.projects.iter().any(|p| {
+            p.cfg.id == project.id
+                || p.cfg
+                    .path_with_namespace
+                    .eq_ignore_ascii_case(&project.path_with_namespace)
+        }) {
+            return false;
+        }
+        data.claim_path(&project.path_with_namespace);
+        data.projects.push(ProjectState::new(project));
+        true
+    }
+
+    /// A person (`author_id`, e.g. [`Self::PERSON_ID`]) writes an issue in the web UI, for
+    /// instance a postmortem quoting the Jira browse link. It is stored as given (no quick
+    /// actions run). Returns its iid, or `None` if there is no such project.
+    pub fn create_person_issue(
+        &self,
+        project_id: u64,
+        author_id: u64,
+        title: &str,
+        description: &str,
+    ) -> Option<u64> {
+        let mut guard = lock(&self.inner.state.data);
+        let data = &mut *guard;
+        let id = data.next_issue_id + 1;
+        let project = data.projects.iter_mut().find(|p| p.cfg.id == project_id)?;
+        let iid = project.next_iid;
+        project.next_iid += 1;
+        let now = Utc::now();
+        project.issues.insert(
+            iid,
+            FakeGitLabIssue {
+                id,
+                iid,
+                project_id,
+                title: title.to_owned(),
+                description: Some(description.to_owned()),
+                state: RemoteState::Opened,
+                created_at: now,
+                updated_at: now,
+                closed_at: None,
+                labels: Vec::new(),
+                issue_type: "issue".to_owned(),
+                confidential: false,
+                severity: "UNKNOWN".to_owned(),
+                author_id,
+                closed_by_id: None,
+                assignee_ids: Vec::new(),
+                due_date: None,
+                moved_to_id: None,
+            },
+        );
+        data.next_issue_id = id;
+        Some(iid)
+    }
+
+    /// A person ([`Self::PERSON_ID`]) moves issue `iid` to project `to_project_id`, as
+    /// `app/services/issues/move_service.rb` does: a copy is created in the target (new id and
+    /// iid, same author, title, description, type, `created_at`; labels only where the target
+    /// has them), the original is closed by the person and carries `moved_to_id` (the copy's
+    /// id). Returns the copy's iid; `None` if an issue or project is missing, the issue was
+    /// already moved, or the target is its own project.
+    pub fn move_issue(&self, project_id: u64, iid: u64, to_project_id: u64) -> Option<u64> {
+        let mut data = lock(&self.inner.state.data);
+        let from = data.projects.iter().position(|p| p.cfg.id == project_id)?;
+        let to = data
+            .projects
+            .iter()
+            .position(|p| p.cfg.id == to_project_id)?;
+        data.move_issue(from, iid, to, Self::PERSON_ID, Utc::now())
+    }
+
+    /// A person deletes issue `iid` (Owners may): later GETs and PUTs answer 404. Returns false
+    /// if it did not exist.
+    pub fn delete_issue(&self, project_id: u64, iid: u64) -> bool {
+        let mut data = lock(&self.inner.state.data);
+        data.projects
+            .iter_mut()
+            .find(|p| p.cfg.id == project_id)
+            .is_some_and(|p| p.issues.remove(&iid).is_some())
+    }
+
+    /// A person sets alert `alert_iid` of the project to Resolved in the UI. The fingerprint then
+    /// has no unresolved alert: a recovery payload for it answers 400 and a firing one opens a
+    /// new alert. The alert's incident is left as it is (whether GitLab syncs a hand-resolved
+    /// alert to its incident is not modelled). Returns false if there is no such triggered alert.
+    pub fn resolve_alert(&self, project_id: u64, alert_iid: u64) -> bool {
+        let mut data = lock(&self.inner.state.data);
+        let Some(alert) = data
+            .projects
+            .iter_mut()
+            .find(|p| p.cfg.id == project_id)
+            .and_then(|p| p.alerts.iter_mut().find(|a| a.iid == alert_iid))
+            .filter(|a| a.status == AlertStatus::Triggered)
+        else {
+            return false;
+        };
+        alert.status = AlertStatus::Resolved;
+        alert.resolved_at = Some(Utc::now());
+        true
+    }
+
+    /// A person creates project label `name` (so that `/label ~name` finds it). Returns false if
+    /// there is no such project.
+    pub fn create_label(&self, project_id: u64, name: &str) -> bool {
+        let mut data = lock(&self.inner.state.data);
+        data.projects
+            .iter_mut()
+            .find(|p| p.cfg.id == project_id)
+            .map(|p| p.labels.insert(name.to_owned()))
+            .is_some()
+    }
 }
 
 /// A token bucket: `limit` tokens, refilled evenly over a minute.
@@ -440,20 +614,98 @@ fn classify(method: &Method, path: &str) -> Option<FaultTarget> {
 /// The HTML page a reverse proxy answers when the application behind it did not.
 const PROXY_PAGE: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
 
-/// Logs the request, adds latency, applies rate limits and queued faults.
+/// What nginx answers for a body over `client_max_body_size`.
+const TOO_LARGE_PAGE: &str = "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+
+/// The most a request body may hold before the fake stops reading it.
+const READ_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Logs the request, adds latency, applies the proxy's body limit, GitLab's malformed-string
+/// check, rate limits and queued faults.
 async fn front(State(state): State<Arc<GitLabState>>, req: Request, next: Next) -> Response {
-    let (req, body) = read_body(req).await;
+    let (parts, raw) = req.into_parts();
+    let bytes = axum::body::to_bytes(raw, READ_LIMIT)
+        .await
+        .unwrap_or_default();
+    let too_large = state.max_body_bytes.is_some_and(|max| bytes.len() > max);
+    let (req, body) = read_body(Request::from_parts(parts, Body::from(bytes))).await;
+    let malformed = malformed_request(req.uri(), body.as_ref());
     let index = state
         .recorder
         .start(req.method(), req.uri(), req.headers(), body);
     if !state.latency.is_zero() {
         tokio::time::sleep(state.latency).await;
     }
-    let response = handle_front(&state, req, next).await;
+    let response = if too_large {
+        // The reverse proxy answers before GitLab, so before authentication and rate limits.
+        raw_response(413, TOO_LARGE_PAGE)
+    } else if malformed {
+        bad_request_text()
+    } else {
+        handle_front(&state, req, next).await
+    };
     if response.extensions().get::<Unanswered>().is_none() {
         state.recorder.finish(index, response.status().as_u16());
     }
     response
+}
+
+/// `lib/gitlab/middleware/handle_malformed_strings.rb`: a NUL byte (or invalid UTF-8) in the
+/// path or in any parameter (query, form or JSON body, nested up to two levels) is answered
+/// `400 text/plain "Bad Request"` by a Rack middleware, before authentication and before
+/// Rack::Attack's rate limits (`config/application.rb` inserts it after
+/// `ActionDispatch::ShowExceptions`, Rack::Attack after `Warden::Manager`). PostgreSQL could not
+/// store a NUL in a text column anyway.
+fn malformed_request(uri: &axum::http::Uri, body: Option<&Value>) -> bool {
+    /// Percent-decodes `raw`; a NUL or invalid UTF-8 is malformed.
+    fn malformed_str(raw: &str) -> bool {
+        let bytes = raw.as_bytes();
+        let mut decoded = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = |b: u8| char::from(b).to_digit(16);
+            match (
+                bytes[i],
+                bytes.get(i + 1).and_then(|b| hex(*b)),
+                bytes.get(i + 2).and_then(|b| hex(*b)),
+            ) {
+                (b'%', Some(hi), Some(lo)) => {
+                    decoded.push((hi * 16 + lo) as u8);
+                    i += 3;
+                }
+                (b, _, _) => {
+                    decoded.push(b);
+                    i += 1;
+                }
+            }
+        }
+        decoded.contains(&0) || std::str::from_utf8(&decoded).is_err()
+    }
+    fn value_has_nul(v: &Value, depth: u32) -> bool {
+        if depth > 2 {
+            return false;
+        }
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(|i| value_has_nul(i, depth + 1)),
+            Value::Object(map) => map.values().any(|i| value_has_nul(i, depth + 1)),
+            _ => false,
+        }
+    }
+    malformed_str(uri.path())
+        || uri.query().is_some_and(malformed_str)
+        || body.is_some_and(|b| match b {
+            Value::Object(map) => map.values().any(|v| value_has_nul(v, 0)),
+            other => value_has_nul(other, 0),
+        })
+}
+
+fn bad_request_text() -> Response {
+    let mut resp = Response::new(Body::from("Bad Request"));
+    *resp.status_mut() = StatusCode::BAD_REQUEST;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp
 }
 
 async fn handle_front(state: &GitLabState, req: Request, next: Next) -> Response {
@@ -554,9 +806,11 @@ impl GitLabState {
 
     /// Applies the search and request buckets; `Some` is the 429 to answer.
     fn rate_limit(&self, query: Option<&str>) -> Option<Response> {
+        // `validate_search_rate_limit! if declared_params[:search].present?` (lib/api/issues.rb):
+        // a blank search is no search.
         let is_search = query_pairs(query)
             .iter()
-            .any(|(k, v)| k == "search" && !v.is_empty());
+            .any(|(k, v)| k == "search" && !v.trim().is_empty());
         let buckets = [
             is_search.then_some(self.search_bucket.as_ref()).flatten(),
             self.api_bucket.as_ref(),
@@ -608,15 +862,7 @@ impl GitLabState {
     }
 
     fn user_json(&self, id: u64, data: &GitLabData) -> Value {
-        let (username, name) = if id == ALERT_BOT_ID {
-            ("alert-bot".to_owned(), "GitLab Alert Bot".to_owned())
-        } else {
-            data.tokens
-                .iter()
-                .find(|(_, u)| u.id == id)
-                .map(|(_, u)| (u.username.clone(), u.name.clone()))
-                .unwrap_or_else(|| (format!("user{id}"), format!("User {id}")))
-        };
+        let (username, name) = data.user_names(id);
         json!({
             "id": id,
             "username": username,
@@ -644,15 +890,15 @@ impl GitLabState {
             "closed_by": issue.closed_by_id.map(|id| self.user_json(id, data)),
             "labels": issue.labels,
             "milestone": null,
-            "assignees": [],
+            "assignees": issue.assignee_ids.iter().map(|id| self.user_json(*id, data)).collect::<Vec<_>>(),
             "author": self.user_json(issue.author_id, data),
             "type": issue.issue_type.to_ascii_uppercase(),
-            "assignee": null,
+            "assignee": issue.assignee_ids.first().map(|id| self.user_json(*id, data)),
             "user_notes_count": 0,
             "merge_requests_count": 0,
             "upvotes": 0,
             "downvotes": 0,
-            "due_date": null,
+            "due_date": issue.due_date.map(|d| d.format("%Y-%m-%d").to_string()),
             "confidential": issue.confidential,
             "discussion_locked": null,
             "issue_type": issue.issue_type,
@@ -680,7 +926,7 @@ impl GitLabState {
                 "full": format!("{path}#{}", issue.iid),
             },
             "severity": issue.severity,
-            "moved_to_id": null,
+            "moved_to_id": issue.moved_to_id,
             "service_desk_reply_to": null,
         })
     }
@@ -695,30 +941,365 @@ fn error(status: u16, text: &str) -> Reply {
 }
 
 impl GitLabData {
-    /// The project named by `id` (numeric or a URL-decoded path) and the user's access level
-    /// there; 404 when it does not exist or the user cannot see it.
+    /// The project an API `:id` names: a number is an id; a path (it has a `/`) is matched
+    /// case-insensitively and, failing that, through the redirects old paths left
+    /// (`lib/api/helpers.rb` `find_project`: `find_by_full_path(id, follow_redirects: true)`);
+    /// anything else names nothing.
+    fn project_index(&self, id: &str) -> Option<usize> {
+        let numeric = id.strip_prefix('-').unwrap_or(id);
+        if !numeric.is_empty() && numeric.bytes().all(|b| b.is_ascii_digit()) {
+            return self
+                .projects
+                .iter()
+                .position(|p| p.cfg.id.to_string() == id);
+        }
+        if !id.contains('/') {
+            return None;
+        }
+        self.projects
+            .iter()
+            .position(|p| p.cfg.path_with_namespace.eq_ignore_ascii_case(id))
+            .or_else(|| {
+                let (_, target) = self
+                    .redirects
+                    .iter()
+                    .find(|(old, _)| old.eq_ignore_ascii_case(id))?;
+                self.projects.iter().position(|p| p.cfg.id == *target)
+            })
+    }
+
+    /// A project now lives at `path`: redirects from it (and below it) are dropped
+    /// (`app/models/route.rb` `delete_conflicting_redirects`).
+    fn claim_path(&mut self, path: &str) {
+        let lower = path.to_ascii_lowercase();
+        self.redirects.retain(|(old, _)| {
+            let old = old.to_ascii_lowercase();
+            old != lower && !old.starts_with(&format!("{lower}/"))
+        });
+    }
+
+    /// The project named by `id` and the user's access level there; 404 when it does not exist
+    /// or the user cannot see it.
+    fn project_at(&self, id: &str, user: &FakeUser) -> Result<(usize, u32), Reply> {
+        let index = self
+            .project_index(id)
+            .ok_or_else(|| message(404, "404 Project Not Found"))?;
+        let level = self.projects[index].level_of(user.id);
+        if level == 0 && !user.admin {
+            return Err(message(404, "404 Project Not Found"));
+        }
+        Ok((index, level))
+    }
+
+    /// [`Self::project_at`], borrowing the project.
     fn project_for(
         &mut self,
         id: &str,
         user: &FakeUser,
     ) -> Result<(&mut ProjectState, u32), Reply> {
-        let project = self
-            .projects
-            .iter_mut()
-            .find(|p| {
-                p.cfg.id.to_string() == id || p.cfg.path_with_namespace.eq_ignore_ascii_case(id)
-            })
-            .ok_or_else(|| message(404, "404 Project Not Found"))?;
-        let level = project
-            .cfg
+        let (index, level) = self.project_at(id, user)?;
+        Ok((&mut self.projects[index], level))
+    }
+
+    /// A user's username and name (the token users, the alert bot, the person, or made up).
+    fn user_names(&self, id: u64) -> (String, String) {
+        match id {
+            ALERT_BOT_ID => ("alert-bot".to_owned(), "GitLab Alert Bot".to_owned()),
+            FakeGitLab::PERSON_ID => ("a.person".to_owned(), "A Person".to_owned()),
+            _ => self
+                .tokens
+                .iter()
+                .find(|(_, u)| u.id == id)
+                .map(|(_, u)| (u.username.clone(), u.name.clone()))
+                .unwrap_or_else(|| (format!("user{id}"), format!("User {id}"))),
+        }
+    }
+
+    /// The user a `/assign` argument word names: `me`, or `@username` / `username`.
+    fn user_named(&self, word: &str, me: &FakeUser) -> Option<u64> {
+        if word.eq_ignore_ascii_case("me") {
+            return Some(me.id);
+        }
+        let name = word.strip_prefix('@').unwrap_or(word);
+        self.tokens
+            .iter()
+            .map(|(_, u)| (u.id, u.username.clone()))
+            .chain([(FakeGitLab::PERSON_ID, "a.person".to_owned())])
+            .find(|(_, username)| username.eq_ignore_ascii_case(name))
+            .map(|(id, _)| id)
+    }
+
+    /// `app/services/issues/move_service.rb` (`Issuable::Clone::BaseService`): the copy is
+    /// created in the target with the original's attributes except id and iid
+    /// (`create_new_entity`; `Issues::BaseService#filter_params` keeps `created_at` for a
+    /// `moved_issue`), labels only where the target project has them (`cloneable_label_ids`);
+    /// then the original is closed by the mover (`close_issue`) and `mark_as_moved` sets its
+    /// `moved_to_id`. Returns the copy's iid.
+    fn move_issue(
+        &mut self,
+        from: usize,
+        iid: u64,
+        to: usize,
+        actor: u64,
+        now: DateTime<Utc>,
+    ) -> Option<u64> {
+        if from == to {
+            return None;
+        }
+        let original = self.projects[from]
+            .issues
+            .get(&iid)
+            .filter(|i| i.moved_to_id.is_none())?
+            .clone();
+        let id = self.next_issue_id + 1;
+        self.next_issue_id = id;
+        let target = &mut self.projects[to];
+        let new_iid = target.next_iid;
+        target.next_iid += 1;
+        let copy = FakeGitLabIssue {
+            id,
+            iid: new_iid,
+            project_id: target.cfg.id,
+            labels: original
+                .labels
+                .iter()
+                .filter(|l| target.labels.contains(*l))
+                .cloned()
+                .collect(),
+            updated_at: now,
+            moved_to_id: None,
+            ..original.clone()
+        };
+        target.issues.insert(new_iid, copy);
+        let old = self.projects[from].issues.get_mut(&iid)?;
+        if old.state == RemoteState::Opened {
+            old.state = RemoteState::Closed;
+            old.closed_at = Some(now);
+            old.closed_by_id = Some(actor);
+        }
+        old.moved_to_id = Some(id);
+        old.updated_at = now;
+        Some(new_iid)
+    }
+}
+
+impl ProjectState {
+    fn level_of(&self, user_id: u64) -> u32 {
+        self.cfg
             .members
             .iter()
-            .find(|(u, _)| *u == user.id)
-            .map_or(0, |(_, l)| *l);
-        if level == 0 && !user.admin {
-            return Err(message(404, "404 Project Not Found"));
+            .find(|(u, _)| *u == user_id)
+            .map_or(0, |(_, l)| *l)
+    }
+
+    /// Labels used through the API come into existence (`Labels::FindOrCreateService`).
+    fn remember_labels(&mut self, labels: &[String]) {
+        self.labels.extend(labels.iter().cloned());
+    }
+
+    /// The project labels a `/label` or `/unlabel` argument names
+    /// (`app/services/quick_actions/interpret_service.rb` `find_labels`): `~label` and
+    /// `~"a label"` references when there is a `~`, otherwise the names of
+    /// `"A" "A B C" A B`; only labels the project has.
+    fn find_labels(&self, arg: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let chars: Vec<char> = arg.chars().collect();
+        let with_tilde = arg.contains('~');
+        let mut i = 0;
+        while i < chars.len() {
+            let tilde = chars[i] == '~';
+            if with_tilde && !tilde {
+                i += 1;
+                continue;
+            }
+            let start = i + usize::from(tilde);
+            if chars.get(start) == Some(&'"')
+                && let Some(len) = chars[start + 1..].iter().position(|c| *c == '"')
+            {
+                names.push(chars[start + 1..start + 1 + len].iter().collect::<String>());
+                i = start + len + 2;
+                continue;
+            }
+            let end = start
+                + chars[start..]
+                    .iter()
+                    .take_while(|c| !c.is_whitespace() && **c != '~')
+                    .count();
+            if end > start {
+                names.push(chars[start..end].iter().collect());
+            }
+            i = end.max(i + 1);
         }
-        Ok((project, level))
+        names.retain(|n| self.labels.contains(n));
+        names.dedup();
+        names
+    }
+}
+
+/// What a user may do in a project (`app/policies/project_policy.rb`,
+/// `app/policies/issue_policy.rb`).
+#[derive(Clone, Copy, Debug)]
+struct Rights {
+    admin: bool,
+    level: u32,
+}
+
+impl Rights {
+    /// `admin_issue`, `create_incident` (`reporter_access & create_issue`), `set_issue_metadata`
+    /// on an existing issue, `move_issue`.
+    fn reporter(self) -> bool {
+        self.admin || self.level >= access::REPORTER
+    }
+
+    /// `set_issue_created_at`, `set_issue_updated_at`, `set_issue_iid`.
+    fn owner(self) -> bool {
+        self.admin || self.level >= access::OWNER
+    }
+
+    /// `set_issue_metadata` / `set_confidentiality`: any member (or admin) on a new issue
+    /// (`~persisted & is_project_member & guest_access`), `admin_issue` on an existing one.
+    fn set_metadata(self, persisted: bool) -> bool {
+        if persisted {
+            self.reporter()
+        } else {
+            self.admin || self.level >= access::GUEST
+        }
+    }
+}
+
+/// The changes a description's quick actions ask for (`@updates`).
+#[derive(Clone, Debug, Default, PartialEq)]
+struct QuickUpdates {
+    state_event: Option<&'static str>,
+    title: Option<String>,
+    add_labels: Vec<String>,
+    remove_labels: Vec<String>,
+    remove_all_labels: bool,
+    confidential: bool,
+    assignee: Option<u64>,
+    severity: Option<String>,
+    due_date: Option<NaiveDate>,
+    /// The project index `/move` targets.
+    move_to: Option<usize>,
+}
+
+/// `IssuableSeverity::SEVERITY_QUICK_ACTION_PARAMS` (`app/models/issuable_severity.rb`).
+fn severity_param(arg: &str) -> Option<&'static str> {
+    match arg.to_ascii_lowercase().as_str() {
+        "unknown" | "0" => Some("UNKNOWN"),
+        "low" | "s4" | "4" => Some("LOW"),
+        "medium" | "s3" | "3" => Some("MEDIUM"),
+        "high" | "s2" | "2" => Some("HIGH"),
+        "critical" | "s1" | "1" => Some("CRITICAL"),
+        _ => None,
+    }
+}
+
+/// `/due`'s argument. GitLab parses it with Chronic; the fake knows `YYYY-MM-DD`, `today` and
+/// `tomorrow` (anything else fails to parse, which GitLab also answers by ignoring the action).
+fn due_param(arg: &str, now: DateTime<Utc>) -> Option<NaiveDate> {
+    match arg.to_ascii_lowercase().as_str() {
+        "today" => Some(now.date_naive()),
+        "tomorrow" => now.date_naive().succ_opt(),
+        other => NaiveDate::parse_from_str(other, "%Y-%m-%d").ok(),
+    }
+}
+
+impl GitLabData {
+    /// Runs the commands the way `QuickActions::InterpretService#extract_updates` does: each
+    /// command only if its `condition` holds for this user and issue (persisted or not), later
+    /// commands overriding earlier ones. Conditions (lib/gitlab/quick_actions/*.rb):
+    /// - `/close` (open), `/reopen` (closed), `/title`: persisted and `update_issue`
+    ///   (issuable_actions.rb) — so on create they are removed from the text and do nothing;
+    /// - `/label`, `/labels`: `set_issue_metadata` and the project has labels; only existing
+    ///   labels are added; `/unlabel`, `/remove_label`: persisted, the issue has labels,
+    ///   `set_issue_metadata`; without an argument all labels go;
+    /// - `/confidential`: not yet confidential and `set_confidentiality`;
+    /// - `/assign`: `set_issue_metadata`; `me` or `@username`; one assignee on GitLab Free;
+    /// - `/severity`: incidents only (`supports_severity?`); on an existing issue through
+    ///   `Issues::UpdateService`, whose `filter_severity` needs `admin_issue`;
+    /// - `/due`: `set_issue_metadata` (issue_actions.rb);
+    /// - `/move <path>`: persisted, `move_issue` (`admin_issue`) here and `admin_issue` in the
+    ///   target project, which must exist (issue_actions.rb).
+    ///
+    /// Every other known command is removed from the text and ignored.
+    fn interpret(
+        &self,
+        commands: &[Command],
+        (user, rights): (&FakeUser, Rights),
+        (project, issue, persisted): (usize, &FakeGitLabIssue, bool),
+        now: DateTime<Utc>,
+    ) -> QuickUpdates {
+        let mut u = QuickUpdates::default();
+        let state = &self.projects[project];
+        let arg_of = |c: &Command| c.arg.clone().unwrap_or_default();
+        for c in commands {
+            match c.name.as_str() {
+                "close" if persisted && issue.state == RemoteState::Opened => {
+                    u.state_event = Some("close");
+                }
+                "reopen" if persisted && issue.state == RemoteState::Closed => {
+                    u.state_event = Some("reopen");
+                }
+                "title" if persisted && c.arg.is_some() => u.title = c.arg.clone(),
+                "label" | "labels"
+                    if rights.set_metadata(persisted) && !state.labels.is_empty() =>
+                {
+                    for l in state.find_labels(&arg_of(c)) {
+                        if !u.add_labels.contains(&l) {
+                            u.add_labels.push(l);
+                        }
+                    }
+                }
+                "unlabel" | "remove_label"
+                    if persisted && !issue.labels.is_empty() && rights.set_metadata(true) =>
+                {
+                    match &c.arg {
+                        Some(arg) => u.remove_labels.extend(state.find_labels(arg)),
+                        None => u.remove_all_labels = true,
+                    }
+                }
+                "confidential" if !issue.confidential && rights.set_metadata(persisted) => {
+                    u.confidential = true;
+                }
+                "assign" if rights.set_metadata(persisted) => {
+                    if let Some(id) = arg_of(c)
+                        .split(|ch: char| ch.is_whitespace() || ch == ',')
+                        .filter(|w| !w.is_empty() && *w != "and")
+                        .find_map(|w| self.user_named(w, user))
+                    {
+                        u.assignee = Some(id);
+                    }
+                }
+                "severity"
+                    if issue.issue_type == "incident" && (!persisted || rights.reporter()) =>
+                {
+                    if let Some(sev) = severity_param(&arg_of(c)) {
+                        u.severity = Some(sev.to_owned());
+                    }
+                }
+                "due" if rights.set_metadata(persisted) => {
+                    if let Some(date) = due_param(&arg_of(c), now) {
+                        u.due_date = Some(date);
+                    }
+                }
+                "move" if persisted && rights.reporter() => {
+                    let target = self
+                        .projects
+                        .iter()
+                        .position(|p| p.cfg.path_with_namespace.eq_ignore_ascii_case(&arg_of(c)));
+                    if let Some(t) = target.filter(|t| {
+                        *t != project
+                            && (user.admin
+                                || self.projects[*t].level_of(user.id) >= access::REPORTER)
+                    }) {
+                        u.move_to = Some(t);
+                    }
+                }
+                _ => {}
+            }
+        }
+        u
     }
 }
 
@@ -879,6 +1460,21 @@ async fn environments(
     Ok(json_response(200, &Value::Array(envs)))
 }
 
+/// `issue_type` as GitLab keeps it: a type the user may not create falls back to `issue`,
+/// silently (`app/services/issues/build_service.rb` `set_work_item_type` and
+/// `Issues::BaseService#filter_params` with `create_issue_type_allowed?` in
+/// `app/services/issues/issue_type_helpers.rb`; `create_incident` is
+/// `reporter_access & create_issue` in `app/policies/project_policy.rb`).
+fn allowed_issue_type(wanted: Option<String>, rights: Rights) -> Option<String> {
+    wanted.map(|t| {
+        if t == "incident" && !rights.reporter() {
+            "issue".to_owned()
+        } else {
+            t
+        }
+    })
+}
+
 async fn create_issue(
     State(state): State<Arc<GitLabState>>,
     Path(id): Path<String>,
@@ -887,23 +1483,30 @@ async fn create_issue(
 ) -> Handled {
     let user = state.authenticate(&headers)?;
     let body = body.unwrap_or(Value::Null);
-    let mut guard = lock(&state.data);
-    let data = &mut *guard;
-    let issue_id = data.next_issue_id + 1;
-    let (project, level) = data.project_for(&id, &user)?;
+    // Grape validates the parameters (for everyone, before the endpoint looks the project up);
+    // only the rights decide whether they are used.
     let title = param(&body, "title")
         .filter(|t| !t.trim().is_empty())
         .ok_or_else(|| error(400, "title is missing"))?;
-    validate_title(&title)?;
-    let issue_type = validate_issue_type(param(&body, "issue_type"))?;
-    // Grape checks the types for everyone; only the rights decide whether they are used.
+    let wanted_type = validate_issue_type(param(&body, "issue_type"))?;
     let created_at = param(&body, "created_at")
         .map(|t| parse_time("created_at", &t))
         .transpose()?;
     let iid = param(&body, "iid")
         .map(|v| v.parse::<u64>().map_err(|_| error(400, "iid is invalid")))
         .transpose()?;
-    let privileged = user.admin || level >= access::OWNER;
+    let mut guard = lock(&state.data);
+    let data = &mut *guard;
+    let issue_id = data.next_issue_id + 1;
+    let (pidx, level) = data.project_at(&id, &user)?;
+    let rights = Rights {
+        admin: user.admin,
+        level,
+    };
+    validate_title(&title)?;
+    let issue_type = allowed_issue_type(wanted_type, rights);
+    let project = &mut data.projects[pidx];
+    let privileged = rights.owner();
     let iid = match iid.filter(|_| privileged) {
         Some(iid) if project.issues.contains_key(&iid) => {
             return Err(message(409, "Duplicated issue"));
@@ -911,10 +1514,11 @@ async fn create_issue(
         Some(iid) => iid,
         None => project.next_iid,
     };
-    project.next_iid = project.next_iid.max(iid + 1);
     let now = Utc::now();
     let created = created_at.filter(|_| privileged).unwrap_or(now);
-    let issue = FakeGitLabIssue {
+    let labels = labels(&body["labels"]).unwrap_or_default();
+    project.remember_labels(&labels);
+    let mut issue = FakeGitLabIssue {
         id: issue_id,
         iid,
         project_id: project.cfg.id,
@@ -924,31 +1528,109 @@ async fn create_issue(
         created_at: created,
         updated_at: created,
         closed_at: None,
-        labels: labels(&body["labels"]).unwrap_or_default(),
+        labels,
         issue_type: issue_type.unwrap_or_else(|| "issue".to_owned()),
         confidential: truthy(param(&body, "confidential")).unwrap_or(false),
         severity: "UNKNOWN".to_owned(),
         author_id: user.id,
         closed_by_id: None,
+        assignee_ids: Vec::new(),
+        due_date: None,
+        moved_to_id: None,
     };
+    // `IssuableBaseService#create` runs `handle_quick_actions` on the new (not persisted) issue.
+    if let Some(description) = issue.description.clone() {
+        let extracted = gitlab_quick_actions::extract(&description);
+        let updates = data.interpret(
+            &extracted.commands,
+            (&user, rights),
+            (pidx, &issue, false),
+            now,
+        );
+        issue.description = Some(extracted.content);
+        apply_quick_updates(&mut issue, &updates, user.id, now);
+    }
+    let project = &mut data.projects[pidx];
+    project.next_iid = project.next_iid.max(iid + 1);
     project.issues.insert(iid, issue.clone());
     let path = project.cfg.path_with_namespace.clone();
     data.next_issue_id = issue_id;
     Ok(json_response(201, &state.issue_json(&issue, &path, data)))
 }
 
-/// The parameters `PUT /issues/:iid` knows; at least one must be given.
-const UPDATE_PARAMS: [&str; 10] = [
-    "title",
+/// Applies what quick actions asked for (except `/move`, which the caller performs).
+fn apply_quick_updates(
+    issue: &mut FakeGitLabIssue,
+    u: &QuickUpdates,
+    user_id: u64,
+    when: DateTime<Utc>,
+) {
+    if let Some(t) = &u.title {
+        issue.title.clone_from(t);
+    }
+    if u.remove_all_labels {
+        issue.labels.clear();
+    }
+    issue.labels.retain(|l| !u.remove_labels.contains(l));
+    issue.labels.extend(u.add_labels.iter().cloned());
+    issue.labels.sort();
+    issue.labels.dedup();
+    if u.confidential {
+        issue.confidential = true;
+    }
+    if let Some(a) = u.assignee {
+        issue.assignee_ids = vec![a];
+    }
+    if let Some(sev) = &u.severity {
+        issue.severity.clone_from(sev);
+    }
+    if let Some(d) = u.due_date {
+        issue.due_date = Some(d);
+    }
+    change_state(issue, u.state_event, user_id, when);
+}
+
+fn change_state(
+    issue: &mut FakeGitLabIssue,
+    event: Option<&str>,
+    user_id: u64,
+    when: DateTime<Utc>,
+) {
+    match (event, issue.state) {
+        (Some("close"), RemoteState::Opened) => {
+            issue.state = RemoteState::Closed;
+            // GitLab's system_note_timestamp: an honoured updated_at is the closing time.
+            issue.closed_at = Some(when);
+            issue.closed_by_id = Some(user_id);
+        }
+        (Some("reopen"), RemoteState::Closed) => {
+            issue.state = RemoteState::Opened;
+            issue.closed_at = None;
+            issue.closed_by_id = None;
+        }
+        _ => {}
+    }
+}
+
+/// `PUT /issues/:iid` needs at least one of these (`lib/api/issues.rb`:
+/// `at_least_one_of(*Helpers::IssuesHelpers.update_params_at_least_one_of)`, the list in
+/// `lib/api/helpers/issues_helpers.rb`). `updated_at` is not among them: alone it is a 400.
+/// (GitLab EE may add its own, e.g. `weight`; the fake knows none of them.)
+const UPDATE_PARAMS: [&str; 14] = [
+    "assignee_id",
+    "assignee_ids",
+    "confidential",
+    "created_at",
     "description",
+    "discussion_locked",
+    "due_date",
     "labels",
     "add_labels",
     "remove_labels",
+    "milestone_id",
     "state_event",
+    "title",
     "issue_type",
-    "confidential",
-    "updated_at",
-    "discussion_locked",
 ];
 
 async fn update_issue(
@@ -959,15 +1641,7 @@ async fn update_issue(
 ) -> Handled {
     let user = state.authenticate(&headers)?;
     let body = body.unwrap_or(Value::Null);
-    let mut guard = lock(&state.data);
-    let data = &mut *guard;
-    let (project, level) = data.project_for(&id, &user)?;
-    let path = project.cfg.path_with_namespace.clone();
-    let issue = iid
-        .parse::<u64>()
-        .ok()
-        .and_then(|iid| project.issues.get_mut(&iid))
-        .ok_or_else(|| message(404, "404 Not found"))?;
+    // Grape's validations come before the endpoint finds the project and the issue.
     if !UPDATE_PARAMS.iter().any(|p| !body[*p].is_null()) {
         return Err(error(
             400,
@@ -977,7 +1651,35 @@ async fn update_issue(
             ),
         ));
     }
-    if !user.admin && level < access::REPORTER && issue.author_id != user.id {
+    let wanted_type = validate_issue_type(param(&body, "issue_type"))?;
+    let updated_at = param(&body, "updated_at")
+        .map(|t| parse_time("updated_at", &t))
+        .transpose()?;
+    let state_event = param(&body, "state_event");
+    if state_event
+        .as_deref()
+        .is_some_and(|e| e != "close" && e != "reopen")
+    {
+        return Err(error(400, "state_event does not have a valid value"));
+    }
+    let mut guard = lock(&state.data);
+    let data = &mut *guard;
+    let (pidx, level) = data.project_at(&id, &user)?;
+    let rights = Rights {
+        admin: user.admin,
+        level,
+    };
+    let iid = iid
+        .parse::<u64>()
+        .ok()
+        .filter(|iid| data.projects[pidx].issues.contains_key(iid))
+        .ok_or_else(|| message(404, "404 Not found"))?;
+    let before = data.projects[pidx].issues[&iid].clone();
+    // `update_issue`: Reporters, or the author (`app/policies/issuable_policy.rb`); never below
+    // Reporter on an incident (`is_incident & ~reporter_access` in `issue_policy.rb`).
+    let may_update =
+        rights.reporter() || (before.author_id == user.id && before.issue_type != "incident");
+    if !may_update {
         return Err(message(403, "403 Forbidden"));
     }
     let title = param(&body, "title");
@@ -989,62 +1691,91 @@ async fn update_issue(
         }
         validate_title(t)?;
     }
-    let issue_type = validate_issue_type(param(&body, "issue_type"))?;
-    let updated_at = param(&body, "updated_at")
-        .map(|t| parse_time("updated_at", &t))
-        .transpose()?;
-    let state_event = param(&body, "state_event");
-    if state_event
-        .as_deref()
-        .is_some_and(|e| e != "close" && e != "reopen")
-    {
-        return Err(error(400, "state_event does not have a valid value"));
+    let issue_type = allowed_issue_type(wanted_type, rights);
+    let honoured = updated_at.filter(|_| rights.owner());
+    let now = Utc::now();
+    let when = honoured.unwrap_or(now);
+    // Quick actions run only when the request carries a description
+    // (`IssuableBaseService#merge_quick_actions_into_params!`); commands already in the stored
+    // description do not run again (`execute_with_original_text`).
+    let mut description = (!body["description"].is_null())
+        .then(|| param(&body, "description"))
+        .flatten();
+    let mut quick = QuickUpdates::default();
+    if let Some(text) = description.clone() {
+        let extracted = gitlab_quick_actions::extract(&text);
+        let old = before
+            .description
+            .as_deref()
+            .map(|d| gitlab_quick_actions::extract(d).commands)
+            .unwrap_or_default();
+        let fresh: Vec<Command> = extracted
+            .commands
+            .into_iter()
+            .filter(|c| !old.contains(c))
+            .collect();
+        quick = data.interpret(&fresh, (&user, rights), (pidx, &before, true), now);
+        description = Some(extracted.content);
     }
-    let privileged = user.admin || level >= access::OWNER;
-    let honoured = updated_at.filter(|_| privileged);
-    let when = honoured.unwrap_or_else(Utc::now);
-    let before = issue.clone();
+    let project = &mut data.projects[pidx];
+    // `filter_params` drops metadata the user may not set (`set_issue_metadata` is
+    // `admin_issue` on an existing issue) and `confidential` without `set_confidentiality`.
+    let may_set_metadata = rights.set_metadata(true);
+    let label_params = if may_set_metadata {
+        (
+            labels(&body["labels"]),
+            labels(&body["add_labels"]),
+            labels(&body["remove_labels"]),
+        )
+    } else {
+        (None, None, None)
+    };
+    for given in [&label_params.0, &label_params.1].into_iter().flatten() {
+        project.remember_labels(given);
+    }
+    let path = project.cfg.path_with_namespace.clone();
+    let issue = project
+        .issues
+        .get_mut(&iid)
+        .ok_or_else(|| message(404, "404 Not found"))?;
     if let Some(t) = title {
         issue.title = t;
     }
-    if !body["description"].is_null() {
-        issue.description = param(&body, "description");
+    if let Some(d) = description {
+        issue.description = Some(d);
     }
-    if let Some(l) = labels(&body["labels"]) {
+    if let Some(l) = label_params.0 {
         issue.labels = l;
     }
-    if let Some(add) = labels(&body["add_labels"]) {
+    if let Some(add) = label_params.1 {
         issue.labels.extend(add);
         issue.labels.sort();
         issue.labels.dedup();
     }
-    if let Some(remove) = labels(&body["remove_labels"]) {
+    if let Some(remove) = label_params.2 {
         issue.labels.retain(|l| !remove.contains(l));
     }
     if let Some(t) = issue_type {
         issue.issue_type = t;
     }
-    if let Some(c) = truthy(param(&body, "confidential")) {
+    if let Some(c) = truthy(param(&body, "confidential")).filter(|_| may_set_metadata) {
         issue.confidential = c;
     }
-    match (state_event.as_deref(), issue.state) {
-        (Some("close"), RemoteState::Opened) => {
-            issue.state = RemoteState::Closed;
-            // GitLab's system_note_timestamp: an honoured updated_at is the closing time.
-            issue.closed_at = Some(when);
-            issue.closed_by_id = Some(user.id);
-        }
-        (Some("reopen"), RemoteState::Closed) => {
-            issue.state = RemoteState::Opened;
-            issue.closed_at = None;
-            issue.closed_by_id = None;
-        }
-        _ => {}
-    }
+    // Command params override the request's (`params.merge!(command_params)`).
+    let event = quick.state_event.or(state_event.as_deref());
+    let quick_without_state = QuickUpdates {
+        state_event: None,
+        ..quick.clone()
+    };
+    apply_quick_updates(issue, &quick_without_state, user.id, when);
+    change_state(issue, event, user.id, when);
     if *issue != before || honoured.is_some() {
         issue.updated_at = when;
     }
-    let issue = issue.clone();
+    if let Some(target) = quick.move_to {
+        data.move_issue(pidx, iid, target, user.id, now);
+    }
+    let issue = data.projects[pidx].issues[&iid].clone();
     Ok(json_response(200, &state.issue_json(&issue, &path, data)))
 }
 
@@ -1087,8 +1818,21 @@ async fn list_issues(
     if !matches!(wanted_state.as_str(), "opened" | "closed" | "all") {
         return Err(error(400, "state does not have a valid value"));
     }
+    // `Helpers::IssuesHelpers.sort_options`; the fake orders by created_at, updated_at, title
+    // and due_date, and by created_at for the others (priorities, popularity, positions).
     let order_by = get("order_by").unwrap_or_else(|| "created_at".to_owned());
-    if !matches!(order_by.as_str(), "created_at" | "updated_at" | "title") {
+    if !matches!(
+        order_by.as_str(),
+        "created_at"
+            | "due_date"
+            | "label_priority"
+            | "milestone_due"
+            | "popularity"
+            | "priority"
+            | "relative_position"
+            | "title"
+            | "updated_at"
+    ) {
         return Err(error(400, "order_by does not have a valid value"));
     }
     let ascending = match get("sort").as_deref() {
@@ -1097,17 +1841,43 @@ async fn list_issues(
         Some(_) => return Err(error(400, "sort does not have a valid value")),
     };
     let issue_type = validate_issue_type(get("issue_type"))?;
-    let search = get("search")
-        .filter(|s| !s.is_empty())
-        .map(|s| s.to_lowercase());
-    let within = get("in").unwrap_or_else(|| "title,description".to_owned());
-    let (in_title, in_description) = (within.contains("title"), within.contains("description"));
+    // `search` is PostgreSQL full-text search, `in` picks the weights (see `fts`); a blank
+    // search is no search (`params[:search].presence`).
+    let search = get("search").filter(|s| !s.trim().is_empty());
+    let within = get("in");
     let label_filter = get("labels").map(|l| labels(&Value::String(l)).unwrap_or_default());
-    let iids: Vec<u64> = pairs
-        .iter()
-        .filter(|(k, _)| k == "iids[]" || k == "iids")
-        .filter_map(|(_, v)| v.parse().ok())
-        .collect();
+    // `iids`: `Array[Integer]` coerced from repeated `iids[]` or a comma-separated string.
+    let mut iids: Vec<u64> = Vec::new();
+    for (_, v) in pairs.iter().filter(|(k, _)| k == "iids[]" || k == "iids") {
+        for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            iids.push(part.parse().map_err(|_| error(400, "iids is invalid"))?);
+        }
+    }
+    // `author_id` (Integer) and `author_username` are mutually exclusive
+    // (`lib/api/issues.rb` `issues_stats_params`); `Issuables::AuthorFilter` keeps the issues
+    // `authored` by that user (`app/finders/issuables/author_filter.rb`).
+    let author_id = get("author_id")
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| error(400, "author_id is invalid"))
+        })
+        .transpose()?;
+    let author_username = get("author_username");
+    if author_id.is_some() && author_username.is_some() {
+        return Err(error(
+            400,
+            "author_id, author_username are mutually exclusive",
+        ));
+    }
+    // `scope`: `created_by_me`/`assigned_to_me`/`all` (`IssuableFinder#by_scope`); none is all
+    // on the project endpoint.
+    let scope = get("scope").map(|s| s.replace('-', "_"));
+    if scope
+        .as_deref()
+        .is_some_and(|s| !matches!(s, "created_by_me" | "assigned_to_me" | "all"))
+    {
+        return Err(error(400, "scope does not have a valid value"));
+    }
     let mut bounds = Vec::new();
     for name in [
         "created_after",
@@ -1130,7 +1900,13 @@ async fn list_issues(
 
     let mut guard = lock(&state.data);
     let data = &mut *guard;
-    let (project, _) = data.project_for(&id, &user)?;
+    let author = match (author_id, author_username) {
+        (Some(id), _) => Some(id),
+        (None, Some(name)) => Some(data.user_named(&name, &user).unwrap_or(0)),
+        (None, None) => None,
+    };
+    let (pidx, _) = data.project_at(&id, &user)?;
+    let project = &data.projects[pidx];
     let path = project.cfg.path_with_namespace.clone();
     let mut found: Vec<FakeGitLabIssue> = project
         .issues
@@ -1142,6 +1918,12 @@ async fn list_issues(
         })
         .filter(|i| issue_type.as_ref().is_none_or(|t| &i.issue_type == t))
         .filter(|i| iids.is_empty() || iids.contains(&i.iid))
+        .filter(|i| author.is_none_or(|a| i.author_id == a))
+        .filter(|i| match scope.as_deref() {
+            Some("created_by_me") => i.author_id == user.id,
+            Some("assigned_to_me") => i.assignee_ids.contains(&user.id),
+            _ => true,
+        })
         .filter(|i| match label_filter.as_deref() {
             None => true,
             Some([only]) if only.eq_ignore_ascii_case("none") => i.labels.is_empty(),
@@ -1150,13 +1932,12 @@ async fn list_issues(
         })
         .filter(|i| {
             search.as_ref().is_none_or(|s| {
-                (in_title && i.title.to_lowercase().contains(s))
-                    || (in_description
-                        && i.description
-                            .as_ref()
-                            .is_some_and(|d| d.to_lowercase().contains(s)))
+                fts::issue_matches(&i.title, i.description.as_deref(), s, within.as_deref())
             })
         })
+        // Inclusive bounds: `created_after`/`updated_after` are `>=`, `*_before` are `<=`
+        // (`app/models/concerns/created_at_filterable.rb`, `updated_at_filterable.rb`, used by
+        // `CreatedAtFilter`/`UpdatedAtFilter` in `app/finders/issuable_finder.rb`).
         .filter(|i| {
             bounds.iter().all(|(name, t)| match *name {
                 "created_after" => i.created_at >= *t,
@@ -1171,6 +1952,7 @@ async fn list_issues(
         let ord = match order_by.as_str() {
             "updated_at" => a.updated_at.cmp(&b.updated_at),
             "title" => a.title.cmp(&b.title),
+            "due_date" => a.due_date.cmp(&b.due_date),
             _ => a.created_at.cmp(&b.created_at),
         }
         .then(a.id.cmp(&b.id));
@@ -1263,6 +2045,8 @@ fn receive_alert(
 ) -> Response {
     let mut guard = lock(&state.data);
     let data = &mut *guard;
+    // A web route, not the API: a POST does not follow an old path's redirect
+    // (`app/controllers/concerns/routable_actions.rb`: `follow_redirects: request.get?`).
     let Some(project) = data
         .projects
         .iter_mut()
@@ -1338,13 +2122,19 @@ fn receive_alert(
             }
             Some(answer)
         }
-        // A recovery for an alert that is not open changes nothing.
-        (None, true) => None,
+        // A recovery with no unresolved alert for its fingerprint creates nothing
+        // (`AlertManagement::AlertProcessing#process_new_alert`: `return if resolving_alert?`,
+        // app/services/concerns/alert_management/alert_processing.rb), and
+        // `Projects::Alerting::NotifyService#execute` then answers
+        // `bad_request unless alert.persisted?` (app/services/projects/alerting/notify_service.rb).
+        (None, true) => return raw_response(400, ""),
         (None, false) => {
+            // `Gitlab::AlertManagement::Payload::Generic`: `DEFAULT_TITLE = 'New: Incident'`,
+            // `DEFAULT_SEVERITY = 'critical'` (lib/gitlab/alert_management/payload/generic.rb).
             let title = payload["title"]
                 .as_str()
                 .filter(|t| !t.is_empty())
-                .unwrap_or("New: Alert")
+                .unwrap_or("New: Incident")
                 .chars()
                 .take(200)
                 .collect::<String>();
@@ -1381,6 +2171,9 @@ fn receive_alert(
                     severity: incident_severity,
                     author_id: ALERT_BOT_ID,
                     closed_by_id: None,
+                    assignee_ids: Vec::new(),
+                    due_date: None,
+                    moved_to_id: None,
                 },
             );
             let alert_iid = project.alerts.len() as u64 + 1;
@@ -1834,17 +2627,19 @@ mod tests {
             h["link"].to_str().unwrap().contains("rel=\"next\""),
             "a Link header"
         );
-        let resp = get("search=BROWSE/OPS-4&in=description").await.unwrap();
+        let resp = get("search=JIRA.example/browse/OPS-4&in=description")
+            .await
+            .unwrap();
         let body: Value = resp.json().await.unwrap();
         assert_eq!(
             body.as_array().unwrap().len(),
             1,
-            "case-insensitive search in descriptions"
+            "the whole link (lower-cased lexemes) is found in descriptions"
         );
         assert_eq!(body[0]["title"], "Incident 4", "the one with that link");
-        let resp = get("search=OPS-4&in=title").await.unwrap();
+        let resp = get("search=OPS-4&in=description").await.unwrap();
         let body: Value = resp.json().await.unwrap();
-        assert_eq!(body, json!([]), "the link is not in any title");
+        assert_eq!(body, json!([]), "the key inside a link is no lexeme");
     }
 
     /// Searches beyond the per-minute budget get 429 with Retry-After and RateLimit headers.
@@ -2063,5 +2858,719 @@ mod tests {
         assert_eq!(envs[0]["tier"], "production", "a production environment");
         let version: Value = get("api/v4/version").await.unwrap().json().await.unwrap();
         assert_eq!(version["version"], "17.5.0-ee", "the version");
+    }
+
+    const GUEST_TOKEN: &str = "glpat-guest";
+
+    /// [`config`] plus a Guest (user 3) and a second project `acme/archive` (id 2) where user 1
+    /// is Owner and user 2 Developer.
+    fn wide_config() -> FakeGitLabConfig {
+        let mut config = config();
+        config.tokens.push((
+            GUEST_TOKEN.to_owned(),
+            FakeUser {
+                id: 3,
+                username: "guest".to_owned(),
+                name: "Guest".to_owned(),
+                admin: false,
+            },
+        ));
+        config.projects[0].members.push((3, access::GUEST));
+        config.projects.push(FakeProject {
+            id: 2,
+            path_with_namespace: "acme/archive".to_owned(),
+            members: vec![(1, access::OWNER), (2, access::DEVELOPER)],
+            environments: Vec::new(),
+            alert_integrations: Vec::new(),
+            auto_close_incident: true,
+        });
+        config
+    }
+
+    /// One API call: `(status, JSON body or Null)`.
+    async fn call(
+        gitlab: &FakeGitLab,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = reqwest::Client::new()
+            .request(method, gitlab.base_url().join(path).unwrap())
+            .header("PRIVATE-TOKEN", token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    fn iids(body: &Value) -> Vec<u64> {
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["iid"].as_u64().unwrap())
+            .collect()
+    }
+
+    /// `search` is full-text search: keys inside links are not lexemes, plain keys are, with
+    /// prefix matching, and `in` picks title (A) or description (B).
+    #[tokio::test]
+    async fn search_is_full_text() {
+        let gitlab = start().await;
+        let owner = FakeGitLabConfig::DEFAULT_TOKEN;
+        let link = "https://acme.atlassian.net/browse/OPS-1";
+        for (title, description) in [
+            ("Database down", link.to_owned()),
+            ("OPS-1 broke again", "postmortem".to_owned()),
+            ("OPS-12 is another one", "unrelated".to_owned()),
+            ("Disk full", format!("Quoting OPS-1 here: {link}")),
+        ] {
+            let (status, _) = create(
+                &gitlab,
+                owner,
+                json!({ "title": title, "description": description }),
+            )
+            .await;
+            assert_eq!(status, 201);
+        }
+        let search = |q: &str| {
+            let mut url = issues_url(&gitlab);
+            url.query_pairs_mut()
+                .append_pair("search", q)
+                .append_pair("order_by", "created_at")
+                .append_pair("sort", "asc");
+            url.query().unwrap().to_owned()
+        };
+        let list = |query: String| {
+            let gitlab = gitlab.clone();
+            async move {
+                let (status, body) = call(
+                    &gitlab,
+                    Method::GET,
+                    &format!("api/v4/projects/1/issues?{query}"),
+                    owner,
+                    None,
+                )
+                .await;
+                assert_eq!(status, 200, "{query}");
+                iids(&body)
+            }
+        };
+        assert_eq!(
+            list(format!("{}&in=description", search("OPS-1"))).await,
+            [4],
+            "in descriptions, only the plain-word OPS-1 counts, not the one inside the link"
+        );
+        assert_eq!(
+            list(search("OPS-1")).await,
+            [2, 3, 4],
+            "title and description; OPS-1 is a prefix of OPS-12"
+        );
+        assert_eq!(
+            list(format!("{}&in=title", search("ops-1 BROKE"))).await,
+            [2],
+            "case-insensitive, every term"
+        );
+        assert_eq!(
+            list(format!("{}&in=description", search(link))).await,
+            [1, 4],
+            "the whole link is found"
+        );
+        assert_eq!(
+            list(search("browse/OPS-1")).await,
+            Vec::<u64>::new(),
+            "a piece of a link is not a substring match"
+        );
+        assert_eq!(
+            list(search("the")).await,
+            Vec::<u64>::new(),
+            "stop words alone match nothing"
+        );
+    }
+
+    /// `author_id`, `author_username`, `scope`, comma-separated `iids`, inclusive
+    /// `created_after`/`created_before`, and a person's issue listed as theirs.
+    #[tokio::test]
+    async fn list_filters_by_author_and_dates() {
+        let gitlab = FakeGitLab::start(wide_config()).await.unwrap();
+        let owner = FakeGitLabConfig::DEFAULT_TOKEN;
+        create(
+            &gitlab,
+            owner,
+            json!({ "title": "mine", "created_at": "2025-02-15T09:00:00Z" }),
+        )
+        .await;
+        create(&gitlab, OTHER_TOKEN, json!({ "title": "dev's" })).await;
+        let person = gitlab
+            .create_person_issue(
+                1,
+                FakeGitLab::PERSON_ID,
+                "Postmortem",
+                "See https://acme.atlassian.net/browse/OPS-1",
+            )
+            .unwrap();
+        assert_eq!(person, 3, "the next iid");
+        let list = |query: &'static str| {
+            let gitlab = gitlab.clone();
+            async move {
+                let (status, body) = call(
+                    &gitlab,
+                    Method::GET,
+                    &format!("api/v4/projects/1/issues?sort=asc&{query}"),
+                    owner,
+                    None,
+                )
+                .await;
+                (status, body)
+            }
+        };
+        let (_, body) = list("author_id=1").await;
+        assert_eq!(iids(&body), [1], "only the sync user's issue");
+        let (_, body) = list("author_id=9998").await;
+        assert_eq!(iids(&body), [3], "the person's issue");
+        assert_eq!(body[0]["author"]["username"], "a.person", "the person");
+        let (_, body) = list("author_username=dev").await;
+        assert_eq!(iids(&body), [2], "by username");
+        let (_, body) = list("scope=created_by_me").await;
+        assert_eq!(iids(&body), [1], "scope");
+        let (status, body) = list("author_id=1&author_username=dev").await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (
+                400,
+                Some("author_id, author_username are mutually exclusive")
+            ),
+            "Grape's mutually_exclusive"
+        );
+        let (status, _) = list("author_id=x").await;
+        assert_eq!(status, 400, "author_id is an Integer");
+        let (_, body) = list("iids=1,3").await;
+        assert_eq!(iids(&body), [1, 3], "comma-separated iids");
+        let (_, body) = list("iids[]=2&author_id=1").await;
+        assert_eq!(iids(&body), Vec::<u64>::new(), "filters combine");
+        let (_, body) =
+            list("created_after=2025-02-15T09:00:00Z&created_before=2025-02-15T09:00:00Z").await;
+        assert_eq!(iids(&body), [1], "both bounds are inclusive");
+    }
+
+    /// Quick actions in a new issue's description run (those available before the issue
+    /// exists) and vanish from the text; unknown ones and those in code stay.
+    #[tokio::test]
+    async fn quick_actions_on_create() {
+        let gitlab = start().await;
+        gitlab.create_label(1, "sev::1");
+        let description = "Postmortem\n/confidential\n/label ~sev::1 ~missing\n/CLOSE\n/title X\n/due 2025-03-01\n/assign me\n/foo bar\n\n```\n/close\n```\n\n  /unlabel";
+        let (status, body) = create(
+            &gitlab,
+            FakeGitLabConfig::DEFAULT_TOKEN,
+            json!({ "title": "t", "description": description, "labels": "jira" }),
+        )
+        .await;
+        assert_eq!(status, 201);
+        assert_eq!(
+            body["description"], "Postmortem\n/foo bar\n\n```\n/close\n```\n\n  /unlabel",
+            "commands stripped; unknown, fenced and indented ones kept"
+        );
+        assert_eq!(body["confidential"], true, "/confidential");
+        assert_eq!(
+            body["labels"],
+            json!(["jira", "sev::1"]),
+            "/label adds existing labels only"
+        );
+        assert_eq!(
+            (body["state"].as_str(), body["title"].as_str()),
+            (Some("opened"), Some("t")),
+            "/close and /title need a persisted issue"
+        );
+        assert_eq!(body["due_date"], "2025-03-01", "/due");
+        assert_eq!(body["assignees"][0]["username"], "sync-bot", "/assign me");
+        let (_, body) = create(
+            &gitlab,
+            FakeGitLabConfig::DEFAULT_TOKEN,
+            json!({ "title": "i", "issue_type": "incident", "description": "x\n/severity S2" }),
+        )
+        .await;
+        assert_eq!(
+            (body["severity"].as_str(), body["description"].as_str()),
+            (Some("HIGH"), Some("x")),
+            "/severity on an incident"
+        );
+        let (_, body) = create(
+            &gitlab,
+            FakeGitLabConfig::DEFAULT_TOKEN,
+            json!({ "title": "i", "description": "/severity high" }),
+        )
+        .await;
+        assert_eq!(
+            (body["severity"].as_str(), body["description"].as_str()),
+            (Some("UNKNOWN"), Some("")),
+            "/severity does nothing on a plain issue but still vanishes"
+        );
+    }
+
+    /// On update, quick actions run only when a description is sent, with the user's rights.
+    #[tokio::test]
+    async fn quick_actions_on_update() {
+        let gitlab = FakeGitLab::start(wide_config()).await.unwrap();
+        let owner = FakeGitLabConfig::DEFAULT_TOKEN;
+        let (_, created) = create(
+            &gitlab,
+            owner,
+            json!({ "title": "t", "description": "d", "labels": "a,b" }),
+        )
+        .await;
+        let iid = created["iid"].as_u64().unwrap();
+        let put = |token: &'static str, body: Value| {
+            let gitlab = gitlab.clone();
+            async move {
+                call(
+                    &gitlab,
+                    Method::PUT,
+                    &format!("api/v4/projects/1/issues/{iid}"),
+                    token,
+                    Some(body),
+                )
+                .await
+            }
+        };
+        let (status, body) = put(
+            OTHER_TOKEN,
+            json!({ "description": "new text\n/close\n/title New\n/unlabel ~a", "title": "ignored" }),
+        )
+        .await;
+        assert_eq!(status, 200, "a Developer may update");
+        assert_eq!(
+            (
+                body["state"].as_str(),
+                body["title"].as_str(),
+                body["description"].as_str()
+            ),
+            (Some("closed"), Some("New"), Some("new text")),
+            "/close and /title run (the command wins over the title parameter)"
+        );
+        assert_eq!(body["labels"], json!(["b"]), "/unlabel ~a");
+        assert_eq!(
+            body["closed_by"]["username"], "dev",
+            "closed by the token's user"
+        );
+        let (_, body) = put(owner, json!({ "title": "/reopen" })).await;
+        assert_eq!(
+            (body["state"].as_str(), body["title"].as_str()),
+            (Some("closed"), Some("/reopen")),
+            "no description, no quick actions"
+        );
+        let (_, guest_issue) = create(
+            &gitlab,
+            GUEST_TOKEN,
+            json!({ "title": "g", "description": "x" }),
+        )
+        .await;
+        let giid = guest_issue["iid"].as_u64().unwrap();
+        let (status, body) = call(
+            &gitlab,
+            Method::PUT,
+            &format!("api/v4/projects/1/issues/{giid}"),
+            GUEST_TOKEN,
+            Some(json!({ "description": "y\n/confidential\n/close" })),
+        )
+        .await;
+        assert_eq!(status, 200, "the author may update their issue");
+        assert_eq!(
+            (body["confidential"].as_bool(), body["state"].as_str()),
+            (Some(false), Some("closed")),
+            "a Guest may close their own issue but not set metadata on it"
+        );
+    }
+
+    /// `/move` in a description and the `move_issue` helper: the original is closed and
+    /// carries `moved_to_id`; the copy is open in the other project.
+    #[tokio::test]
+    async fn moved_issues() {
+        let gitlab = FakeGitLab::start(wide_config()).await.unwrap();
+        let owner = FakeGitLabConfig::DEFAULT_TOKEN;
+        let (_, a) = create(
+            &gitlab,
+            owner,
+            json!({ "title": "a", "description": "d", "created_at": "2025-02-15T09:00:00Z" }),
+        )
+        .await;
+        let new_iid = gitlab.move_issue(1, 1, 2).unwrap();
+        let (status, original) = call(
+            &gitlab,
+            Method::GET,
+            "api/v4/projects/1/issues/1",
+            owner,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "the original is still there");
+        let copy = gitlab.issue(2, new_iid).unwrap();
+        assert_eq!(
+            (original["state"].as_str(), original["moved_to_id"].as_u64()),
+            (Some("closed"), Some(copy.id)),
+            "closed, moved_to_id is the copy's id"
+        );
+        assert_eq!(
+            original["closed_by"]["username"], "a.person",
+            "by the person"
+        );
+        assert_eq!(
+            original["_links"]["closed_as_duplicate_of"],
+            Value::Null,
+            "not a duplicate"
+        );
+        assert_eq!(
+            (
+                copy.state,
+                copy.title.as_str(),
+                copy.author_id,
+                copy.created_at.to_rfc3339()
+            ),
+            (
+                RemoteState::Opened,
+                "a",
+                1,
+                "2025-02-15T09:00:00+00:00".to_owned()
+            ),
+            "the copy is open, same author and creation time"
+        );
+        assert_ne!(copy.id, a["id"].as_u64().unwrap(), "a new issue");
+        assert!(
+            gitlab.move_issue(1, 1, 2).is_none(),
+            "a moved issue does not move again"
+        );
+        create(&gitlab, owner, json!({ "title": "b" })).await;
+        let (_, body) = call(
+            &gitlab,
+            Method::PUT,
+            "api/v4/projects/1/issues/2",
+            OTHER_TOKEN,
+            Some(json!({ "description": "bye\n/move acme/archive" })),
+        )
+        .await;
+        assert_eq!(
+            (body["state"].as_str(), body["description"].as_str()),
+            (Some("closed"), Some("bye")),
+            "/move closes the original"
+        );
+        assert!(body["moved_to_id"].is_u64(), "and points at the copy");
+        assert_eq!(gitlab.issues(2).len(), 2, "the copy is in acme/archive");
+    }
+
+    /// A renamed project answers at its old path until another project takes the path.
+    #[tokio::test]
+    async fn rename_redirects_until_the_path_is_taken() {
+        let gitlab = FakeGitLab::start(wide_config()).await.unwrap();
+        let owner = FakeGitLabConfig::DEFAULT_TOKEN;
+        assert!(gitlab.rename_project(1, "acme/operations"));
+        let (status, body) = call(
+            &gitlab,
+            Method::GET,
+            "api/v4/projects/acme%2Fops",
+            owner,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, body["path_with_namespace"].as_str()),
+            (200, Some("acme/operations")),
+            "the old path redirects"
+        );
+        let (status, body) = call(
+            &gitlab,
+            Method::POST,
+            "api/v4/projects/acme%2Fops/issues",
+            owner,
+            Some(json!({ "title": "via old path" })),
+        )
+        .await;
+        assert_eq!(
+            (status, body["project_id"].as_u64()),
+            (201, Some(1)),
+            "POST follows too"
+        );
+        assert!(
+            body["web_url"]
+                .as_str()
+                .unwrap()
+                .contains("acme/operations/-/issues/1")
+        );
+        let (status, body) = call(
+            &gitlab,
+            Method::PUT,
+            "api/v4/projects/acme%2Fops/issues/1",
+            owner,
+            Some(json!({ "state_event": "close" })),
+        )
+        .await;
+        assert_eq!(
+            (status, body["state"].as_str()),
+            (200, Some("closed")),
+            "PUT follows too"
+        );
+        let (status, body) = call(
+            &gitlab,
+            Method::GET,
+            "api/v4/projects/acme%2Fops/issues?state=closed",
+            owner,
+            None,
+        )
+        .await;
+        assert_eq!((status, iids(&body)), (200, vec![1]), "and listing");
+        let resp = reqwest::Client::new()
+            .post(gitlab.alert_url("acme/ops", "jira", 1))
+            .bearer_auth(FakeGitLabConfig::DEFAULT_ALERT_KEY)
+            .json(&json!({ "title": "x" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            404,
+            "the alert endpoint (a POST web route) does not follow"
+        );
+        assert!(
+            !gitlab.rename_project(2, "acme/operations"),
+            "a path in use cannot be taken"
+        );
+        assert!(
+            gitlab.rename_project(2, "acme/ops"),
+            "the old path can be taken"
+        );
+        let (_, body) = call(
+            &gitlab,
+            Method::GET,
+            "api/v4/projects/acme%2Fops",
+            owner,
+            None,
+        )
+        .await;
+        assert_eq!(body["id"], 2, "the project now at the old path wins");
+        assert!(gitlab.rename_project(2, "acme/archive"));
+        let (_, body) = call(
+            &gitlab,
+            Method::GET,
+            "api/v4/projects/acme%2Fops",
+            owner,
+            None,
+        )
+        .await;
+        assert_eq!(
+            body["id"], 2,
+            "the old path now redirects to the second project"
+        );
+        assert!(gitlab.add_project(FakeProject {
+            id: 3,
+            path_with_namespace: "acme/ops".to_owned(),
+            members: vec![(1, access::OWNER)],
+            environments: Vec::new(),
+            alert_integrations: Vec::new(),
+            auto_close_incident: false,
+        }));
+        let (_, body) = call(
+            &gitlab,
+            Method::GET,
+            "api/v4/projects/acme%2Fops",
+            owner,
+            None,
+        )
+        .await;
+        assert_eq!(
+            body["id"], 3,
+            "a project created at the path wins over the redirect"
+        );
+        let (status, _) = call(
+            &gitlab,
+            Method::GET,
+            "api/v4/projects/acme%2Foperations",
+            owner,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "the current path still works");
+    }
+
+    /// A recovery without an unresolved alert is a 400; no severity files a critical incident;
+    /// an alert resolved by hand makes the next recovery a 400 and the next firing a new alert.
+    #[tokio::test]
+    async fn alert_recovery_and_manual_resolve() {
+        let gitlab = start().await;
+        let client = reqwest::Client::new();
+        let post = |payload: Value| {
+            client
+                .post(gitlab.alert_url("acme/ops", "jira", 1))
+                .bearer_auth(FakeGitLabConfig::DEFAULT_ALERT_KEY)
+                .json(&payload)
+                .send()
+        };
+        let recovery = json!({ "fingerprint": "OPS-9", "end_time": "2025-01-01T01:00:00Z" });
+        let resp = post(recovery.clone()).await.unwrap();
+        assert_eq!(resp.status(), 400, "nothing to resolve");
+        assert!(gitlab.alerts().is_empty(), "and nothing created");
+        let resp = post(json!({ "fingerprint": "OPS-9" })).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let alert = gitlab.alerts()[0].clone();
+        assert_eq!(alert.title, "New: Incident", "Generic::DEFAULT_TITLE");
+        let incident = gitlab.issue(1, alert.incident_iid.unwrap()).unwrap();
+        assert_eq!(incident.severity, "CRITICAL", "Generic::DEFAULT_SEVERITY");
+        assert!(gitlab.resolve_alert(1, alert.iid), "a person resolves it");
+        assert!(!gitlab.resolve_alert(1, alert.iid), "only once");
+        let resp = post(recovery).await.unwrap();
+        assert_eq!(resp.status(), 400, "the recovery finds no unresolved alert");
+        assert_eq!(
+            gitlab.issue(1, alert.incident_iid.unwrap()).unwrap().state,
+            RemoteState::Opened,
+            "the incident is left as it was"
+        );
+        post(json!({ "fingerprint": "OPS-9" })).await.unwrap();
+        assert_eq!(gitlab.alerts().len(), 2, "a new alert for the next firing");
+    }
+
+    /// `issue_type=incident` below Reporter is silently a plain issue; `PUT` with only
+    /// `updated_at` is a 400.
+    #[tokio::test]
+    async fn incident_rights_and_update_params() {
+        let gitlab = FakeGitLab::start(wide_config()).await.unwrap();
+        let (status, body) = create(
+            &gitlab,
+            GUEST_TOKEN,
+            json!({ "title": "g", "issue_type": "incident" }),
+        )
+        .await;
+        assert_eq!(
+            (status, body["issue_type"].as_str()),
+            (201, Some("issue")),
+            "a Guest's incident is an issue"
+        );
+        let (_, body) = create(
+            &gitlab,
+            OTHER_TOKEN,
+            json!({ "title": "d", "issue_type": "incident" }),
+        )
+        .await;
+        assert_eq!(
+            body["issue_type"], "incident",
+            "a Developer may create incidents"
+        );
+        let (status, body) = call(
+            &gitlab,
+            Method::PUT,
+            "api/v4/projects/1/issues/1",
+            FakeGitLabConfig::DEFAULT_TOKEN,
+            Some(json!({ "updated_at": "2025-02-15T11:00:00Z" })),
+        )
+        .await;
+        assert_eq!(status, 400, "updated_at alone");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .ends_with("are missing, at least one parameter must be provided"),
+            "{body}"
+        );
+        assert!(
+            !body["error"].as_str().unwrap().contains("updated_at"),
+            "not in the list"
+        );
+    }
+
+    /// NUL bytes are a 400 before anything else; a body over the proxy's limit is nginx's 413,
+    /// even with a bad token.
+    #[tokio::test]
+    async fn nul_bytes_and_body_limit() {
+        let gitlab = FakeGitLab::start(FakeGitLabConfig {
+            max_body_bytes: Some(1024),
+            ..config()
+        })
+        .await
+        .unwrap();
+        let client = reqwest::Client::new();
+        let resp = client
+            .post(issues_url(&gitlab))
+            .header("PRIVATE-TOKEN", FakeGitLabConfig::DEFAULT_TOKEN)
+            .json(&json!({ "title": "a\u{0}b" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "NUL in a JSON title");
+        assert_eq!(resp.headers()["content-type"], "text/plain");
+        assert_eq!(resp.text().await.unwrap(), "Bad Request");
+        let resp = client
+            .post(issues_url(&gitlab))
+            .header("PRIVATE-TOKEN", FakeGitLabConfig::DEFAULT_TOKEN)
+            .form(&[("title", "ok"), ("description", "x\u{0}")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "NUL in a form field");
+        let mut url = issues_url(&gitlab);
+        url.set_query(Some("search=a%00"));
+        let resp = client
+            .get(url)
+            .header("PRIVATE-TOKEN", "wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            400,
+            "NUL in the query, before authentication"
+        );
+        assert!(gitlab.issues(1).is_empty(), "nothing stored");
+        let resp = client
+            .post(issues_url(&gitlab))
+            .header("PRIVATE-TOKEN", "wrong")
+            .json(&json!({ "title": "x".repeat(2000) }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 413, "over the limit, before authentication");
+        assert!(
+            resp.text()
+                .await
+                .unwrap()
+                .contains("413 Request Entity Too Large")
+        );
+        let (status, _) = create(
+            &gitlab,
+            FakeGitLabConfig::DEFAULT_TOKEN,
+            json!({ "title": "small" }),
+        )
+        .await;
+        assert_eq!(status, 201, "under the limit");
+    }
+
+    /// A deleted issue is gone for GET and PUT.
+    #[tokio::test]
+    async fn deleted_issue_is_404() {
+        let gitlab = start().await;
+        create(
+            &gitlab,
+            FakeGitLabConfig::DEFAULT_TOKEN,
+            json!({ "title": "a" }),
+        )
+        .await;
+        assert!(gitlab.delete_issue(1, 1));
+        assert!(!gitlab.delete_issue(1, 1), "only once");
+        let (status, _) = call(
+            &gitlab,
+            Method::GET,
+            "api/v4/projects/1/issues/1",
+            FakeGitLabConfig::DEFAULT_TOKEN,
+            None,
+        )
+        .await;
+        assert_eq!(status, 404);
+        let (status, _) = call(
+            &gitlab,
+            Method::PUT,
+            "api/v4/projects/1/issues/1",
+            FakeGitLabConfig::DEFAULT_TOKEN,
+            Some(json!({ "state_event": "close" })),
+        )
+        .await;
+        assert_eq!(status, 404);
     }
 }

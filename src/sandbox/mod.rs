@@ -13,7 +13,9 @@
 //!
 //! Nothing here sleeps except where a configured latency, delay fault or rate limit asks for it.
 
+mod fts;
 pub mod gitlab;
+mod gitlab_quick_actions;
 pub mod jira;
 mod jql;
 
