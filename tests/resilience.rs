@@ -91,9 +91,14 @@ async fn lost_create_answer_makes_no_duplicate(#[case] fault: GitLabFault) {
     assert_eq!(lookups, 1, "one lookup, for the ambiguous create only");
     let scans = requests
         .iter()
-        .filter(|r| r.query_param("author_id").is_some() && r.query_param("created_after").is_none())
+        .filter(|r| {
+            r.query_param("author_id").is_some() && r.query_param("created_after").is_none()
+        })
         .count();
-    assert_eq!(scans, 1, "one look for unknown objects, before the run's first create");
+    assert_eq!(
+        scans, 1,
+        "one look for unknown objects, before the run's first create"
+    );
     assert!(
         requests.iter().all(|r| r.query_param("search").is_none()),
         "no full-text search: it cannot find a key inside a URL"

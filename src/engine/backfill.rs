@@ -288,7 +288,10 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         report: &mut BackfillReport,
         restore_times: &mut Vec<chrono::Duration>,
     ) -> Result<bool, EngineError> {
-        let issues: Vec<_> = fresh.iter().map(|s| (s.id.clone(), s.key.clone())).collect();
+        let issues: Vec<_> = fresh
+            .iter()
+            .map(|s| (s.id.clone(), s.key.clone()))
+            .collect();
         let mappings = self
             .store
             .mappings(place, issues)

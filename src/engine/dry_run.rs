@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Destination;
 use crate::domain::{
-    Commit, Failure, Intent, JiraId, JiraKey, Mapping, NewObject, RemoteObject, RemoteState, RunCounts,
-    RunMode, RunOutcome,
+    Commit, Failure, Intent, JiraId, JiraKey, Mapping, NewObject, RemoteObject, RemoteState,
+    RunCounts, RunMode, RunOutcome,
 };
 
 use super::ports::{GitLabSink, Place, ResolvedProject, SyncStore};

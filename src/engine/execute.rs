@@ -10,12 +10,15 @@
 //! an error that [stops the run](PortError::stops_run) ends it, any other is this issue's failure,
 //! stored with its snapshot for the next cycle.
 
+use std::collections::hash_map::Entry;
+
 use chrono::{DateTime, Utc};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::RuleConfig;
 use crate::domain::{
-    Commit, Intent, IssueSnapshot, JiraKey, Mapping, NewObject, RemoteObject, RemoteState, RunCounts, Target,
+    Commit, Intent, IssueSnapshot, JiraKey, Mapping, NewObject, RemoteObject, RemoteState,
+    RunCounts, Target,
 };
 
 use super::plan::{Action, plan};
@@ -352,34 +355,34 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         key: &JiraKey,
     ) -> Result<Result<Option<RemoteObject>, G::Error>, EngineError> {
         let mut all = self.adoptable.lock().await;
-        let project = cx.place.project_id;
-        if !all.contains_key(&project) {
-            let above = self
-                .store
-                .max_iid(cx.place)
-                .await
-                .map_err(|e| EngineError::store(cx.rule, e))?;
-            let found = match self
-                .gitlab
-                .own_objects(&cx.place.dest, above, &self.jira.browse_base())
-                .await
-            {
-                Ok(found) => found,
-                Err(e) => return Ok(Err(e)),
-            };
-            if !found.is_empty() {
-                warn!(
-                    project = %cx.place.project(),
-                    count = found.len(),
-                    "GitLab holds objects the sync made that the store does not know (a lost or \
-                     restored store?); they are adopted instead of created again"
-                );
+        let objects = match all.entry(cx.place.project_id) {
+            Entry::Occupied(seen) => seen.into_mut(),
+            Entry::Vacant(slot) => {
+                let above = self
+                    .store
+                    .max_iid(cx.place)
+                    .await
+                    .map_err(|e| EngineError::store(cx.rule, e))?;
+                let found = match self
+                    .gitlab
+                    .own_objects(&cx.place.dest, above, &self.jira.browse_base())
+                    .await
+                {
+                    Ok(found) => found,
+                    Err(e) => return Ok(Err(e)),
+                };
+                if !found.is_empty() {
+                    warn!(
+                        project = %cx.place.project(),
+                        count = found.len(),
+                        "GitLab holds objects the sync made that the store does not know (a lost or \
+                         restored store?); they are adopted instead of created again"
+                    );
+                }
+                slot.insert(found.into_iter().collect())
             }
-            all.insert(project, found.into_iter().collect());
-        }
-        Ok(Ok(all
-            .get_mut(&project)
-            .and_then(|objects| objects.remove(key))))
+        };
+        Ok(Ok(objects.remove(key)))
     }
 
     /// Rewrites the title and description after a Jira edit, then commits the new hash.

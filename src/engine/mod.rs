@@ -308,13 +308,15 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             {
                 Some(id) => id,
                 None => {
-                    let resolved = self.gitlab.resolve_project(&dest.project).await.map_err(
-                        |e| EngineError::Project {
-                            rule: rule.name.clone(),
-                            project: dest.project.clone(),
-                            source: Cause::new(e),
-                        },
-                    )?;
+                    let resolved =
+                        self.gitlab
+                            .resolve_project(&dest.project)
+                            .await
+                            .map_err(|e| EngineError::Project {
+                                rule: rule.name.clone(),
+                                project: dest.project.clone(),
+                                source: Cause::new(e),
+                            })?;
                     self.remember(rule, &resolved).await?;
                     resolved.id
                 }

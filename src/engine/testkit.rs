@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Destination;
 use crate::domain::{
-    Commit, Failure, Intent, IssueSnapshot, JiraId, JiraKey, JiraUser, Mapping, NewObject, PageCursor,
-    RemoteObject, RemoteState, RunCounts, RunMode, RunOutcome, SearchPage,
+    Commit, Failure, Intent, IssueSnapshot, JiraId, JiraKey, JiraUser, Mapping, NewObject,
+    PageCursor, RemoteObject, RemoteState, RunCounts, RunMode, RunOutcome, SearchPage,
 };
 
 use super::dry_run::advance;
@@ -341,7 +341,10 @@ impl MemStore {
     /// The attempts of the one pending intent, if there is one.
     pub(crate) fn intent(&self) -> Option<u32> {
         let intents = lock(&self.intents);
-        assert!(intents.len() <= 1, "one pending intent at most: {intents:?}");
+        assert!(
+            intents.len() <= 1,
+            "one pending intent at most: {intents:?}"
+        );
         intents.values().next().copied()
     }
 

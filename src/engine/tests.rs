@@ -96,7 +96,8 @@ async fn replicated(b: &Bench, s: IssueSnapshot) -> Mapping {
 }
 
 async fn apply(b: &Bench, s: IssueSnapshot, m: Option<Mapping>) -> Result<Outcome, EngineError> {
-    b.apply(&rule(), &place(), s, m, Source::Search, Some(at(50))).await
+    b.apply(&rule(), &place(), s, m, Source::Search, Some(at(50)))
+        .await
 }
 
 /// Faults before the first apply → the GitLab calls it makes, the objects GitLab then holds,
@@ -148,10 +149,7 @@ async fn creates_exactly_once(
         objects[0].closed_at, s.resolved_at,
         "Jira's resolution time"
     );
-    let m = b
-        .store
-        .mapping("OPS-1")
-        .expect("the mapping is committed");
+    let m = b.store.mapping("OPS-1").expect("the mapping is committed");
     assert_eq!((m.iid, m.state), (Some(objects[0].iid), state));
     assert_eq!(b.store.intent(), None, "the intent is settled");
     assert_eq!(out.counts.created, 1);

@@ -532,7 +532,10 @@ impl GitLabSink for GitLabClient {
         let me = self.my_id().await?;
         let subject = Subject::new(
             Resource::Project(dest.project.clone()),
-            format!("look for objects the store does not know in project {}", dest.project),
+            format!(
+                "look for objects the store does not know in project {}",
+                dest.project
+            ),
         );
         let mut found = Vec::new();
         let keep = |issues: Vec<wire::Issue>, found: &mut Vec<(JiraKey, RemoteObject)>| {

@@ -16,7 +16,6 @@ use crate::domain::{
 };
 use crate::engine::ports::{Place, ResolvedProject, SyncStore};
 
-
 impl Store {
     /// The mapping of one issue, if it has one.
     ///
@@ -282,7 +281,12 @@ impl SyncStore for Store {
                     project_id = excluded.project_id,
                     path = excluded.path,
                     resolved_at = excluded.resolved_at",
-                params![configured, Int(project.id), project.path_with_namespace, now],
+                params![
+                    configured,
+                    Int(project.id),
+                    project.path_with_namespace,
+                    now
+                ],
             )
             .map_err(query("remembering a project's id"))?;
             Ok(())
@@ -654,7 +658,9 @@ impl RawMapping {
             .transpose()?;
         let project_id = self
             .project_id
-            .map(|id| u64::try_from(id).map_err(|_| cell.column("project_id").corrupt(&id.to_string())))
+            .map(|id| {
+                u64::try_from(id).map_err(|_| cell.column("project_id").corrupt(&id.to_string()))
+            })
             .transpose()?;
         Ok(Mapping {
             jira_key,

@@ -571,8 +571,14 @@ async fn begin_intent_counts_attempts() {
         (RULE, &k),
         "the intent names its issue"
     );
-    let other_key = store.begin_intent(RULE, &place(), None, &key("OPS-2")).await.unwrap();
-    let other_rule = store.begin_intent("other", &place(), None, &k).await.unwrap();
+    let other_key = store
+        .begin_intent(RULE, &place(), None, &key("OPS-2"))
+        .await
+        .unwrap();
+    let other_rule = store
+        .begin_intent("other", &place(), None, &k)
+        .await
+        .unwrap();
     assert_eq!(
         (other_key.previous_attempts, other_rule.previous_attempts),
         (0, 0),
@@ -614,7 +620,10 @@ async fn rule_status_counts_every_rule() {
         error: "boom".to_owned(),
     };
     store.commit(RULE, failed, None).await.unwrap();
-    store.begin_intent(RULE, &place(), None, &key("OPS-5")).await.unwrap();
+    store
+        .begin_intent(RULE, &place(), None, &key("OPS-5"))
+        .await
+        .unwrap();
     let old_run = store.start_run(RULE, RunMode::Backfill).await.unwrap();
     store
         .finish_run(old_run, RunOutcome::Ok, RunCounts::default(), None)
@@ -640,7 +649,10 @@ async fn rule_status_counts_every_rule() {
         .await
         .unwrap();
     let only_run = store.start_run("quiet", RunMode::Once).await.unwrap();
-    store.begin_intent("pending", &place(), None, &key("DEV-1")).await.unwrap();
+    store
+        .begin_intent("pending", &place(), None, &key("DEV-1"))
+        .await
+        .unwrap();
 
     let status = store.rule_status().await.unwrap();
     let rules: Vec<&str> = status.iter().map(|s| s.rule.as_str()).collect();
@@ -869,7 +881,11 @@ async fn mappings_reads_many_keys_at_one_place() {
         "mappings are per project"
     );
     assert!(
-        store.mappings(&place(), Vec::new()).await.unwrap().is_empty(),
+        store
+            .mappings(&place(), Vec::new())
+            .await
+            .unwrap()
+            .is_empty(),
         "no keys, no rows"
     );
 }
