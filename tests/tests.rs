@@ -8,6 +8,9 @@ mod support;
 mod backfill;
 /// The command line: exit codes, config errors, credentials, secrets.
 mod cli;
+/// One GitLab object per Jira issue whatever moves: keys, rules, project paths, lost stores;
+/// and Jira text that cannot act on GitLab.
+mod identity;
 /// Walking Jira's result pages on Cloud and Data Center.
 mod paging;
 /// Cycles of the sync: what gets created, closed and reopened, and with which times.

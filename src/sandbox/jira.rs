@@ -342,6 +342,28 @@ impl FakeJira {
         Some(issue.clone())
     }
 
+    /// Moves the issue to another project at `at`, as a person does with Jira's "Move": it gets
+    /// `new_key` (and that key's project) and keeps its id, and `updated` becomes `at`. Atlassian
+    /// documents that a moved issue keeps its id while its key changes ("Move an issue",
+    /// support.atlassian.com/jira-software-cloud/docs/move-an-issue; `IssueBean.id` versus
+    /// `IssueBean.key` in the OpenAPI `swagger-v3.v3.json`). Returns false if there is no such
+    /// key or `new_key` is taken.
+    pub fn move_issue(&self, key: &str, new_key: &str, at: DateTime<Utc>) -> bool {
+        let mut data = lock(&self.inner.state.data);
+        if data.issues.contains_key(new_key) {
+            return false;
+        }
+        let Some((id, mut issue)) = data.issues.remove(key) else {
+            return false;
+        };
+        let moved = FakeIssue::new(new_key, &issue.summary, issue.created);
+        issue.key = moved.key;
+        issue.project = moved.project;
+        issue.updated = at;
+        data.issues.insert(new_key.to_owned(), (id, issue));
+        true
+    }
+
     /// The current version of the issue (what `GET /issue` would show, index lag aside).
     pub fn get(&self, key: &str) -> Option<FakeIssue> {
         lock(&self.inner.state.data)
