@@ -6,6 +6,11 @@
 //! Such a failure comes back as [`HttpError::is_ambiguous`], and the engine looks before it
 //! creates again. A 429 or a refused connection is always safe to retry: nothing was applied.
 //!
+//! Redirects are followed only within the origin (scheme, host and port) a request was sent to.
+//! A redirect to another origin fails the request ([`HttpError::CrossOriginRedirect`]): the
+//! credentials, the query and the body are for our server alone, and an answer from another host
+//! (which reqwest would fetch without the credentials) must never pass for our server's.
+//!
 //! This module knows nothing of Jira or GitLab payloads; the clients map statuses to their own
 //! typed errors.
 
@@ -207,6 +212,20 @@ pub enum HttpError {
     /// The request could not be built (a bad header value).
     #[error("cannot build the request to {url}: {reason}")]
     Build { url: String, reason: String },
+    /// The server redirected to another origin, which is never followed: nothing was sent there.
+    /// Only a change of configuration (`url_key`) helps, so it is not retryable.
+    #[error(
+        "{service} redirected from {from} to {to}; the sync follows redirects only within one origin: set {url_key} to the final address"
+    )]
+    CrossOriginRedirect {
+        service: &'static str,
+        /// The origin the request was sent to, as `scheme://host:port`.
+        from: String,
+        /// The origin the redirect pointed at, as `scheme://host:port`.
+        to: String,
+        /// The configuration key that names the server (`jira.url`).
+        url_key: &'static str,
+    },
 }
 
 impl HttpError {
@@ -221,8 +240,93 @@ impl HttpError {
 
     /// Returns true if and only if trying again later (next cycle) may succeed.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, HttpError::Build { .. })
+        !matches!(
+            self,
+            HttpError::Build { .. } | HttpError::CrossOriginRedirect { .. }
+        )
     }
+
+    /// Returns true if and only if the server redirected to another origin: every request to it
+    /// would fail alike until the configuration changes.
+    pub fn is_cross_origin_redirect(&self) -> bool {
+        matches!(self, HttpError::CrossOriginRedirect { .. })
+    }
+
+    /// The same error, naming `key` as the configuration key to fix if it is a cross-origin
+    /// redirect (for requests to a URL other than the client's base, such as an `alert_url`).
+    #[must_use]
+    pub fn with_url_key(self, key: &'static str) -> Self {
+        match self {
+            HttpError::CrossOriginRedirect {
+                service, from, to, ..
+            } => HttpError::CrossOriginRedirect {
+                service,
+                from,
+                to,
+                url_key: key,
+            },
+            other => other,
+        }
+    }
+}
+
+/// Redirects followed in one request at most (as `reqwest::redirect::Policy::limited`).
+const MAX_REDIRECTS: usize = 5;
+
+/// `scheme://host:port`, the port always written (`https://jira.example.com:443`), so a message
+/// shows what differs even when only the port does.
+pub fn origin_of(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port_or_known_default() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    }
+}
+
+/// A redirect to another origin, refused by [`same_origin_redirects`]; `send` turns it into
+/// [`HttpError::CrossOriginRedirect`].
+#[derive(Debug, thiserror::Error)]
+#[error("redirected from {from} to {to}")]
+struct CrossOrigin {
+    from: String,
+    to: String,
+}
+
+/// Follows redirects within the origin of the first request only, at most [`MAX_REDIRECTS`].
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        // `previous` starts with the URL first requested.
+        let Some(first) = attempt.previous().first() else {
+            return attempt.stop();
+        };
+        let (from, to) = (origin_of(first), origin_of(attempt.url()));
+        if from != to {
+            return attempt.error(CrossOrigin { from, to });
+        }
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        attempt.follow()
+    })
+}
+
+/// The refused cross-origin redirect behind a reqwest error, if that is what it is.
+fn cross_origin_cause(e: &reqwest::Error) -> Option<&CrossOrigin> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(found) = c.downcast_ref::<CrossOrigin>() {
+            return Some(found);
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// How a client reaches its server, beyond timeouts and pacing.
+#[derive(Clone, Debug)]
+pub struct Transport {
+    /// The configuration key naming the server (`jira.url`), for messages that ask to change it.
+    pub url_key: &'static str,
 }
 
 /// The shared client: one per remote service.
@@ -237,6 +341,7 @@ pub struct HttpClient {
     /// While the server asked us to wait (429 / 503 with `Retry-After`), every request waits.
     blocked_until: Arc<Mutex<Option<Instant>>>,
     secrets: Arc<Vec<Secret>>,
+    url_key: &'static str,
 }
 
 impl HttpClient {
@@ -250,12 +355,13 @@ impl HttpClient {
         retry: RetryPolicy,
         pace: &Pace,
         secrets: Vec<Secret>,
+        transport: &Transport,
     ) -> Result<Self, HttpError> {
         let inner = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::limited(5))
+            .redirect(same_origin_redirects())
             .build()
             .map_err(|e| HttpError::Build {
                 url: service.to_owned(),
@@ -270,6 +376,7 @@ impl HttpClient {
             searches: Arc::new(Pacer::new(pace.searches_per_minute)),
             blocked_until: Arc::new(Mutex::new(None)),
             secrets: Arc::new(secrets),
+            url_key: transport.url_key,
         })
     }
 
@@ -317,6 +424,14 @@ impl HttpClient {
             let response = match outcome {
                 Ok(r) => r,
                 Err(e) => {
+                    if let Some(refused) = cross_origin_cause(&e) {
+                        return Err(HttpError::CrossOriginRedirect {
+                            service: self.service,
+                            from: refused.from.clone(),
+                            to: refused.to.clone(),
+                            url_key: self.url_key,
+                        });
+                    }
                     let connect = e.is_connect();
                     let err = if connect {
                         HttpError::Connect {
@@ -528,6 +643,41 @@ mod tests {
             start.elapsed(),
             Duration::from_millis(400),
             "5 requests need 4 intervals"
+        );
+    }
+
+    /// Origins are written with their port, default or not, and compare scheme, host and port.
+    #[rstest::rstest]
+    #[case::default_https(
+        "https://jira.example.com/jira/rest?x=1",
+        "https://jira.example.com:443"
+    )]
+    #[case::default_http("http://Jira.Example.com", "http://jira.example.com:80")]
+    #[case::explicit_port("https://jira.example.com:8443/", "https://jira.example.com:8443")]
+    #[case::ipv6("http://[::1]:8080/", "http://[::1]:8080")]
+    fn origins_name_their_port(#[case] url: &str, #[case] origin: &str) {
+        assert_eq!(origin_of(&url::Url::parse(url).unwrap()), origin);
+    }
+
+    /// The cross-origin message names both origins and the key to change.
+    #[test]
+    fn cross_origin_message_names_both_origins() {
+        let err = HttpError::CrossOriginRedirect {
+            service: "Jira",
+            from: "https://jira.example.com:443".into(),
+            to: "https://evil.example:443".into(),
+            url_key: "jira.url",
+        };
+        assert_eq!(
+            err.to_string(),
+            "Jira redirected from https://jira.example.com:443 to https://evil.example:443; \
+             the sync follows redirects only within one origin: set jira.url to the final address"
+        );
+        assert!(!err.is_retryable() && !err.is_ambiguous());
+        let alert = err.with_url_key("the rule's alert_url").to_string();
+        assert!(
+            alert.ends_with("set the rule's alert_url to the final address"),
+            "{alert}"
         );
     }
 
