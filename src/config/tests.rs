@@ -175,3 +175,189 @@ fn datacenter_without_user_is_bearer() {
         "Debug must not show secrets"
     );
 }
+
+/// The config with `from` replaced by `to` (each must occur), validated.
+fn load_replacing(edits: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = config_text(
+        dir.path(),
+        &alert_rule("https://gitlab.com/acme/ops/-/alerts/notify/jira/1.json"),
+    );
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from:?} is in the test config");
+        text = text.replacen(from, to, 1);
+    }
+    std::fs::write(dir.path().join("alert"), "alert-secret\n").unwrap();
+    let text = text.replace("{alert}", &dir.path().join("alert").display().to_string());
+    Config::from_toml(&text, Path::new("config.toml"))
+}
+
+/// An error and its sources, as the command line prints them.
+fn chain(e: &ConfigError) -> String {
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        out.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    out
+}
+
+/// An alert rule posting to `url`, its key in the file `{alert}`.
+fn alert_rule(url: &str) -> String {
+    format!(
+        r#"
+[[rule]]
+name = "pager"
+jql = "project = OPS"
+target = "alert"
+gitlab_project = "acme/ops"
+alert_url = "{url}"
+alert_token_file = "{{alert}}"
+"#
+    )
+}
+
+const JIRA_URL: &str = "url = \"https://example.atlassian.net\"";
+const GITLAB_URL: &str = "url = \"https://gitlab.com\"";
+const ALERT_URL: &str = "alert_url = \"https://gitlab.com/";
+
+/// `http://` is refused for every server URL unless the host is loopback or the section allows
+/// it; a rule's `alert_url` follows `[gitlab]`'s `allow_insecure_http`.
+#[rstest::rstest]
+#[case::jira_http(&[(JIRA_URL, "url = \"http://jira.example.com\"")], Some("jira.url"))]
+#[case::gitlab_http(&[(GITLAB_URL, "url = \"http://gitlab.example.com\"")], Some("gitlab.url"))]
+#[case::alert_http(&[(ALERT_URL, "alert_url = \"http://gitlab.com/")], Some("rule \"pager\": alert_url"))]
+#[case::jira_allowed(
+    &[(JIRA_URL, "url = \"http://jira.example.com\"\nallow_insecure_http = true")],
+    None
+)]
+#[case::gitlab_allowed(
+    &[(GITLAB_URL, "url = \"http://gitlab.example.com\"\nallow_insecure_http = true")],
+    None
+)]
+#[case::alert_follows_gitlab(
+    &[(ALERT_URL, "alert_url = \"http://gitlab.com/"), (GITLAB_URL, "url = \"https://gitlab.com\"\nallow_insecure_http = true")],
+    None
+)]
+#[case::jira_allowance_is_not_gitlabs(
+    &[(GITLAB_URL, "url = \"http://gitlab.example.com\""), (JIRA_URL, "url = \"https://example.atlassian.net\"\nallow_insecure_http = true")],
+    Some("gitlab.url")
+)]
+#[case::localhost(&[(JIRA_URL, "url = \"http://localhost:8080/jira\"")], None)]
+#[case::loopback_v4(&[(GITLAB_URL, "url = \"http://127.0.0.2:8929\"")], None)]
+#[case::loopback_v6(&[(ALERT_URL, "alert_url = \"http://[::1]:8929/")], None)]
+#[case::not_loopback(&[(JIRA_URL, "url = \"http://128.0.0.1\"")], Some("jira.url"))]
+#[case::localhost_lookalike(&[(JIRA_URL, "url = \"http://localhost.example.com\"")], Some("jira.url"))]
+fn http_needs_loopback_or_allow_insecure_http(
+    #[case] edits: &[(&str, &str)],
+    #[case] refused: Option<&str>,
+) {
+    match (load_replacing(edits), refused) {
+        (Ok(_), None) => {}
+        (Err(e), Some(key)) => {
+            let msg = chain(&e);
+            assert!(msg.starts_with(&format!("{key}: ")), "{msg:?} names {key}");
+            assert!(
+                msg.contains("allow_insecure_http"),
+                "{msg:?} says how to allow it"
+            );
+        }
+        (Ok(_), Some(key)) => panic!("{key} over http:// must be refused"),
+        (Err(e), None) => panic!("must be accepted: {e}"),
+    }
+}
+
+/// Credentials written into a URL are refused, naming the key and echoing neither part.
+#[rstest::rstest]
+#[case::jira(
+    JIRA_URL,
+    "url = \"https://bot%40example.com:s3cr3t-T0KEN@example.atlassian.net\"",
+    "jira.url"
+)]
+#[case::gitlab(
+    GITLAB_URL,
+    "url = \"https://oauth2:s3cr3t-T0KEN@gitlab.com\"",
+    "gitlab.url"
+)]
+#[case::user_only(GITLAB_URL, "url = \"https://s3cr3t-T0KEN@gitlab.com\"", "gitlab.url")]
+#[case::alert(
+    ALERT_URL,
+    "alert_url = \"https://x:s3cr3t-T0KEN@gitlab.com/",
+    "rule \"pager\": alert_url"
+)]
+#[case::unparsable(
+    JIRA_URL,
+    "url = \"https://bot:s3cr3t-T0KEN@exa mple.com\"",
+    "jira.url"
+)]
+fn credentials_in_urls_are_refused(#[case] from: &str, #[case] to: &str, #[case] key: &str) {
+    let msg = chain(&load_replacing(&[(from, to)]).unwrap_err());
+    assert!(msg.starts_with(&format!("{key}: ")), "{msg:?} names {key}");
+    assert!(
+        !msg.contains("s3cr3t") && !msg.contains("bot") && !msg.contains("oauth2"),
+        "{msg:?} echoes no credential"
+    );
+}
+
+/// A file error never quotes the line at fault (it may hold a secret): it names the key as
+/// `section.key`, the line and column, and toml's reason without any value.
+#[rstest::rstest]
+#[case::unknown_key(
+    GITLAB_URL,
+    "url = \"https://gitlab.com\"\ntoken = \"glpat-s3cr3t\"",
+    "gitlab.token"
+)]
+#[case::wrong_type(
+    GITLAB_URL,
+    "url = \"https://gitlab.com\"\ntimeout_secs = \"glpat-s3cr3t\"",
+    "gitlab.timeout_secs"
+)]
+#[case::no_equals(
+    JIRA_URL,
+    "url = \"https://example.atlassian.net\"\ntoken \"glpat-s3cr3t\"",
+    "jira"
+)]
+#[case::unquoted(
+    JIRA_URL,
+    "url = \"https://example.atlassian.net\"\ntoken = glpat-s3cr3t",
+    "jira.token"
+)]
+#[case::rule_key(
+    "target = \"alert\"",
+    "target = \"alert\"\npassword = \"glpat-s3cr3t\"",
+    "rule[0].password"
+)]
+#[case::sub_table(
+    "target = \"alert\"",
+    "target = \"alert\"\n[rule.severity]\nP1 = [\"glpat-s3cr3t\"]",
+    "rule[0].severity.P1"
+)]
+#[case::unknown_table("[gitlab]", "[secrets]\ntoken = \"glpat-s3cr3t\"\n[gitlab]", "secrets")]
+fn file_errors_name_the_key_and_echo_no_value(
+    #[case] from: &str,
+    #[case] to: &str,
+    #[case] key: &str,
+) {
+    let msg = chain(&load_replacing(&[(from, to)]).unwrap_err());
+    assert!(
+        msg.starts_with(&format!("config.toml: {key} (line ")),
+        "{msg:?} names {key}"
+    );
+    assert!(!msg.contains("s3cr3t"), "{msg:?} echoes no value");
+}
+
+/// A token pasted where the name of its environment variable belongs is refused without being
+/// echoed.
+#[rstest::rstest]
+#[case::gitlab_style("token_file = ", "token_env = \"glpat-s3cr3t\"\n# ", "jira.token_env")]
+#[case::jira_cloud(
+    "token_file = ",
+    "token_env = \"ATATT3xFfGF0s3cr3t=2A1B3C4D\"\n# ",
+    "jira.token_env"
+)]
+fn a_token_in_token_env_is_not_echoed(#[case] from: &str, #[case] to: &str, #[case] key: &str) {
+    let msg = chain(&load_replacing(&[(from, to)]).unwrap_err());
+    assert!(msg.starts_with(&format!("{key}: ")), "{msg:?} names {key}");
+    assert!(!msg.contains("s3cr3t"), "{msg:?} echoes no value");
+}
