@@ -11,6 +11,10 @@
 //! credentials, the query and the body are for our server alone, and an answer from another host
 //! (which reqwest would fetch without the credentials) must never pass for our server's.
 //!
+//! Servers are trusted by the operating system's certificate store (which honours
+//! `SSL_CERT_FILE` and `SSL_CERT_DIR`), the bundled Mozilla roots (so a machine without a CA
+//! bundle still reaches public servers), and a section's `ca_file` ([`ExtraRoots`]).
+//!
 //! This module knows nothing of Jira or GitLab payloads; the clients map statuses to their own
 //! typed errors.
 
@@ -327,6 +331,79 @@ fn cross_origin_cause(e: &reqwest::Error) -> Option<&CrossOrigin> {
 pub struct Transport {
     /// The configuration key naming the server (`jira.url`), for messages that ask to change it.
     pub url_key: &'static str,
+    /// Certificates trusted besides the system's and the bundled roots.
+    pub extra_roots: ExtraRoots,
+}
+
+/// Certificate authorities trusted besides the operating system's store and the bundled roots:
+/// a section's `ca_file`, such as a company CA.
+#[derive(Clone, Default)]
+pub struct ExtraRoots(Vec<reqwest::Certificate>);
+
+impl std::fmt::Debug for ExtraRoots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ExtraRoots({} certificates)", self.0.len())
+    }
+}
+
+/// Why a `ca_file` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    #[error("holds no PEM certificate (a -----BEGIN CERTIFICATE----- block)")]
+    Empty,
+    #[error("is not a PEM bundle of certificates ({0})")]
+    Malformed(String),
+    #[error("holds a certificate that TLS cannot use, number {index} from the top ({reason})")]
+    Rejected { index: usize, reason: String },
+}
+
+impl ExtraRoots {
+    /// Reads a PEM bundle of one or more certificates, and checks that TLS accepts each as a
+    /// trust anchor, so a bad file is refused when the config is loaded, not at the first
+    /// request.
+    ///
+    /// # Errors
+    /// No certificate, a malformed block, or a block that is not a certificate TLS can use.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, CaFileError> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| CaFileError::Malformed(error_chain(&e)))?;
+        if certs.is_empty() {
+            return Err(CaFileError::Empty);
+        }
+        for (i, cert) in certs.iter().enumerate() {
+            // Only these roots, so the check does not read the system's store each time.
+            reqwest::Client::builder()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(cert.clone())
+                .build()
+                .map_err(|e| CaFileError::Rejected {
+                    index: i + 1,
+                    reason: error_chain(&e),
+                })?;
+        }
+        Ok(Self(certs))
+    }
+
+    /// How many certificates there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Returns true if and only if there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    out
 }
 
 /// The shared client: one per remote service.
@@ -357,16 +434,18 @@ impl HttpClient {
         secrets: Vec<Secret>,
         transport: &Transport,
     ) -> Result<Self, HttpError> {
-        let inner = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .redirect(same_origin_redirects())
-            .build()
-            .map_err(|e| HttpError::Build {
-                url: service.to_owned(),
-                reason: e.to_string(),
-            })?;
+            .redirect(same_origin_redirects());
+        for cert in &transport.extra_roots.0 {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+        let inner = builder.build().map_err(|e| HttpError::Build {
+            url: service.to_owned(),
+            reason: e.to_string(),
+        })?;
         Ok(Self {
             inner,
             service,

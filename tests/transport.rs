@@ -6,7 +6,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{StatusCode, Uri, header};
 use axum::routing::get;
-use jira_gitlab_sync::http::{HttpClient, HttpError, Pace, RequestKind, RetryPolicy, Transport};
+use jira_gitlab_sync::http::{
+    ExtraRoots, HttpClient, HttpError, Pace, RequestKind, RetryPolicy, Transport,
+};
 use jira_gitlab_sync::sandbox::jira::FakeIssue;
 use reqwest::Method;
 
@@ -118,6 +120,7 @@ fn client() -> HttpClient {
         Vec::new(),
         &Transport {
             url_key: "jira.url",
+            extra_roots: ExtraRoots::default(),
         },
     )
     .expect("a client")

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use url::Url;
 
 use crate::domain::{Severity, Target, string_enum};
-use crate::http::{Pace, RetryPolicy};
+use crate::http::{ExtraRoots, Pace, RetryPolicy};
 use crate::secret::{Secret, SecretError};
 
 mod file_error;
@@ -100,6 +100,8 @@ pub struct JiraConfig {
     pub timeout: Duration,
     pub page_size: u32,
     pub time_zone: Option<chrono_tz::Tz>,
+    /// `ca_file`'s certificates, trusted besides the system's.
+    pub extra_roots: ExtraRoots,
 }
 
 #[derive(Clone, Debug)]
@@ -108,6 +110,8 @@ pub struct GitLabConfig {
     pub token: Secret,
     pub timeout: Duration,
     pub pace: Pace,
+    /// `ca_file`'s certificates, trusted besides the system's (for rules' `alert_url` too).
+    pub extra_roots: ExtraRoots,
 }
 
 #[derive(Clone, Debug)]
@@ -287,14 +291,20 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-/// Parses the text of the config file at `path`, with a relative `[store] path` made relative to
-/// the file's directory. Every loader parses through here, so all commands find the same store.
+/// Parses the text of the config file at `path`, with a relative `[store] path` and `ca_file`
+/// made relative to the file's directory. Every loader parses through here, so all commands find the same store.
 fn parse_file(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
     let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         message: file_error::describe(text, &e),
     })?;
     raw.store.path = beside(path, &raw.store.path);
+    for ca_file in [&mut raw.jira.ca_file, &mut raw.gitlab.ca_file]
+        .into_iter()
+        .flatten()
+    {
+        *ca_file = beside(path, ca_file);
+    }
     Ok(raw)
 }
 

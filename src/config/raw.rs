@@ -171,6 +171,9 @@ pub struct RawJira {
     /// Allow an `http://` `url` on a host other than loopback (the token then travels unencrypted).
     #[serde(default)]
     pub allow_insecure_http: bool,
+    /// A PEM file of CA certificates trusted besides the operating system's store (a company CA).
+    /// A relative path is relative to the config file's directory.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[gitlab]`
@@ -197,6 +200,9 @@ pub struct RawGitLab {
     /// then travels unencrypted).
     #[serde(default)]
     pub allow_insecure_http: bool,
+    /// A PEM file of CA certificates trusted besides the operating system's store (a company CA),
+    /// for `url` and rules' `alert_url`. A relative path is relative to the config file's directory.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[[rule]]`

@@ -44,6 +44,8 @@ fn shipped_example_validates() {
     // Point the example's secrets at files so the test needs no environment.
     std::fs::write(dir.path().join("t"), "x").unwrap();
     let f = dir.path().join("t").display().to_string();
+    std::fs::write(dir.path().join("ca.pem"), TEST_CA).unwrap();
+    let ca = dir.path().join("ca.pem").display().to_string();
     let text = text
         .replace(
             "token_env = \"JIRA_TOKEN\"",
@@ -56,12 +58,26 @@ fn shipped_example_validates() {
         .replace(
             "alert_token_env = \"GITLAB_ALERT_TOKEN\"",
             &format!("alert_token_file = \"{f}\""),
+        )
+        // The transport keys are documented commented out: they must be keys that parse.
+        .replace(
+            "# allow_insecure_http = false",
+            "allow_insecure_http = false",
+        )
+        .replace(
+            "# ca_file = \"/etc/jira-gitlab-sync/company-ca.pem\"",
+            &format!("ca_file = \"{ca}\""),
         );
     let cfg = Config::from_toml(&text, Path::new("config.toml"))
         .unwrap_or_else(|e| panic!("the shipped config.toml must validate: {e}"));
     assert!(
         !cfg.rules.is_empty(),
         "the example must show at least one rule"
+    );
+    assert_eq!(
+        (cfg.jira.extra_roots.len(), cfg.gitlab.extra_roots.len()),
+        (1, 1),
+        "both sections document ca_file"
     );
 }
 
@@ -360,4 +376,94 @@ fn a_token_in_token_env_is_not_echoed(#[case] from: &str, #[case] to: &str, #[ca
     let msg = chain(&load_replacing(&[(from, to)]).unwrap_err());
     assert!(msg.starts_with(&format!("{key}: ")), "{msg:?} names {key}");
     assert!(!msg.contains("s3cr3t"), "{msg:?} echoes no value");
+}
+
+/// A self-signed CA certificate for tests (P-256, valid until 2126; its key was discarded):
+/// `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 36500
+/// -subj "/CN=jira-gitlab-sync test CA"`.
+const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBnTCCAUOgAwIBAgIUCBPFkb5z/rNrtFrH6Wdq0jXGSQAwCgYIKoZIzj0EAwIw
+IzEhMB8GA1UEAwwYamlyYS1naXRsYWItc3luYyB0ZXN0IENBMCAXDTI2MTIwMTEz
+NTQyNFoYDzIxMjYxMTA3MTM1NDI0WjAjMSEwHwYDVQQDDBhqaXJhLWdpdGxhYi1z
+eW5jIHRlc3QgQ0EwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAQfmHTyTZ6GGv9s
+ddVey6dfmyZl5ufKWUHSCEvV80ebfL0eBrlmu0GF7Ej6Ycq4yYwjrSKJqzHenUbN
+lD2KoZg5o1MwUTAdBgNVHQ4EFgQUnVizVK9bdhGB7nty1SMXXEPWkecwHwYDVR0j
+BBgwFoAUnVizVK9bdhGB7nty1SMXXEPWkecwDwYDVR0TAQH/BAUwAwEB/zAKBggq
+hkjOPQQDAgNIADBFAiEAgeEGxz/wLSlRiVDzbwKdtjq+0+y5uaofJEhq0SWvrmIC
+IDIxQV/oIgS5zYwiS88BOGuOeIcxDHHnGWJERizaKtSe
+-----END CERTIFICATE-----\n";
+
+/// The config with `[jira] ca_file` and `[gitlab] ca_file` set to files holding `jira` and
+/// `gitlab` (`None`: a file that does not exist).
+fn load_with_ca_files(
+    jira: Option<&str>,
+    gitlab: Option<&str>,
+) -> (Result<Config, ConfigError>, [String; 2]) {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = ["jira-ca.pem", "gitlab-ca.pem"].map(|f| dir.path().join(f).display().to_string());
+    for (content, path) in [(jira, &paths[0]), (gitlab, &paths[1])] {
+        if let Some(c) = content {
+            std::fs::write(path, c).unwrap();
+        }
+    }
+    let text = config_text(dir.path(), RULE)
+        .replacen(
+            JIRA_URL,
+            &format!("{JIRA_URL}\nca_file = \"{}\"", paths[0]),
+            1,
+        )
+        .replacen(
+            GITLAB_URL,
+            &format!("{GITLAB_URL}\nca_file = \"{}\"", paths[1]),
+            1,
+        );
+    (Config::from_toml(&text, Path::new("config.toml")), paths)
+}
+
+/// A PEM bundle of one or more certificates is accepted as a section's `ca_file`.
+#[test]
+fn ca_file_takes_a_pem_bundle() {
+    let two = format!("# the company CA\n{TEST_CA}{TEST_CA}");
+    let (cfg, _) = load_with_ca_files(Some(TEST_CA), Some(&two));
+    let cfg = cfg.unwrap_or_else(|e| panic!("a valid ca_file is accepted: {}", chain(&e)));
+    assert_eq!(cfg.jira.extra_roots.len(), 1);
+    assert_eq!(
+        cfg.gitlab.extra_roots.len(),
+        2,
+        "every certificate of the bundle"
+    );
+}
+
+/// An unreadable or invalid `ca_file` is a config error naming the key and the path.
+#[rstest::rstest]
+#[case::missing(Some(TEST_CA), None, "gitlab.ca_file", 1)]
+#[case::no_certificate(Some("just text\n"), Some(TEST_CA), "jira.ca_file", 0)]
+#[case::key_only(
+    Some(TEST_CA),
+    Some("-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n"),
+    "gitlab.ca_file",
+    1
+)]
+#[case::bad_base64(
+    Some("-----BEGIN CERTIFICATE-----\n!!!not base64!!!\n-----END CERTIFICATE-----\n"),
+    Some(TEST_CA),
+    "jira.ca_file",
+    0
+)]
+#[case::not_a_certificate(
+    Some(TEST_CA),
+    Some("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"),
+    "gitlab.ca_file",
+    1
+)]
+fn bad_ca_file_names_key_and_path(
+    #[case] jira: Option<&str>,
+    #[case] gitlab: Option<&str>,
+    #[case] key: &str,
+    #[case] which: usize,
+) {
+    let (cfg, paths) = load_with_ca_files(jira, gitlab);
+    let msg = chain(&cfg.expect_err("an invalid ca_file is refused"));
+    assert!(msg.starts_with(&format!("{key}: ")), "{msg:?} names {key}");
+    assert!(msg.contains(&paths[which]), "{msg:?} names the file");
 }

@@ -14,7 +14,7 @@ use super::{
     RuleConfig, SyncConfig, invalid,
 };
 use crate::domain::{Severity, Target, UnknownName};
-use crate::http::{Pace, RetryPolicy};
+use crate::http::{ExtraRoots, Pace, RetryPolicy};
 use crate::secret::{Secret, SecretSource};
 
 /// Whether a section lets its URLs use `http://` to a host that is not loopback, and the key
@@ -71,6 +71,16 @@ fn is_loopback(url: &Url) -> bool {
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
     }
+}
+
+/// The certificates of a section's `ca_file` (none if unset); errors name `key` and the path.
+fn read_ca_file(key: &str, path: Option<&PathBuf>) -> Result<ExtraRoots, ConfigError> {
+    let Some(path) = path else {
+        return Ok(ExtraRoots::default());
+    };
+    let pem = std::fs::read(path)
+        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    ExtraRoots::from_pem(&pem).map_err(|e| invalid(key, format!("{} {e}", path.display())))
 }
 
 /// A base URL with a trailing slash, so joining relative paths keeps any context path
@@ -193,6 +203,7 @@ pub(super) fn validate_jira(raw: &RawJira) -> Result<JiraConfig, ConfigError> {
         timeout: timeout("jira.timeout_secs", raw.timeout_secs)?,
         page_size: raw.page_size,
         time_zone,
+        extra_roots: read_ca_file("jira.ca_file", raw.ca_file.as_ref())?,
     })
 }
 
@@ -267,6 +278,7 @@ pub(super) fn validate_gitlab(raw: &RawGitLab) -> Result<GitLabConfig, ConfigErr
         token,
         timeout: timeout("gitlab.timeout_secs", raw.timeout_secs)?,
         pace,
+        extra_roots: read_ca_file("gitlab.ca_file", raw.ca_file.as_ref())?,
     })
 }
 

@@ -173,6 +173,7 @@ impl GitLabClient {
             vec![cfg.token.clone()],
             &Transport {
                 url_key: "gitlab.url",
+                extra_roots: cfg.extra_roots.clone(),
             },
         )
         .map_err(|source| GitLabError::Http {

@@ -130,6 +130,7 @@ impl JiraClient {
             vec![secret, Secret::new(value)],
             &Transport {
                 url_key: "jira.url",
+                extra_roots: cfg.extra_roots.clone(),
             },
         )
         .map_err(|source| JiraError::Http {
