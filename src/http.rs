@@ -6,6 +6,15 @@
 //! Such a failure comes back as [`HttpError::is_ambiguous`], and the engine looks before it
 //! creates again. A 429 or a refused connection is always safe to retry: nothing was applied.
 //!
+//! Redirects are followed only within the origin (scheme, host and port) a request was sent to.
+//! A redirect to another origin fails the request ([`HttpError::CrossOriginRedirect`]): the
+//! credentials, the query and the body are for our server alone, and an answer from another host
+//! (which reqwest would fetch without the credentials) must never pass for our server's.
+//!
+//! Servers are trusted by the operating system's certificate store (which honours
+//! `SSL_CERT_FILE` and `SSL_CERT_DIR`), the bundled Mozilla roots (so a machine without a CA
+//! bundle still reaches public servers), and a section's `ca_file` ([`ExtraRoots`]).
+//!
 //! This module knows nothing of Jira or GitLab payloads; the clients map statuses to their own
 //! typed errors.
 
@@ -207,6 +216,20 @@ pub enum HttpError {
     /// The request could not be built (a bad header value).
     #[error("cannot build the request to {url}: {reason}")]
     Build { url: String, reason: String },
+    /// The server redirected to another origin, which is never followed: nothing was sent there.
+    /// Only a change of configuration (`url_key`) helps, so it is not retryable.
+    #[error(
+        "{service} redirected from {from} to {to}; the sync follows redirects only within one origin: set {url_key} to the final address"
+    )]
+    CrossOriginRedirect {
+        service: &'static str,
+        /// The origin the request was sent to, as `scheme://host:port`.
+        from: String,
+        /// The origin the redirect pointed at, as `scheme://host:port`.
+        to: String,
+        /// The configuration key that names the server (`jira.url`).
+        url_key: &'static str,
+    },
 }
 
 impl HttpError {
@@ -221,8 +244,166 @@ impl HttpError {
 
     /// Returns true if and only if trying again later (next cycle) may succeed.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, HttpError::Build { .. })
+        !matches!(
+            self,
+            HttpError::Build { .. } | HttpError::CrossOriginRedirect { .. }
+        )
     }
+
+    /// Returns true if and only if the server redirected to another origin: every request to it
+    /// would fail alike until the configuration changes.
+    pub fn is_cross_origin_redirect(&self) -> bool {
+        matches!(self, HttpError::CrossOriginRedirect { .. })
+    }
+
+    /// The same error, naming `key` as the configuration key to fix if it is a cross-origin
+    /// redirect (for requests to a URL other than the client's base, such as an `alert_url`).
+    #[must_use]
+    pub fn with_url_key(self, key: &'static str) -> Self {
+        match self {
+            HttpError::CrossOriginRedirect {
+                service, from, to, ..
+            } => HttpError::CrossOriginRedirect {
+                service,
+                from,
+                to,
+                url_key: key,
+            },
+            other => other,
+        }
+    }
+}
+
+/// Redirects followed in one request at most (as `reqwest::redirect::Policy::limited`).
+const MAX_REDIRECTS: usize = 5;
+
+/// `scheme://host:port`, the port always written (`https://jira.example.com:443`), so a message
+/// shows what differs even when only the port does.
+pub fn origin_of(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port_or_known_default() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    }
+}
+
+/// A redirect to another origin, refused by [`same_origin_redirects`]; `send` turns it into
+/// [`HttpError::CrossOriginRedirect`].
+#[derive(Debug, thiserror::Error)]
+#[error("redirected from {from} to {to}")]
+struct CrossOrigin {
+    from: String,
+    to: String,
+}
+
+/// Follows redirects within the origin of the first request only, at most [`MAX_REDIRECTS`].
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        // `previous` starts with the URL first requested.
+        let Some(first) = attempt.previous().first() else {
+            return attempt.stop();
+        };
+        let (from, to) = (origin_of(first), origin_of(attempt.url()));
+        if from != to {
+            return attempt.error(CrossOrigin { from, to });
+        }
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        attempt.follow()
+    })
+}
+
+/// The refused cross-origin redirect behind a reqwest error, if that is what it is.
+fn cross_origin_cause(e: &reqwest::Error) -> Option<&CrossOrigin> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(found) = c.downcast_ref::<CrossOrigin>() {
+            return Some(found);
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// How a client reaches its server, beyond timeouts and pacing.
+#[derive(Clone, Debug)]
+pub struct Transport {
+    /// The configuration key naming the server (`jira.url`), for messages that ask to change it.
+    pub url_key: &'static str,
+    /// Certificates trusted besides the system's and the bundled roots.
+    pub extra_roots: ExtraRoots,
+}
+
+/// Certificate authorities trusted besides the operating system's store and the bundled roots:
+/// a section's `ca_file`, such as a company CA.
+#[derive(Clone, Default)]
+pub struct ExtraRoots(Vec<reqwest::Certificate>);
+
+impl std::fmt::Debug for ExtraRoots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ExtraRoots({} certificates)", self.0.len())
+    }
+}
+
+/// Why a `ca_file` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    #[error("holds no PEM certificate (a -----BEGIN CERTIFICATE----- block)")]
+    Empty,
+    #[error("is not a PEM bundle of certificates ({0})")]
+    Malformed(String),
+    #[error("holds a certificate that TLS cannot use, number {index} from the top ({reason})")]
+    Rejected { index: usize, reason: String },
+}
+
+impl ExtraRoots {
+    /// Reads a PEM bundle of one or more certificates, and checks that TLS accepts each as a
+    /// trust anchor, so a bad file is refused when the config is loaded, not at the first
+    /// request.
+    ///
+    /// # Errors
+    /// No certificate, a malformed block, or a block that is not a certificate TLS can use.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, CaFileError> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| CaFileError::Malformed(error_chain(&e)))?;
+        if certs.is_empty() {
+            return Err(CaFileError::Empty);
+        }
+        for (i, cert) in certs.iter().enumerate() {
+            // Only these roots, so the check does not read the system's store each time.
+            reqwest::Client::builder()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(cert.clone())
+                .build()
+                .map_err(|e| CaFileError::Rejected {
+                    index: i + 1,
+                    reason: error_chain(&e),
+                })?;
+        }
+        Ok(Self(certs))
+    }
+
+    /// How many certificates there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Returns true if and only if there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    out
 }
 
 /// The shared client: one per remote service.
@@ -237,6 +418,7 @@ pub struct HttpClient {
     /// While the server asked us to wait (429 / 503 with `Retry-After`), every request waits.
     blocked_until: Arc<Mutex<Option<Instant>>>,
     secrets: Arc<Vec<Secret>>,
+    url_key: &'static str,
 }
 
 impl HttpClient {
@@ -250,17 +432,20 @@ impl HttpClient {
         retry: RetryPolicy,
         pace: &Pace,
         secrets: Vec<Secret>,
+        transport: &Transport,
     ) -> Result<Self, HttpError> {
-        let inner = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .build()
-            .map_err(|e| HttpError::Build {
-                url: service.to_owned(),
-                reason: e.to_string(),
-            })?;
+            .redirect(same_origin_redirects());
+        for cert in &transport.extra_roots.0 {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+        let inner = builder.build().map_err(|e| HttpError::Build {
+            url: service.to_owned(),
+            reason: e.to_string(),
+        })?;
         Ok(Self {
             inner,
             service,
@@ -270,6 +455,7 @@ impl HttpClient {
             searches: Arc::new(Pacer::new(pace.searches_per_minute)),
             blocked_until: Arc::new(Mutex::new(None)),
             secrets: Arc::new(secrets),
+            url_key: transport.url_key,
         })
     }
 
@@ -317,6 +503,14 @@ impl HttpClient {
             let response = match outcome {
                 Ok(r) => r,
                 Err(e) => {
+                    if let Some(refused) = cross_origin_cause(&e) {
+                        return Err(HttpError::CrossOriginRedirect {
+                            service: self.service,
+                            from: refused.from.clone(),
+                            to: refused.to.clone(),
+                            url_key: self.url_key,
+                        });
+                    }
                     let connect = e.is_connect();
                     let err = if connect {
                         HttpError::Connect {
@@ -528,6 +722,41 @@ mod tests {
             start.elapsed(),
             Duration::from_millis(400),
             "5 requests need 4 intervals"
+        );
+    }
+
+    /// Origins are written with their port, default or not, and compare scheme, host and port.
+    #[rstest::rstest]
+    #[case::default_https(
+        "https://jira.example.com/jira/rest?x=1",
+        "https://jira.example.com:443"
+    )]
+    #[case::default_http("http://Jira.Example.com", "http://jira.example.com:80")]
+    #[case::explicit_port("https://jira.example.com:8443/", "https://jira.example.com:8443")]
+    #[case::ipv6("http://[::1]:8080/", "http://[::1]:8080")]
+    fn origins_name_their_port(#[case] url: &str, #[case] origin: &str) {
+        assert_eq!(origin_of(&url::Url::parse(url).unwrap()), origin);
+    }
+
+    /// The cross-origin message names both origins and the key to change.
+    #[test]
+    fn cross_origin_message_names_both_origins() {
+        let err = HttpError::CrossOriginRedirect {
+            service: "Jira",
+            from: "https://jira.example.com:443".into(),
+            to: "https://evil.example:443".into(),
+            url_key: "jira.url",
+        };
+        assert_eq!(
+            err.to_string(),
+            "Jira redirected from https://jira.example.com:443 to https://evil.example:443; \
+             the sync follows redirects only within one origin: set jira.url to the final address"
+        );
+        assert!(!err.is_retryable() && !err.is_ambiguous());
+        let alert = err.with_url_key("the rule's alert_url").to_string();
+        assert!(
+            alert.ends_with("set the rule's alert_url to the final address"),
+            "{alert}"
         );
     }
 

@@ -20,3 +20,5 @@ mod resilience;
 /// Service mode (schedule, shutdown, systemd notification), the operator commands (`check`,
 /// `status`, `demo`) and the shipped deployment files.
 mod service;
+/// Transport safety: redirects stay within one origin; what the config refuses.
+mod transport;

@@ -13,6 +13,7 @@
 //!   omitted keys.
 //! - `validate`: each table → its typed counterpart, the value parsers ([`parse_since`], URLs,
 //!   cron, enum names) and reading the secrets the file names.
+//! - `file_error`: TOML errors about the file, naming the key and never quoting a value.
 //! - `tests`: the unit tests.
 
 use std::collections::{BTreeMap, HashSet};
@@ -23,15 +24,19 @@ use chrono::{DateTime, Utc};
 use url::Url;
 
 use crate::domain::{Severity, Target, string_enum};
-use crate::http::{Pace, RetryPolicy};
+use crate::http::{ExtraRoots, Pace, RetryPolicy};
 use crate::secret::{Secret, SecretError};
 
+mod file_error;
 mod raw;
 mod validate;
 
 pub use raw::{RawConfig, RawGitLab, RawJira, RawRule, RawSchedule, RawStore, RawSync};
 pub use validate::parse_since;
-use validate::{validate_cron, validate_gitlab, validate_jira, validate_rule, validate_sync};
+use validate::{
+    gitlab_insecure_http, validate_cron, validate_gitlab, validate_jira, validate_rule,
+    validate_sync,
+};
 
 /// The environment variable that names the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "JIRA_GITLAB_SYNC_CONFIG";
@@ -45,6 +50,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// The file is not TOML, or has an unknown key or a value of the wrong type. The message
+    /// names the key and its line, and never quotes a value.
     #[error("{}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
     #[error("{key}: {message}")]
@@ -93,6 +100,8 @@ pub struct JiraConfig {
     pub timeout: Duration,
     pub page_size: u32,
     pub time_zone: Option<chrono_tz::Tz>,
+    /// `ca_file`'s certificates, trusted besides the system's.
+    pub extra_roots: ExtraRoots,
 }
 
 #[derive(Clone, Debug)]
@@ -101,6 +110,8 @@ pub struct GitLabConfig {
     pub token: Secret,
     pub timeout: Duration,
     pub pace: Pace,
+    /// `ca_file`'s certificates, trusted besides the system's (for rules' `alert_url` too).
+    pub extra_roots: ExtraRoots,
 }
 
 #[derive(Clone, Debug)]
@@ -217,7 +228,7 @@ impl Config {
         let mut names = HashSet::new();
         let mut rules = Vec::with_capacity(raw.rule.len());
         for (i, r) in raw.rule.iter().enumerate() {
-            let rule = validate_rule(i, r, &raw.schedule.cron)?;
+            let rule = validate_rule(i, r, &raw.schedule.cron, gitlab_insecure_http(&raw.gitlab))?;
             if !names.insert(rule.name.clone()) {
                 return Err(invalid(
                     format!("rule[{i}].name"),
@@ -283,14 +294,20 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-/// Parses the text of the config file at `path`, with a relative `[store] path` made relative to
-/// the file's directory. Every loader parses through here, so all commands find the same store.
+/// Parses the text of the config file at `path`, with a relative `[store] path` and `ca_file`
+/// made relative to the file's directory. Every loader parses through here, so all commands find the same store.
 fn parse_file(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
     let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
-        message: e.to_string().trim_end().to_owned(),
+        message: file_error::describe(text, &e),
     })?;
     raw.store.path = beside(path, &raw.store.path);
+    for ca_file in [&mut raw.jira.ca_file, &mut raw.gitlab.ca_file]
+        .into_iter()
+        .flatten()
+    {
+        *ca_file = beside(path, ca_file);
+    }
     Ok(raw)
 }
 

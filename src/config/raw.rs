@@ -168,6 +168,12 @@ pub struct RawJira {
     /// The search user's profile time zone (IANA name). By default it is read from `/myself`;
     /// set it only if that account cannot read its own profile.
     pub time_zone: Option<String>,
+    /// Allow an `http://` `url` on a host other than loopback (the token then travels unencrypted).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// A PEM file of CA certificates trusted besides the operating system's store (a company CA).
+    /// A relative path is relative to the config file's directory.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[gitlab]`
@@ -190,6 +196,13 @@ pub struct RawGitLab {
     /// Issue searches a minute at most (used only to find what an interrupted create left).
     /// Default: 9 on gitlab.com (limit 10), unpaced elsewhere.
     pub searches_per_minute: Option<u32>,
+    /// Allow an `http://` `url` (and rules' `alert_url`) on a host other than loopback (the token
+    /// then travels unencrypted).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// A PEM file of CA certificates trusted besides the operating system's store (a company CA),
+    /// for `url` and rules' `alert_url`. A relative path is relative to the config file's directory.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[[rule]]`

@@ -44,6 +44,8 @@ fn shipped_example_validates() {
     // Point the example's secrets at files so the test needs no environment.
     std::fs::write(dir.path().join("t"), "x").unwrap();
     let f = dir.path().join("t").display().to_string();
+    std::fs::write(dir.path().join("ca.pem"), TEST_CA).unwrap();
+    let ca = dir.path().join("ca.pem").display().to_string();
     let text = text
         .replace(
             "token_env = \"JIRA_TOKEN\"",
@@ -56,12 +58,26 @@ fn shipped_example_validates() {
         .replace(
             "alert_token_env = \"GITLAB_ALERT_TOKEN\"",
             &format!("alert_token_file = \"{f}\""),
+        )
+        // The transport keys are documented commented out: they must be keys that parse.
+        .replace(
+            "# allow_insecure_http = false",
+            "allow_insecure_http = false",
+        )
+        .replace(
+            "# ca_file = \"/etc/jira-gitlab-sync/company-ca.pem\"",
+            &format!("ca_file = \"{ca}\""),
         );
     let cfg = Config::from_toml(&text, Path::new("config.toml"))
         .unwrap_or_else(|e| panic!("the shipped config.toml must validate: {e}"));
     assert!(
         !cfg.rules.is_empty(),
         "the example must show at least one rule"
+    );
+    assert_eq!(
+        (cfg.jira.extra_roots.len(), cfg.gitlab.extra_roots.len()),
+        (1, 1),
+        "both sections document ca_file"
     );
 }
 
@@ -174,4 +190,280 @@ fn datacenter_without_user_is_bearer() {
         !format!("{cfg:?}").contains("jira-secret"),
         "Debug must not show secrets"
     );
+}
+
+/// The config with `from` replaced by `to` (each must occur), validated.
+fn load_replacing(edits: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = config_text(
+        dir.path(),
+        &alert_rule("https://gitlab.com/acme/ops/-/alerts/notify/jira/1.json"),
+    );
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from:?} is in the test config");
+        text = text.replacen(from, to, 1);
+    }
+    std::fs::write(dir.path().join("alert"), "alert-secret\n").unwrap();
+    let text = text.replace("{alert}", &dir.path().join("alert").display().to_string());
+    Config::from_toml(&text, Path::new("config.toml"))
+}
+
+/// An error and its sources, as the command line prints them.
+fn chain(e: &ConfigError) -> String {
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        out.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    out
+}
+
+/// An alert rule posting to `url`, its key in the file `{alert}`.
+fn alert_rule(url: &str) -> String {
+    format!(
+        r#"
+[[rule]]
+name = "pager"
+jql = "project = OPS"
+target = "alert"
+gitlab_project = "acme/ops"
+alert_url = "{url}"
+alert_token_file = "{{alert}}"
+"#
+    )
+}
+
+const JIRA_URL: &str = "url = \"https://example.atlassian.net\"";
+const GITLAB_URL: &str = "url = \"https://gitlab.com\"";
+const ALERT_URL: &str = "alert_url = \"https://gitlab.com/";
+
+/// `http://` is refused for every server URL unless the host is loopback or the section allows
+/// it; a rule's `alert_url` follows `[gitlab]`'s `allow_insecure_http`.
+#[rstest::rstest]
+#[case::jira_http(&[(JIRA_URL, "url = \"http://jira.example.com\"")], Some("jira.url"))]
+#[case::gitlab_http(&[(GITLAB_URL, "url = \"http://gitlab.example.com\"")], Some("gitlab.url"))]
+#[case::alert_http(&[(ALERT_URL, "alert_url = \"http://gitlab.com/")], Some("rule \"pager\": alert_url"))]
+#[case::jira_allowed(
+    &[(JIRA_URL, "url = \"http://jira.example.com\"\nallow_insecure_http = true")],
+    None
+)]
+#[case::gitlab_allowed(
+    &[(GITLAB_URL, "url = \"http://gitlab.example.com\"\nallow_insecure_http = true")],
+    None
+)]
+#[case::alert_follows_gitlab(
+    &[(ALERT_URL, "alert_url = \"http://gitlab.com/"), (GITLAB_URL, "url = \"https://gitlab.com\"\nallow_insecure_http = true")],
+    None
+)]
+#[case::jira_allowance_is_not_gitlabs(
+    &[(GITLAB_URL, "url = \"http://gitlab.example.com\""), (JIRA_URL, "url = \"https://example.atlassian.net\"\nallow_insecure_http = true")],
+    Some("gitlab.url")
+)]
+#[case::localhost(&[(JIRA_URL, "url = \"http://localhost:8080/jira\"")], None)]
+#[case::loopback_v4(&[(GITLAB_URL, "url = \"http://127.0.0.2:8929\"")], None)]
+#[case::loopback_v6(&[(ALERT_URL, "alert_url = \"http://[::1]:8929/")], None)]
+#[case::not_loopback(&[(JIRA_URL, "url = \"http://128.0.0.1\"")], Some("jira.url"))]
+#[case::localhost_lookalike(&[(JIRA_URL, "url = \"http://localhost.example.com\"")], Some("jira.url"))]
+fn http_needs_loopback_or_allow_insecure_http(
+    #[case] edits: &[(&str, &str)],
+    #[case] refused: Option<&str>,
+) {
+    match (load_replacing(edits), refused) {
+        (Ok(_), None) => {}
+        (Err(e), Some(key)) => {
+            let msg = chain(&e);
+            assert!(msg.starts_with(&format!("{key}: ")), "{msg:?} names {key}");
+            assert!(
+                msg.contains("allow_insecure_http"),
+                "{msg:?} says how to allow it"
+            );
+        }
+        (Ok(_), Some(key)) => panic!("{key} over http:// must be refused"),
+        (Err(e), None) => panic!("must be accepted: {e}"),
+    }
+}
+
+/// Credentials written into a URL are refused, naming the key and echoing neither part.
+#[rstest::rstest]
+#[case::jira(
+    JIRA_URL,
+    "url = \"https://bot%40example.com:s3cr3t-T0KEN@example.atlassian.net\"",
+    "jira.url"
+)]
+#[case::gitlab(
+    GITLAB_URL,
+    "url = \"https://oauth2:s3cr3t-T0KEN@gitlab.com\"",
+    "gitlab.url"
+)]
+#[case::user_only(GITLAB_URL, "url = \"https://s3cr3t-T0KEN@gitlab.com\"", "gitlab.url")]
+#[case::alert(
+    ALERT_URL,
+    "alert_url = \"https://x:s3cr3t-T0KEN@gitlab.com/",
+    "rule \"pager\": alert_url"
+)]
+#[case::unparsable(
+    JIRA_URL,
+    "url = \"https://bot:s3cr3t-T0KEN@exa mple.com\"",
+    "jira.url"
+)]
+fn credentials_in_urls_are_refused(#[case] from: &str, #[case] to: &str, #[case] key: &str) {
+    let msg = chain(&load_replacing(&[(from, to)]).unwrap_err());
+    assert!(msg.starts_with(&format!("{key}: ")), "{msg:?} names {key}");
+    assert!(
+        !msg.contains("s3cr3t") && !msg.contains("bot") && !msg.contains("oauth2"),
+        "{msg:?} echoes no credential"
+    );
+}
+
+/// A file error never quotes the line at fault (it may hold a secret): it names the key as
+/// `section.key`, the line and column, and toml's reason without any value.
+#[rstest::rstest]
+#[case::unknown_key(
+    GITLAB_URL,
+    "url = \"https://gitlab.com\"\ntoken = \"glpat-s3cr3t\"",
+    "gitlab.token"
+)]
+#[case::wrong_type(
+    GITLAB_URL,
+    "url = \"https://gitlab.com\"\ntimeout_secs = \"glpat-s3cr3t\"",
+    "gitlab.timeout_secs"
+)]
+#[case::no_equals(
+    JIRA_URL,
+    "url = \"https://example.atlassian.net\"\ntoken \"glpat-s3cr3t\"",
+    "jira"
+)]
+#[case::unquoted(
+    JIRA_URL,
+    "url = \"https://example.atlassian.net\"\ntoken = glpat-s3cr3t",
+    "jira.token"
+)]
+#[case::rule_key(
+    "target = \"alert\"",
+    "target = \"alert\"\npassword = \"glpat-s3cr3t\"",
+    "rule[0].password"
+)]
+#[case::sub_table(
+    "target = \"alert\"",
+    "target = \"alert\"\n[rule.severity]\nP1 = [\"glpat-s3cr3t\"]",
+    "rule[0].severity.P1"
+)]
+#[case::unknown_table("[gitlab]", "[secrets]\ntoken = \"glpat-s3cr3t\"\n[gitlab]", "secrets")]
+fn file_errors_name_the_key_and_echo_no_value(
+    #[case] from: &str,
+    #[case] to: &str,
+    #[case] key: &str,
+) {
+    let msg = chain(&load_replacing(&[(from, to)]).unwrap_err());
+    assert!(
+        msg.starts_with(&format!("config.toml: {key} (line ")),
+        "{msg:?} names {key}"
+    );
+    assert!(!msg.contains("s3cr3t"), "{msg:?} echoes no value");
+}
+
+/// A token pasted where the name of its environment variable belongs is refused without being
+/// echoed.
+#[rstest::rstest]
+#[case::gitlab_style("token_file = ", "token_env = \"glpat-s3cr3t\"\n# ", "jira.token_env")]
+#[case::jira_cloud(
+    "token_file = ",
+    "token_env = \"ATATT3xFfGF0s3cr3t=2A1B3C4D\"\n# ",
+    "jira.token_env"
+)]
+fn a_token_in_token_env_is_not_echoed(#[case] from: &str, #[case] to: &str, #[case] key: &str) {
+    let msg = chain(&load_replacing(&[(from, to)]).unwrap_err());
+    assert!(msg.starts_with(&format!("{key}: ")), "{msg:?} names {key}");
+    assert!(!msg.contains("s3cr3t"), "{msg:?} echoes no value");
+}
+
+/// A self-signed CA certificate for tests (P-256, valid until 2126; its key was discarded):
+/// `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 36500
+/// -subj "/CN=jira-gitlab-sync test CA"`.
+const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBnTCCAUOgAwIBAgIUCBPFkb5z/rNrtFrH6Wdq0jXGSQAwCgYIKoZIzj0EAwIw
+IzEhMB8GA1UEAwwYamlyYS1naXRsYWItc3luYyB0ZXN0IENBMCAXDTI2MTIwMTEz
+NTQyNFoYDzIxMjYxMTA3MTM1NDI0WjAjMSEwHwYDVQQDDBhqaXJhLWdpdGxhYi1z
+eW5jIHRlc3QgQ0EwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAQfmHTyTZ6GGv9s
+ddVey6dfmyZl5ufKWUHSCEvV80ebfL0eBrlmu0GF7Ej6Ycq4yYwjrSKJqzHenUbN
+lD2KoZg5o1MwUTAdBgNVHQ4EFgQUnVizVK9bdhGB7nty1SMXXEPWkecwHwYDVR0j
+BBgwFoAUnVizVK9bdhGB7nty1SMXXEPWkecwDwYDVR0TAQH/BAUwAwEB/zAKBggq
+hkjOPQQDAgNIADBFAiEAgeEGxz/wLSlRiVDzbwKdtjq+0+y5uaofJEhq0SWvrmIC
+IDIxQV/oIgS5zYwiS88BOGuOeIcxDHHnGWJERizaKtSe
+-----END CERTIFICATE-----\n";
+
+/// The config with `[jira] ca_file` and `[gitlab] ca_file` set to files holding `jira` and
+/// `gitlab` (`None`: a file that does not exist).
+fn load_with_ca_files(
+    jira: Option<&str>,
+    gitlab: Option<&str>,
+) -> (Result<Config, ConfigError>, [String; 2]) {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = ["jira-ca.pem", "gitlab-ca.pem"].map(|f| dir.path().join(f).display().to_string());
+    for (content, path) in [(jira, &paths[0]), (gitlab, &paths[1])] {
+        if let Some(c) = content {
+            std::fs::write(path, c).unwrap();
+        }
+    }
+    let text = config_text(dir.path(), RULE)
+        .replacen(
+            JIRA_URL,
+            &format!("{JIRA_URL}\nca_file = \"{}\"", paths[0]),
+            1,
+        )
+        .replacen(
+            GITLAB_URL,
+            &format!("{GITLAB_URL}\nca_file = \"{}\"", paths[1]),
+            1,
+        );
+    (Config::from_toml(&text, Path::new("config.toml")), paths)
+}
+
+/// A PEM bundle of one or more certificates is accepted as a section's `ca_file`.
+#[test]
+fn ca_file_takes_a_pem_bundle() {
+    let two = format!("# the company CA\n{TEST_CA}{TEST_CA}");
+    let (cfg, _) = load_with_ca_files(Some(TEST_CA), Some(&two));
+    let cfg = cfg.unwrap_or_else(|e| panic!("a valid ca_file is accepted: {}", chain(&e)));
+    assert_eq!(cfg.jira.extra_roots.len(), 1);
+    assert_eq!(
+        cfg.gitlab.extra_roots.len(),
+        2,
+        "every certificate of the bundle"
+    );
+}
+
+/// An unreadable or invalid `ca_file` is a config error naming the key and the path.
+#[rstest::rstest]
+#[case::missing(Some(TEST_CA), None, "gitlab.ca_file", 1)]
+#[case::no_certificate(Some("just text\n"), Some(TEST_CA), "jira.ca_file", 0)]
+#[case::key_only(
+    Some(TEST_CA),
+    Some("-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n"),
+    "gitlab.ca_file",
+    1
+)]
+#[case::bad_base64(
+    Some("-----BEGIN CERTIFICATE-----\n!!!not base64!!!\n-----END CERTIFICATE-----\n"),
+    Some(TEST_CA),
+    "jira.ca_file",
+    0
+)]
+#[case::not_a_certificate(
+    Some(TEST_CA),
+    Some("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"),
+    "gitlab.ca_file",
+    1
+)]
+fn bad_ca_file_names_key_and_path(
+    #[case] jira: Option<&str>,
+    #[case] gitlab: Option<&str>,
+    #[case] key: &str,
+    #[case] which: usize,
+) {
+    let (cfg, paths) = load_with_ca_files(jira, gitlab);
+    let msg = chain(&cfg.expect_err("an invalid ca_file is refused"));
+    assert!(msg.starts_with(&format!("{key}: ")), "{msg:?} names {key}");
+    assert!(msg.contains(&paths[which]), "{msg:?} names the file");
 }

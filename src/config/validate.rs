@@ -14,19 +14,73 @@ use super::{
     RuleConfig, SyncConfig, invalid,
 };
 use crate::domain::{Severity, Target, UnknownName};
-use crate::http::{Pace, RetryPolicy};
+use crate::http::{ExtraRoots, Pace, RetryPolicy};
 use crate::secret::{Secret, SecretSource};
 
-fn parse_http_url(key: &str, s: &str) -> Result<Url, ConfigError> {
+/// Whether a section lets its URLs use `http://` to a host that is not loopback, and the key
+/// that says so (named in the error that refuses it).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct InsecureHttp {
+    pub allowed: bool,
+    pub key: &'static str,
+}
+
+/// A server URL: `http(s)` with a host, no credentials, and `https` unless the host is loopback
+/// or `insecure` allows it. Messages name `key` and never echo a value that may hold a secret.
+fn parse_server_url(key: &str, s: &str, insecure: InsecureHttp) -> Result<Url, ConfigError> {
+    // A value with an `@` may hold credentials: it is never echoed.
+    let shown = if s.contains('@') {
+        "the value".to_owned()
+    } else {
+        format!("{:?}", s.trim())
+    };
     let url =
-        Url::parse(s.trim()).map_err(|e| invalid(key, format!("{s:?} is not a URL ({e})")))?;
+        Url::parse(s.trim()).map_err(|e| invalid(key, format!("{shown} is not a URL ({e})")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            key,
+            "holds credentials (user:secret@host): remove them from the URL; the token comes \
+             from the token_env or token_file settings",
+        ));
+    }
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(invalid(
             key,
-            format!("{s:?} must be an http(s) URL with a host"),
+            format!("{shown} must be an https URL with a host"),
+        ));
+    }
+    if url.scheme() == "http" && !insecure.allowed && !is_loopback(&url) {
+        return Err(invalid(
+            key,
+            format!(
+                "{shown} uses http://, which would send the token and the data unencrypted: use \
+                 https://, or set {} = true if the network is trusted (loopback hosts need \
+                 neither)",
+                insecure.key
+            ),
         ));
     }
     Ok(url)
+}
+
+/// Returns true if and only if the URL's host is `localhost`, in 127.0.0.0/8, or `[::1]`.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// The certificates of a section's `ca_file` (none if unset); errors name `key` and the path.
+fn read_ca_file(key: &str, path: Option<&PathBuf>) -> Result<ExtraRoots, ConfigError> {
+    let Some(path) = path else {
+        return Ok(ExtraRoots::default());
+    };
+    let pem = std::fs::read(path)
+        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    ExtraRoots::from_pem(&pem).map_err(|e| invalid(key, format!("{} {e}", path.display())))
 }
 
 /// A base URL with a trailing slash, so joining relative paths keeps any context path
@@ -56,6 +110,12 @@ fn secret_source(
             format!("{key_prefix}token_env"),
             "must not be empty",
         )),
+        // Not echoed: a value that is no variable name is most likely the token itself.
+        (Some(e), None) if !is_env_name(e.trim()) => Err(invalid(
+            format!("{key_prefix}token_env"),
+            "must be the name of an environment variable (letters, digits and _), not the \
+             token: put the token in that variable, or in a file named by token_file",
+        )),
         (Some(e), None) => Ok(SecretSource::Env(e.trim().to_owned())),
         (None, Some(f)) => Ok(SecretSource::File(f.clone())),
         (None, None) => match default_env {
@@ -66,6 +126,13 @@ fn secret_source(
             )),
         },
     }
+}
+
+/// Returns true if and only if `s` is an environment variable name as shells and systemd write
+/// them: ASCII letters, digits and `_`, not starting with a digit.
+fn is_env_name(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| !c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn read_secret(
@@ -86,7 +153,11 @@ fn secret_key(prefix: &str, source: &SecretSource) -> String {
 }
 
 pub(super) fn validate_jira(raw: &RawJira) -> Result<JiraConfig, ConfigError> {
-    let url = as_base(parse_http_url("jira.url", &raw.url)?);
+    let insecure = InsecureHttp {
+        allowed: raw.allow_insecure_http,
+        key: "jira.allow_insecure_http",
+    };
+    let url = as_base(parse_server_url("jira.url", &raw.url, insecure)?);
     let deployment = match raw.deployment.as_deref() {
         Some(d) => parse_name("jira.deployment", "deployment", d)?,
         None if url
@@ -132,6 +203,7 @@ pub(super) fn validate_jira(raw: &RawJira) -> Result<JiraConfig, ConfigError> {
         timeout: timeout("jira.timeout_secs", raw.timeout_secs)?,
         page_size: raw.page_size,
         time_zone,
+        extra_roots: read_ca_file("jira.ca_file", raw.ca_file.as_ref())?,
     })
 }
 
@@ -148,8 +220,20 @@ const GITLAB_COM_REQUESTS_PER_MINUTE: u32 = 1_800;
 const GITLAB_COM_CREATES_PER_MINUTE: u32 = 180;
 const GITLAB_COM_SEARCHES_PER_MINUTE: u32 = 9;
 
+/// `[gitlab]`'s `allow_insecure_http`, which a rule's `alert_url` follows too.
+pub(super) fn gitlab_insecure_http(raw: &RawGitLab) -> InsecureHttp {
+    InsecureHttp {
+        allowed: raw.allow_insecure_http,
+        key: "gitlab.allow_insecure_http",
+    }
+}
+
 pub(super) fn validate_gitlab(raw: &RawGitLab) -> Result<GitLabConfig, ConfigError> {
-    let url = as_base(parse_http_url("gitlab.url", &raw.url)?);
+    let url = as_base(parse_server_url(
+        "gitlab.url",
+        &raw.url,
+        gitlab_insecure_http(raw),
+    )?);
     let source = secret_source(
         "gitlab.",
         &raw.token_env,
@@ -194,6 +278,7 @@ pub(super) fn validate_gitlab(raw: &RawGitLab) -> Result<GitLabConfig, ConfigErr
         token,
         timeout: timeout("gitlab.timeout_secs", raw.timeout_secs)?,
         pace,
+        extra_roots: read_ca_file("gitlab.ca_file", raw.ca_file.as_ref())?,
     })
 }
 
@@ -301,10 +386,12 @@ where
     })
 }
 
+/// One `[[rule]]`, the `i`th; its `alert_url` may use `http://` as `insecure` (`[gitlab]`'s) says.
 pub(super) fn validate_rule(
     i: usize,
     raw: &RawRule,
     default_cron: &str,
+    insecure: InsecureHttp,
 ) -> Result<RuleConfig, ConfigError> {
     let name = raw.name.trim();
     if name.is_empty() {
@@ -333,7 +420,7 @@ pub(super) fn validate_rule(
                 "target = \"alert\" needs the alert integration's URL",
             )
         })?;
-        let url = parse_http_url(&k("alert_url"), url)?;
+        let url = parse_server_url(&k("alert_url"), url, insecure)?;
         let prefix = format!("rule {name:?}: alert_");
         let source = secret_source(&prefix, &raw.alert_token_env, &raw.alert_token_file, None)?;
         let token = read_secret(

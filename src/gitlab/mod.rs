@@ -16,7 +16,7 @@ use tracing::instrument;
 use crate::config::{Destination, GitLabConfig, SyncConfig};
 use crate::domain::{JiraKey, Mapping, NewObject, RemoteObject, RemoteState, Target};
 use crate::engine::ports::{GitLabSink, PortError, ResolvedProject};
-use crate::http::{DecodeError, HttpClient, HttpError, RequestKind, Response};
+use crate::http::{DecodeError, HttpClient, HttpError, RequestKind, Response, Transport};
 
 pub use wire::{Environment, ProjectAccess, User};
 
@@ -103,11 +103,13 @@ impl PortError for GitLabError {
         }
     }
 
-    /// The token, its permissions, the configured project or alert integration: every later
-    /// request of the run would fail the same way. A missing *issue* is only that issue's.
+    /// The token, its permissions, the configured project or alert integration, a server that
+    /// redirects to another origin: every later request of the run would fail the same way. A
+    /// missing *issue* is only that issue's.
     fn stops_run(&self) -> bool {
         match self {
             GitLabError::Unauthorized { .. } | GitLabError::Forbidden { .. } => true,
+            GitLabError::Http { source, .. } => source.is_cross_origin_redirect(),
             GitLabError::NotFound { resource, .. } => !matches!(resource, Resource::Issue { .. }),
             _ => false,
         }
@@ -169,6 +171,10 @@ impl GitLabClient {
             sync.retry.clone(),
             &cfg.pace,
             vec![cfg.token.clone()],
+            &Transport {
+                url_key: "gitlab.url",
+                extra_roots: cfg.extra_roots.clone(),
+            },
         )
         .map_err(|source| GitLabError::Http {
             what: what(),
@@ -411,7 +417,7 @@ impl GitLabClient {
                     .json(&payload)
             })
             .await
-            .map_err(|source| subject.http(source))?;
+            .map_err(|source| subject.http(source.with_url_key("the rule's alert_url")))?;
         self.check_status(response, &subject).map(|_| ())
     }
 

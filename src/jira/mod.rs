@@ -19,7 +19,7 @@ use tracing::instrument;
 use crate::config::{Deployment, JiraAuth, JiraConfig, SyncConfig};
 use crate::domain::{JiraUser, PageCursor, SearchPage};
 use crate::engine::ports::{JiraSource, PortError};
-use crate::http::{DecodeError, HttpClient, HttpError, Pace, RequestKind, Response};
+use crate::http::{DecodeError, HttpClient, HttpError, Pace, RequestKind, Response, Transport};
 use crate::secret::Secret;
 
 /// The fields a snapshot needs. Cloud returns only `id` unless fields are named.
@@ -128,6 +128,10 @@ impl JiraClient {
             sync.retry.clone(),
             &Pace::default(),
             vec![secret, Secret::new(value)],
+            &Transport {
+                url_key: "jira.url",
+                extra_roots: cfg.extra_roots.clone(),
+            },
         )
         .map_err(|source| JiraError::Http {
             endpoint: cfg.url.to_string(),
