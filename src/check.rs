@@ -12,6 +12,7 @@ use crate::engine::error_chain;
 use crate::engine::ports::JiraSource;
 use crate::gitlab::{GitLabClient, OWNER};
 use crate::jira::JiraClient;
+use crate::store::Store;
 
 /// How bad a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -166,6 +167,7 @@ async fn check_gitlab(cfg: &Config, gitlab: &GitLabClient, out: &mut Vec<Finding
             ));
         }
     }
+    let known = known_projects(cfg).await;
     for (project, targets) in projects {
         let subject = format!("project {project}");
         let access = match gitlab.project(project).await {
@@ -175,6 +177,21 @@ async fn check_gitlab(cfg: &Config, gitlab: &GitLabClient, out: &mut Vec<Finding
                 continue;
             }
         };
+        if let Some((id, path)) = known.get(project)
+            && *id != access.id
+        {
+            out.push(finding(
+                Level::Error,
+                &subject,
+                format!(
+                    "now names project {} (id {}), but the sync resolved it to id {id} ({path} \
+                     at the time) and writes there by id: the project was renamed and its old path taken by \
+                     another. Set gitlab_project to the project you mean (its new path, or its \
+                     numeric id {id} to keep writing where the objects are)",
+                    access.path_with_namespace, access.id
+                ),
+            ));
+        }
         let level = access.access_level();
         let writes_issues = targets.iter().any(|t| *t != Target::Alert);
         if writes_issues {
@@ -238,6 +255,15 @@ async fn check_gitlab(cfg: &Config, gitlab: &GitLabClient, out: &mut Vec<Finding
             )),
         }
     }
+}
+
+/// The projects the store resolved before (configured → id and path), read without the lock;
+/// empty when there is no store yet or it cannot be read (the store's own check says why).
+async fn known_projects(cfg: &Config) -> BTreeMap<String, (u64, String)> {
+    let Ok(store) = Store::open_read_only(&cfg.store_path) else {
+        return BTreeMap::new();
+    };
+    store.projects().await.unwrap_or_default()
 }
 
 fn role_name(level: u32) -> &'static str {

@@ -105,6 +105,13 @@ async fn a_renamed_project_and_a_reused_path_misdirect_nothing() {
         (RemoteState::Opened, "Unrelated"),
         "nothing was written to the project that took the old path"
     );
+    let out = w.binary(&["check"]).await;
+    let text = crate::support::output_text(&out);
+    assert_eq!(out.status.code(), Some(2), "check refuses the ambiguity:\n{text}");
+    assert!(
+        text.contains("acme/ops (id 2)") && text.contains("resolved it to id 1"),
+        "check names both projects:\n{text}"
+    );
 }
 
 /// An issue moved to another Jira project (a new key, the same id) keeps its GitLab object:

@@ -2,7 +2,7 @@
 //! commits, failures, the run log), the inherent mapping and meta accessors, and the private
 //! helpers they share.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
@@ -57,6 +57,33 @@ impl Store {
                 .and_then(Iterator::collect::<Result<Vec<_>, _>>)
                 .map_err(query("listing a rule's mappings"))?;
             raws.into_iter().map(RawMapping::decode).collect()
+        })
+        .await
+    }
+
+    /// The projects resolved so far: configured path or id → (numeric id, path then).
+    ///
+    /// # Errors
+    /// [`StoreError::Query`] if SQLite fails; [`StoreError::Corrupt`] if an id is negative.
+    pub async fn projects(&self) -> Result<BTreeMap<String, (u64, String)>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT configured, project_id, path FROM projects")
+                .map_err(query("listing resolved projects"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get(2)?))
+                })
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(query("listing resolved projects"))?;
+            rows.into_iter()
+                .map(|(configured, id, path)| {
+                    let id = u64::try_from(id).map_err(|_| {
+                        Cell::new("projects", "project_id", &configured).corrupt(&id.to_string())
+                    })?;
+                    Ok((configured, (id, path)))
+                })
+                .collect()
         })
         .await
     }
