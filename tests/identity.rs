@@ -16,7 +16,8 @@ fn titles(w: &World) -> Vec<String> {
 #[tokio::test]
 async fn jira_text_runs_no_quick_action() {
     let w = World::start(Setup::default()).await;
-    let hostile = "Steps:\n/close\n/confidential\n/assign me\n/label ~pwned\n/title pwned\nnul\u{0}here";
+    let hostile =
+        "Steps:\n/close\n/confidential\n/assign me\n/label ~pwned\n/title pwned\nnul\u{0}here";
     w.jira
         .insert(FakeIssue::new("OPS-1", "Checkout down", ago(30)).with_description(hostile));
     w.once().await.expect("the first cycle runs");
@@ -27,10 +28,18 @@ async fn jira_text_runs_no_quick_action() {
     assert!(!issue.labels.contains(&"pwned".to_owned()), "/label ran");
     assert_eq!(issue.title, "[OPS-1] Checkout down", "/title ran");
     let d = issue.description.as_deref().unwrap_or_default();
-    for line in ["\\/close", "\\/confidential", "\\/assign me", "\\/title pwned"] {
+    for line in [
+        "\\/close",
+        "\\/confidential",
+        "\\/assign me",
+        "\\/title pwned",
+    ] {
         assert!(d.contains(line), "{line} stays visible as text: {d}");
     }
-    assert!(d.contains("nulhere"), "the NUL is dropped, the text kept: {d}");
+    assert!(
+        d.contains("nulhere"),
+        "the NUL is dropped, the text kept: {d}"
+    );
 
     w.jira.update("OPS-1", ago(10), |i| {
         i.summary = "Checkout down (edited)".into();
@@ -38,7 +47,10 @@ async fn jira_text_runs_no_quick_action() {
     });
     w.once().await.expect("the edit cycle runs");
     let issue = &w.gitlab_issues()[0];
-    assert_eq!(issue.title, "[OPS-1] Checkout down (edited)", "the edit is carried");
+    assert_eq!(
+        issue.title, "[OPS-1] Checkout down (edited)",
+        "the edit is carried"
+    );
     assert_eq!(issue.state, RemoteState::Opened, "/close in an edit ran");
 }
 
@@ -47,7 +59,8 @@ async fn jira_text_runs_no_quick_action() {
 #[tokio::test]
 async fn a_persons_issue_quoting_the_link_is_not_adopted() {
     let w = World::start(Setup::default()).await;
-    w.gitlab.push_fault(FaultTarget::CreateIssue, Fault::CommitThenStatus(502));
+    w.gitlab
+        .push_fault(FaultTarget::CreateIssue, Fault::CommitThenStatus(502));
     let link = format!("{}browse/OPS-1", w.jira.base_url());
     let postmortem = w
         .gitlab
@@ -79,7 +92,8 @@ async fn a_persons_issue_quoting_the_link_is_not_adopted() {
 #[tokio::test]
 async fn a_renamed_project_and_a_reused_path_misdirect_nothing() {
     let w = World::start(Setup::default()).await;
-    w.jira.insert(FakeIssue::new("OPS-1", "Checkout down", ago(30)));
+    w.jira
+        .insert(FakeIssue::new("OPS-1", "Checkout down", ago(30)));
     w.once().await.expect("the first cycle runs");
     assert!(w.gitlab.rename_project(PROJECT, "acme/ops-archive"));
     let newcomer = 2;
@@ -93,12 +107,21 @@ async fn a_renamed_project_and_a_reused_path_misdirect_nothing() {
     }));
     let unrelated = w
         .gitlab
-        .create_person_issue(newcomer, FakeGitLab::PERSON_ID, "Unrelated", "Not from Jira.")
+        .create_person_issue(
+            newcomer,
+            FakeGitLab::PERSON_ID,
+            "Unrelated",
+            "Not from Jira.",
+        )
         .expect("the newcomer's issue");
     w.jira.resolve("OPS-1", ago(5));
     w.once().await.expect("the second cycle runs");
     let ours = &w.gitlab.issues(PROJECT)[0];
-    assert_eq!(ours.state, RemoteState::Closed, "the close reached our project");
+    assert_eq!(
+        ours.state,
+        RemoteState::Closed,
+        "the close reached our project"
+    );
     let theirs = w.gitlab.issue(newcomer, unrelated).expect("still there");
     assert_eq!(
         (theirs.state, theirs.title.as_str()),
@@ -107,7 +130,11 @@ async fn a_renamed_project_and_a_reused_path_misdirect_nothing() {
     );
     let out = w.binary(&["check"]).await;
     let text = crate::support::output_text(&out);
-    assert_eq!(out.status.code(), Some(2), "check refuses the ambiguity:\n{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "check refuses the ambiguity:\n{text}"
+    );
     assert!(
         text.contains("acme/ops (id 2)") && text.contains("resolved it to id 1"),
         "check names both projects:\n{text}"
@@ -123,7 +150,8 @@ async fn a_moved_jira_issue_keeps_its_object() {
         ..Setup::default()
     })
     .await;
-    w.jira.insert(FakeIssue::new("OPS-1", "Checkout down", ago(30)));
+    w.jira
+        .insert(FakeIssue::new("OPS-1", "Checkout down", ago(30)));
     w.once().await.expect("the first cycle runs");
     assert!(w.jira.move_issue("OPS-1", "NEW-7", ago(20)));
     w.once().await.expect("the cycle after the move runs");
@@ -144,8 +172,10 @@ async fn a_moved_jira_issue_keeps_its_object() {
 #[tokio::test]
 async fn renamed_and_overlapping_rules_make_one_object_per_issue() {
     let w = World::start(Setup::default()).await;
-    w.jira.insert(FakeIssue::new("OPS-1", "Checkout down", ago(30)));
-    w.jira.insert(FakeIssue::new("OPS-2", "Login slow", ago(25)));
+    w.jira
+        .insert(FakeIssue::new("OPS-1", "Checkout down", ago(30)));
+    w.jira
+        .insert(FakeIssue::new("OPS-2", "Login slow", ago(25)));
     w.once().await.expect("the first cycle runs");
     let text = std::fs::read_to_string(&w.config_path).expect("config");
     let renamed = text.replace("name = \"ops\"", "name = \"incidents\"");
@@ -166,7 +196,10 @@ async fn renamed_and_overlapping_rules_make_one_object_per_issue() {
     }
     let issues = w.gitlab_issues();
     assert_eq!(issues.len(), 2, "one object per Jira issue: {issues:#?}");
-    let one = issues.iter().find(|i| i.title.contains("OPS-1")).expect("OPS-1");
+    let one = issues
+        .iter()
+        .find(|i| i.title.contains("OPS-1"))
+        .expect("OPS-1");
     assert_eq!(one.state, RemoteState::Closed, "and the close reached it");
 }
 
@@ -177,7 +210,8 @@ async fn a_lost_or_restored_store_makes_no_duplicate() {
     let w = World::start(Setup::default()).await;
     w.jira
         .insert(FakeIssue::new("OPS-1", "Checkout down", ago(60)).resolved_at(ago(50)));
-    w.jira.insert(FakeIssue::new("OPS-2", "Login slow", ago(40)));
+    w.jira
+        .insert(FakeIssue::new("OPS-2", "Login slow", ago(40)));
     w.once().await.expect("the first cycle runs");
     let backup = w.dir.path().join("backup.db");
     std::fs::copy(w.store_path(), &backup).expect("a backup");
@@ -190,12 +224,26 @@ async fn a_lost_or_restored_store_makes_no_duplicate() {
     // Restored from the older backup: OPS-3 is unknown to the store.
     restore(&w, Some(&backup));
     w.jira.resolve("OPS-3", ago(2));
-    let report = w.once().await.expect("the cycle on the restored store runs");
+    let report = w
+        .once()
+        .await
+        .expect("the cycle on the restored store runs");
     assert_eq!(report.counts.failed, 0, "{report:?}");
     let issues = w.gitlab_issues();
-    assert_eq!(titles(&w).len(), 3, "no duplicate after a restore: {issues:#?}");
-    let three = issues.iter().find(|i| i.title.contains("OPS-3")).expect("OPS-3");
-    assert_eq!(three.state, RemoteState::Closed, "the adopted object is closed");
+    assert_eq!(
+        titles(&w).len(),
+        3,
+        "no duplicate after a restore: {issues:#?}"
+    );
+    let three = issues
+        .iter()
+        .find(|i| i.title.contains("OPS-3"))
+        .expect("OPS-3");
+    assert_eq!(
+        three.state,
+        RemoteState::Closed,
+        "the adopted object is closed"
+    );
 
     // Deleted altogether.
     restore(&w, None);

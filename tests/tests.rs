@@ -6,6 +6,8 @@ mod support;
 
 /// Backfill: history in windows, resumable, exactly once, paced.
 mod backfill;
+/// Lost answers and killed processes at random points: nothing lost, nothing twice.
+mod chaos;
 /// The command line: exit codes, config errors, credentials, secrets.
 mod cli;
 /// One GitLab object per Jira issue whatever moves: keys, rules, project paths, lost stores;

@@ -85,6 +85,21 @@ pub struct FakeGitLabConfig {
     /// A reverse proxy's `client_max_body_size`: a larger request body gets nginx's 413 page
     /// before GitLab (or its authentication) sees it. `None`: no limit.
     pub max_body_bytes: Option<usize>,
+    /// Loses the answer to this share of writes (issue create and update, alert posts) after
+    /// GitLab applied them, as an at-least-once network does: a proxy that times out while
+    /// GitLab commits answers 502, or the connection drops (alternately). GitLab has no
+    /// idempotency key for these endpoints (`lib/api/issues.rb`), so a client cannot tell
+    /// applied from not. `None`: every answer arrives.
+    pub lost_answers: Option<LostAnswers>,
+}
+
+/// A deterministic share of writes whose answer is lost after they were applied.
+#[derive(Clone, Copy, Debug)]
+pub struct LostAnswers {
+    /// Out of 100 writes.
+    pub percent: u8,
+    /// Seeds the choice, so a run can be repeated.
+    pub seed: u64,
 }
 
 impl FakeGitLabConfig {
@@ -129,6 +144,7 @@ impl Default for FakeGitLabConfig {
             requests_per_minute: None,
             search_per_minute: None,
             max_body_bytes: None,
+            lost_answers: None,
         }
     }
 }
@@ -237,6 +253,8 @@ struct GitLabState {
     api_bucket: Option<Mutex<Bucket>>,
     search_bucket: Option<Mutex<Bucket>>,
     max_body_bytes: Option<usize>,
+    /// The share of write answers to lose, and the generator's state.
+    lost_answers: Option<(u8, Mutex<u64>)>,
     shutdown: CancellationToken,
 }
 
@@ -298,6 +316,9 @@ impl FakeGitLab {
                 .map(|l| Mutex::new(Bucket::new(l))),
             search_bucket: config.search_per_minute.map(|l| Mutex::new(Bucket::new(l))),
             max_body_bytes: config.max_body_bytes,
+            lost_answers: config
+                .lost_answers
+                .map(|l| (l.percent.min(100), Mutex::new(l.seed))),
             shutdown: shutdown.clone(),
         });
         listener.serve(router(Arc::clone(&state)), shutdown.clone());
@@ -712,7 +733,10 @@ async fn handle_front(state: &GitLabState, req: Request, next: Next) -> Response
     if let Some(limited) = state.rate_limit(req.uri().query()) {
         return limited;
     }
-    let fault = state.take_fault(classify(req.method(), req.uri().path()));
+    let target = classify(req.method(), req.uri().path());
+    let fault = state
+        .take_fault(target)
+        .or_else(|| state.lost_answer(target));
     let Some(fault) = fault else {
         return state.with_rate_headers(next.run(req).await);
     };
@@ -796,6 +820,30 @@ fn rate_limited(
 }
 
 impl GitLabState {
+    /// For a write, when [`FakeGitLabConfig::lost_answers`] picks it: apply it, then lose the
+    /// answer.
+    fn lost_answer(&self, target: Option<FaultTarget>) -> Option<Fault> {
+        let (percent, state) = self.lost_answers.as_ref()?;
+        if !matches!(
+            target,
+            Some(FaultTarget::CreateIssue | FaultTarget::UpdateIssue | FaultTarget::Alert)
+        ) {
+            return None;
+        }
+        let mut x = lock(state);
+        *x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let draw = (*x >> 33) % 200;
+        (draw < 2 * u64::from(*percent)).then(|| {
+            if draw % 2 == 0 {
+                Fault::CommitThenStatus(502)
+            } else {
+                Fault::CommitThenDrop
+            }
+        })
+    }
+
     fn take_fault(&self, target: Option<FaultTarget>) -> Option<Fault> {
         let mut faults = lock(&self.faults);
         let pos = faults

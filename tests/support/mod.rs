@@ -183,6 +183,16 @@ timeout_secs = 5
             .expect("the binary runs")
     }
 
+    /// The real binary with `args` (and `--config`), started and left running; its output is
+    /// discarded.
+    pub fn spawn(&self, args: &[&str]) -> tokio::process::Child {
+        self.command(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the binary starts")
+    }
+
     fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_jira-gitlab-sync"));
         cmd.arg("--config")
