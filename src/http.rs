@@ -223,6 +223,15 @@ impl HttpError {
     pub fn is_retryable(&self) -> bool {
         !matches!(self, HttpError::Build { .. })
     }
+
+    /// Returns true if and only if the server looks down: no connection, no complete answer,
+    /// or a server error (after this client's retries). Rate limiting is not an outage.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            HttpError::Connect { .. } | HttpError::NoAnswer { .. } | HttpError::ServerError { .. }
+        )
+    }
 }
 
 /// The shared client: one per remote service.
