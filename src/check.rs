@@ -1,7 +1,8 @@
 //! `check`: before go-live, prove the configuration would work. Authenticates to Jira and GitLab,
 //! runs each rule's JQL once, and checks each GitLab project: the token's role (Owner keeps
-//! Jira's exact times), a `production`-tier environment (without one DORA ignores incidents), and
-//! alert settings. Writes nothing anywhere.
+//! Jira's exact times; below Reporter, incidents become plain issues), a `production`-tier
+//! environment (without one DORA ignores incidents), and alert settings. Writes nothing
+//! anywhere.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,7 +11,7 @@ use crate::config::Config;
 use crate::domain::{PageCursor, Target};
 use crate::engine::error_chain;
 use crate::engine::ports::JiraSource;
-use crate::gitlab::{GitLabClient, OWNER};
+use crate::gitlab::{GitLabClient, OWNER, REPORTER};
 use crate::jira::JiraClient;
 use crate::store::Store;
 
@@ -194,8 +195,21 @@ async fn check_gitlab(cfg: &Config, gitlab: &GitLabClient, out: &mut Vec<Finding
         }
         let level = access.access_level();
         let writes_issues = targets.iter().any(|t| *t != Target::Alert);
+        let writes_incidents = targets.contains(&Target::Incident);
         if writes_issues {
-            if admin || level >= OWNER {
+            if writes_incidents && !admin && level < REPORTER {
+                out.push(finding(
+                    Level::Error,
+                    &subject,
+                    format!(
+                        "token role {} ({level}) is below Reporter: GitLab files incidents as \
+                         plain issues, silently (it drops issue_type=incident), and DORA does \
+                         not count them; give the token's user Reporter at least, Owner for \
+                         exact times",
+                        role_name(level)
+                    ),
+                ));
+            } else if admin || level >= OWNER {
                 out.push(finding(
                     Level::Ok,
                     &subject,
@@ -204,7 +218,7 @@ async fn check_gitlab(cfg: &Config, gitlab: &GitLabClient, out: &mut Vec<Finding
                         if admin { "administrator" } else { "Owner" }
                     ),
                 ));
-            } else if level >= 20 {
+            } else if level >= REPORTER {
                 out.push(finding(
                     Level::Warn,
                     &subject,

@@ -294,6 +294,20 @@ pub struct RemoteObject {
     /// The title and description GitLab holds, where its answer shows them (issues and
     /// incidents; `None` for alerts and simulated answers).
     pub content: Option<(String, String)>,
+    /// Whether GitLab holds it as an incident (its `issue_type`), where its answer shows it.
+    /// GitLab files an incident as a plain issue, silently, for a token below Reporter.
+    pub incident: Option<bool>,
+    /// GitLab's `moved_to_id`: a person moved the issue to another project, and this is the
+    /// global id of the copy, which is where the object lives now.
+    pub moved_to_id: Option<u64>,
+}
+
+/// Where a GitLab issue a person moved to another project lives now: the copy's project and
+/// iid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct MovedTo {
+    pub project_id: u64,
+    pub iid: u64,
 }
 
 /// The Jira key → GitLab object link, with the last state we replicated.
@@ -321,6 +335,12 @@ pub struct Mapping {
     /// A hash of the title and description last written (`None` for rows from before it was
     /// kept): an edit in Jira is carried over when it changes.
     pub content_hash: Option<String>,
+    /// Where the object lives since a person moved it to another project; `project_id` and
+    /// `iid` still name the original, which identifies it.
+    pub moved_to: Option<MovedTo>,
+    /// When the sync found the object deleted in GitLab (a person deleted it): it is never
+    /// written again.
+    pub gone_at: Option<DateTime<Utc>>,
 }
 
 impl Mapping {
@@ -331,9 +351,23 @@ impl Mapping {
             state: remote.state,
             closed_at: remote.closed_at,
             jira_updated: jira_updated.max(self.jira_updated),
-            iid: remote.iid.or(self.iid),
+            // A moved object answers with the copy's iid; the original's stays the identity.
+            iid: if self.moved_to.is_some() {
+                self.iid
+            } else {
+                remote.iid.or(self.iid)
+            },
             web_url: remote.web_url.clone().or(self.web_url),
             ..self
+        }
+    }
+
+    /// The project id and iid a write addresses: the copy's once a person moved the object,
+    /// else the mapping's own.
+    pub fn address(&self) -> (Option<u64>, Option<u64>) {
+        match self.moved_to {
+            Some(m) => (Some(m.project_id), Some(m.iid)),
+            None => (self.project_id, self.iid),
         }
     }
 }
@@ -348,7 +382,7 @@ pub struct Intent {
     pub started_at: DateTime<Utc>,
 }
 
-/// A Jira issue whose replication failed, kept so the next cycle retries it without asking Jira.
+/// A Jira issue whose replication failed, kept so a later cycle retries it without asking Jira.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Failure {
     pub rule: String,
@@ -356,6 +390,30 @@ pub struct Failure {
     pub attempts: u32,
     pub last_error: String,
     pub last_failed_at: DateTime<Utc>,
+    /// The first cycle at or after this retries it ([`Failure::backoff`]); `None` once a person
+    /// forgot it (`forget KEY`): it is never retried, and only keeps the same change, read again,
+    /// from being tried again. A newer change of the issue is replicated as any other.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+impl Failure {
+    /// The first retry waits this long.
+    pub const FIRST_BACKOFF: chrono::Duration = chrono::Duration::minutes(1);
+    /// No retry waits longer.
+    pub const MAX_BACKOFF: chrono::Duration = chrono::Duration::hours(6);
+
+    /// How long after its `attempts`-th failed attempt (1-based) an issue is tried again: a
+    /// minute, doubling with each attempt, at most six hours. A failure that can never succeed
+    /// costs a few attempts a day, not one every cycle.
+    pub fn backoff(attempts: u32) -> chrono::Duration {
+        let doublings = attempts.saturating_sub(1).min(16);
+        (Self::FIRST_BACKOFF * (1i32 << doublings)).min(Self::MAX_BACKOFF)
+    }
+
+    /// Returns true if and only if the failure may be retried at `now`.
+    pub fn is_due(&self, now: DateTime<Utc>) -> bool {
+        self.next_attempt_at.is_some_and(|at| at <= now)
+    }
 }
 
 /// Counts for one run of one rule.
@@ -435,6 +493,16 @@ mod tests {
         check(RemoteState::ALL);
         check(RunOutcome::ALL);
         check(RunMode::ALL);
+    }
+
+    /// A failure waits a minute, then twice as long after each attempt, never over six hours.
+    #[test]
+    fn failure_backoff_doubles_up_to_six_hours() {
+        let minutes = |n| Failure::backoff(n).num_minutes();
+        assert_eq!(
+            [0, 1, 2, 3, 4, 9, 10, 1_000].map(minutes),
+            [1, 1, 2, 4, 8, 256, 360, 360]
+        );
     }
 
     /// An unknown name is refused with the list of valid ones, in serde too.

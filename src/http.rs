@@ -256,6 +256,15 @@ impl HttpError {
         matches!(self, HttpError::CrossOriginRedirect { .. })
     }
 
+    /// Returns true if and only if the server looks down: no connection, no complete answer,
+    /// or a server error (after this client's retries). Rate limiting is not an outage.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            HttpError::Connect { .. } | HttpError::NoAnswer { .. } | HttpError::ServerError { .. }
+        )
+    }
+
     /// The same error, naming `key` as the configuration key to fix if it is a cross-origin
     /// redirect (for requests to a URL other than the client's base, such as an `alert_url`).
     #[must_use]

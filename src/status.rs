@@ -1,6 +1,6 @@
 //! `status`: what the store says about each rule — cursor, last run, mapped objects, failing
-//! keys — as a table for people or JSON for scripts. Reads the store without locking it, so it
-//! works while the service runs.
+//! keys with their next attempt, objects a person deleted in GitLab — as a table for people or
+//! JSON for scripts. Reads the store without locking it, so it works while the service runs.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -17,6 +17,8 @@ pub struct FailingKey {
     pub attempts: u32,
     pub last_error: String,
     pub last_failed_at: DateTime<Utc>,
+    /// When a cycle retries it next (`retry KEY` makes it due now).
+    pub next_attempt_at: DateTime<Utc>,
 }
 
 /// One rule's state: what the store says of it, whether the config still has it, and its
@@ -28,6 +30,8 @@ pub struct RuleView {
     /// False for a rule the store knows but the config no longer has.
     pub configured: bool,
     pub failing: Vec<FailingKey>,
+    /// The keys whose GitLab object a person deleted (`gone` counts them).
+    pub gone_keys: Vec<String>,
 }
 
 /// Everything `status` shows.
@@ -48,6 +52,7 @@ pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, Stor
         status: RuleStatus::empty(name),
         configured: true,
         failing: Vec::new(),
+        gone_keys: Vec::new(),
     };
     let store = match Store::open_read_only(path) {
         Ok(s) => s,
@@ -77,16 +82,28 @@ pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, Stor
             .failure_list(&s.rule)
             .await?
             .into_iter()
-            .map(|(key, attempts, last_error, last_failed_at)| FailingKey {
-                jira_key: key.to_string(),
-                attempts,
-                last_error,
-                last_failed_at,
+            .map(|f| FailingKey {
+                jira_key: f.jira_key.to_string(),
+                attempts: f.attempts,
+                last_error: f.last_error,
+                last_failed_at: f.last_failed_at,
+                next_attempt_at: f.next_attempt_at,
             })
             .collect();
+        let gone_keys = if s.gone > 0 {
+            store
+                .gone_list(&s.rule)
+                .await?
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let v = &mut views[idx];
         v.status = s;
         v.failing = failing;
+        v.gone_keys = gone_keys;
     }
     Ok(StatusReport {
         store: path.display().to_string(),
@@ -163,11 +180,19 @@ pub fn render(report: &StatusReport) -> String {
         for f in &view.failing {
             let _ = writeln!(
                 out,
-                "    failing {} ({} attempts, last {}): {}",
+                "    failing {} ({} attempts, last {}, next {}): {}",
                 f.jira_key,
                 f.attempts,
                 when(Some(f.last_failed_at)),
+                when(Some(f.next_attempt_at)),
                 f.last_error
+            );
+        }
+        if !view.gone_keys.is_empty() {
+            let _ = writeln!(
+                out,
+                "    gone from GitLab (deleted there; never written again): {}",
+                view.gone_keys.join(", ")
             );
         }
         if r.pending_intents > 0 {

@@ -149,8 +149,8 @@ async fn crash_between_create_and_commit() {
     );
 }
 
-/// One issue GitLab rejects is recorded and counted; the others replicate; the next cycle
-/// retries it without a new Jira change.
+/// One issue GitLab rejects is recorded and counted; the others replicate; a cycle retries it
+/// without a new Jira change once its backoff is over (`retry` makes it due at once).
 #[tokio::test]
 async fn one_bad_issue_does_not_stop_the_cycle() {
     let w = World::start(Setup::default()).await;
@@ -177,6 +177,10 @@ async fn one_bad_issue_does_not_stop_the_cycle() {
     assert_eq!(w.gitlab_issues().len(), 1, "OPS-2 still replicated");
 
     let r = w.once().await.expect("next cycle");
+    assert_eq!(r.counts.created, 0, "not due yet: {r:?}");
+    let out = w.binary(&["retry", "OPS-1"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let r = w.once().await.expect("the cycle after");
     assert_eq!(r.counts.created, 1, "the failed issue is retried: {r:?}");
     assert_eq!(r.counts.failed, 0);
     assert_eq!(w.gitlab_issues().len(), 2);

@@ -15,6 +15,8 @@ mod cli;
 mod identity;
 /// Walking Jira's result pages on Cloud and Data Center.
 mod paging;
+/// What people do in GitLab (delete, move, resolve alerts), backoff, `retry`/`forget`, 413, outages.
+mod people;
 /// Cycles of the sync: what gets created, closed and reopened, and with which times.
 mod replicate;
 /// Rate limits, lost answers and crashes: nothing lost, nothing twice.

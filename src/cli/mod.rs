@@ -1,8 +1,9 @@
 //! The command line: flags (clap), wiring (config → [`App`]), printing, and outcomes → exit codes.
 //!
 //! Exit codes are part of the contract: 0 all done; 1 the cycle finished but some issues failed
-//! (they are named in the log and retried next cycle) or a service was unreachable; 2 fatal
-//! (config, credentials, permissions, store).
+//! (they are named in the log and retried after a backoff) or a service was unreachable; 2
+//! fatal (config, credentials, permissions, store; for `retry` and `forget`, a key that is not
+//! failing).
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -19,12 +20,13 @@ use jira_gitlab_sync::app::App;
 use jira_gitlab_sync::check::Level;
 use jira_gitlab_sync::config::{self, Config, RuleConfig};
 use jira_gitlab_sync::daemon::{Backoff, Service};
-use jira_gitlab_sync::domain::{RunMode, Target};
+use jira_gitlab_sync::domain::{JiraKey, RunMode, Target};
 use jira_gitlab_sync::engine::backfill::{BackfillReport, BackfillRequest, Progress};
 use jira_gitlab_sync::engine::ports::{GitLabSink, JiraSource, SyncStore};
 use jira_gitlab_sync::engine::{RunReport, SyncEngine, error_chain};
 use jira_gitlab_sync::gitlab::{self, GitLabClient};
 use jira_gitlab_sync::notify;
+use jira_gitlab_sync::store::{FailureChange, Store};
 use jira_gitlab_sync::telemetry::{self, LogFormat};
 
 use self::progress::{BarProgress, LogProgress};
@@ -72,6 +74,24 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Make a failing issue due at the next cycle, instead of when its backoff ends. Exit 0
+    /// done, 2 no such failing key (or several rules: name one with --rule).
+    Retry {
+        /// The Jira key, as `status` lists it.
+        key: String,
+        /// The rule it fails under, where it fails under several.
+        #[arg(long, value_name = "NAME")]
+        rule: Option<String>,
+    },
+    /// Drop a failing issue: it is not retried until Jira changes it again. Exit 0 done, 2 no
+    /// such failing key (or several rules: name one with --rule).
+    Forget {
+        /// The Jira key, as `status` lists it.
+        key: String,
+        /// The rule it fails under, where it fails under several.
+        #[arg(long, value_name = "NAME")]
+        rule: Option<String>,
     },
     /// The whole loop against a sandbox Jira and GitLab on loopback: no config, no network.
     Demo,
@@ -168,6 +188,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             check(&cfg).await
         }
         Some(Command::Status { json }) => status(&path, json).await,
+        Some(Command::Retry { key, rule }) => {
+            change_failure(&path, &key, rule.as_deref(), FailureCommand::Retry).await
+        }
+        Some(Command::Forget { key, rule }) => {
+            change_failure(&path, &key, rule.as_deref(), FailureCommand::Forget).await
+        }
         Some(Command::Demo) => demo().await,
         Some(Command::Backfill {
             since,
@@ -336,6 +362,11 @@ fn print_backfill(r: &BackfillReport, dry_run: bool) {
     if r.timestamps_ignored {
         println!("  GitLab did not keep Jira's times for some objects (token not Owner)");
     }
+    if r.incidents_filed_as_issues {
+        println!(
+            "  GitLab filed some incidents as plain issues (token below Reporter): DORA does not count them"
+        );
+    }
     for f in &r.failures {
         println!("  failed {}: {}", f.jira_key, f.error);
     }
@@ -411,6 +442,69 @@ async fn status(path: &std::path::Path, json: bool) -> anyhow::Result<Exit> {
         print!("{}", jira_gitlab_sync::status::render(&report));
     }
     Ok(Exit::Clean)
+}
+
+/// What `retry` and `forget` do to a failing issue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FailureCommand {
+    Retry,
+    Forget,
+}
+
+/// `retry KEY` / `forget KEY`: on the store opened for writing (refused while another process,
+/// such as the service, holds it). Exit 0 done, 2 unknown or ambiguous key.
+async fn change_failure(
+    path: &std::path::Path,
+    key: &str,
+    rule: Option<&str>,
+    command: FailureCommand,
+) -> anyhow::Result<Exit> {
+    let (store_path, _) = Config::load_store_and_rules(path)
+        .with_context(|| format!("invalid configuration in {}", path.display()))?;
+    let key = JiraKey::parse(key.trim())
+        .map_err(|bad| anyhow::anyhow!("{bad:?} is not a Jira key (like OPS-123)"))?;
+    if !store_path.exists() {
+        eprintln!(
+            "error: no sync has run yet: the store {} does not exist",
+            store_path.display()
+        );
+        return Ok(Exit::Fatal);
+    }
+    let opened = store_path.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&opened))
+        .await
+        .context("the store could not be opened")?
+        .with_context(|| format!("cannot use the store {}", store_path.display()))?;
+    let changed = match command {
+        FailureCommand::Retry => store.retry_failure(&key, rule).await,
+        FailureCommand::Forget => store.forget_failure(&key, rule).await,
+    }
+    .with_context(|| format!("cannot change the store {}", store_path.display()))?;
+    let under = rule.map(|r| format!(" under rule {r}")).unwrap_or_default();
+    Ok(match changed {
+        FailureChange::Done { rule } => {
+            match command {
+                FailureCommand::Retry => {
+                    println!("{key} (rule {rule}) is retried at the next cycle")
+                }
+                FailureCommand::Forget => println!(
+                    "{key} (rule {rule}) is forgotten: not retried until Jira changes it again"
+                ),
+            }
+            Exit::Clean
+        }
+        FailureChange::Unknown => {
+            eprintln!("error: {key} is not failing{under}; `status` lists the failing keys");
+            Exit::Fatal
+        }
+        FailureChange::Ambiguous { rules } => {
+            eprintln!(
+                "error: {key} is failing under several rules: {}; name one with --rule",
+                rules.join(", ")
+            );
+            Exit::Fatal
+        }
+    })
 }
 
 /// `demo`: the whole loop against the sandbox; exit 1 if the two medians differ.

@@ -81,6 +81,8 @@ pub struct BackfillReport {
     /// Where an earlier, interrupted backfill had got to.
     pub resumed_from: Option<DateTime<Utc>>,
     pub timestamps_ignored: bool,
+    /// GitLab filed an incident as a plain issue (the token is below Reporter).
+    pub incidents_filed_as_issues: bool,
     /// The median of `closed_at − created_at` over the incidents this backfill closed.
     pub median_restore_secs: Option<i64>,
     /// Jira requests sent (the count and the search pages).
@@ -102,8 +104,8 @@ fn resume_key(rule: &RuleConfig, since: DateTime<Utc>) -> String {
 impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     /// Backfills one rule's history.
     ///
-    /// Per-issue failures are recorded (and retried by the next live cycle) and counted; the
-    /// backfill goes on. Stops between issues when `cancel` fires, with its position committed.
+    /// Per-issue failures are recorded (and retried by a live cycle once their backoff is over)
+    /// and counted; the backfill goes on, unless GitLab looks down. Stops between issues when `cancel` fires, with its position committed.
     ///
     /// # Errors
     /// Jira cannot be searched, GitLab rejects the token or the project, or the store fails.
@@ -127,6 +129,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 planned: Vec::new(),
                 resumed_from: None,
                 timestamps_ignored: false,
+                incidents_filed_as_issues: false,
                 median_restore_secs: None,
                 jira_requests: 0,
                 elapsed_ms: 0,
@@ -334,6 +337,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 report.planned.push(a);
             }
             report.timestamps_ignored |= out.timestamps_ignored;
+            report.incidents_filed_as_issues |= out.filed_as_issue;
         }
         Ok(complete)
     }

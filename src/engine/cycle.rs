@@ -1,5 +1,6 @@
-//! The live cycle ([`SyncEngine::run_rule`]): retry the rule's stored failures, walk Jira's
-//! changes since its cursor, apply each snapshot, and move the cursor with the commits.
+//! The live cycle ([`SyncEngine::run_rule`]): retry the rule's stored failures that are due,
+//! walk Jira's changes since its cursor, apply each snapshot, and move the cursor with the
+//! commits.
 
 use std::collections::{HashMap, HashSet};
 
@@ -47,19 +48,21 @@ impl Run<'_> {
             self.report.planned.push(a);
         }
         self.report.timestamps_ignored |= out.timestamps_ignored;
+        self.report.incidents_filed_as_issues |= out.filed_as_issue;
     }
 }
 
 impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
-    /// Runs one rule once: retry its failed issues, walk Jira's changes since its cursor, replay
-    /// them to GitLab. Stops between actions when `cancel` fires, with everything done so far
+    /// Runs one rule once: retry its failed issues whose backoff is over, walk Jira's changes
+    /// since its cursor, replay them to GitLab. Stops between actions when `cancel` fires, with everything done so far
     /// committed.
     ///
-    /// Per-issue failures do not stop the run: they are logged with their key, stored for the
-    /// next cycle and counted in the report (outcome `Partial`).
+    /// Per-issue failures do not stop the run: they are logged with their key, stored for a
+    /// later cycle and counted in the report (outcome `Partial`).
     ///
     /// # Errors
-    /// Jira cannot be searched, GitLab rejects the token or the project, or the store fails.
+    /// Jira cannot be searched, GitLab rejects the token or the project or looks down, or the
+    /// store fails.
     pub async fn run_rule(
         &self,
         rule: &RuleConfig,
@@ -96,6 +99,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 planned: Vec::new(),
                 jira_requests: 0,
                 timestamps_ignored: false,
+                incidents_filed_as_issues: false,
                 elapsed_ms: 0,
             },
             mappings: HashMap::new(),
@@ -142,15 +146,32 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             .failures(&rule.name)
             .await
             .map_err(|e| EngineError::store(rule, e))?;
-        if !failures.is_empty() {
-            let issues = failures.iter().map(|f| &f.snapshot).collect();
-            self.load_mappings(run, issues).await?;
-            info!(count = failures.len(), "retrying issues that failed before");
+        // Only failures whose backoff is over are retried; a search that reads one of the others
+        // again (the lookback window) leaves it waiting, unless Jira changed it since.
+        let now = Utc::now();
+        let (due, waiting): (Vec<_>, Vec<_>) = failures.into_iter().partition(|f| f.is_due(now));
+        if !waiting.is_empty() {
+            debug!(
+                count = waiting.len(),
+                "failed issues wait for their next attempt"
+            );
         }
-        for f in failures {
+        let waiting: HashMap<JiraKey, DateTime<Utc>> = waiting
+            .into_iter()
+            .map(|f| (f.snapshot.key, f.snapshot.updated))
+            .collect();
+        if !due.is_empty() {
+            let issues = due.iter().map(|f| &f.snapshot).collect();
+            self.load_mappings(run, issues).await?;
+            info!(count = due.len(), "retrying issues that failed before");
+        }
+        for f in due {
             if cancel.is_cancelled() {
                 return Ok(false);
             }
+            // The search may read the same change again: it is not tried twice in one run.
+            run.seen
+                .insert((f.snapshot.key.clone(), f.snapshot.updated));
             self.process(run, f.snapshot, Source::Retry).await?;
         }
 
@@ -192,6 +213,14 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     continue;
                 }
                 run.report.counts.seen += 1;
+                if waiting
+                    .get(&snap.key)
+                    .is_some_and(|failed| snap.updated <= *failed)
+                {
+                    // Recorded as failed already, and not due: the failure holds it.
+                    run.report.counts.skipped += 1;
+                    continue;
+                }
                 self.process(run, snap, Source::Search).await?;
             }
         }

@@ -44,6 +44,8 @@ impl<G: GitLabSink> GitLabSink for DryRunSink<G> {
             created_at: obj.created_at,
             closed_at: None,
             content: None,
+            incident: None,
+            moved_to_id: None,
         })
     }
 
@@ -92,9 +94,20 @@ impl<G: GitLabSink> GitLabSink for DryRunSink<G> {
         &self,
         _dest: &Destination,
         mapping: &Mapping,
+        _obj: &NewObject,
         _at: DateTime<Utc>,
     ) -> Result<RemoteObject, Self::Error> {
         Ok(simulated(mapping, RemoteState::Opened, None))
+    }
+
+    /// A read: where a moved issue went.
+    async fn moved_copy(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        copy_id: u64,
+    ) -> Result<Option<(u64, RemoteObject)>, Self::Error> {
+        self.0.moved_copy(dest, mapping, copy_id).await
     }
 }
 
@@ -106,6 +119,8 @@ fn simulated(m: &Mapping, state: RemoteState, closed_at: Option<DateTime<Utc>>) 
         created_at: m.created_at,
         closed_at,
         content: None,
+        incident: None,
+        moved_to_id: None,
     }
 }
 

@@ -7,8 +7,16 @@
 //! as failed, so a crash between steps replays the rest of the snapshot, never skips it.
 //!
 //! What a failure means is read from [`PortError`]: an ambiguous create is retried after a look,
-//! an error that [stops the run](PortError::stops_run) ends it, any other is this issue's failure,
-//! stored with its snapshot for the next cycle.
+//! an error that [stops the run](PortError::stops_run) ends it, and so does the third
+//! [outage](PortError::is_outage) in a row; any other is this issue's failure, stored with its
+//! snapshot for a later cycle.
+//!
+//! What people do in GitLab is followed, not fought: an object a person
+//! [deleted](PortError::is_gone) is recorded as gone and never written again; an issue a person
+//! moved to another project (its answer carries `moved_to_id`) is followed to its copy, which
+//! every later write addresses; an alert recovery with [nothing to
+//! close](PortError::nothing_to_close) is recorded as resolved. A request [too
+//! large](PortError::is_too_large) for a proxy is sent again with its description halved.
 
 use std::collections::hash_map::Entry;
 
@@ -17,18 +25,44 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::RuleConfig;
 use crate::domain::{
-    Commit, Intent, IssueSnapshot, JiraKey, Mapping, NewObject, RemoteObject, RemoteState,
+    Commit, Intent, IssueSnapshot, JiraKey, Mapping, MovedTo, NewObject, RemoteObject, RemoteState,
     RunCounts, Target,
 };
 
 use super::plan::{Action, plan};
 use super::ports::{GitLabSink, JiraSource, Place, PortError, SyncStore};
 use super::{
-    Cause, EngineError, IssueFailure, PlannedAction, Source, SyncEngine, error_chain, render,
+    Cause, EngineError, IssueFailure, OUTAGE_STREAK, PlannedAction, Source, SyncEngine,
+    error_chain, render,
 };
 
 /// GitLab rounds to milliseconds; anything further off means it ignored the time we sent.
 const TIMESTAMP_TOLERANCE: chrono::Duration = chrono::Duration::seconds(1);
+
+/// Moves followed within one write at most: more means something is wrong with the answers,
+/// and the object is treated as gone rather than chased for ever.
+const MAX_MOVES_FOLLOWED: u32 = 10;
+
+/// A write to an object that exists.
+#[derive(Clone, Copy)]
+enum Write<'a> {
+    /// Close it at this time.
+    Close(DateTime<Utc>),
+    /// Reopen it (an alert fires again with this content).
+    Reopen(&'a NewObject, DateTime<Utc>),
+    /// Rewrite its title and description.
+    Update(&'a NewObject),
+}
+
+/// What became of a write to an object that exists.
+enum Sent<E> {
+    /// GitLab answered; for an issue a person moved, the copy's answer.
+    Done(RemoteObject),
+    /// The object is gone (a person deleted it, or moved it out of the token's sight): why.
+    Gone(&'static str),
+    /// This issue's failure.
+    Failed(E),
+}
 
 /// What applying one snapshot did.
 #[derive(Debug, Default)]
@@ -40,6 +74,8 @@ pub(super) struct Outcome {
     /// The GitLab write the plan called for, if any.
     pub(super) action: Option<PlannedAction>,
     pub(super) timestamps_ignored: bool,
+    /// GitLab filed an incident as a plain issue (the token is below Reporter).
+    pub(super) filed_as_issue: bool,
 }
 
 /// What every step of applying one snapshot needs: the rule and where it writes.
@@ -50,13 +86,13 @@ struct Ctx<'a> {
 
 impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     /// Plans and applies one snapshot, committing each GitLab write (with `cursor`, once the
-    /// snapshot is fully replicated or recorded as failed). Independent of any run state, so
-    /// snapshots of different keys may be applied concurrently.
+    /// snapshot is fully replicated or recorded as failed). Independent of any run state but the
+    /// rule's outage count, so snapshots of different keys may be applied concurrently.
     ///
     /// # Errors
-    /// The run must stop: the store failed, or GitLab refused something no later request can get
-    /// past ([`PortError::stops_run`]). A failure of this issue alone is recorded and returned in
-    /// the [`Outcome`].
+    /// The run must stop: the store failed, GitLab refused something no later request can get
+    /// past ([`PortError::stops_run`]), or GitLab looks down ([`OUTAGE_STREAK`] outages in a
+    /// row). A failure of this issue alone is recorded and returned in the [`Outcome`].
     pub(super) async fn apply(
         &self,
         rule: &RuleConfig,
@@ -126,8 +162,8 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     self.commit(cx, &mut out, Commit::Replicated(m.clone()), commit_cursor)
                         .await?;
                     if close {
-                        let edit = stale.then_some((&obj, hash));
-                        self.set_state(cx, &mut out, snap, m, true, edit, cursor)
+                        let edit = stale.then_some(hash);
+                        self.set_state(cx, &mut out, snap, m, true, &obj, edit, cursor)
                             .await?;
                     } else if stale {
                         self.rewrite(cx, &mut out, snap, m, &obj, hash, cursor)
@@ -137,8 +173,8 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 Action::Close { edit } | Action::Reopen { edit } => {
                     let close = matches!(action, Action::Close { .. });
                     let m = mapping.expect("plan() closes and reopens only mapped issues");
-                    let edit = edit.then_some((&obj, hash));
-                    self.set_state(cx, &mut out, snap, m, close, edit, cursor)
+                    let edit = edit.then_some(hash);
+                    self.set_state(cx, &mut out, snap, m, close, &obj, edit, cursor)
                         .await?;
                 }
                 Action::Update => {
@@ -169,7 +205,9 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             .map_err(|e| EngineError::store(cx.rule, e))
     }
 
-    /// Records a per-issue failure (or stops the run if GitLab refuses everything).
+    /// Records a per-issue failure (or stops the run if GitLab refuses everything, or looks
+    /// down: the [`OUTAGE_STREAK`]th outage in a row is not recorded, so the cursor stays
+    /// before it and the next cycle reads it again).
     async fn fail(
         &self,
         cx: &Ctx<'_>,
@@ -185,8 +223,21 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 source: Cause::new(e),
             });
         }
+        if e.is_outage() {
+            let streak = self.outage(&cx.rule.name);
+            if streak >= OUTAGE_STREAK {
+                return Err(EngineError::Outage {
+                    rule: cx.rule.name.clone(),
+                    jira_key: snap.key,
+                    failures: streak,
+                    source: Cause::new(e),
+                });
+            }
+        } else {
+            self.answered(&cx.rule.name);
+        }
         let message = error_chain(&e);
-        warn!(jira_key = %snap.key, error = %message, "replication failed; it is retried next cycle");
+        warn!(jira_key = %snap.key, error = %message, "replication failed; it is retried after a backoff");
         out.counts.failed += 1;
         out.failure = Some(IssueFailure {
             jira_key: snap.key.to_string(),
@@ -248,16 +299,17 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     ) -> Result<(Mapping, bool), G::Error> {
         let dest = &cx.place.dest;
         let browse = self.jira.browse_url(&snap.key);
-        let mut attempt = 0u32;
+        // Creates sent whose outcome is unknown; while any may have been applied, look first.
+        let mut lost = 0u32;
+        let mut look = intent.previous_attempts > 0;
+        let mut keep = render::body_chars(obj);
+        let mut cut: Option<NewObject> = None;
         let remote = loop {
-            if attempt == 0
-                && let Some(found) = adopted.take()
-            {
+            if let Some(found) = adopted.take() {
                 info!(iid = ?found.iid, "found an object the sync made that the store did not know; adopting it");
                 break found;
             }
-            attempt += 1;
-            if (intent.previous_attempts > 0 || attempt > 1)
+            if look
                 && let Some(found) = self
                     .gitlab
                     .find(dest, obj, &browse, intent.started_at)
@@ -266,13 +318,24 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 info!(iid = ?found.iid, "found what an earlier attempt created; not creating again");
                 break found;
             }
-            match self.gitlab.create(dest, obj).await {
+            match self.gitlab.create(dest, cut.as_ref().unwrap_or(obj)).await {
                 Ok(r) => break r,
-                Err(e) if e.is_ambiguous() && attempt < self.settings.retry.max_attempts => {
-                    let delay = self.settings.retry.backoff(attempt, rand::random());
+                Err(e) if e.is_too_large() && keep > 0 => {
+                    keep /= 2;
                     warn!(
                         cause = %error_chain(&e),
-                        attempt,
+                        kept_chars = keep,
+                        "the create was refused as too large; sending it again with the description halved"
+                    );
+                    cut = Some(render::truncated(obj, keep));
+                }
+                Err(e) if e.is_ambiguous() && lost + 1 < self.settings.retry.max_attempts => {
+                    lost += 1;
+                    look = true;
+                    let delay = self.settings.retry.backoff(lost, rand::random());
+                    warn!(
+                        cause = %error_chain(&e),
+                        attempt = lost,
                         delay_ms = delay.as_millis() as u64,
                         "create may or may not have reached GitLab; will look before retrying"
                     );
@@ -281,41 +344,48 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 Err(e) => return Err(e),
             }
         };
+        self.answered(&cx.rule.name);
         if dest.target != Target::Alert
             && (remote.created_at - snap.created).abs() > TIMESTAMP_TOLERANCE
         {
             self.timestamps_ignored(cx, out, "created_at", snap.created, remote.created_at);
         }
+        if dest.target == Target::Incident && remote.incident == Some(false) {
+            self.filed_as_issue(cx, out);
+        }
         // What GitLab holds, where its answer shows it: an adopted object may predate an edit.
+        // A description cut to fit is current: the cut is what fits.
+        let sent = cut.as_ref().unwrap_or(obj);
         let current = remote.content.as_ref().is_none_or(|(title, description)| {
-            *title == obj.title && description.trim_end() == obj.description.trim_end()
+            *title == sent.title && description.trim_end() == sent.description.trim_end()
         });
         Ok((mapping_from(cx, snap, &remote), current))
     }
 
-    /// Closes (`close`) or reopens the object, then commits; then rewrites it if `edit` holds
-    /// the new content and its hash.
+    /// Closes (`close`) or reopens the object, then commits; then rewrites it with `obj` if
+    /// `edit` holds the new content's hash.
     #[allow(clippy::too_many_arguments)]
     async fn set_state(
         &self,
         cx: &Ctx<'_>,
         out: &mut Outcome,
         snap: IssueSnapshot,
-        m: Mapping,
+        mut m: Mapping,
         close: bool,
-        edit: Option<(&NewObject, String)>,
+        obj: &NewObject,
+        edit: Option<String>,
         cursor: Option<DateTime<Utc>>,
     ) -> Result<(), EngineError> {
         let dest = &cx.place.dest;
-        let result = if close {
-            let at = snap.resolved_at.unwrap_or(snap.updated);
-            self.gitlab.close(dest, &m, at).await
+        let write = if close {
+            Write::Close(snap.resolved_at.unwrap_or(snap.updated))
         } else {
-            self.gitlab.reopen(dest, &m, snap.updated).await
+            Write::Reopen(obj, snap.updated)
         };
-        let remote = match result {
-            Ok(r) => r,
-            Err(e) => return self.fail(cx, out, snap, e, cursor).await,
+        let remote = match self.send(cx, out, &mut m, write).await? {
+            Sent::Done(r) => r,
+            Sent::Gone(why) => return self.gone(cx, out, snap, m, why, cursor).await,
+            Sent::Failed(e) => return self.fail(cx, out, snap, e, cursor).await,
         };
         if close {
             out.counts.closed += 1;
@@ -336,13 +406,146 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 self.commit(cx, out, Commit::Replicated(updated), cursor)
                     .await
             }
-            Some((obj, hash)) => {
+            Some(hash) => {
                 self.commit(cx, out, Commit::Replicated(updated.clone()), None)
                     .await?;
                 self.rewrite(cx, out, snap, updated, obj, hash, cursor)
                     .await
             }
         }
+    }
+
+    /// Sends `write` to the object of `m`. An issue a person moved is followed to its copy
+    /// (recorded in `m` and committed) and the write sent there; an object a person deleted is
+    /// [`Sent::Gone`]; an alert recovery with nothing open to close is done.
+    async fn send(
+        &self,
+        cx: &Ctx<'_>,
+        out: &mut Outcome,
+        m: &mut Mapping,
+        write: Write<'_>,
+    ) -> Result<Sent<G::Error>, EngineError> {
+        let mut moves = 0u32;
+        loop {
+            let remote = match self.send_once(cx, m, write).await {
+                Ok(r) => r,
+                Err(e) if e.is_gone() => return Ok(Sent::Gone("a person deleted it in GitLab")),
+                Err(e) if matches!(write, Write::Close(_)) && e.nothing_to_close() => {
+                    self.answered(&cx.rule.name);
+                    info!(
+                        cause = %error_chain(&e),
+                        "GitLab had nothing open to close (a person resolved the alert, or an \
+                         earlier recovery's answer was lost); recorded as resolved"
+                    );
+                    return Ok(Sent::Done(RemoteObject {
+                        iid: m.iid,
+                        web_url: m.web_url.clone(),
+                        state: RemoteState::Closed,
+                        created_at: m.created_at,
+                        closed_at: None,
+                        content: None,
+                        incident: None,
+                        moved_to_id: None,
+                    }));
+                }
+                Err(e) => return Ok(Sent::Failed(e)),
+            };
+            self.answered(&cx.rule.name);
+            let Some(copy_id) = remote.moved_to_id.filter(|_| m.target != Target::Alert) else {
+                return Ok(Sent::Done(remote));
+            };
+            moves += 1;
+            if moves > MAX_MOVES_FOLLOWED {
+                return Ok(Sent::Gone("moved again and again while being followed"));
+            }
+            let copy = match self.gitlab.moved_copy(&cx.place.dest, m, copy_id).await {
+                Ok(Some((project_id, copy))) => copy
+                    .iid
+                    .map(|iid| (MovedTo { project_id, iid }, copy.web_url)),
+                Ok(None) => None,
+                Err(e) => return Ok(Sent::Failed(e)),
+            };
+            let Some((to, web_url)) = copy else {
+                return Ok(Sent::Gone(
+                    "a person moved it to a project the token cannot see",
+                ));
+            };
+            info!(
+                from_iid = ?m.address().1,
+                to_project_id = to.project_id,
+                to_iid = to.iid,
+                "a person moved the GitLab issue to another project; following it to the copy"
+            );
+            m.moved_to = Some(to);
+            m.web_url = web_url;
+            self.commit(cx, out, Commit::Replicated(m.clone()), None)
+                .await?;
+        }
+    }
+
+    /// One write to the object `m` addresses; a rewrite or reopen refused as too large is sent
+    /// again with the description halved, until it fits or there is nothing left to cut.
+    async fn send_once(
+        &self,
+        cx: &Ctx<'_>,
+        m: &Mapping,
+        write: Write<'_>,
+    ) -> Result<RemoteObject, G::Error> {
+        let dest = &cx.place.dest;
+        let (obj, reopen_at) = match write {
+            Write::Close(at) => return self.gitlab.close(dest, m, at).await,
+            Write::Reopen(obj, at) => (obj, Some(at)),
+            Write::Update(obj) => (obj, None),
+        };
+        let mut keep = render::body_chars(obj);
+        let mut cut: Option<NewObject> = None;
+        loop {
+            let sent = cut.as_ref().unwrap_or(obj);
+            let result = match reopen_at {
+                Some(at) => self.gitlab.reopen(dest, m, sent, at).await,
+                None => self.gitlab.update(dest, m, sent).await,
+            };
+            match result {
+                Err(e) if e.is_too_large() && keep > 0 => {
+                    keep /= 2;
+                    warn!(
+                        cause = %error_chain(&e),
+                        kept_chars = keep,
+                        "the write was refused as too large; sending it again with the description halved"
+                    );
+                    cut = Some(render::truncated(obj, keep));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Records that the object of `m` is gone from GitLab: warned once, here, and never written
+    /// again (the plan skips it), so no failure is kept either.
+    async fn gone(
+        &self,
+        cx: &Ctx<'_>,
+        out: &mut Outcome,
+        snap: IssueSnapshot,
+        m: Mapping,
+        why: &'static str,
+        cursor: Option<DateTime<Utc>>,
+    ) -> Result<(), EngineError> {
+        self.answered(&cx.rule.name);
+        let (project_id, iid) = m.address();
+        warn!(
+            project_id = ?project_id,
+            iid = ?iid,
+            reason = why,
+            "the GitLab object is gone ({why}); recorded as gone, it is never written again"
+        );
+        out.counts.skipped += 1;
+        let m = Mapping {
+            gone_at: Some(Utc::now()),
+            jira_updated: snap.updated.max(m.jira_updated),
+            ..m
+        };
+        self.commit(cx, out, Commit::Replicated(m), cursor).await
     }
 
     /// The object the sync made for `key` in the project that the store does not know (a lost
@@ -385,21 +588,23 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         Ok(Ok(objects.remove(key)))
     }
 
-    /// Rewrites the title and description after a Jira edit, then commits the new hash.
+    /// Rewrites the title and description after a Jira edit, then commits the new hash (of the
+    /// whole text, even if a cut of it was what fitted).
     #[allow(clippy::too_many_arguments)]
     async fn rewrite(
         &self,
         cx: &Ctx<'_>,
         out: &mut Outcome,
         snap: IssueSnapshot,
-        m: Mapping,
+        mut m: Mapping,
         obj: &NewObject,
         hash: String,
         cursor: Option<DateTime<Utc>>,
     ) -> Result<(), EngineError> {
-        let remote = match self.gitlab.update(&cx.place.dest, &m, obj).await {
-            Ok(r) => r,
-            Err(e) => return self.fail(cx, out, snap, e, cursor).await,
+        let remote = match self.send(cx, out, &mut m, Write::Update(obj)).await? {
+            Sent::Done(r) => r,
+            Sent::Gone(why) => return self.gone(cx, out, snap, m, why, cursor).await,
+            Sent::Failed(e) => return self.fail(cx, out, snap, e, cursor).await,
         };
         out.counts.updated += 1;
         info!("title and description rewritten after a Jira edit");
@@ -440,6 +645,45 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     }
 }
 
+impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
+    /// GitLab filed an incident as a plain issue: warned once per project per process.
+    fn filed_as_issue(&self, cx: &Ctx<'_>, out: &mut Outcome) {
+        out.filed_as_issue = true;
+        let first = self
+            .warned_issue_type
+            .lock()
+            .map(|mut w| w.insert(cx.place.project_id))
+            .unwrap_or(true);
+        if first {
+            warn!(
+                project = %cx.place.project(),
+                "GitLab was asked for an incident and filed it as a plain issue: the token's role \
+                 is below Reporter, so GitLab drops issue_type=incident silently and DORA does not \
+                 count these; give the token's user Reporter at least (Owner for exact times)"
+            );
+        }
+    }
+
+    /// One more outage in a row for `rule`'s run; returns how many now.
+    fn outage(&self, rule: &str) -> u32 {
+        let mut streaks = self
+            .outages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = streaks.entry(rule.to_owned()).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    /// GitLab answered for `rule` (whatever it said): the outages in a row start again.
+    fn answered(&self, rule: &str) {
+        self.outages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(rule);
+    }
+}
+
 fn mapping_from(cx: &Ctx<'_>, snap: &IssueSnapshot, remote: &RemoteObject) -> Mapping {
     Mapping {
         rule: cx.rule.name.clone(),
@@ -455,5 +699,7 @@ fn mapping_from(cx: &Ctx<'_>, snap: &IssueSnapshot, remote: &RemoteObject) -> Ma
         created_at: remote.created_at,
         closed_at: remote.closed_at,
         content_hash: None,
+        moved_to: None,
+        gone_at: None,
     }
 }

@@ -7,7 +7,8 @@
 //!   the cursor only advances to what was committed, and never past `start − lookback`. Pages are
 //!   walked by re-querying from the last `updated` seen rather than by deep offsets (`walk`), so
 //!   issues that change while we page cannot shift others out of view. A failed issue is stored
-//!   with its snapshot and retried next cycle without asking Jira again.
+//!   with its snapshot and retried without asking Jira again, once its backoff is over (a
+//!   minute, doubling, at most six hours).
 //! - **Nothing twice.** A snapshot no newer than the mapping's is skipped. Before every create an
 //!   intent is committed; a create whose answer was lost, or a run killed before its commit, is
 //!   followed by a lookup (the browse link in the description) before any new create
@@ -55,6 +56,11 @@ use crate::domain::{JiraKey, RemoteObject, RunCounts, RunMode, RunOutcome};
 use crate::http::RetryPolicy;
 use ports::{GitLabSink, JiraSource, Place, PortError, ResolvedProject, SyncStore};
 use zone::{AccountZone, ZoneError};
+
+/// GitLab answers that say it is down (a failed connection, a server error), after the HTTP
+/// layer's own retries, for this many issues in a row stop a run: the rest waits for the next
+/// cycle instead of spending its retries on every pending issue.
+pub const OUTAGE_STREAK: u32 = 3;
 
 /// What the engine needs from the configuration.
 #[derive(Clone, Debug)]
@@ -119,6 +125,17 @@ pub enum EngineError {
         #[source]
         source: Cause,
     },
+    #[error(
+        "rule {rule:?}: GitLab looks down ({failures} issues in a row failed, the last {jira_key}); \
+         the rest waits for the next cycle"
+    )]
+    Outage {
+        rule: String,
+        jira_key: JiraKey,
+        failures: u32,
+        #[source]
+        source: Cause,
+    },
     #[error("rule {rule:?}: the store failed")]
     Store {
         rule: String,
@@ -153,6 +170,7 @@ impl EngineError {
         match self {
             EngineError::Jira { source, .. }
             | EngineError::GitLab { source, .. }
+            | EngineError::Outage { source, .. }
             | EngineError::Store { source, .. }
             | EngineError::Project { source, .. } => source,
         }
@@ -200,6 +218,8 @@ pub struct RunReport {
     pub jira_requests: u64,
     /// GitLab ignored a `created_at` or closing time we sent (the token is not Owner).
     pub timestamps_ignored: bool,
+    /// GitLab filed an incident as a plain issue (the token is below Reporter).
+    pub incidents_filed_as_issues: bool,
     pub elapsed_ms: u64,
 }
 
@@ -260,6 +280,10 @@ pub struct SyncEngine<J, G, S> {
     settings: EngineSettings,
     zone: AccountZone,
     warned_timestamps: std::sync::Mutex<HashSet<String>>,
+    /// Project ids where GitLab filed an incident as a plain issue, warned about once.
+    warned_issue_type: std::sync::Mutex<HashSet<u64>>,
+    /// Per rule: outages in a row in its current run ([`OUTAGE_STREAK`]).
+    outages: std::sync::Mutex<HashMap<String, u32>>,
     /// Configured project → its numeric id, as resolved in this process.
     places: std::sync::Mutex<HashMap<String, u64>>,
     /// Per project id: objects the sync wrote that the store did not know when the project was
@@ -276,6 +300,8 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             zone: AccountZone::new(settings.time_zone),
             settings,
             warned_timestamps: std::sync::Mutex::new(HashSet::new()),
+            warned_issue_type: std::sync::Mutex::new(HashSet::new()),
+            outages: std::sync::Mutex::new(HashMap::new()),
             places: std::sync::Mutex::new(HashMap::new()),
             adoptable: tokio::sync::Mutex::new(HashMap::new()),
         }
@@ -361,8 +387,12 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             })
     }
 
-    /// Opens a run-log entry.
+    /// Opens a run-log entry; the run starts with no outage counted.
     async fn open_run(&self, rule: &RuleConfig, mode: RunMode) -> Result<i64, EngineError> {
+        self.outages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&rule.name);
         self.store
             .start_run(&rule.name, mode)
             .await

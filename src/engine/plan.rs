@@ -3,6 +3,7 @@
 //!
 //! The rules:
 //! - no mapping → create (and close straight after, if Jira already resolved it);
+//! - a mapping whose GitLab object a person deleted → skip, for ever;
 //! - a snapshot older than the last one replicated → skip (a stale retry must not undo a newer
 //!   state);
 //! - otherwise apply the state difference (close or reopen), even for the very snapshot already
@@ -37,6 +38,8 @@ pub enum SkipReason {
     AlreadyReplicated,
     /// A newer change of the issue was replicated already.
     Stale,
+    /// A person deleted the GitLab object: it is never written again.
+    Gone,
 }
 
 impl Action {
@@ -69,6 +72,9 @@ pub fn plan(snap: &IssueSnapshot, mapping: Option<&Mapping>, content: &str) -> A
             then_close: snap.is_resolved(),
         };
     };
+    if m.gone_at.is_some() {
+        return Action::Skip(SkipReason::Gone);
+    }
     if snap.updated < m.jira_updated {
         return Action::Skip(SkipReason::Stale);
     }
@@ -125,6 +131,15 @@ mod tests {
             created_at: t(0),
             closed_at: None,
             content_hash: Some("h1".into()),
+            moved_to: None,
+            gone_at: None,
+        }
+    }
+
+    fn gone(m: Mapping) -> Mapping {
+        Mapping {
+            gone_at: Some(t(3)),
+            ..m
         }
     }
 
@@ -173,6 +188,12 @@ mod tests {
         Action::Skip(SkipReason::Stale)
     )]
     #[case::create_done_close_pending(snap(1, true), Some(mapping(1, RemoteState::Opened)), "h1", Action::Close { edit: false })]
+    #[case::gone_is_never_written(
+        snap(5, true),
+        Some(gone(mapping(1, RemoteState::Opened))),
+        "h2",
+        Action::Skip(SkipReason::Gone)
+    )]
     #[case::update_interrupted(
         snap(1, false),
         Some(mapping(1, RemoteState::Opened)),

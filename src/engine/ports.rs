@@ -75,6 +75,32 @@ pub trait PortError: std::error::Error + Send + Sync + 'static {
     fn stops_run(&self) -> bool {
         false
     }
+
+    /// Returns true if and only if the service looks down: the connection failed, or it
+    /// answered a server error, after the HTTP layer's own retries. A run stops after a few in a
+    /// row instead of spending its retries on every pending issue.
+    fn is_outage(&self) -> bool {
+        false
+    }
+
+    /// Returns true if and only if the object the request addressed no longer exists (a person
+    /// deleted it): no later request for it can succeed, and nothing else is affected.
+    fn is_gone(&self) -> bool {
+        false
+    }
+
+    /// Returns true if and only if a close found nothing open to close: an alert recovery for a
+    /// fingerprint with no open alert (a person resolved it, or an earlier recovery whose answer
+    /// was lost). The object is closed all the same.
+    fn nothing_to_close(&self) -> bool {
+        false
+    }
+
+    /// Returns true if and only if the request was refused for its size (a reverse proxy's
+    /// body limit), before anything was applied: a smaller one may pass.
+    fn is_too_large(&self) -> bool {
+        false
+    }
 }
 
 /// The read side: what the engine needs from Jira.
@@ -150,7 +176,8 @@ pub trait GitLabSink: Send + Sync {
         browse_base: &str,
     ) -> impl Future<Output = Result<Vec<(JiraKey, RemoteObject)>, Self::Error>> + Send;
 
-    /// Closes the object, asking GitLab to record `at` as the closing time.
+    /// Closes the object, asking GitLab to record `at` as the closing time. The answer of an
+    /// issue a person moved carries its `moved_to_id`, and the engine closes the copy.
     fn close(
         &self,
         dest: &Destination,
@@ -159,7 +186,8 @@ pub trait GitLabSink: Send + Sync {
     ) -> impl Future<Output = Result<RemoteObject, Self::Error>> + Send;
 
     /// Rewrites the object's title and description (issues and incidents; alerts cannot be
-    /// edited).
+    /// edited). The answer of an issue a person moved carries its `moved_to_id`, and the engine
+    /// rewrites the copy.
     fn update(
         &self,
         dest: &Destination,
@@ -167,13 +195,26 @@ pub trait GitLabSink: Send + Sync {
         obj: &NewObject,
     ) -> impl Future<Output = Result<RemoteObject, Self::Error>> + Send;
 
-    /// Reopens the object.
+    /// Reopens the object. An alert cannot be reopened: a new one is fired with `obj`'s title,
+    /// description and severity, as the first was. An issue a person moved is not reopened: the
+    /// answer carries its `moved_to_id`, and the engine reopens the copy.
     fn reopen(
         &self,
         dest: &Destination,
         mapping: &Mapping,
+        obj: &NewObject,
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<RemoteObject, Self::Error>> + Send;
+
+    /// The copy a person moved `mapping`'s issue to, by the global id the original's
+    /// `moved_to_id` gave: its project's id and the copy as GitLab holds it. `None` if the token
+    /// cannot see it (moved where the sync has no access, or deleted since).
+    fn moved_copy(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        copy_id: u64,
+    ) -> impl Future<Output = Result<Option<(u64, RemoteObject)>, Self::Error>> + Send;
 }
 
 /// The persistent side: cursors, mappings, intents, failures and the run log.
@@ -242,7 +283,7 @@ pub trait SyncStore: Send + Sync {
         to: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// The rule's failed issues, oldest first.
+    /// The rule's failed issues, oldest first, each with when it is due again.
     fn failures(
         &self,
         rule: &str,

@@ -128,6 +128,75 @@ fn inert(markdown: &str) -> String {
     out
 }
 
+/// The line that ends a description cut to fit a size limit.
+pub const TRUNCATED_NOTE: &str =
+    "_The description was truncated to fit GitLab's request size limit; the full text is in Jira._";
+
+/// The browse link line of a description made by [`description`], and the Jira text after it.
+fn split_description(description: &str) -> (&str, &str) {
+    match description.split_once('\n') {
+        Some((link, rest)) => (link, rest.trim_matches('\n')),
+        None => (description, ""),
+    }
+}
+
+/// The characters of Jira text in `obj`'s description: what [`truncated`] may keep.
+pub fn body_chars(obj: &NewObject) -> usize {
+    split_description(&obj.description).1.chars().count()
+}
+
+/// `obj` with the Jira text of its description cut to at most `keep` characters (back to the
+/// end of a line, where the cut has one): the browse link stays on the first line, a code fence
+/// the cut leaves open is closed, and [`TRUNCATED_NOTE`] is the last line. For a request a
+/// reverse proxy refuses as too large (413).
+pub fn truncated(obj: &NewObject, keep: usize) -> NewObject {
+    let (link, body) = split_description(&obj.description);
+    let mut kept: String = body.chars().take(keep).collect();
+    if kept.chars().count() < body.chars().count()
+        && let Some(end) = kept.rfind('\n')
+    {
+        kept.truncate(end);
+    }
+    let kept = kept.trim_end();
+    let mut text = format!("{link}\n\n");
+    if !kept.is_empty() {
+        text.push_str(kept);
+        text.push('\n');
+        if let Some((c, n)) = open_fence(kept) {
+            text.extend(std::iter::repeat_n(c, n));
+            text.push('\n');
+        }
+        text.push('\n');
+    }
+    text.push_str(TRUNCATED_NOTE);
+    text.push('\n');
+    NewObject {
+        description: text,
+        ..obj.clone()
+    }
+}
+
+/// The code fence `markdown` leaves open at its end, if any: its character and length.
+fn open_fence(markdown: &str) -> Option<(char, usize)> {
+    let mut fence: Option<(char, usize)> = None;
+    for line in markdown.split('\n') {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        let marker = (indent <= 3)
+            .then(|| fence_marker(&line[indent..]))
+            .flatten();
+        match (fence, marker) {
+            (None, Some((c, n, _))) => fence = Some((c, n)),
+            (Some((c, n)), Some((mc, mn, rest)))
+                if mc == c && mn >= n && rest.trim().is_empty() =>
+            {
+                fence = None;
+            }
+            _ => {}
+        }
+    }
+    fence
+}
+
 /// A CommonMark code fence at the start of `line`: its character, its length and the rest.
 fn fence_marker(line: &str) -> Option<(char, usize, &str)> {
     let c = line.chars().next().filter(|c| matches!(c, '`' | '~'))?;
@@ -196,6 +265,47 @@ mod tests {
             !d.lines().any(|l| l.starts_with('/')),
             "no line starts with a slash: {d}"
         );
+    }
+
+    /// A description cut to fit keeps the link on its first line and whole lines of the text,
+    /// closes a code fence it cut open, and ends with the note; nothing left to cut keeps the
+    /// link and the note.
+    #[test]
+    fn truncated_keeps_the_link_and_ends_with_the_note() {
+        let rule = crate::config::RuleConfig {
+            name: "r".into(),
+            jql: "x".into(),
+            destination: crate::config::Destination {
+                target: crate::domain::Target::Incident,
+                project: "p".into(),
+                project_id: None,
+                alert: None,
+            },
+            labels: vec![],
+            since: None,
+            cron: "0 * * * * *".into(),
+            title: "{key}".into(),
+            severity_label: None,
+            severity: Default::default(),
+        };
+        let text = "one\ntwo\n```\n/code\nmore code\n```\nafter";
+        let obj = new_object(&rule, &snap("x", Some(text)), "https://j/browse/OPS-7");
+        assert_eq!(
+            body_chars(&obj),
+            text.chars().count() + 1,
+            "with the zero-width space"
+        );
+        let cut = truncated(&obj, 18);
+        assert_eq!(
+            cut.description,
+            format!("https://j/browse/OPS-7\n\none\ntwo\n```\n```\n\n{TRUNCATED_NOTE}\n")
+        );
+        let all = truncated(&obj, 0);
+        assert_eq!(
+            all.description,
+            format!("https://j/browse/OPS-7\n\n{TRUNCATED_NOTE}\n")
+        );
+        assert_eq!(cut.title, obj.title);
     }
 
     /// A null description still yields the browse link on its own line.

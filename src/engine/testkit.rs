@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use crate::config::Destination;
 use crate::domain::{
     Commit, Failure, Intent, IssueSnapshot, JiraId, JiraKey, JiraUser, Mapping, NewObject,
-    PageCursor, RemoteObject, RemoteState, RunCounts, RunMode, RunOutcome, SearchPage,
+    PageCursor, RemoteObject, RemoteState, RunCounts, RunMode, RunOutcome, SearchPage, Target,
 };
 
 use super::dry_run::advance;
@@ -29,11 +29,23 @@ pub(crate) enum MemError {
     /// Refused in a way no later request can get past (a missing project, a bad token).
     #[error("refused for the whole run")]
     Fatal,
+    /// The service is down: no connection (nothing was applied).
+    #[error("cannot connect")]
+    Down,
+    /// The object was deleted by a person.
+    #[error("no such object")]
+    Gone,
+    /// An alert recovery found no open alert for its fingerprint.
+    #[error("no open alert to resolve")]
+    NoOpenAlert,
+    /// The request body is over the proxy's limit.
+    #[error("request entity too large")]
+    TooLarge,
 }
 
 impl PortError for MemError {
     fn is_retryable(&self) -> bool {
-        *self == MemError::Lost
+        matches!(self, MemError::Lost | MemError::Down)
     }
 
     fn is_ambiguous(&self) -> bool {
@@ -42,6 +54,22 @@ impl PortError for MemError {
 
     fn stops_run(&self) -> bool {
         *self == MemError::Fatal
+    }
+
+    fn is_outage(&self) -> bool {
+        *self == MemError::Down
+    }
+
+    fn is_gone(&self) -> bool {
+        *self == MemError::Gone
+    }
+
+    fn nothing_to_close(&self) -> bool {
+        *self == MemError::NoOpenAlert
+    }
+
+    fn is_too_large(&self) -> bool {
+        *self == MemError::TooLarge
     }
 }
 
@@ -104,11 +132,16 @@ pub(crate) enum Call {
     Close,
     Reopen,
     Update,
+    /// The look for where a moved issue went.
+    Follow,
 }
 
 /// One GitLab object as the in-memory GitLab keeps it.
 #[derive(Clone, Debug)]
 pub(crate) struct MemObject {
+    /// The global id.
+    pub(crate) id: u64,
+    pub(crate) project_id: u64,
     pub(crate) iid: u64,
     pub(crate) jira_key: JiraKey,
     pub(crate) title: String,
@@ -116,17 +149,26 @@ pub(crate) struct MemObject {
     pub(crate) state: RemoteState,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) closed_at: Option<DateTime<Utc>>,
+    /// Whether GitLab keeps it as an incident.
+    pub(crate) incident: bool,
+    /// The copy's global id, once a person moved it.
+    pub(crate) moved_to_id: Option<u64>,
 }
 
 impl MemObject {
     fn remote(&self) -> RemoteObject {
         RemoteObject {
             iid: Some(self.iid),
-            web_url: None,
+            web_url: Some(format!(
+                "https://gitlab.example/{}/-/issues/{}",
+                self.project_id, self.iid
+            )),
             state: self.state,
             created_at: self.created_at,
             closed_at: self.closed_at,
             content: Some((self.title.clone(), self.description.clone())),
+            incident: Some(self.incident),
+            moved_to_id: self.moved_to_id,
         }
     }
 }
@@ -139,6 +181,10 @@ pub(crate) struct MemGitLab {
     pub(crate) calls: Mutex<Vec<Call>>,
     /// Records this instead of the `created_at` asked for (a token that cannot backdate).
     pub(crate) ignore_times: Mutex<Option<DateTime<Utc>>>,
+    /// Files incidents as plain issues (a token below Reporter).
+    pub(crate) below_reporter: Mutex<bool>,
+    /// Refuses a description longer than this as too large (a proxy's body limit).
+    pub(crate) max_description: Mutex<Option<usize>>,
 }
 
 impl MemGitLab {
@@ -163,7 +209,8 @@ impl MemGitLab {
             .and_then(VecDeque::pop_front)
     }
 
-    /// Applies `f` to the object of `m`, honouring a queued fault.
+    /// Applies `f` to the object `m` addresses, honouring a queued fault; a missing object is
+    /// [`MemError::Gone`].
     fn modify(
         &self,
         call: Call,
@@ -174,16 +221,62 @@ impl MemGitLab {
         if let Some(Fault::Fail(e)) = fault {
             return Err(e);
         }
+        let (project_id, iid) = m.address();
         let mut objects = lock(&self.objects);
         let obj = objects
             .iter_mut()
-            .find(|o| Some(o.iid) == m.iid)
-            .ok_or(MemError::Refused)?;
+            .find(|o| Some(o.project_id) == project_id && Some(o.iid) == iid)
+            .ok_or(MemError::Gone)?;
         f(obj);
         match fault {
             Some(Fault::ApplyThenLose) => Err(MemError::Lost),
             _ => Ok(obj.remote()),
         }
+    }
+
+    /// Refuses `obj` as too large if its description is over the limit.
+    fn fits(&self, obj: &NewObject) -> Result<(), MemError> {
+        match *lock(&self.max_description) {
+            Some(max) if obj.description.chars().count() > max => Err(MemError::TooLarge),
+            _ => Ok(()),
+        }
+    }
+
+    /// A person deletes object `iid` of project `project_id`.
+    pub(crate) fn delete(&self, project_id: u64, iid: u64) {
+        lock(&self.objects).retain(|o| (o.project_id, o.iid) != (project_id, iid));
+    }
+
+    /// A person moves object `iid` of project 1 to project `to`: a copy there (new id and
+    /// iid), the original closed and pointing at it. Returns the copy's iid.
+    pub(crate) fn move_to(&self, iid: u64, to: u64) -> u64 {
+        let mut objects = lock(&self.objects);
+        let copy_iid = objects.iter().filter(|o| o.project_id == to).count() as u64 + 1;
+        let copy_id = objects.iter().map(|o| o.id).max().unwrap_or(0) + 1;
+        let original = objects
+            .iter_mut()
+            .find(|o| (o.project_id, o.iid) == (1, iid))
+            .expect("the object to move");
+        original.moved_to_id = Some(copy_id);
+        let copy = MemObject {
+            id: copy_id,
+            project_id: to,
+            iid: copy_iid,
+            moved_to_id: None,
+            ..original.clone()
+        };
+        original.state = RemoteState::Closed;
+        original.closed_at = Some(Utc::now());
+        objects.push(copy);
+        copy_iid
+    }
+
+    /// The object at `project_id`/`iid`.
+    pub(crate) fn object(&self, project_id: u64, iid: u64) -> Option<MemObject> {
+        lock(&self.objects)
+            .iter()
+            .find(|o| (o.project_id, o.iid) == (project_id, iid))
+            .cloned()
     }
 }
 
@@ -210,25 +303,31 @@ impl GitLabSink for MemGitLab {
         }
         Ok(lock(&self.objects)
             .iter()
-            .filter(|o| above_iid.is_none_or(|above| o.iid > above))
+            .filter(|o| o.project_id == 1 && above_iid.is_none_or(|above| o.iid > above))
             .map(|o| (o.jira_key.clone(), o.remote()))
             .collect())
     }
 
-    async fn create(&self, _dest: &Destination, obj: &NewObject) -> Result<RemoteObject, MemError> {
+    async fn create(&self, dest: &Destination, obj: &NewObject) -> Result<RemoteObject, MemError> {
         let fault = self.enter(Call::Create);
         if let Some(Fault::Fail(e)) = fault {
             return Err(e);
         }
+        self.fits(obj)?;
         let mut objects = lock(&self.objects);
+        let iid = objects.iter().filter(|o| o.project_id == 1).count() as u64 + 1;
         let created = MemObject {
-            iid: objects.len() as u64 + 1,
+            id: objects.iter().map(|o| o.id).max().unwrap_or(0) + 1,
+            project_id: 1,
+            iid,
             jira_key: obj.jira_key.clone(),
             title: obj.title.clone(),
             description: obj.description.clone(),
             state: RemoteState::Opened,
             created_at: lock(&self.ignore_times).unwrap_or(obj.created_at),
             closed_at: None,
+            incident: dest.target == Target::Incident && !*lock(&self.below_reporter),
+            moved_to_id: None,
         };
         objects.push(created.clone());
         match fault {
@@ -249,7 +348,7 @@ impl GitLabSink for MemGitLab {
         }
         Ok(lock(&self.objects)
             .iter()
-            .find(|o| o.jira_key == obj.jira_key)
+            .find(|o| o.project_id == 1 && o.jira_key == obj.jira_key)
             .map(MemObject::remote))
     }
 
@@ -271,22 +370,45 @@ impl GitLabSink for MemGitLab {
         m: &Mapping,
         obj: &NewObject,
     ) -> Result<RemoteObject, MemError> {
+        if let Err(e) = self.fits(obj) {
+            lock(&self.calls).push(Call::Update);
+            return Err(e);
+        }
         self.modify(Call::Update, m, |o| {
             o.title = obj.title.clone();
             o.description = obj.description.clone();
         })
     }
 
+    /// A moved object is answered as it is, not reopened (as the port's contract says).
     async fn reopen(
         &self,
         _dest: &Destination,
         m: &Mapping,
+        _obj: &NewObject,
         _at: DateTime<Utc>,
     ) -> Result<RemoteObject, MemError> {
         self.modify(Call::Reopen, m, |o| {
-            o.state = RemoteState::Opened;
-            o.closed_at = None;
+            if o.moved_to_id.is_none() {
+                o.state = RemoteState::Opened;
+                o.closed_at = None;
+            }
         })
+    }
+
+    async fn moved_copy(
+        &self,
+        _dest: &Destination,
+        _m: &Mapping,
+        copy_id: u64,
+    ) -> Result<Option<(u64, RemoteObject)>, MemError> {
+        if let Some(Fault::Fail(e)) = self.enter(Call::Follow) {
+            return Err(e);
+        }
+        Ok(lock(&self.objects)
+            .iter()
+            .find(|o| o.id == copy_id)
+            .map(|o| (o.project_id, o.remote())))
     }
 }
 
@@ -296,6 +418,7 @@ pub(crate) struct MemFailure {
     pub(crate) snapshot: IssueSnapshot,
     pub(crate) attempts: u32,
     pub(crate) error: String,
+    pub(crate) next_attempt_at: DateTime<Utc>,
 }
 
 /// What identifies an object in the in-memory store: the project id and the Jira id (or, for a
@@ -336,6 +459,13 @@ impl MemStore {
     pub(crate) fn failure(&self, rule: &str, key: &str) -> Option<MemFailure> {
         let key = JiraKey::parse(key).expect("a valid key");
         lock(&self.failures).get(&(rule.to_owned(), key)).cloned()
+    }
+
+    /// Makes every failure due now (what `retry` does).
+    pub(crate) fn all_due(&self) {
+        for f in lock(&self.failures).values_mut() {
+            f.next_attempt_at = Utc::now();
+        }
     }
 
     /// The attempts of the one pending intent, if there is one.
@@ -453,6 +583,7 @@ impl SyncStore for MemStore {
                         snapshot,
                         attempts,
                         error,
+                        next_attempt_at: Utc::now() + Failure::backoff(attempts),
                     },
                 );
             }
@@ -478,6 +609,7 @@ impl SyncStore for MemStore {
                 attempts: f.attempts,
                 last_error: f.error.clone(),
                 last_failed_at: Utc::now(),
+                next_attempt_at: Some(f.next_attempt_at),
             })
             .collect();
         out.sort_by_key(|f| f.snapshot.updated);

@@ -14,7 +14,7 @@ use super::ports::Place;
 use super::testkit::{Call, Fault, MemError, MemGitLab, MemJira, MemStore};
 use super::*;
 use crate::config::Destination;
-use crate::domain::{Commit, IssueSnapshot, JiraId, Mapping, RemoteState, Target};
+use crate::domain::{Commit, IssueSnapshot, JiraId, Mapping, MovedTo, RemoteState, Target};
 use crate::http::RetryPolicy;
 
 const RULE: &str = "ops";
@@ -447,6 +447,298 @@ async fn a_dry_run_writes_nothing() {
     assert_eq!(store.cursor_of(RULE), None, "the cursor did not move");
     assert!(store.meta.lock().expect("unpoisoned").is_empty());
     assert!(store.runs.lock().expect("unpoisoned").is_empty());
+}
+
+/// An object a person deleted: the write's "gone" is recorded on the mapping, not as a
+/// failure, and nothing is sent for it again, whatever Jira does.
+#[tokio::test(start_paused = true)]
+async fn a_deleted_object_is_gone_for_good() {
+    let b = bench();
+    let m = replicated(&b, snap("a", 1, None)).await;
+    b.gitlab.delete(1, m.iid.expect("an iid"));
+    let out = apply(&b, snap("a", 5, Some(4)), Some(m))
+        .await
+        .expect("the apply runs");
+    assert_eq!((out.counts.failed, out.counts.closed), (0, 0));
+    assert!(b.store.failure(RULE, "OPS-1").is_none(), "no failure");
+    let m = b.store.mapping("OPS-1").expect("mapped");
+    assert!(m.gone_at.is_some(), "recorded as gone: {m:?}");
+    assert_eq!(m.jira_updated, at(5), "the change is accounted for");
+    assert_eq!(b.store.cursor_of(RULE), Some(at(50)), "the cursor moves");
+    b.gitlab.calls.lock().expect("unpoisoned").clear();
+    let out = apply(&b, snap("b", 9, None), Some(m))
+        .await
+        .expect("the apply runs");
+    assert_eq!(out.counts.skipped, 1);
+    assert!(b.gitlab.calls().is_empty(), "never written again");
+    assert!(out.action.is_none(), "nothing planned");
+}
+
+/// An issue a person moved to another project: the write that finds it moved (its answer's
+/// `moved_to_id`) is sent to the copy, which the mapping keeps; a reopen never reopens the
+/// moved original; a copy out of the token's sight is gone.
+#[rstest]
+#[case::close(snap("a", 1, None), snap("a", 5, Some(4)), vec![Call::Close, Call::Follow, Call::Close], Some(RemoteState::Closed))]
+#[case::update(snap("a", 1, None), snap("b", 5, None), vec![Call::Update, Call::Follow, Call::Update], Some(RemoteState::Opened))]
+#[case::reopen(snap("a", 1, Some(1)), snap("a", 5, None), vec![Call::Reopen, Call::Follow, Call::Reopen], Some(RemoteState::Opened))]
+#[case::out_of_sight(snap("a", 1, None), snap("a", 5, Some(4)), vec![Call::Close, Call::Follow], None)]
+#[tokio::test(start_paused = true)]
+async fn a_moved_issue_is_followed_to_its_copy(
+    #[case] first: IssueSnapshot,
+    #[case] then: IssueSnapshot,
+    #[case] calls: Vec<Call>,
+    #[case] copy_state: Option<RemoteState>,
+) {
+    let b = bench();
+    let m = replicated(&b, first).await;
+    let original = b.gitlab.object(1, 1).expect("the original");
+    let copy_iid = b.gitlab.move_to(1, 2);
+    if copy_state.is_none() {
+        b.gitlab.delete(2, copy_iid);
+    }
+    let out = apply(&b, then.clone(), Some(m))
+        .await
+        .expect("the apply runs");
+    assert_eq!(b.gitlab.calls(), calls);
+    assert_eq!(out.counts.failed, 0, "{out:?}");
+    let m = b.store.mapping("OPS-1").expect("mapped");
+    assert_eq!(
+        (m.project_id, m.iid),
+        (Some(1), Some(1)),
+        "the identity stays"
+    );
+    let Some(state) = copy_state else {
+        assert!(m.gone_at.is_some(), "moved out of sight: gone");
+        return;
+    };
+    assert_eq!(
+        m.moved_to,
+        Some(MovedTo {
+            project_id: 2,
+            iid: copy_iid
+        })
+    );
+    assert_eq!(m.state, state);
+    let copy = b.gitlab.object(2, copy_iid).expect("the copy");
+    assert_eq!(copy.state, state, "the write reached the copy");
+    assert_eq!(copy.title, format!("[OPS-1] {}", then.summary));
+    let after = b.gitlab.object(1, 1).expect("the original");
+    assert_eq!(
+        (after.state, after.created_at),
+        (RemoteState::Closed, original.created_at),
+        "the original stays closed"
+    );
+    b.gitlab.calls.lock().expect("unpoisoned").clear();
+    apply(&b, snap("c", 9, None), Some(m)).await.expect("runs");
+    assert!(
+        !b.gitlab.calls().contains(&Call::Follow),
+        "later writes go straight to the copy: {:?}",
+        b.gitlab.calls()
+    );
+    let copy = b.gitlab.object(2, copy_iid).expect("the copy");
+    assert_eq!(
+        (copy.state, copy.title.as_str()),
+        (RemoteState::Opened, "[OPS-1] c")
+    );
+}
+
+/// An alert recovery with no open alert to resolve is recorded as resolved, not as a failure.
+#[tokio::test(start_paused = true)]
+async fn a_close_with_nothing_to_close_is_resolved() {
+    let b = bench();
+    let m = replicated(&b, snap("a", 1, None)).await;
+    b.gitlab
+        .fault(Call::Close, Fault::Fail(MemError::NoOpenAlert));
+    let out = apply(&b, snap("a", 5, Some(4)), Some(m))
+        .await
+        .expect("the apply runs");
+    assert_eq!((out.counts.closed, out.counts.failed), (1, 0));
+    assert!(b.store.failure(RULE, "OPS-1").is_none());
+    assert_eq!(
+        b.store.mapping("OPS-1").map(|m| m.state),
+        Some(RemoteState::Closed)
+    );
+}
+
+/// A create or rewrite refused as too large is sent again with its description halved until
+/// it fits; what fits is kept as current, so the next cycle does not rewrite it again.
+#[tokio::test(start_paused = true)]
+async fn a_request_too_large_is_halved_until_it_fits() {
+    let b = bench();
+    *b.gitlab.max_description.lock().expect("unpoisoned") = Some(600);
+    let mut s = snap("a", 1, None);
+    s.description = Some("word ".repeat(400));
+    apply(&b, s.clone(), None).await.expect("the apply runs");
+    let creates = b
+        .gitlab
+        .calls()
+        .iter()
+        .filter(|c| **c == Call::Create)
+        .count();
+    assert_eq!(
+        creates,
+        4,
+        "1999 characters of text, then 999, 499 and 249: {:?}",
+        b.gitlab.calls()
+    );
+    let made = &b.gitlab.objects()[0];
+    assert!(
+        made.description
+            .starts_with("https://jira.example/browse/OPS-1\n\nword")
+    );
+    assert!(
+        made.description
+            .trim_end()
+            .ends_with(render::TRUNCATED_NOTE)
+    );
+    b.gitlab.calls.lock().expect("unpoisoned").clear();
+    let m = b.store.mapping("OPS-1").expect("mapped");
+    apply(&b, s.clone(), Some(m)).await.expect("runs");
+    assert!(b.gitlab.calls().is_empty(), "what fitted is current");
+
+    let mut edited = s;
+    edited.updated = at(5);
+    edited.description = Some("other ".repeat(400));
+    let m = b.store.mapping("OPS-1").expect("mapped");
+    let out = apply(&b, edited, Some(m)).await.expect("runs");
+    assert_eq!((out.counts.updated, out.counts.failed), (1, 0));
+    assert!(b.gitlab.objects()[0].description.contains("other"));
+
+    *b.gitlab.max_description.lock().expect("unpoisoned") = Some(10);
+    let mut hopeless = snap("x", 9, None);
+    hopeless.description = Some("z".repeat(100));
+    let m = b.store.mapping("OPS-1").expect("mapped");
+    let out = apply(&b, hopeless, Some(m)).await.expect("runs");
+    assert_eq!(out.counts.failed, 1, "nothing left to cut: a failure");
+}
+
+/// Three issues in a row failing on an outage stop the run (the third is left for the next
+/// cycle, not recorded); any other answer in between starts the count again.
+#[rstest]
+#[case::down(vec![MemError::Down; 5], Err(2))]
+#[case::answered_in_between(
+    vec![MemError::Down, MemError::Down, MemError::Refused, MemError::Down, MemError::Down],
+    Ok(5)
+)]
+#[tokio::test(start_paused = true)]
+async fn an_outage_stops_the_run(
+    #[case] faults: Vec<MemError>,
+    #[case] failed: Result<u64, usize>,
+) {
+    let b = bench();
+    let recent = Utc::now() - chrono::Duration::minutes(5);
+    for n in 1..=5 {
+        let mut s = snap("a", 0, None);
+        s.id = Some(JiraId::parse(&format!("{n}")).expect("an id"));
+        s.key = JiraKey::parse(&format!("OPS-{n}")).expect("a key");
+        s.created = recent;
+        s.updated = recent + chrono::Duration::seconds(n);
+        b.jira.issues.lock().expect("unpoisoned").push(s);
+    }
+    for e in faults {
+        b.gitlab.fault(Call::Create, Fault::Fail(e));
+    }
+    let result = b
+        .run_rule(&rule(), RunMode::Once, &CancellationToken::new())
+        .await;
+    let recorded = b.store.failures.lock().expect("unpoisoned").len();
+    match failed {
+        Ok(n) => {
+            let report = result.expect("the run goes on");
+            assert_eq!((report.counts.failed, recorded), (n, n as usize));
+        }
+        Err(n) => {
+            let err = result.expect_err("the run stops");
+            assert!(
+                matches!(err, EngineError::Outage { failures: 3, .. }),
+                "{err:?}"
+            );
+            assert!(err.is_retryable());
+            assert_eq!(recorded, n);
+            let creates = b
+                .gitlab
+                .calls()
+                .iter()
+                .filter(|c| **c == Call::Create)
+                .count();
+            assert_eq!(creates, 3, "OPS-4 and OPS-5 are not tried");
+        }
+    }
+}
+
+/// A failed issue waits for its backoff: the next cycles send nothing for it, even when the
+/// search reads the same change again; once due it is tried once per cycle, not twice.
+#[tokio::test(start_paused = true)]
+async fn a_failure_waits_for_its_backoff() {
+    let b = bench();
+    let recent = Utc::now() - chrono::Duration::minutes(5);
+    let mut s = snap("a", 0, None);
+    s.created = recent;
+    s.updated = recent;
+    b.jira.issues.lock().expect("unpoisoned").push(s);
+    b.gitlab.fault(Call::Create, Fault::Fail(MemError::Refused));
+    let cancel = CancellationToken::new();
+    let first = b
+        .run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("runs");
+    assert_eq!(first.counts.failed, 1);
+    let f = b.store.failure(RULE, "OPS-1").expect("stored");
+    let wait = f.next_attempt_at - Utc::now();
+    assert!(wait > chrono::Duration::seconds(50) && wait <= chrono::Duration::minutes(1));
+
+    b.gitlab.calls.lock().expect("unpoisoned").clear();
+    let second = b
+        .run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("runs");
+    assert_eq!((second.counts.failed, second.counts.skipped), (0, 1));
+    assert!(
+        b.gitlab.calls().is_empty(),
+        "not due: {:?}",
+        b.gitlab.calls()
+    );
+
+    b.store.all_due();
+    b.gitlab.fault(Call::Create, Fault::Fail(MemError::Refused));
+    let third = b
+        .run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("runs");
+    assert_eq!(third.counts.failed, 1, "{third:?}");
+    let creates = b
+        .gitlab
+        .calls()
+        .iter()
+        .filter(|c| **c == Call::Create)
+        .count();
+    assert_eq!(creates, 1, "tried once, not again when the search reads it");
+    let f = b.store.failure(RULE, "OPS-1").expect("stored");
+    assert_eq!(f.attempts, 2);
+    assert!(
+        f.next_attempt_at - Utc::now() > chrono::Duration::seconds(110),
+        "two minutes now"
+    );
+}
+
+/// GitLab filing an incident as a plain issue (a token below Reporter) is reported, and warned
+/// about once per project.
+#[tokio::test(start_paused = true)]
+async fn incidents_filed_as_issues_are_reported() {
+    let b = bench();
+    *b.gitlab.below_reporter.lock().expect("unpoisoned") = true;
+    let out = apply(&b, snap("a", 1, None), None).await.expect("runs");
+    assert!(out.filed_as_issue);
+    let mut other = snap("b", 1, None);
+    other.key = JiraKey::parse("OPS-2").expect("a key");
+    other.id = Some(JiraId::parse("10002").expect("an id"));
+    let out = apply(&b, other, None).await.expect("runs");
+    assert!(out.filed_as_issue);
+    assert_eq!(
+        b.warned_issue_type.lock().expect("unpoisoned").len(),
+        1,
+        "one warning for the project"
+    );
 }
 
 /// The median of an even count is the mean of the middle two, as GitLab's DORA takes it.

@@ -1,6 +1,7 @@
 //! The GitLab client: create issues and incidents (with Jira's `created_at`), close and reopen
-//! them (with Jira's resolution time as `closed_at`), find what an interrupted create left, post
-//! alerts to a project's HTTP alert integration, and the reads `check` needs.
+//! them (with Jira's resolution time as `closed_at`), find what an interrupted create left, find
+//! where a person moved an issue, post alerts to a project's HTTP alert integration, and the
+//! reads `check` needs.
 //!
 //! It owns GitLab's wire format and error bodies. It never retries a create blindly: an
 //! ambiguous failure is returned (`PortError::is_ambiguous`) and the engine looks first.
@@ -23,6 +24,10 @@ pub use wire::{Environment, ProjectAccess, User};
 /// GitLab's access level for Owner: the role that may set `created_at` and `updated_at`.
 pub const OWNER: u32 = 50;
 
+/// GitLab's access level for Reporter: below it, `issue_type=incident` is dropped silently and
+/// an incident is filed as a plain issue (`create_incident` in `app/policies/project_policy.rb`).
+pub const REPORTER: u32 = 20;
+
 /// What a GitLab request addressed. A 403 or 404 means something different for each: a
 /// project that is not there stops the run, an issue that is not there is that issue's failure.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +42,8 @@ pub enum Resource {
     Environments(String),
     /// A rule's HTTP alert integration (`alert_url`).
     AlertIntegration,
+    /// The copy of an issue a person moved, by its global id.
+    MovedCopy(u64),
 }
 
 impl std::fmt::Display for Resource {
@@ -47,6 +54,7 @@ impl std::fmt::Display for Resource {
             Resource::Issue { project, iid } => write!(f, "issue {project}#{iid}"),
             Resource::Environments(p) => write!(f, "environments of project {p:?}"),
             Resource::AlertIntegration => f.write_str("alert integration at alert_url"),
+            Resource::MovedCopy(id) => write!(f, "moved issue's copy (id {id})"),
         }
     }
 }
@@ -74,6 +82,9 @@ pub enum GitLabError {
         status: u16,
         message: String,
     },
+    /// An alert recovery answered 400: GitLab has no open alert with its fingerprint.
+    #[error("GitLab has no open alert to resolve for {what} (HTTP 400)")]
+    NoOpenAlert { what: String },
     #[error("cannot send {what}: {reason}")]
     Unsendable { what: String, reason: &'static str },
     #[error("GitLab request to {what} failed")]
@@ -105,14 +116,43 @@ impl PortError for GitLabError {
 
     /// The token, its permissions, the configured project or alert integration, a server that
     /// redirects to another origin: every later request of the run would fail the same way. A
-    /// missing *issue* is only that issue's.
+    /// missing *issue* is only that issue's, and a moved issue's copy out of sight only that
+    /// one's.
     fn stops_run(&self) -> bool {
         match self {
-            GitLabError::Unauthorized { .. } | GitLabError::Forbidden { .. } => true,
+            GitLabError::Unauthorized { .. } => true,
             GitLabError::Http { source, .. } => source.is_cross_origin_redirect(),
-            GitLabError::NotFound { resource, .. } => !matches!(resource, Resource::Issue { .. }),
+            GitLabError::Forbidden { resource, .. } => !matches!(resource, Resource::MovedCopy(_)),
+            GitLabError::NotFound { resource, .. } => {
+                !matches!(resource, Resource::Issue { .. } | Resource::MovedCopy(_))
+            }
             _ => false,
         }
+    }
+
+    fn is_outage(&self) -> bool {
+        matches!(self, GitLabError::Http { source, .. } if source.is_outage())
+    }
+
+    /// A 404 for an issue: the client asked for its project first, so the project is there
+    /// and the issue is not (a person deleted it).
+    fn is_gone(&self) -> bool {
+        matches!(
+            self,
+            GitLabError::NotFound {
+                resource: Resource::Issue { .. },
+                ..
+            }
+        )
+    }
+
+    fn nothing_to_close(&self) -> bool {
+        matches!(self, GitLabError::NoOpenAlert { .. })
+    }
+
+    /// 413: a reverse proxy's body limit, answered before GitLab saw the request.
+    fn is_too_large(&self) -> bool {
+        matches!(self, GitLabError::Rejected { status: 413, .. })
     }
 }
 
@@ -421,6 +461,79 @@ impl GitLabClient {
         self.check_status(response, &subject).map(|_| ())
     }
 
+    /// `method` (`GET` or `PUT` with `body`) on the issue `mapping` addresses: the copy once a
+    /// person moved it. `doing` names it in errors.
+    ///
+    /// A 404 in the rule's own project is told apart by asking for the project: the project is
+    /// there, so the issue is gone ([`Resource::Issue`], [`PortError::is_gone`]); or the project
+    /// is not ([`Resource::Project`], which stops the run).
+    async fn issue_request(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        method: Method,
+        body: Option<serde_json::Value>,
+        doing: &str,
+    ) -> Result<wire::Issue, GitLabError> {
+        let unsendable = |reason| GitLabError::Unsendable {
+            what: format!("{doing} of {}", mapping.jira_key),
+            reason,
+        };
+        if dest.target == Target::Alert {
+            return Err(unsendable("alerts are not issues"));
+        }
+        let (moved_project, iid) = match mapping.moved_to {
+            Some(to) => (Some(to.project_id), to.iid),
+            None => (
+                None,
+                mapping
+                    .iid
+                    .ok_or_else(|| unsendable("the mapping holds no GitLab iid"))?,
+            ),
+        };
+        let (project, named) = match moved_project {
+            Some(id) => (id.to_string(), format!("project {id}")),
+            None => (project_ref(dest), dest.project.clone()),
+        };
+        let iid_text = iid.to_string();
+        let subject = Subject::new(
+            Resource::Issue {
+                project: named.clone(),
+                iid,
+            },
+            format!("{doing} of issue {named}#{iid} ({})", mapping.jira_key),
+        );
+        let answer = self
+            .call(
+                RequestKind::Idempotent,
+                method,
+                self.api(&["projects", &project, "issues", &iid_text]),
+                &[],
+                body,
+                &subject,
+            )
+            .await;
+        let r = match answer {
+            Err(GitLabError::NotFound { message, .. }) if moved_project.is_none() => {
+                return Err(match self.project(&project).await {
+                    Ok(_) => GitLabError::NotFound {
+                        resource: subject.resource,
+                        what: subject.what,
+                        message,
+                    },
+                    Err(GitLabError::NotFound { message, .. }) => GitLabError::NotFound {
+                        resource: Resource::Project(dest.project.clone()),
+                        what: subject.what,
+                        message,
+                    },
+                    Err(other) => other,
+                });
+            }
+            other => other?,
+        };
+        Self::decode(&r, &subject)
+    }
+
     /// `PUT /projects/:id/issues/:iid` with `body` (`doing` names it in errors).
     async fn put_issue(
         &self,
@@ -429,39 +542,58 @@ impl GitLabClient {
         body: serde_json::Value,
         doing: &str,
     ) -> Result<RemoteObject, GitLabError> {
-        if dest.target == Target::Alert {
-            return Err(GitLabError::Unsendable {
-                what: format!("{doing} of {}", mapping.jira_key),
-                reason: "alerts are not issues",
-            });
+        let what = format!("{doing} of {}", mapping.jira_key);
+        self.issue_request(dest, mapping, Method::PUT, Some(body), doing)
+            .await?
+            .into_remote(&what)
+    }
+
+    /// The sync user's issues across every project it sees, created within [`LOOKUP_SLACK`] of
+    /// `created_at`, paged: the one whose global id is `id`, with its project's id. What a token
+    /// that is not an administrator can do instead of `GET /issues/:id`.
+    async fn find_by_id(
+        &self,
+        id: u64,
+        created_at: DateTime<Utc>,
+        subject: &Subject,
+    ) -> Result<Option<(u64, RemoteObject)>, GitLabError> {
+        let me = self.my_id().await?;
+        let mut page = 1u32;
+        loop {
+            let query = [
+                ("scope", "all".to_owned()),
+                ("state", "all".to_owned()),
+                ("author_id", me.to_string()),
+                ("created_after", stamp(created_at - LOOKUP_SLACK)),
+                ("created_before", stamp(created_at + LOOKUP_SLACK)),
+                ("per_page", "100".to_owned()),
+                ("page", page.to_string()),
+            ];
+            let r = self
+                .call(
+                    RequestKind::Idempotent,
+                    Method::GET,
+                    self.api(&["issues"]),
+                    &query,
+                    None,
+                    subject,
+                )
+                .await?;
+            let issues: Vec<wire::Issue> = Self::decode(&r, subject)?;
+            if let Some(found) = issues.into_iter().find(|i| i.id() == id) {
+                let project_id = found.project_id();
+                return found
+                    .into_remote(&subject.what)
+                    .map(|remote| Some((project_id, remote)));
+            }
+            match r
+                .header("x-next-page")
+                .and_then(|v| v.trim().parse::<u32>().ok())
+            {
+                Some(next) if next > page && next <= LOOKUP_MAX_PAGES => page = next,
+                _ => return Ok(None),
+            }
         }
-        let iid = mapping.iid.ok_or_else(|| GitLabError::Unsendable {
-            what: format!("{doing} of {}", mapping.jira_key),
-            reason: "the mapping holds no GitLab iid",
-        })?;
-        let iid_text = iid.to_string();
-        let subject = Subject::new(
-            Resource::Issue {
-                project: dest.project.clone(),
-                iid,
-            },
-            format!(
-                "{doing} of issue {}#{iid} ({})",
-                dest.project, mapping.jira_key
-            ),
-        );
-        let r = self
-            .call(
-                RequestKind::Idempotent,
-                Method::PUT,
-                self.api(&["projects", &project_ref(dest), "issues", &iid_text]),
-                &[],
-                Some(body),
-                &subject,
-            )
-            .await?;
-        let issue: wire::Issue = Self::decode(&r, &subject)?;
-        issue.into_remote(&subject.what)
     }
 }
 
@@ -474,7 +606,21 @@ fn firing_alert() -> RemoteObject {
         created_at: Utc::now(),
         closed_at: None,
         content: None,
+        incident: None,
+        moved_to_id: None,
     }
+}
+
+/// The payload of a firing alert for `obj`, starting at `start`.
+fn alert_payload(obj: &NewObject, start: DateTime<Utc>) -> serde_json::Value {
+    json!({
+        "title": obj.title,
+        "description": obj.description,
+        "start_time": stamp(start),
+        "severity": obj.severity.as_str(),
+        "fingerprint": obj.jira_key.as_str(),
+        "monitoring_tool": "Jira",
+    })
 }
 
 /// How a request names `dest`'s project: by its numeric id once the engine resolved it (a
@@ -611,19 +757,8 @@ impl GitLabSink for GitLabClient {
     ) -> Result<RemoteObject, GitLabError> {
         let what = format!("create of the {} for {}", dest.target, obj.jira_key);
         if dest.target == Target::Alert {
-            self.post_alert(
-                dest,
-                json!({
-                    "title": obj.title,
-                    "description": obj.description,
-                    "start_time": stamp(obj.start_time),
-                    "severity": obj.severity.as_str(),
-                    "fingerprint": obj.jira_key.as_str(),
-                    "monitoring_tool": "Jira",
-                }),
-                what,
-            )
-            .await?;
+            self.post_alert(dest, alert_payload(obj, obj.start_time), what)
+                .await?;
             return Ok(firing_alert());
         }
         // GitLab answers 404 here only when the project is not there (or hidden from the token).
@@ -698,17 +833,27 @@ impl GitLabSink for GitLabClient {
     ) -> Result<RemoteObject, GitLabError> {
         if dest.target == Target::Alert {
             let what = format!("recovery alert for {}", mapping.jira_key);
-            self.post_alert(
-                dest,
-                json!({
-                    "title": mapping.jira_key.as_str(),
-                    "fingerprint": mapping.jira_key.as_str(),
-                    "end_time": stamp(at),
-                    "monitoring_tool": "Jira",
-                }),
-                what,
-            )
-            .await?;
+            let sent = self
+                .post_alert(
+                    dest,
+                    json!({
+                        "title": mapping.jira_key.as_str(),
+                        "fingerprint": mapping.jira_key.as_str(),
+                        "end_time": stamp(at),
+                        "monitoring_tool": "Jira",
+                    }),
+                    what,
+                )
+                .await;
+            match sent {
+                // The recovery endpoint answers 400 when no alert with the fingerprint is open
+                // (`Projects::Alerting::NotifyService`: `bad_request unless alert.persisted?`);
+                // the payload is ours and well-formed, so that is the only reason it can have.
+                Err(GitLabError::Rejected {
+                    status: 400, what, ..
+                }) => return Err(GitLabError::NoOpenAlert { what }),
+                other => other?,
+            }
             return Ok(RemoteObject {
                 iid: None,
                 web_url: mapping.web_url.clone(),
@@ -716,6 +861,8 @@ impl GitLabSink for GitLabClient {
                 created_at: mapping.created_at,
                 closed_at: Some(Utc::now()),
                 content: None,
+                incident: None,
+                moved_to_id: None,
             });
         }
         let body = json!({ "state_event": "close", "updated_at": stamp(at) });
@@ -733,30 +880,67 @@ impl GitLabSink for GitLabClient {
         self.put_issue(dest, mapping, body, "update").await
     }
 
+    /// An issue is read first: one a person moved is answered as it is (closed, with its
+    /// `moved_to_id`) instead of being reopened, since GitLab would reopen the moved original.
     #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err)]
     async fn reopen(
         &self,
         dest: &Destination,
         mapping: &Mapping,
+        obj: &NewObject,
         at: DateTime<Utc>,
     ) -> Result<RemoteObject, GitLabError> {
         if dest.target == Target::Alert {
-            // A resolved alert cannot be reopened: the same fingerprint opens a new one.
+            // A resolved alert cannot be reopened: the same fingerprint opens a new one, with
+            // the first one's content (without a severity GitLab would file it as critical).
             let what = format!("alert for reopened {}", mapping.jira_key);
-            self.post_alert(
-                dest,
-                json!({
-                    "title": format!("{} (reopened in Jira)", mapping.jira_key),
-                    "fingerprint": mapping.jira_key.as_str(),
-                    "start_time": stamp(at),
-                    "monitoring_tool": "Jira",
-                }),
-                what,
-            )
-            .await?;
+            self.post_alert(dest, alert_payload(obj, at), what).await?;
             return Ok(firing_alert());
+        }
+        let what = format!("reopen of {}", mapping.jira_key);
+        let current = self
+            .issue_request(dest, mapping, Method::GET, None, "read before reopen")
+            .await?
+            .into_remote(&what)?;
+        if current.moved_to_id.is_some() {
+            return Ok(current);
         }
         let body = json!({ "state_event": "reopen", "updated_at": stamp(at) });
         self.put_issue(dest, mapping, body, "reopen").await
+    }
+
+    /// `GET /issues/:id` (administrators only); for any other token, the sync user's issues
+    /// across its projects created when the original was (a copy keeps its author and
+    /// `created_at`, `app/services/issues/move_service.rb`).
+    #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err)]
+    async fn moved_copy(
+        &self,
+        _dest: &Destination,
+        mapping: &Mapping,
+        copy_id: u64,
+    ) -> Result<Option<(u64, RemoteObject)>, GitLabError> {
+        let subject = || {
+            Subject::new(
+                Resource::MovedCopy(copy_id),
+                format!("look for where a person moved {}", mapping.jira_key),
+            )
+        };
+        let id = copy_id.to_string();
+        match self
+            .get::<wire::Issue>(&["issues", &id], &[], subject())
+            .await
+        {
+            Ok(issue) => {
+                let project_id = issue.project_id();
+                issue
+                    .into_remote(&subject().what)
+                    .map(|remote| Some((project_id, remote)))
+            }
+            Err(GitLabError::Forbidden { .. } | GitLabError::NotFound { .. }) => {
+                self.find_by_id(copy_id, mapping.created_at, &subject())
+                    .await
+            }
+            Err(e) => Err(e),
+        }
     }
 }

@@ -13,6 +13,11 @@ use super::GitLabError;
 /// The fields of `Entities::Issue` the sync reads back.
 #[derive(Debug, Deserialize)]
 pub(super) struct Issue {
+    /// The global id (`moved_to_id` names a copy by it).
+    #[serde(default)]
+    id: u64,
+    #[serde(default)]
+    project_id: u64,
     iid: u64,
     web_url: Option<String>,
     state: String,
@@ -23,9 +28,23 @@ pub(super) struct Issue {
     author: Option<Author>,
     created_at: DateTime<Utc>,
     closed_at: Option<DateTime<Utc>>,
+    /// `issue`, `incident`, …: what GitLab filed it as.
+    #[serde(default)]
+    issue_type: Option<String>,
+    /// Set once a person moved the issue: the copy's global id.
+    #[serde(default)]
+    moved_to_id: Option<u64>,
 }
 
 impl Issue {
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(super) fn project_id(&self) -> u64 {
+        self.project_id
+    }
+
     /// Returns true if and only if the description holds `browse_url` on a line of its own.
     pub(super) fn links_to(&self, browse_url: &str) -> bool {
         self.description
@@ -67,6 +86,8 @@ impl Issue {
             created_at: self.created_at,
             closed_at: self.closed_at,
             content: Some((self.title, self.description.unwrap_or_default())),
+            incident: self.issue_type.as_deref().map(|t| t == "incident"),
+            moved_to_id: self.moved_to_id,
         })
     }
 }
@@ -181,6 +202,7 @@ mod tests {
         let body =
             include_str!("../../tests/fixtures/gitlab/xanzy_go-gitlab_testdata_issue_move.json");
         let issue: Issue = response(200, body).json().unwrap();
+        assert!(issue.id() > 0 && issue.project_id() > 0, "{issue:?}");
         let remote = issue.into_remote("test").unwrap();
         assert_eq!(remote.iid, Some(11));
         assert_eq!(remote.state, RemoteState::Opened);
@@ -207,6 +229,8 @@ mod tests {
     #[test]
     fn link_must_be_its_own_line() {
         let mk = |d: &str| Issue {
+            id: 101,
+            project_id: 1,
             iid: 1,
             web_url: None,
             state: "opened".into(),
@@ -215,6 +239,8 @@ mod tests {
             author: Some(Author { id: 7 }),
             created_at: Utc::now(),
             closed_at: None,
+            issue_type: Some("incident".into()),
+            moved_to_id: None,
         };
         let url = "https://j.example/browse/OPS-1";
         assert!(mk("Jira: \nhttps://j.example/browse/OPS-1\n\ntext").links_to(url));

@@ -1,4 +1,5 @@
-//! The fake GitLab: the Issues API (create, update, get, list with search and offset paging),
+//! The fake GitLab: the Issues API (create, update, get, list with search and offset paging, and
+//! across projects: `GET /issues`, the administrators' `GET /issues/:id`),
 //! `/user`, `/projects/:id`, environments, `/version`, the HTTP alert integration, GitLab.com's
 //! rate limits, and the faults an at-least-once client must survive (an answer lost after the
 //! write was committed, a dropped connection, a hang).
@@ -7,8 +8,8 @@
 //! `iid` are honoured only for project Owners and admins and silently ignored for everyone else.
 //!
 //! It also models what people and GitLab itself do to the objects the sync wrote: `search` is
-//! PostgreSQL full-text search ([`super::fts`]), quick actions in descriptions run and vanish
-//! ([`super::gitlab_quick_actions`]), projects are renamed (old paths redirect until taken),
+//! PostgreSQL full-text search (`super::fts`), quick actions in descriptions run and vanish
+//! (`super::gitlab_quick_actions`), projects are renamed (old paths redirect until taken),
 //! issues are moved, deleted or written by other users, alerts are resolved by hand. Every
 //! behaviour names its GitLab source (a path in gitlabhq/gitlabhq) where it is modelled.
 
@@ -616,6 +617,8 @@ fn router(state: Arc<GitLabState>) -> Router {
             "/api/v4/projects/{id}/issues/{iid}",
             get(get_issue).put(update_issue),
         )
+        .route("/api/v4/issues", get(list_all_issues))
+        .route("/api/v4/issues/{id}", get(get_issue_by_id))
         .fallback(alert_or_not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), front))
         .with_state(state)
@@ -835,12 +838,10 @@ impl GitLabState {
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
         let draw = (*x >> 33) % 200;
-        (draw < 2 * u64::from(*percent)).then(|| {
-            if draw % 2 == 0 {
-                Fault::CommitThenStatus(502)
-            } else {
-                Fault::CommitThenDrop
-            }
+        (draw < 2 * u64::from(*percent)).then_some(if draw % 2 == 0 {
+            Fault::CommitThenStatus(502)
+        } else {
+            Fault::CommitThenDrop
         })
     }
 
@@ -1853,8 +1854,54 @@ async fn list_issues(
     headers: HeaderMap,
     req: Request,
 ) -> Handled {
+    list(&state, Some(&id), query.as_deref(), &headers, &req)
+}
+
+/// `GET /issues`: the issues of every project the user can see (`lib/api/issues.rb`,
+/// `get '/issues'`), with the project endpoint's filters; `scope` defaults to `created_by_me`.
+async fn list_all_issues(
+    State(state): State<Arc<GitLabState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    req: Request,
+) -> Handled {
+    list(&state, None, query.as_deref(), &headers, &req)
+}
+
+/// `GET /issues/:id`, by global id: `authenticated_as_admin!` first (`lib/api/issues.rb`), so
+/// 403 for anyone else; 404 for an id no issue has.
+async fn get_issue_by_id(
+    State(state): State<Arc<GitLabState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Handled {
     let user = state.authenticate(&headers)?;
-    let pairs = query_pairs(query.as_deref());
+    if !user.admin {
+        return Err(message(403, "403 Forbidden"));
+    }
+    let data = lock(&state.data);
+    let found = id.parse::<u64>().ok().and_then(|id| {
+        data.projects.iter().find_map(|p| {
+            p.issues
+                .values()
+                .find(|i| i.id == id)
+                .map(|i| (i.clone(), p.cfg.path_with_namespace.clone()))
+        })
+    });
+    let (issue, path) = found.ok_or_else(|| message(404, "404 Not found"))?;
+    Ok(json_response(200, &state.issue_json(&issue, &path, &data)))
+}
+
+/// Lists the issues of project `id`, or of every project the user can see when `None`.
+fn list(
+    state: &GitLabState,
+    id: Option<&str>,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    req: &Request,
+) -> Handled {
+    let user = state.authenticate(headers)?;
+    let pairs = query_pairs(query);
     let get = |name: &str| {
         pairs
             .iter()
@@ -1918,8 +1965,10 @@ async fn list_issues(
         ));
     }
     // `scope`: `created_by_me`/`assigned_to_me`/`all` (`IssuableFinder#by_scope`); none is all
-    // on the project endpoint.
-    let scope = get("scope").map(|s| s.replace('-', "_"));
+    // on the project endpoint, `created_by_me` on `/issues`.
+    let scope = get("scope")
+        .or_else(|| id.is_none().then(|| "created_by_me".to_owned()))
+        .map(|s| s.replace('-', "_"));
     if scope
         .as_deref()
         .is_some_and(|s| !matches!(s, "created_by_me" | "assigned_to_me" | "all"))
@@ -1953,32 +2002,40 @@ async fn list_issues(
         (None, Some(name)) => Some(data.user_named(&name, &user).unwrap_or(0)),
         (None, None) => None,
     };
-    let (pidx, _) = data.project_at(&id, &user)?;
-    let project = &data.projects[pidx];
-    let path = project.cfg.path_with_namespace.clone();
-    let mut found: Vec<FakeGitLabIssue> = project
-        .issues
-        .values()
-        .filter(|i| match wanted_state.as_str() {
+    let projects: Vec<usize> = match id {
+        Some(id) => vec![data.project_at(id, &user)?.0],
+        None => (0..data.projects.len())
+            .filter(|p| user.admin || data.projects[*p].level_of(user.id) > 0)
+            .collect(),
+    };
+    let mut found: Vec<(FakeGitLabIssue, String)> = projects
+        .iter()
+        .map(|p| &data.projects[*p])
+        .flat_map(|p| {
+            p.issues
+                .values()
+                .map(|i| (i.clone(), p.cfg.path_with_namespace.clone()))
+        })
+        .filter(|(i, _)| match wanted_state.as_str() {
             "opened" => i.state == RemoteState::Opened,
             "closed" => i.state == RemoteState::Closed,
             _ => true,
         })
-        .filter(|i| issue_type.as_ref().is_none_or(|t| &i.issue_type == t))
-        .filter(|i| iids.is_empty() || iids.contains(&i.iid))
-        .filter(|i| author.is_none_or(|a| i.author_id == a))
-        .filter(|i| match scope.as_deref() {
+        .filter(|(i, _)| issue_type.as_ref().is_none_or(|t| &i.issue_type == t))
+        .filter(|(i, _)| iids.is_empty() || iids.contains(&i.iid))
+        .filter(|(i, _)| author.is_none_or(|a| i.author_id == a))
+        .filter(|(i, _)| match scope.as_deref() {
             Some("created_by_me") => i.author_id == user.id,
             Some("assigned_to_me") => i.assignee_ids.contains(&user.id),
             _ => true,
         })
-        .filter(|i| match label_filter.as_deref() {
+        .filter(|(i, _)| match label_filter.as_deref() {
             None => true,
             Some([only]) if only.eq_ignore_ascii_case("none") => i.labels.is_empty(),
             Some([only]) if only.eq_ignore_ascii_case("any") => !i.labels.is_empty(),
             Some(all) => all.iter().all(|l| i.labels.contains(l)),
         })
-        .filter(|i| {
+        .filter(|(i, _)| {
             search.as_ref().is_none_or(|s| {
                 fts::issue_matches(&i.title, i.description.as_deref(), s, within.as_deref())
             })
@@ -1986,7 +2043,7 @@ async fn list_issues(
         // Inclusive bounds: `created_after`/`updated_after` are `>=`, `*_before` are `<=`
         // (`app/models/concerns/created_at_filterable.rb`, `updated_at_filterable.rb`, used by
         // `CreatedAtFilter`/`UpdatedAtFilter` in `app/finders/issuable_finder.rb`).
-        .filter(|i| {
+        .filter(|(i, _)| {
             bounds.iter().all(|(name, t)| match *name {
                 "created_after" => i.created_at >= *t,
                 "created_before" => i.created_at <= *t,
@@ -1994,9 +2051,8 @@ async fn list_issues(
                 _ => i.updated_at <= *t,
             })
         })
-        .cloned()
         .collect();
-    found.sort_by(|a, b| {
+    found.sort_by(|(a, _), (b, _)| {
         let ord = match order_by.as_str() {
             "updated_at" => a.updated_at.cmp(&b.updated_at),
             "title" => a.title.cmp(&b.title),
@@ -2012,7 +2068,7 @@ async fn list_issues(
     let end = (start + per_page as usize).min(found.len());
     let items: Vec<Value> = found[start..end]
         .iter()
-        .map(|i| state.issue_json(i, &path, data))
+        .map(|(i, path)| state.issue_json(i, path, data))
         .collect();
     let mut resp = json_response(200, &Value::Array(items));
     let next = (page < total_pages).then_some(page + 1);
@@ -3305,6 +3361,97 @@ mod tests {
         );
         assert!(body["moved_to_id"].is_u64(), "and points at the copy");
         assert_eq!(gitlab.issues(2).len(), 2, "the copy is in acme/archive");
+    }
+
+    /// A moved issue's copy is found by its global id: `GET /issues/:id` for administrators
+    /// only, `GET /issues` (every project the user sees, `created_by_me` unless asked) for all.
+    #[tokio::test]
+    async fn issues_across_projects() {
+        let mut cfg = wide_config();
+        cfg.tokens.push((
+            "glpat-admin".to_owned(),
+            FakeUser {
+                id: 4,
+                username: "root".to_owned(),
+                name: "Admin".to_owned(),
+                admin: true,
+            },
+        ));
+        let gitlab = FakeGitLab::start(cfg).await.unwrap();
+        let owner = FakeGitLabConfig::DEFAULT_TOKEN;
+        create(
+            &gitlab,
+            owner,
+            json!({ "title": "a", "created_at": "2025-02-15T09:00:00Z" }),
+        )
+        .await;
+        create(&gitlab, OTHER_TOKEN, json!({ "title": "by dev" })).await;
+        let copy_iid = gitlab.move_issue(1, 1, 2).unwrap();
+        let copy = gitlab.issue(2, copy_iid).unwrap();
+        let path = format!("api/v4/issues/{}", copy.id);
+        let (status, _) = call(&gitlab, Method::GET, &path, owner, None).await;
+        assert_eq!(status, 403, "administrators only");
+        let (status, body) = call(&gitlab, Method::GET, &path, "glpat-admin", None).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            (body["project_id"].as_u64(), body["iid"].as_u64()),
+            (Some(2), Some(copy_iid))
+        );
+        let (status, _) = call(
+            &gitlab,
+            Method::GET,
+            "api/v4/issues/99999",
+            "glpat-admin",
+            None,
+        )
+        .await;
+        assert_eq!(status, 404);
+
+        let (_, body) = call(&gitlab, Method::GET, "api/v4/issues", owner, None).await;
+        let ids: Vec<u64> = body
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["id"].as_u64())
+            .collect();
+        assert_eq!(
+            ids.len(),
+            2,
+            "created by me: the original and its copy: {body}"
+        );
+        assert!(ids.contains(&copy.id));
+        let (_, body) = call(
+            &gitlab,
+            Method::GET,
+            "api/v4/issues?scope=all&created_after=2025-02-15T08:59:00Z&created_before=2025-02-15T09:01:00Z",
+            owner,
+            None,
+        )
+        .await;
+        let found: Vec<(u64, u64)> = body
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| Some((i["project_id"].as_u64()?, i["iid"].as_u64()?)))
+            .collect();
+        assert_eq!(
+            found,
+            [(2, copy_iid), (1, 1)],
+            "newest first, across projects"
+        );
+        let (_, body) = call(
+            &gitlab,
+            Method::GET,
+            "api/v4/issues?scope=all",
+            GUEST_TOKEN,
+            None,
+        )
+        .await;
+        assert_eq!(
+            body.as_array().unwrap().len(),
+            2,
+            "a member of acme/ops only sees its issues: {body}"
+        );
     }
 
     /// A renamed project answers at its old path until another project takes the path.

@@ -13,9 +13,10 @@
 //! - `error`: [`StoreError`], and which of its kinds are worth retrying.
 //! - `lock`: the advisory lock file.
 //! - `migrate`: the schema migrations.
-//! - `sync`: the [`SyncStore`] impl, the inherent mapping and meta accessors, and their helpers.
+//! - `sync`: the [`SyncStore`] impl, the inherent mapping and meta accessors, `retry` and
+//!   `forget` of a failing issue ([`FailureChange`]), and their helpers.
 //! - `status`: the read-only views `status` shows: [`RuleStatus`], [`RunRecord`],
-//!   [`FailureEntry`].
+//!   [`FailureEntry`]; and the keys of objects gone from GitLab.
 //! - `codec`: decoding stored values, the timestamp format, and the `ToSql` impls.
 //! - `tests`: the unit tests.
 //!
@@ -48,6 +49,7 @@ use lock::lock;
 
 pub use error::StoreError;
 pub use status::{FailureEntry, RuleStatus, RunRecord};
+pub use sync::FailureChange;
 
 /// How long a statement waits for another connection's lock before failing with `SQLITE_BUSY`.
 /// Long enough to ride out a `status` reader or a WAL checkpoint, short enough that a genuinely

@@ -10,9 +10,18 @@ use super::error::query;
 use super::{Store, StoreError};
 use crate::domain::{JiraKey, RunCounts, RunMode, RunOutcome};
 
-/// One failed issue as [`Store::failure_list`] lists it: the Jira key, the attempts so far, the
-/// last error, and when it last failed.
-pub type FailureEntry = (JiraKey, u32, String, DateTime<Utc>);
+/// One failed issue as [`Store::failure_list`] lists it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FailureEntry {
+    pub jira_key: JiraKey,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    pub last_error: String,
+    pub last_failed_at: DateTime<Utc>,
+    /// When a cycle retries it next (the backoff).
+    pub next_attempt_at: DateTime<Utc>,
+}
 
 /// One rule as `status` shows it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -20,13 +29,15 @@ pub struct RuleStatus {
     pub rule: String,
     /// Where the next search starts; `None` before the rule's first commit.
     pub cursor: Option<DateTime<Utc>>,
-    /// Issues with a mapping (`open + closed`).
+    /// Issues with a mapping (`open + closed + gone`).
     pub mapped: u64,
     /// Mappings whose GitLab object we last left opened.
     pub open: u64,
     /// Mappings whose GitLab object we last left closed.
     pub closed: u64,
-    /// Issues waiting in the failures table for a retry.
+    /// Mappings whose GitLab object a person deleted: never written again.
+    pub gone: u64,
+    /// Issues waiting in the failures table for a retry (forgotten ones aside).
     pub failed: u64,
     /// Creates started but never confirmed: each is looked up in GitLab before a new attempt.
     pub pending_intents: u64,
@@ -43,6 +54,7 @@ impl RuleStatus {
             mapped: 0,
             open: 0,
             closed: 0,
+            gone: 0,
             failed: 0,
             pending_intents: 0,
             last_run: None,
@@ -74,8 +86,31 @@ impl Store {
         self.with_conn(read_rule_status).await
     }
 
-    /// The rule's failed issues, oldest first: key, attempts, last error and when it last failed.
-    /// Unlike [`SyncStore::failures`] it does not decode the snapshots, so one bad snapshot does
+    /// The keys of the rule's mappings whose GitLab object a person deleted, sorted.
+    ///
+    /// # Errors
+    /// [`StoreError::Query`] if SQLite fails; [`StoreError::Corrupt`] if a key is not readable.
+    pub async fn gone_list(&self, rule: &str) -> Result<Vec<JiraKey>, StoreError> {
+        let rule = rule.to_owned();
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT jira_key FROM mappings WHERE rule = ?1 AND gone_at IS NOT NULL
+                     ORDER BY jira_key",
+                )
+                .map_err(query("listing objects gone from GitLab"))?;
+            let keys = stmt
+                .query_map([&rule], |row| row.get::<_, String>(0))
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(query("listing objects gone from GitLab"))?;
+            let cell = Cell::new("mappings", "jira_key", &rule);
+            keys.into_iter().map(|k| cell.jira_key(k)).collect()
+        })
+        .await
+    }
+
+    /// The rule's failed issues that are not forgotten, oldest first: key, attempts, last error,
+    /// when it last failed and when it is retried next. Unlike [`SyncStore::failures`] it does not decode the snapshots, so one bad snapshot does
     /// not hide the list.
     ///
     /// # Errors
@@ -93,8 +128,9 @@ impl Store {
 fn read_failure_list(conn: &mut Connection, rule: &str) -> Result<Vec<FailureEntry>, StoreError> {
     let mut stmt = conn
         .prepare(
-            "SELECT jira_key, attempts, last_error, last_failed_at
-             FROM failures WHERE rule = ?1
+            "SELECT jira_key, attempts, last_error, last_failed_at,
+                    coalesce(next_attempt_at, last_failed_at)
+             FROM failures WHERE rule = ?1 AND forgotten_at IS NULL
              ORDER BY first_failed_at, jira_key",
         )
         .map_err(query("listing failures"))?;
@@ -105,18 +141,23 @@ fn read_failure_list(conn: &mut Connection, rule: &str) -> Result<Vec<FailureEnt
                 row.get::<_, i64>(1)?,
                 row.get::<_, String>(2)?,
                 row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
             ))
         })
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(query("listing failures"))?;
     rows.into_iter()
-        .map(|(key, attempts, last_error, last_failed_at)| {
+        .map(|(key, attempts, last_error, last_failed_at, next)| {
             let cell = Cell::new("failures", "jira_key", rule);
             let jira_key = cell.jira_key(key)?;
             let cell = cell.key(&jira_key);
-            let attempts = cell.column("attempts").count(attempts)?;
-            let at = cell.column("last_failed_at").timestamp(last_failed_at)?;
-            Ok((jira_key, attempts, last_error, at))
+            Ok(FailureEntry {
+                attempts: cell.column("attempts").count(attempts)?,
+                last_error,
+                last_failed_at: cell.column("last_failed_at").timestamp(last_failed_at)?,
+                next_attempt_at: cell.column("next_attempt_at").timestamp(next)?,
+                jira_key,
+            })
         })
         .collect()
 }
@@ -133,9 +174,14 @@ fn read_rule_status(conn: &mut Connection) -> Result<Vec<RuleStatus>, StoreError
                      UNION SELECT rule FROM runs)
                  SELECT r.rule,
                         (SELECT cursor FROM rule_state s WHERE s.rule = r.rule),
-                        (SELECT count(*) FROM mappings m WHERE m.rule = r.rule AND m.state = 'opened'),
-                        (SELECT count(*) FROM mappings m WHERE m.rule = r.rule AND m.state = 'closed'),
-                        (SELECT count(*) FROM failures f WHERE f.rule = r.rule),
+                        (SELECT count(*) FROM mappings m
+                         WHERE m.rule = r.rule AND m.state = 'opened' AND m.gone_at IS NULL),
+                        (SELECT count(*) FROM mappings m
+                         WHERE m.rule = r.rule AND m.state = 'closed' AND m.gone_at IS NULL),
+                        (SELECT count(*) FROM mappings m
+                         WHERE m.rule = r.rule AND m.gone_at IS NOT NULL),
+                        (SELECT count(*) FROM failures f
+                         WHERE f.rule = r.rule AND f.forgotten_at IS NULL),
                         (SELECT count(*) FROM intents i WHERE i.rule = r.rule),
                         (SELECT max(id) FROM runs u WHERE u.rule = r.rule)
                  FROM rules r ORDER BY r.rule",
@@ -145,38 +191,40 @@ fn read_rule_status(conn: &mut Connection) -> Result<Vec<RuleStatus>, StoreError
             Ok((
                 row.get::<_, String>(0)?,
                 row.get::<_, Option<String>>(1)?,
-                row.get::<_, i64>(2)?,
-                row.get::<_, i64>(3)?,
-                row.get::<_, i64>(4)?,
-                row.get::<_, i64>(5)?,
-                row.get::<_, Option<i64>>(6)?,
+                [
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, i64>(4)?,
+                    row.get::<_, i64>(5)?,
+                    row.get::<_, i64>(6)?,
+                ],
+                row.get::<_, Option<i64>>(7)?,
             ))
         })
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(query("reading the status"))?
     };
     rows.into_iter()
-        .map(
-            |(rule, cursor, open, closed, failed, pending_intents, last_run)| {
-                // `count(*)` is never negative.
-                let [open, closed, failed, pending_intents] =
-                    [open, closed, failed, pending_intents].map(|n| u64::try_from(n).unwrap_or(0));
-                let cursor = cursor
-                    .map(|t| Cell::new("rule_state", "cursor", &rule).timestamp(t))
-                    .transpose()?;
-                let last_run = last_run.map(|id| read_run(&tx, id)).transpose()?;
-                Ok(RuleStatus {
-                    rule,
-                    cursor,
-                    mapped: open + closed,
-                    open,
-                    closed,
-                    failed,
-                    pending_intents,
-                    last_run,
-                })
-            },
-        )
+        .map(|(rule, cursor, counts, last_run)| {
+            // `count(*)` is never negative.
+            let [open, closed, gone, failed, pending_intents] =
+                counts.map(|n| u64::try_from(n).unwrap_or(0));
+            let cursor = cursor
+                .map(|t| Cell::new("rule_state", "cursor", &rule).timestamp(t))
+                .transpose()?;
+            let last_run = last_run.map(|id| read_run(&tx, id)).transpose()?;
+            Ok(RuleStatus {
+                rule,
+                cursor,
+                mapped: open + closed + gone,
+                open,
+                closed,
+                gone,
+                failed,
+                pending_intents,
+                last_run,
+            })
+        })
         .collect()
 }
 

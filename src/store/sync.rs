@@ -11,8 +11,8 @@ use super::codec::{Cell, Int, format_timestamp};
 use super::error::query;
 use super::{Store, StoreError};
 use crate::domain::{
-    Commit, Failure, Intent, IssueSnapshot, JiraId, JiraKey, Mapping, RemoteState, RunCounts,
-    RunMode, RunOutcome, Target,
+    Commit, Failure, Intent, IssueSnapshot, JiraId, JiraKey, Mapping, MovedTo, RemoteState,
+    RunCounts, RunMode, RunOutcome, Target,
 };
 use crate::engine::ports::{Place, ResolvedProject, SyncStore};
 
@@ -122,6 +122,115 @@ impl Store {
         })
         .await
     }
+}
+
+/// What [`Store::retry_failure`] and [`Store::forget_failure`] did with a Jira key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailureChange {
+    /// The failure of the key under this rule was made due now, or dropped.
+    Done { rule: String },
+    /// No rule (or not the rule named) has a failure of the key.
+    Unknown,
+    /// The key fails under several rules and none was named: these.
+    Ambiguous { rules: Vec<String> },
+}
+
+impl Store {
+    /// The rules under which `key` is failing, sorted.
+    ///
+    /// # Errors
+    /// [`StoreError::Query`] if SQLite fails.
+    pub async fn failing_rules(&self, key: &JiraKey) -> Result<Vec<String>, StoreError> {
+        let key = key.clone();
+        self.with_conn(move |conn| failing_rules(conn, &key)).await
+    }
+
+    /// Makes the failure of `key` (under `rule`, or under the one rule it fails under) due at
+    /// the next cycle. Its attempts are kept, so another failure waits as long as the backoff
+    /// says.
+    ///
+    /// # Errors
+    /// [`StoreError::Query`] if SQLite fails (for example, on a read-only store).
+    pub async fn retry_failure(
+        &self,
+        key: &JiraKey,
+        rule: Option<&str>,
+    ) -> Result<FailureChange, StoreError> {
+        let now = format_timestamp(Utc::now());
+        self.change_failure(key, rule, move |tx, rule, key| {
+            tx.execute(
+                "UPDATE failures SET next_attempt_at = ?3 WHERE rule = ?1 AND jira_key = ?2",
+                params![rule, key, now],
+            )
+        })
+        .await
+    }
+
+    /// Drops the failure of `key` (under `rule`, or under the one rule it fails under): it is no
+    /// longer listed or retried, not even when a search reads the same change again; a newer
+    /// change in Jira is replicated as any other.
+    ///
+    /// # Errors
+    /// [`StoreError::Query`] if SQLite fails (for example, on a read-only store).
+    pub async fn forget_failure(
+        &self,
+        key: &JiraKey,
+        rule: Option<&str>,
+    ) -> Result<FailureChange, StoreError> {
+        let now = format_timestamp(Utc::now());
+        self.change_failure(key, rule, move |tx, rule, key| {
+            tx.execute(
+                "UPDATE failures SET forgotten_at = ?3 WHERE rule = ?1 AND jira_key = ?2",
+                params![rule, key, now],
+            )
+        })
+        .await
+    }
+
+    /// Applies `change` to the one failure of `key` that `rule` picks, in one transaction.
+    async fn change_failure<F>(
+        &self,
+        key: &JiraKey,
+        rule: Option<&str>,
+        change: F,
+    ) -> Result<FailureChange, StoreError>
+    where
+        F: FnOnce(&rusqlite::Transaction<'_>, &str, &JiraKey) -> rusqlite::Result<usize>
+            + Send
+            + 'static,
+    {
+        let key = key.clone();
+        let rule = rule.map(str::to_owned);
+        self.with_conn(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(query("changing a failure"))?;
+            let mut rules = failing_rules(&tx, &key)?;
+            if let Some(wanted) = &rule {
+                rules.retain(|r| r == wanted);
+            }
+            let picked = match rules.as_slice() {
+                [] => return Ok(FailureChange::Unknown),
+                [one] => one.clone(),
+                _ => return Ok(FailureChange::Ambiguous { rules }),
+            };
+            change(&tx, &picked, &key).map_err(query("changing a failure"))?;
+            tx.commit().map_err(query("changing a failure"))?;
+            Ok(FailureChange::Done { rule: picked })
+        })
+        .await
+    }
+}
+
+fn failing_rules(conn: &Connection, key: &JiraKey) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT rule FROM failures WHERE jira_key = ?1 AND forgotten_at IS NULL ORDER BY rule",
+        )
+        .map_err(query("finding a failing key"))?;
+    stmt.query_map([key], |row| row.get(0))
+        .and_then(Iterator::collect::<Result<Vec<String>, _>>)
+        .map_err(query("finding a failing key"))
 }
 
 impl SyncStore for Store {
@@ -344,7 +453,8 @@ impl SyncStore for Store {
         cursor: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
         let rule = rule.to_owned();
-        let now = format_timestamp(Utc::now());
+        let at = Utc::now();
+        let now = format_timestamp(at);
         // Encode before taking the connection: a failure here needs no transaction.
         let change = match commit {
             Commit::Replicated(mapping) => Change::Replicated(mapping),
@@ -393,17 +503,41 @@ impl SyncStore for Store {
                     json,
                     error,
                 } => {
+                    // A forgotten failure failing again (Jira changed it) starts afresh.
+                    let before: Option<i64> = tx
+                        .query_row(
+                            "SELECT attempts FROM failures
+                             WHERE rule = ?1 AND jira_key = ?2 AND forgotten_at IS NULL",
+                            params![rule, key],
+                            |row| row.get(0),
+                        )
+                        .optional()
+                        .map_err(query("recording a failure"))?;
+                    let attempts = before.map_or(1, |n| n.saturating_add(1));
+                    let wait = Failure::backoff(u32::try_from(attempts).unwrap_or(u32::MAX));
                     tx.execute(
                         "INSERT INTO failures (rule, jira_key, jira_id, snapshot, attempts,
-                                               last_error, first_failed_at, last_failed_at)
-                         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?6)
+                                               last_error, first_failed_at, last_failed_at,
+                                               next_attempt_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
                          ON CONFLICT (rule, jira_key) DO UPDATE SET
                             jira_id = excluded.jira_id,
                             snapshot = excluded.snapshot,
-                            attempts = failures.attempts + 1,
+                            attempts = excluded.attempts,
                             last_error = excluded.last_error,
-                            last_failed_at = excluded.last_failed_at",
-                        params![rule, key, id.as_ref().map(JiraId::as_str), json, error, now],
+                            last_failed_at = excluded.last_failed_at,
+                            next_attempt_at = excluded.next_attempt_at,
+                            forgotten_at = NULL",
+                        params![
+                            rule,
+                            key,
+                            id.as_ref().map(JiraId::as_str),
+                            json,
+                            attempts,
+                            error,
+                            now,
+                            format_timestamp(at + wait)
+                        ],
                     )
                     .map_err(query("recording a failure"))?;
                 }
@@ -429,7 +563,9 @@ impl SyncStore for Store {
         self.with_conn(move |conn| {
             let mut stmt = conn
                 .prepare(
-                    "SELECT jira_key, snapshot, attempts, last_error, last_failed_at
+                    "SELECT jira_key, snapshot, attempts, last_error, last_failed_at,
+                            CASE WHEN forgotten_at IS NULL
+                                 THEN coalesce(next_attempt_at, last_failed_at) END
                      FROM failures WHERE rule = ?1
                      ORDER BY first_failed_at, jira_key",
                 )
@@ -442,12 +578,13 @@ impl SyncStore for Store {
                         row.get::<_, i64>(2)?,
                         row.get::<_, String>(3)?,
                         row.get::<_, String>(4)?,
+                        row.get::<_, Option<String>>(5)?,
                     ))
                 })
                 .and_then(Iterator::collect::<Result<Vec<_>, _>>)
                 .map_err(query("listing failures"))?;
             rows.into_iter()
-                .map(|(key, json, attempts, last_error, last_failed_at)| {
+                .map(|(key, json, attempts, last_error, last_failed_at, next)| {
                     let cell = Cell::new("failures", "jira_key", &rule);
                     let jira_key = cell.jira_key(key)?;
                     let cell = cell.key(&jira_key);
@@ -461,6 +598,9 @@ impl SyncStore for Store {
                         attempts: cell.column("attempts").count(attempts)?,
                         last_error,
                         last_failed_at: cell.column("last_failed_at").timestamp(last_failed_at)?,
+                        next_attempt_at: next
+                            .map(|t| cell.column("next_attempt_at").timestamp(t))
+                            .transpose()?,
                     })
                 })
                 .collect()
@@ -589,18 +729,22 @@ fn record_mapping(
         now,
         m.content_hash,
         row,
+        m.gone_at.map(format_timestamp),
+        m.moved_to.map(|to| Int(to.project_id)),
+        m.moved_to.map(|to| Int(to.iid)),
     ];
     let sql = if row.is_some() {
         "UPDATE mappings SET rule = ?1, jira_key = ?2, jira_id = coalesce(?3, jira_id),
                 target = ?4, project = ?5, project_id = coalesce(?6, project_id), iid = ?7,
                 web_url = ?8, state = ?9, jira_updated = ?10, created_at = ?11,
-                closed_at = ?12, replicated_at = ?13, content_hash = ?14
+                closed_at = ?12, replicated_at = ?13, content_hash = ?14, gone_at = ?16,
+                moved_project_id = ?17, moved_iid = ?18
          WHERE id = ?15"
     } else {
         "INSERT INTO mappings (rule, jira_key, jira_id, target, project, project_id, iid,
                                web_url, state, jira_updated, created_at, closed_at,
-                               replicated_at, content_hash)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14
+                               replicated_at, content_hash, gone_at, moved_project_id, moved_iid)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?16, ?17, ?18
          WHERE ?15 IS NULL"
     };
     tx.execute(sql, values)
@@ -631,7 +775,7 @@ fn move_cursor(
 
 /// The columns [`RawMapping::from_row`] reads, in its order.
 const MAPPING_COLUMNS: &str = "rule, jira_key, target, project, iid, web_url, state, jira_updated, \
-     created_at, closed_at, content_hash, jira_id, project_id";
+     created_at, closed_at, content_hash, jira_id, project_id, gone_at, moved_project_id, moved_iid";
 
 /// A `mappings` row as SQLite returned it, before any of it is trusted.
 struct RawMapping {
@@ -648,6 +792,9 @@ struct RawMapping {
     content_hash: Option<String>,
     jira_id: Option<String>,
     project_id: Option<i64>,
+    gone_at: Option<String>,
+    moved_project_id: Option<i64>,
+    moved_iid: Option<i64>,
 }
 
 impl RawMapping {
@@ -666,6 +813,9 @@ impl RawMapping {
             content_hash: row.get(10)?,
             jira_id: row.get(11)?,
             project_id: row.get(12)?,
+            gone_at: row.get(13)?,
+            moved_project_id: row.get(14)?,
+            moved_iid: row.get(15)?,
         })
     }
 
@@ -683,12 +833,31 @@ impl RawMapping {
             .jira_id
             .map(|id| JiraId::parse(&id).map_err(|bad| cell.column("jira_id").corrupt(&bad)))
             .transpose()?;
-        let project_id = self
-            .project_id
-            .map(|id| {
-                u64::try_from(id).map_err(|_| cell.column("project_id").corrupt(&id.to_string()))
-            })
-            .transpose()?;
+        let id_in = |column: &'static str, value: Option<i64>| {
+            value
+                .map(|id| {
+                    u64::try_from(id).map_err(|_| cell.column(column).corrupt(&id.to_string()))
+                })
+                .transpose()
+        };
+        let project_id = id_in("project_id", self.project_id)?;
+        let moved_to = match (
+            id_in("moved_project_id", self.moved_project_id)?,
+            id_in("moved_iid", self.moved_iid)?,
+        ) {
+            (Some(project_id), Some(iid)) => Some(MovedTo { project_id, iid }),
+            (None, None) => None,
+            (Some(p), None) => {
+                return Err(cell
+                    .column("moved_iid")
+                    .corrupt(&format!("NULL (moved to project {p})")));
+            }
+            (None, Some(i)) => {
+                return Err(cell
+                    .column("moved_project_id")
+                    .corrupt(&format!("NULL (moved to iid {i})")));
+            }
+        };
         Ok(Mapping {
             jira_key,
             jira_id,
@@ -705,6 +874,11 @@ impl RawMapping {
                 .map(|t| cell.column("closed_at").timestamp(t))
                 .transpose()?,
             content_hash: self.content_hash,
+            moved_to,
+            gone_at: self
+                .gone_at
+                .map(|t| cell.column("gone_at").timestamp(t))
+                .transpose()?,
             rule: self.rule,
         })
     }

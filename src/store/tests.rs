@@ -12,8 +12,8 @@ use tempfile::TempDir;
 use super::codec::{Int, format_timestamp, parse_timestamp};
 use crate::config::Destination;
 use crate::domain::{
-    Commit, IssueSnapshot, JiraId, JiraKey, Mapping, RemoteState, RunCounts, RunMode, RunOutcome,
-    Target,
+    Commit, IssueSnapshot, JiraId, JiraKey, Mapping, MovedTo, RemoteState, RunCounts, RunMode,
+    RunOutcome, Target,
 };
 use crate::engine::ports::{Place, PortError, SyncStore};
 
@@ -78,6 +78,8 @@ fn mapping(k: &str, state: RemoteState) -> Mapping {
         created_at: at("2024-05-01T10:00:00Z"),
         closed_at: (state == RemoteState::Closed).then(|| at("2024-05-01T12:00:00Z")),
         content_hash: Some("00ff00ff00ff00ff".to_owned()),
+        moved_to: None,
+        gone_at: None,
     }
 }
 
@@ -504,11 +506,169 @@ async fn failed_commit_keeps_the_snapshot_and_counts_attempts() {
         1,
         "the intent is untouched"
     );
+    let next = f.next_attempt_at.expect("not forgotten");
+    assert_eq!(
+        next - f.last_failed_at,
+        chrono::Duration::minutes(2),
+        "the second failure waits twice the first's minute"
+    );
     let listed = store.failure_list(RULE).await.unwrap();
     assert_eq!(
         listed,
-        vec![(k, 2, "second".to_owned(), f.last_failed_at)],
+        vec![FailureEntry {
+            jira_key: k,
+            attempts: 2,
+            last_error: "second".to_owned(),
+            last_failed_at: f.last_failed_at,
+            next_attempt_at: next,
+        }],
         "failure_list agrees with failures"
+    );
+}
+
+/// A failure from before the backoff was kept (no `next_attempt_at`) is due at once.
+#[tokio::test]
+async fn a_failure_without_a_next_attempt_is_due() {
+    let (_dir, _path, store) = temp_store();
+    let failed = Commit::Failed {
+        snapshot: snapshot("OPS-1", "2024-05-01T11:00:00Z"),
+        error: "old".to_owned(),
+    };
+    store.commit(RULE, failed, None).await.unwrap();
+    raw(&store)
+        .execute("UPDATE failures SET next_attempt_at = NULL", [])
+        .unwrap();
+    let f = &store.failures(RULE).await.unwrap()[0];
+    assert_eq!(f.next_attempt_at, Some(f.last_failed_at));
+    assert!(f.is_due(Utc::now()));
+}
+
+/// `retry` makes a failure due now and keeps its attempts; `forget` drops it; a key failing
+/// under several rules needs the rule; an unknown key changes nothing.
+#[tokio::test]
+async fn retry_and_forget_pick_one_failure() {
+    let (_dir, _path, store) = temp_store();
+    for rule in [RULE, "vsa"] {
+        let failed = Commit::Failed {
+            snapshot: snapshot("OPS-1", "2024-05-01T11:00:00Z"),
+            error: "boom".to_owned(),
+        };
+        store.commit(rule, failed, None).await.unwrap();
+    }
+    let k = key("OPS-1");
+    assert_eq!(store.failing_rules(&k).await.unwrap(), [RULE, "vsa"]);
+    assert_eq!(
+        store.retry_failure(&k, None).await.unwrap(),
+        FailureChange::Ambiguous {
+            rules: vec![RULE.to_owned(), "vsa".to_owned()]
+        }
+    );
+    assert_eq!(
+        store.retry_failure(&key("OPS-2"), None).await.unwrap(),
+        FailureChange::Unknown
+    );
+    assert_eq!(
+        store.forget_failure(&k, Some("other")).await.unwrap(),
+        FailureChange::Unknown
+    );
+    let before = Utc::now();
+    assert_eq!(
+        store.retry_failure(&k, Some(RULE)).await.unwrap(),
+        FailureChange::Done {
+            rule: RULE.to_owned()
+        }
+    );
+    let f = &store.failures(RULE).await.unwrap()[0];
+    let next = f.next_attempt_at.expect("not forgotten");
+    assert!(f.is_due(Utc::now()) && next >= before - chrono::Duration::milliseconds(1));
+    assert_eq!(f.attempts, 1, "attempts are kept");
+    assert!(!store.failures("vsa").await.unwrap()[0].is_due(Utc::now()));
+    assert_eq!(
+        store.forget_failure(&k, Some("vsa")).await.unwrap(),
+        FailureChange::Done {
+            rule: "vsa".to_owned()
+        }
+    );
+    let forgotten = &store.failures("vsa").await.unwrap()[0];
+    assert_eq!(
+        (forgotten.next_attempt_at, forgotten.is_due(Utc::now())),
+        (None, false),
+        "kept only to hold the same change back"
+    );
+    assert!(
+        store.failure_list("vsa").await.unwrap().is_empty(),
+        "not listed"
+    );
+    assert_eq!(
+        store.forget_failure(&k, None).await.unwrap(),
+        FailureChange::Done {
+            rule: RULE.to_owned()
+        },
+        "one rule left: no need to name it"
+    );
+    assert!(store.failing_rules(&k).await.unwrap().is_empty());
+    assert_eq!(
+        store.retry_failure(&k, None).await.unwrap(),
+        FailureChange::Unknown,
+        "a forgotten failure is not failing"
+    );
+    let again = Commit::Failed {
+        snapshot: snapshot("OPS-1", "2024-05-01T12:00:00Z"),
+        error: "again".to_owned(),
+    };
+    store.commit("vsa", again, None).await.unwrap();
+    let f = &store.failures("vsa").await.unwrap()[0];
+    assert_eq!(f.attempts, 1, "a newer change failing starts afresh");
+    assert!(f.next_attempt_at.is_some());
+    assert_eq!(store.failing_rules(&k).await.unwrap(), ["vsa"]);
+}
+
+/// Where a moved object lives and when it was found gone are kept with its mapping.
+#[tokio::test]
+async fn moved_and_gone_round_trip() {
+    let (_dir, _path, store) = temp_store();
+    let moved = Mapping {
+        moved_to: Some(MovedTo {
+            project_id: 9,
+            iid: 3,
+        }),
+        ..mapping("OPS-1", RemoteState::Opened)
+    };
+    let gone = Mapping {
+        gone_at: Some(at("2024-05-02T00:00:00Z")),
+        ..mapping("OPS-2", RemoteState::Closed)
+    };
+    for m in [&moved, &gone] {
+        store
+            .commit(RULE, Commit::Replicated(m.clone()), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.mapping(RULE, &key("OPS-1")).await.unwrap(),
+        Some(moved)
+    );
+    assert_eq!(
+        store.mapping(RULE, &key("OPS-2")).await.unwrap(),
+        Some(gone)
+    );
+    assert_eq!(store.gone_list(RULE).await.unwrap(), [key("OPS-2")]);
+    raw(&store)
+        .execute(
+            "UPDATE mappings SET moved_iid = NULL WHERE jira_key = 'OPS-1'",
+            [],
+        )
+        .unwrap();
+    let err = store.mapping(RULE, &key("OPS-1")).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Corrupt {
+                column: "moved_iid",
+                ..
+            }
+        ),
+        "{err:?}"
     );
 }
 
@@ -648,6 +808,14 @@ async fn rule_status_counts_every_rule() {
         )
         .await
         .unwrap();
+    let gone = Mapping {
+        gone_at: Some(at("2024-05-02T00:00:00Z")),
+        ..mapping("OPS-6", RemoteState::Opened)
+    };
+    store
+        .commit(RULE, Commit::Replicated(gone), None)
+        .await
+        .unwrap();
     let only_run = store.start_run("quiet", RunMode::Once).await.unwrap();
     store
         .begin_intent("pending", &place(), None, &key("DEV-1"))
@@ -669,11 +837,12 @@ async fn rule_status_counts_every_rule() {
             ops.mapped,
             ops.open,
             ops.closed,
+            ops.gone,
             ops.failed,
             ops.pending_intents
         ),
-        (3, 1, 2, 1, 1),
-        "mappings by state, failures and intents are counted"
+        (4, 1, 2, 1, 1, 1),
+        "mappings by state (gone apart), failures and intents are counted"
     );
     let last = ops.last_run.as_ref().expect("the rule has runs");
     assert_eq!(last.id, run, "the newest run is shown");
