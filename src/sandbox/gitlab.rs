@@ -835,12 +835,10 @@ impl GitLabState {
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
         let draw = (*x >> 33) % 200;
-        (draw < 2 * u64::from(*percent)).then(|| {
-            if draw % 2 == 0 {
-                Fault::CommitThenStatus(502)
-            } else {
-                Fault::CommitThenDrop
-            }
+        (draw < 2 * u64::from(*percent)).then_some(if draw % 2 == 0 {
+            Fault::CommitThenStatus(502)
+        } else {
+            Fault::CommitThenDrop
         })
     }
 
