@@ -242,7 +242,8 @@ pub enum PageCursor {
 pub struct SearchPage {
     pub issues: Vec<IssueSnapshot>,
     pub undecodable: Vec<UndecodableIssue>,
-    /// The next page, or `None` when this was the last one.
+    /// The next page, or `None` when Jira said this was the last one (Cloud `isLast: true`,
+    /// Data Center `startAt + issues == total`). An empty page may still have a next one.
     pub next: Option<PageCursor>,
     /// The number of matches, where the server says (Data Center only).
     pub total: Option<u64>,

@@ -13,6 +13,8 @@ mod cli;
 /// One GitLab object per Jira issue whatever moves: keys, rules, project paths, lost stores;
 /// and Jira text that cannot act on GitLab.
 mod identity;
+/// Nothing lost on the Jira side: complete walks, Jira's clock, exact resolutions, issues followed.
+mod jira_side;
 /// Walking Jira's result pages on Cloud and Data Center.
 mod paging;
 /// Cycles of the sync: what gets created, closed and reopened, and with which times.

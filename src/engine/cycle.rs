@@ -160,8 +160,8 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 return Ok(false);
             }
             let page = walk
-                .next(&self.jira, |bound| {
-                    jql::changed_since(&rule.jql, bound, zone)
+                .next(&self.jira, |lower, upper| {
+                    jql::changed_since(&rule.jql, lower, upper, zone)
                 })
                 .await;
             run.report.jira_requests = walk.requests;

@@ -51,27 +51,35 @@ pub(super) fn decode_page(
 ) -> Result<SearchPage, DecodeError> {
     let env: Envelope = response.json()?;
     let count = env.issues.len() as u64;
+    let unsigned = |what: &str| DecodeError {
+        reason: format!(
+            "the search answer carries no last-page signal ({what}): it is not taken as the end of \
+             the search"
+        ),
+        body_excerpt: response.excerpt(200),
+    };
+    // The walk ends only where Jira says the search ends; an answer without Jira's own signal
+    // (a login page, a proxy's stand-in) is not taken for it.
     let next = match deployment {
+        // `SearchAndReconcileResults` in Atlassian's OpenAPI (`swagger-v3.v3.json`): `isLast`
+        // "indicates whether this is the last page", and `nextPageToken` is the "continuation
+        // token to fetch the next page". An empty page with `isLast: false` is not the end.
         Deployment::Cloud => match (env.is_last, env.next_page_token) {
-            (Some(true), _) | (_, None) => None,
-            (_, Some(t)) if count == 0 => {
-                // A token with an empty page would loop forever; treat it as the end.
-                tracing::warn!(
-                    token_len = t.len(),
-                    "Jira returned an empty page with a next token"
-                );
-                None
-            }
+            (Some(true), _) => None,
             (_, Some(t)) => Some(PageCursor::Token(t)),
+            (Some(false), None) => return Err(unsigned("`isLast: false` without `nextPageToken`")),
+            (None, None) => return Err(unsigned("no `isLast`")),
         },
+        // Data Center's `SearchResults`: `startAt`, `maxResults`, `total`. Read back where the
+        // server actually started and how many it gave: it caps page sizes silently. The last
+        // page is the one that reaches `total`; an empty page below it asks the same offset again.
         Deployment::DataCenter => {
-            // Read back where the server actually started and how many it gave: it caps page
-            // sizes silently.
             let start = env.start_at.unwrap_or(requested_start);
             let end = start + count;
             match env.total {
-                Some(total) if end < total && count > 0 => Some(PageCursor::Offset(end)),
-                _ => None,
+                Some(total) if end >= total => None,
+                Some(_) => Some(PageCursor::Offset(end)),
+                None => return Err(unsigned("no `total`")),
             }
         }
     };

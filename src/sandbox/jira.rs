@@ -223,7 +223,28 @@ pub enum Fault {
     Status { status: u16, body: String },
     /// Wait, then process normally.
     Delay(Duration),
+    /// `302 Found` to `location`, as a proxy or a moved site answers (RFC 9110 §15.4.3).
+    Redirect { location: String },
+    /// A search answered with no issues but not as the last page, pointing at the same place
+    /// again (Cloud: `isLast: false` with a `nextPageToken`; Data Center: `startAt` below
+    /// `total`). What a lagging search index can answer: Atlassian's OpenAPI
+    /// (`swagger-v3.v3.json`, `/rest/api/3/search/jql`) warns that "recent updates might not be
+    /// immediately visible", and only `isLast` says "whether this is the last page".
+    EmptyPage,
+    /// A Cloud search page whose `nextPageToken` is the token the request carried (Jira paging
+    /// in a circle), or a fresh one on the first page.
+    RepeatToken,
+    /// The search is answered normally, then `key` is edited at `at` (`updated = at`): a person
+    /// editing while the sync pages. On Data Center the offsets then shift ("the data position
+    /// shifts … the data will shift forward or backward on the pages", Atlassian KB
+    /// "Inconsistent paginated API search result while using JQL",
+    /// support.atlassian.com/jira/kb/inconsistent-paginated-api-search-result-while-using-jql).
+    EditAfter { key: String, at: DateTime<Utc> },
 }
+
+/// A fault that shapes a search answer rather than replacing it.
+#[derive(Clone, Debug)]
+struct PageFault(Fault);
 
 /// A running fake Jira. Clones share the server; it stops with [`FakeJira::shutdown`] or when
 /// the last clone is dropped.
@@ -438,7 +459,7 @@ fn router(state: Arc<JiraState>) -> Router {
 
 /// Logs the request, adds latency, applies a queued fault, checks credentials.
 async fn front(State(state): State<Arc<JiraState>>, req: Request, next: Next) -> Response {
-    let (req, body) = read_body(req).await;
+    let (mut req, body) = read_body(req).await;
     let index = state
         .recorder
         .start(req.method(), req.uri(), req.headers(), body);
@@ -448,8 +469,20 @@ async fn front(State(state): State<Arc<JiraState>>, req: Request, next: Next) ->
     let response = match state.take_fault(req.uri().path()) {
         Some(Fault::RateLimited { retry_after_secs }) => Some(rate_limited(retry_after_secs)),
         Some(Fault::Status { status, body }) => Some(raw_response(status, &body)),
+        Some(Fault::Redirect { location }) => {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = axum::http::StatusCode::FOUND;
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            Some(r)
+        }
         Some(Fault::Delay(d)) => {
             tokio::time::sleep(d).await;
+            None
+        }
+        Some(f @ (Fault::EmptyPage | Fault::RepeatToken | Fault::EditAfter { .. })) => {
+            req.extensions_mut().insert(PageFault(f));
             None
         }
         None => None,
@@ -482,6 +515,13 @@ async fn front(State(state): State<Arc<JiraState>>, req: Request, next: Next) ->
 }
 
 impl JiraState {
+    /// Edits `key` at `at`, as a person would: `updated` moves.
+    fn edit(&self, key: &str, at: DateTime<Utc>) {
+        if let Some((_, issue)) = lock(&self.data).issues.get_mut(key) {
+            issue.updated = at;
+        }
+    }
+
     fn take_fault(&self, path: &str) -> Option<Fault> {
         let target = if path.contains("/search") {
             Some(FaultTarget::Search)
@@ -700,6 +740,7 @@ async fn search_jql(
             None => return jira_error(400, "The provided next page token is invalid or expired."),
         },
     };
+    let fault = req.extensions().get::<PageFault>().map(|f| f.0.clone());
     let fields = FieldSelection::new(params.fields.as_deref(), false);
     // Cloud serves up to 5000 ids a page, but far fewer full issues.
     let cap = if fields.is_empty() {
@@ -719,6 +760,22 @@ async fn search_jql(
     let mut body = json!({ "issues": issues, "isLast": is_last });
     if !is_last {
         body["nextPageToken"] = Value::String(encode_token(end, jql_hash));
+    }
+    match fault {
+        Some(Fault::EmptyPage) => {
+            body = json!({
+                "issues": [],
+                "isLast": false,
+                "nextPageToken": encode_token(start, jql_hash),
+            });
+        }
+        Some(Fault::RepeatToken) if !is_last => {
+            if let Some(token) = params.next_page_token.filter(|t| !t.is_empty()) {
+                body["nextPageToken"] = Value::String(token);
+            }
+        }
+        Some(Fault::EditAfter { key, at }) => state.edit(&key, at),
+        _ => {}
     }
     json_response(200, &body)
 }
@@ -796,10 +853,15 @@ async fn search_legacy(
     let fields = FieldSelection::new(params.fields.as_deref(), true);
     let start = (start_at as usize).min(found.len());
     let end = (start + max_results as usize).min(found.len());
-    let issues: Vec<Value> = found[start..end]
+    let mut issues: Vec<Value> = found[start..end]
         .iter()
         .map(|(id, issue)| render_issue(&state, &version, *id, issue, &fields))
         .collect();
+    match req.extensions().get::<PageFault>().map(|f| f.0.clone()) {
+        Some(Fault::EmptyPage) => issues.clear(),
+        Some(Fault::EditAfter { key, at }) => state.edit(&key, at),
+        _ => {}
+    }
     json_response(
         200,
         &json!({
