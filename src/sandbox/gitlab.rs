@@ -7,8 +7,8 @@
 //! `iid` are honoured only for project Owners and admins and silently ignored for everyone else.
 //!
 //! It also models what people and GitLab itself do to the objects the sync wrote: `search` is
-//! PostgreSQL full-text search ([`super::fts`]), quick actions in descriptions run and vanish
-//! ([`super::gitlab_quick_actions`]), projects are renamed (old paths redirect until taken),
+//! PostgreSQL full-text search (`super::fts`), quick actions in descriptions run and vanish
+//! (`super::gitlab_quick_actions`), projects are renamed (old paths redirect until taken),
 //! issues are moved, deleted or written by other users, alerts are resolved by hand. Every
 //! behaviour names its GitLab source (a path in gitlabhq/gitlabhq) where it is modelled.
 
