@@ -247,6 +247,8 @@ pub struct SearchPage {
     pub next: Option<PageCursor>,
     /// The number of matches, where the server says (Data Center only).
     pub total: Option<u64>,
+    /// Jira's clock when it answered: the answer's `Date` header, if it had one.
+    pub date: Option<DateTime<Utc>>,
 }
 
 /// The Jira account the token belongs to.

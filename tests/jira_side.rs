@@ -189,3 +189,34 @@ async fn datacenter_bulk_edit_paged_by_offset_loses_nothing() {
     let store = jira_gitlab_sync::store::Store::open_read_only(&w.store_path()).expect("store");
     assert!(store.cursor("ops").await.expect("cursor").is_some());
 }
+
+/// Row 4: Jira's clock 25 minutes behind this host's (look-back 10 minutes). The cursor's
+/// ceiling comes from the search answer's `Date`, so an issue created just after a run is found
+/// by the next one; the skew is warned about with its figure in seconds. An idle cycle still
+/// costs one search.
+#[tokio::test]
+async fn jira_clock_behind_loses_nothing_and_is_warned() {
+    let offset = Duration::minutes(-25);
+    let w = World::start(Setup {
+        jira: FakeJiraConfig {
+            clock_offset: offset,
+            ..FakeJiraConfig::cloud()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let out = w.binary(&["--once"]).await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        ["-1499", "-1500", "-1501"].iter().any(|s| text.contains(s)) && text.contains("clock"),
+        "the skew is warned about with its figure: {text}"
+    );
+    // Created now, by Jira's clock.
+    w.jira
+        .insert(FakeIssue::new("OPS-1", "new", ago(0) + offset));
+    w.jira.clear_requests();
+    let report = w.once().await.expect("the cycle runs");
+    assert_eq!(report.counts.created, 1, "{report:?}");
+    assert_eq!(w.jira_searches(), 1, "still one search");
+}

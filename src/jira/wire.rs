@@ -86,6 +86,7 @@ pub(super) fn decode_page(
     let mut page = SearchPage {
         next,
         total: env.total,
+        date: date_header(response),
         ..SearchPage::default()
     };
     for raw in &env.issues {
@@ -95,6 +96,15 @@ pub(super) fn decode_page(
         }
     }
     Ok(page)
+}
+
+/// The answer's `Date` header: when Jira generated it, by Jira's clock (RFC 9110 §6.6.1,
+/// IMF-fixdate such as `Tue, 01 Dec 2026 14:04:24 GMT`, which RFC 2822 parsing reads).
+fn date_header(response: &Response) -> Option<DateTime<Utc>> {
+    let value = response.headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    DateTime::parse_from_rfc2822(value)
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
 }
 
 /// Parses Jira's timestamp forms: `2025-02-15T09:45:32.700+0100` (REST), and RFC 3339.
@@ -304,6 +314,42 @@ mod tests {
         let me = decode_myself(&response(MYSELF)).unwrap();
         assert_eq!(me.time_zone, chrono_tz::Australia::Sydney);
         assert_eq!(me.display_name, "Mia Krystof");
+    }
+
+    /// The `Date` header is Jira's clock at the answer.
+    #[test]
+    fn date_header_is_read() {
+        let mut r = response(r#"{"isLast":true,"issues":[]}"#);
+        r.headers.insert(
+            reqwest::header::DATE,
+            reqwest::header::HeaderValue::from_static("Tue, 01 Dec 2026 14:04:24 GMT"),
+        );
+        let page = decode_page(&r, Deployment::Cloud, 0).unwrap();
+        assert_eq!(
+            page.date.map(|d| d.to_rfc3339()).as_deref(),
+            Some("2026-12-01T14:04:24+00:00")
+        );
+    }
+
+    /// An answer without Jira's last-page signal is an error, not the end of the search.
+    #[rstest::rstest]
+    #[case::cloud_no_is_last(Deployment::Cloud, r#"{"issues":[]}"#)]
+    #[case::cloud_not_last_no_token(Deployment::Cloud, r#"{"issues":[],"isLast":false}"#)]
+    #[case::dc_no_total(Deployment::DataCenter, r#"{"startAt":0,"issues":[]}"#)]
+    fn no_last_page_signal(#[case] d: Deployment, #[case] body: &str) {
+        let e = decode_page(&response(body), d, 0).unwrap_err();
+        assert!(e.reason.contains("last-page signal"), "{e:?}");
+    }
+
+    /// An empty page below `total` asks the same offset again; one that reaches it is the last.
+    #[test]
+    fn datacenter_empty_page_below_total() {
+        let body = r#"{"startAt":20,"maxResults":10,"total":40,"issues":[]}"#;
+        let page = decode_page(&response(body), Deployment::DataCenter, 20).unwrap();
+        assert_eq!(page.next, Some(PageCursor::Offset(20)));
+        let body = r#"{"startAt":40,"maxResults":10,"total":40,"issues":[]}"#;
+        let page = decode_page(&response(body), Deployment::DataCenter, 40).unwrap();
+        assert_eq!(page.next, None);
     }
 
     /// Jira's timestamp forms parse to the same instant.

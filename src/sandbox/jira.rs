@@ -63,6 +63,10 @@ pub struct FakeJiraConfig {
     pub display_name: String,
     /// `/myself`'s `emailAddress`.
     pub email_address: String,
+    /// How far the fake's clock is from this host's (negative: behind). It sets every answer's
+    /// `Date` header (RFC 9110 §6.6.1: an origin server with a clock sends the time the answer
+    /// was generated), `serverInfo`'s `serverTime`, and what JQL's `now()` means.
+    pub clock_offset: chrono::Duration,
 }
 
 impl FakeJiraConfig {
@@ -114,6 +118,7 @@ impl Default for FakeJiraConfig {
             latency: Duration::ZERO,
             display_name: "Sync Bot".to_owned(),
             email_address: Self::DEFAULT_EMAIL.to_owned(),
+            clock_offset: chrono::Duration::zero(),
         }
     }
 }
@@ -510,11 +515,21 @@ async fn front(State(state): State<Arc<JiraState>>, req: Request, next: Next) ->
             }
         }
     };
+    let mut response = response;
+    let date = state.now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    if let Ok(v) = HeaderValue::from_str(&date) {
+        response.headers_mut().insert(header::DATE, v);
+    }
     state.recorder.finish(index, response.status().as_u16());
     response
 }
 
 impl JiraState {
+    /// The fake's own clock: this host's, moved by `clock_offset`.
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.config.clock_offset
+    }
+
     /// Edits `key` at `at`, as a person would: `updated` moves.
     fn edit(&self, key: &str, at: DateTime<Utc>) {
         if let Some((_, issue)) = lock(&self.data).issues.get_mut(key) {
@@ -728,7 +743,7 @@ async fn search_jql(
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let jql = match Query::parse(&params.jql, state.config.user_time_zone, Utc::now()) {
+    let jql = match Query::parse(&params.jql, state.config.user_time_zone, state.now()) {
         Ok(q) => q,
         Err(e) => return jira_error(400, &e.0),
     };
@@ -798,7 +813,7 @@ async fn approximate_count(
     else {
         return jira_error(400, "The JQL query is required.");
     };
-    match Query::parse(jql, state.config.user_time_zone, Utc::now()) {
+    match Query::parse(jql, state.config.user_time_zone, state.now()) {
         Ok(q) => json_response(200, &json!({ "count": state.search(&q).len() })),
         Err(e) => jira_error(400, &e.0),
     }
@@ -828,7 +843,7 @@ async fn search_legacy(
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let jql = match Query::parse(&params.jql, state.config.user_time_zone, Utc::now()) {
+    let jql = match Query::parse(&params.jql, state.config.user_time_zone, state.now()) {
         Ok(q) => q,
         Err(e) => return jira_error(400, &e.0),
     };
@@ -947,7 +962,7 @@ async fn server_info(
             "deploymentType": deployment,
             "buildNumber": build,
             "buildDate": "2025-01-15T00:00:00.000+0000",
-            "serverTime": state.timestamp(Utc::now()),
+            "serverTime": state.timestamp(state.now()),
             "serverTimeZone": state.config.user_time_zone.name(),
             "scmInfo": "0000000000000000000000000000000000000000",
             "serverTitle": "Sandbox Jira",
