@@ -324,6 +324,9 @@ pub struct Mapping {
     /// A hash of the title and description last written (`None` for rows from before it was
     /// kept): an edit in Jira is carried over when it changes.
     pub content_hash: Option<String>,
+    /// The Jira resolution time the GitLab object was last closed for (`None` while open, and
+    /// in rows from before it was kept): a resolution at another time closes it again.
+    pub jira_resolved_at: Option<DateTime<Utc>>,
 }
 
 impl Mapping {

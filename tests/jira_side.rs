@@ -220,3 +220,48 @@ async fn jira_clock_behind_loses_nothing_and_is_warned() {
     assert_eq!(report.counts.created, 1, "{report:?}");
     assert_eq!(w.jira_searches(), 1, "still one search");
 }
+
+/// Row 9: resolved (GitLab closed), then reopened and resolved again before the next cycle:
+/// GitLab's `closed_at` is the latest resolution (the object is reopened and closed again).
+#[tokio::test]
+async fn a_re_resolution_moves_closed_at() {
+    let w = World::start(Setup::default()).await;
+    w.jira
+        .insert(FakeIssue::new("OPS-1", "x", ago(120)).resolved_at(ago(60)));
+    w.once().await.expect("run 1");
+    w.jira.reopen("OPS-1", ago(30));
+    let again = ago(20);
+    w.jira.resolve("OPS-1", again);
+    let report = w.once().await.expect("run 2");
+    let issues = w.gitlab_issues();
+    assert_eq!(issues.len(), 1);
+    assert_eq!(issues[0].closed_at, Some(again), "{report:?}");
+    assert_eq!(
+        issues[0].state,
+        jira_gitlab_sync::domain::RemoteState::Closed
+    );
+    // Nothing more to do on the next run.
+    w.gitlab.clear_requests();
+    w.once().await.expect("run 3");
+    assert!(w.gitlab.requests().is_empty(), "{:?}", w.gitlab.requests());
+}
+
+/// Row 11: `resolutiondate` before `created` is clamped to `created`, with a warning that names
+/// the key; no negative time to restore reaches GitLab.
+#[tokio::test]
+async fn a_resolution_before_creation_is_clamped() {
+    let w = World::start(Setup::default()).await;
+    let created = ago(60);
+    let mut issue = FakeIssue::new("OPS-7", "imported", created).resolved_at(ago(90));
+    issue.updated = ago(50);
+    w.jira.insert(issue);
+    let out = w.binary(&["--once"]).await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("OPS-7") && text.contains("before the issue was created"),
+        "{text}"
+    );
+    let issues = w.gitlab_issues();
+    assert_eq!(issues[0].closed_at, Some(created));
+}

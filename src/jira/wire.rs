@@ -168,6 +168,22 @@ fn snapshot(raw: &Value) -> Result<IssueSnapshot, UndecodableIssue> {
         (None, Some("done")) => Some(time("statuscategorychangedate", false)?.unwrap_or(updated)),
         (None, _) => None,
     };
+    // A resolution before the issue existed (an import, a migrated site) would give GitLab a
+    // closing before its creation and DORA a negative time to restore: clamp it to `created`.
+    let resolved_at = resolved_at.map(|at| {
+        if at < created {
+            tracing::warn!(
+                jira_key = %key,
+                resolved = %at,
+                created = %created,
+                "{key}: Jira's resolution time is before the issue was created; it is replicated \
+                 as closed at its creation time"
+            );
+            created
+        } else {
+            at
+        }
+    });
     let description = match fields.get("description") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(wiki::wiki_to_markdown(s)),
@@ -314,6 +330,17 @@ mod tests {
         let me = decode_myself(&response(MYSELF)).unwrap();
         assert_eq!(me.time_zone, chrono_tz::Australia::Sydney);
         assert_eq!(me.display_name, "Mia Krystof");
+    }
+
+    /// A resolution before `created` is clamped to `created`.
+    #[test]
+    fn resolution_before_creation_is_clamped() {
+        let body = r#"{"isLast":true,"issues":[{"id":"10000","key":"OPS-1","fields":{
+            "summary":"x","created":"2025-01-02T00:00:00.000+0000","updated":"2025-01-03T00:00:00.000+0000",
+            "resolutiondate":"2025-01-01T00:00:00.000+0000",
+            "status":{"name":"Done","statusCategory":{"key":"done"}}}}]}"#;
+        let page = decode_page(&response(body), Deployment::Cloud, 0).unwrap();
+        assert_eq!(page.issues[0].resolved_at, Some(page.issues[0].created));
     }
 
     /// The `Date` header is Jira's clock at the answer.

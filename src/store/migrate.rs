@@ -16,6 +16,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0001_init.sql"),
     include_str!("../../schema/0002_content_hash.sql"),
     include_str!("../../schema/0003_identity.sql"),
+    // 0004 comes from another branch; until it is merged here, 0005 is this tree's fourth.
+    include_str!("../../schema/0005_jira_side.sql"),
 ];
 
 /// The schema version this build writes: the number of migrations it knows.

@@ -589,18 +589,20 @@ fn record_mapping(
         now,
         m.content_hash,
         row,
+        m.jira_resolved_at.map(format_timestamp),
     ];
     let sql = if row.is_some() {
         "UPDATE mappings SET rule = ?1, jira_key = ?2, jira_id = coalesce(?3, jira_id),
                 target = ?4, project = ?5, project_id = coalesce(?6, project_id), iid = ?7,
                 web_url = ?8, state = ?9, jira_updated = ?10, created_at = ?11,
-                closed_at = ?12, replicated_at = ?13, content_hash = ?14
+                closed_at = ?12, replicated_at = ?13, content_hash = ?14,
+                jira_resolved_at = ?16
          WHERE id = ?15"
     } else {
         "INSERT INTO mappings (rule, jira_key, jira_id, target, project, project_id, iid,
                                web_url, state, jira_updated, created_at, closed_at,
-                               replicated_at, content_hash)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14
+                               replicated_at, content_hash, jira_resolved_at)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?16
          WHERE ?15 IS NULL"
     };
     tx.execute(sql, values)
@@ -631,7 +633,7 @@ fn move_cursor(
 
 /// The columns [`RawMapping::from_row`] reads, in its order.
 const MAPPING_COLUMNS: &str = "rule, jira_key, target, project, iid, web_url, state, jira_updated, \
-     created_at, closed_at, content_hash, jira_id, project_id";
+     created_at, closed_at, content_hash, jira_id, project_id, jira_resolved_at";
 
 /// A `mappings` row as SQLite returned it, before any of it is trusted.
 struct RawMapping {
@@ -648,6 +650,7 @@ struct RawMapping {
     content_hash: Option<String>,
     jira_id: Option<String>,
     project_id: Option<i64>,
+    jira_resolved_at: Option<String>,
 }
 
 impl RawMapping {
@@ -666,6 +669,7 @@ impl RawMapping {
             content_hash: row.get(10)?,
             jira_id: row.get(11)?,
             project_id: row.get(12)?,
+            jira_resolved_at: row.get(13)?,
         })
     }
 
@@ -705,6 +709,10 @@ impl RawMapping {
                 .map(|t| cell.column("closed_at").timestamp(t))
                 .transpose()?,
             content_hash: self.content_hash,
+            jira_resolved_at: self
+                .jira_resolved_at
+                .map(|t| cell.column("jira_resolved_at").timestamp(t))
+                .transpose()?,
             rule: self.rule,
         })
     }

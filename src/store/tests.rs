@@ -78,6 +78,7 @@ fn mapping(k: &str, state: RemoteState) -> Mapping {
         created_at: at("2024-05-01T10:00:00Z"),
         closed_at: (state == RemoteState::Closed).then(|| at("2024-05-01T12:00:00Z")),
         content_hash: Some("00ff00ff00ff00ff".to_owned()),
+        jira_resolved_at: None,
     }
 }
 
