@@ -265,3 +265,59 @@ async fn a_resolution_before_creation_is_clamped() {
     let issues = w.gitlab_issues();
     assert_eq!(issues[0].closed_at, Some(created));
 }
+
+/// Row 10, Data Center: a Done-category status without a resolution is closed at the latest
+/// change into Done from the changelog (embedded by `expand=changelog`), not at `updated`, which
+/// a later edit moves.
+#[tokio::test]
+async fn datacenter_done_without_resolution_closes_at_its_transition() {
+    let w = World::start(Setup {
+        jira: FakeJiraConfig::data_center(),
+        ..Setup::default()
+    })
+    .await;
+    w.jira.insert(FakeIssue::new("OPS-1", "x", ago(300)));
+    w.jira
+        .transition("OPS-1", ago(200), "In Progress", "indeterminate");
+    let done = ago(120);
+    w.jira.transition("OPS-1", done, "Closed", "done");
+    w.jira.update("OPS-1", ago(10), |_| {});
+    w.once().await.expect("the cycle runs");
+    let issues = w.gitlab_issues();
+    assert_eq!(issues[0].closed_at, Some(done));
+}
+
+/// Row 10, Cloud: the search embeds only the 40 most recent changelog entries; when the change
+/// into Done is older, the changelog endpoint is paged for it. A later move between two Done
+/// statuses is not a resolution.
+#[tokio::test]
+async fn cloud_done_without_resolution_reads_a_truncated_changelog() {
+    let w = World::start(Setup::default()).await;
+    let mut issue = FakeIssue::new("OPS-1", "x", ago(400));
+    issue.set_status(ago(300), "In Progress", "indeterminate");
+    let done = ago(200);
+    issue.set_status(done, "Done", "done");
+    for i in 0..45 {
+        issue
+            .history
+            .push(jira_gitlab_sync::sandbox::jira::FakeHistory::field(
+                ago(190) + Duration::minutes(i),
+                "labels",
+                "",
+                &format!("l{i}"),
+            ));
+    }
+    issue.set_status(ago(100), "Closed", "done");
+    issue.updated = ago(10);
+    w.jira.insert(issue);
+    w.once().await.expect("the cycle runs");
+    let issues = w.gitlab_issues();
+    assert_eq!(issues[0].closed_at, Some(done));
+    assert!(
+        w.jira
+            .requests()
+            .iter()
+            .any(|r| r.path.ends_with("/changelog")),
+        "the changelog endpoint was asked"
+    );
+}
