@@ -242,10 +242,13 @@ pub enum PageCursor {
 pub struct SearchPage {
     pub issues: Vec<IssueSnapshot>,
     pub undecodable: Vec<UndecodableIssue>,
-    /// The next page, or `None` when this was the last one.
+    /// The next page, or `None` when Jira said this was the last one (Cloud `isLast: true`,
+    /// Data Center `startAt + issues == total`). An empty page may still have a next one.
     pub next: Option<PageCursor>,
     /// The number of matches, where the server says (Data Center only).
     pub total: Option<u64>,
+    /// Jira's clock when it answered: the answer's `Date` header, if it had one.
+    pub date: Option<DateTime<Utc>>,
 }
 
 /// The Jira account the token belongs to.
@@ -341,6 +344,9 @@ pub struct Mapping {
     /// When the sync found the object deleted in GitLab (a person deleted it): it is never
     /// written again.
     pub gone_at: Option<DateTime<Utc>>,
+    /// The Jira resolution time the GitLab object was last closed for (`None` while open, and
+    /// in rows from before it was kept): a resolution at another time closes it again.
+    pub jira_resolved_at: Option<DateTime<Utc>>,
 }
 
 impl Mapping {

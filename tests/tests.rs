@@ -13,6 +13,8 @@ mod cli;
 /// One GitLab object per Jira issue whatever moves: keys, rules, project paths, lost stores;
 /// and Jira text that cannot act on GitLab.
 mod identity;
+/// Nothing lost on the Jira side: complete walks, Jira's clock, exact resolutions, issues followed.
+mod jira_side;
 /// Walking Jira's result pages on Cloud and Data Center.
 mod paging;
 /// What people do in GitLab (delete, move, resolve alerts), backoff, `retry`/`forget`, 413, outages.

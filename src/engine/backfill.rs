@@ -187,8 +187,9 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             let mut walk = PageWalk::by_created(lower, zone);
             loop {
                 let page = walk
-                    .next(&self.jira, |bound| {
-                        jql::created_between(&rule.jql, bound, until, zone)
+                    .next(&self.jira, |lower, upper| {
+                        let to = upper.map_or(until, |u| u.min(until));
+                        jql::created_between(&rule.jql, lower, to, zone)
                     })
                     .await;
                 let item = match page {
@@ -198,7 +199,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                         total: result.total,
                     }),
                     Ok(None) => return walk.requests,
-                    Err(e) => Err(jira_err(e)),
+                    Err(e) => Err(EngineError::jira(rule, e)),
                 };
                 let failed = item.is_err();
                 // A send fails only once the writers stopped (and dropped the receiver).

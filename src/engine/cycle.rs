@@ -29,7 +29,8 @@ struct Run<'a> {
     mappings: HashMap<JiraKey, Mapping>,
     /// Snapshots handled in this run: re-reads from overlapping pages are not counted twice.
     seen: HashSet<(JiraKey, DateTime<Utc>)>,
-    /// The cursor never moves past this: `start − lookback`.
+    /// The cursor never moves past this: `start − lookback`, by Jira's clock (the first search
+    /// answer's `Date`) once it is known.
     ceiling: DateTime<Utc>,
     /// Where the rule writes, resolved on the first issue (an idle run needs no project id).
     place: Option<Place>,
@@ -104,7 +105,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             },
             mappings: HashMap::new(),
             seen: HashSet::new(),
-            ceiling: started - lookback,
+            ceiling: started + self.skew() - lookback,
             place: None,
         };
         let result = self.walk(&mut run, started, lookback, cancel).await;
@@ -131,7 +132,8 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             .cursor(&rule.name)
             .await
             .map_err(|e| EngineError::store(rule, e))?;
-        let base = cursor.or(rule.since).unwrap_or(started);
+        // A rule's first run starts from now by Jira's clock, as far as it is known.
+        let base = cursor.or(rule.since).unwrap_or(started + self.skew());
         let mut lower = base - lookback;
         if zone_changed {
             lower -= ZONE_CHANGE_MARGIN;
@@ -181,14 +183,21 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 return Ok(false);
             }
             let page = walk
-                .next(&self.jira, |bound| {
-                    jql::changed_since(&rule.jql, bound, zone)
+                .next(&self.jira, |lower, upper| {
+                    jql::changed_since(&rule.jql, lower, upper, zone)
                 })
                 .await;
+            let first = run.report.jira_requests == 0;
             run.report.jira_requests = walk.requests;
             let Some(result) = page.map_err(|e| EngineError::jira(rule, e))? else {
                 break;
             };
+            if first && let Some(jira_now) = result.date {
+                // The cursor's ceiling by Jira's clock: `updated` is written by it, so a host
+                // clock ahead of Jira's cannot move the cursor past changes not yet made.
+                self.observe_jira_clock(jira_now, Utc::now());
+                run.ceiling = jira_now - lookback;
+            }
             for bad in result.undecodable {
                 error!(jira_key = %bad.key, reason = %bad.reason, "cannot read an issue Jira returned; skipped");
                 run.report.counts.failed += 1;

@@ -170,6 +170,18 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                             .await?;
                     }
                 }
+                Action::Reclose { edit } => {
+                    let m = mapping.expect("plan() recloses only mapped issues");
+                    self.set_state(cx, &mut out, snap.clone(), m, false, &obj, None, None)
+                        .await?;
+                    if out.failure.is_none()
+                        && let Some(reopened) = out.mapping.clone()
+                    {
+                        let edit = edit.then_some(hash);
+                        self.set_state(cx, &mut out, snap, reopened, true, &obj, edit, cursor)
+                            .await?;
+                    }
+                }
                 Action::Close { edit } | Action::Reopen { edit } => {
                     let close = matches!(action, Action::Close { .. });
                     let m = mapping.expect("plan() closes and reopens only mapped issues");
@@ -400,7 +412,10 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             out.counts.reopened += 1;
             info!("reopened in GitLab");
         }
-        let updated = m.followed(&remote, snap.updated);
+        let updated = Mapping {
+            jira_resolved_at: if close { snap.resolved_at } else { None },
+            ..m.followed(&remote, snap.updated)
+        };
         match edit {
             None => {
                 self.commit(cx, out, Commit::Replicated(updated), cursor)
@@ -701,5 +716,6 @@ fn mapping_from(cx: &Ctx<'_>, snap: &IssueSnapshot, remote: &RemoteObject) -> Ma
         content_hash: None,
         moved_to: None,
         gone_at: None,
+        jira_resolved_at: None,
     }
 }

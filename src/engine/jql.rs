@@ -28,10 +28,19 @@ pub fn literal(t: DateTime<Utc>, zone: Tz) -> String {
 }
 
 /// `(<rule>) AND updated >= <lower> ORDER BY updated ASC, key ASC`: every change since `lower`,
-/// oldest first, ties broken by key so paging is stable.
-pub fn changed_since(rule_jql: &str, lower: DateTime<Utc>, zone: Tz) -> String {
+/// oldest first, ties broken by key so paging is stable. With `upper`, only changes before it
+/// (`AND updated < <upper>`, rounded up), as a minute walked on its own is asked.
+pub fn changed_since(
+    rule_jql: &str,
+    lower: DateTime<Utc>,
+    upper: Option<DateTime<Utc>>,
+    zone: Tz,
+) -> String {
+    let upper = upper
+        .map(|u| format!(" AND updated < {}", literal_ceil(u, zone)))
+        .unwrap_or_default();
     format!(
-        "({rule_jql}) AND updated >= {} ORDER BY updated ASC, key ASC",
+        "({rule_jql}) AND updated >= {}{upper} ORDER BY updated ASC, key ASC",
         literal(lower, zone)
     )
 }
@@ -107,11 +116,22 @@ mod tests {
         let q = changed_since(
             "project = A OR project = B",
             utc("2025-01-01T00:00:00Z"),
+            None,
             chrono_tz::UTC,
         );
         assert_eq!(
             q,
             "(project = A OR project = B) AND updated >= \"2025-01-01 00:00\" ORDER BY updated ASC, key ASC"
+        );
+        let minute = changed_since(
+            "p = X",
+            utc("2025-01-01T00:00:00Z"),
+            Some(utc("2025-01-01T00:01:00Z")),
+            chrono_tz::UTC,
+        );
+        assert!(
+            minute.contains("updated >= \"2025-01-01 00:00\" AND updated < \"2025-01-01 00:01\""),
+            "{minute}"
         );
     }
 

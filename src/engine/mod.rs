@@ -47,9 +47,10 @@ mod zone;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::{Config, RuleConfig};
 use crate::domain::{JiraKey, RemoteObject, RunCounts, RunMode, RunOutcome};
@@ -289,7 +290,14 @@ pub struct SyncEngine<J, G, S> {
     /// Per project id: objects the sync wrote that the store did not know when the project was
     /// first written to in this process (a lost or restored store), by the key their link names.
     adoptable: tokio::sync::Mutex<HashMap<u64, HashMap<JiraKey, RemoteObject>>>,
+    /// Jira's clock minus this host's, as the last search answer's `Date` showed it.
+    skew: std::sync::Mutex<Option<chrono::Duration>>,
+    /// Whether a skew over [`MAX_SKEW`] was warned about (once per process).
+    warned_skew: std::sync::atomic::AtomicBool,
 }
+
+/// A difference between Jira's clock and this host's beyond this is warned about.
+pub const MAX_SKEW: chrono::Duration = chrono::Duration::seconds(60);
 
 impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     pub fn new(jira: J, gitlab: G, store: S, settings: EngineSettings) -> Self {
@@ -304,6 +312,38 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             outages: std::sync::Mutex::new(HashMap::new()),
             places: std::sync::Mutex::new(HashMap::new()),
             adoptable: tokio::sync::Mutex::new(HashMap::new()),
+            skew: std::sync::Mutex::new(None),
+            warned_skew: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Jira's clock minus this host's, as last seen (zero before any answer showed it).
+    fn skew(&self) -> chrono::Duration {
+        self.skew
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(chrono::Duration::zero)
+    }
+
+    /// Records Jira's clock as an answer's `Date` showed it at `here` (this host's clock), and
+    /// warns once per process when the two differ by more than [`MAX_SKEW`].
+    fn observe_jira_clock(&self, jira: DateTime<Utc>, here: DateTime<Utc>) {
+        let skew = jira - here;
+        *self
+            .skew
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(skew);
+        if skew.abs() > MAX_SKEW
+            && !self
+                .warned_skew
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            warn!(
+                skew_secs = skew.num_seconds(),
+                "Jira's clock and this host's differ by {} s (Jira minus here): the cursor follows \
+                 Jira's clock, so nothing is missed, but fix the clock that is wrong (NTP)",
+                skew.num_seconds()
+            );
         }
     }
 

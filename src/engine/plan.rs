@@ -9,6 +9,10 @@
 //! - otherwise apply the state difference (close or reopen), even for the very snapshot already
 //!   recorded, so a run interrupted between a create and its close finishes the job; and rewrite
 //!   the title and description if what they would show changed (an edit in Jira);
+//! - a closed object whose issue was resolved again at another time is reopened and closed at
+//!   the new time (`closed_at` is always the latest resolution; GitLab records it only on the
+//!   transition). Alerts cannot be reopened, and rows that do not know the resolution they were
+//!   closed for are left alone;
 //! - no difference → touch (remember the newer `updated`, no GitLab request), or skip when the
 //!   snapshot is the one already recorded.
 
@@ -23,6 +27,9 @@ pub enum Action {
     Close { edit: bool },
     /// Reopen the GitLab object; then rewrite it when `edit`.
     Reopen { edit: bool },
+    /// Reopen the GitLab object and close it again at Jira's latest resolution time; then
+    /// rewrite it when `edit`.
+    Reclose { edit: bool },
     /// Rewrite the title and description (the Jira summary or description changed).
     Update,
     /// Nothing to send; record the newer Jira `updated`.
@@ -52,6 +59,8 @@ impl Action {
             Action::Close { edit: true } => "close+update",
             Action::Reopen { edit: false } => "reopen",
             Action::Reopen { edit: true } => "reopen+update",
+            Action::Reclose { edit: false } => "reclose",
+            Action::Reclose { edit: true } => "reclose+update",
             Action::Update => "update",
             Action::Touch => "touch",
             Action::Skip(_) => "skip",
@@ -83,6 +92,13 @@ pub fn plan(snap: &IssueSnapshot, mapping: Option<&Mapping>, content: &str) -> A
     match (snap.is_resolved(), m.state) {
         (true, RemoteState::Opened) => Action::Close { edit },
         (false, RemoteState::Closed) => Action::Reopen { edit },
+        (true, RemoteState::Closed)
+            if m.target != Target::Alert
+                && m.jira_resolved_at.is_some()
+                && m.jira_resolved_at != snap.resolved_at =>
+        {
+            Action::Reclose { edit }
+        }
         _ if edit => Action::Update,
         _ if snap.updated == m.jira_updated => Action::Skip(SkipReason::AlreadyReplicated),
         _ => Action::Touch,
@@ -133,6 +149,7 @@ mod tests {
             content_hash: Some("h1".into()),
             moved_to: None,
             gone_at: None,
+            jira_resolved_at: None,
         }
     }
 
@@ -140,6 +157,15 @@ mod tests {
         Mapping {
             gone_at: Some(t(3)),
             ..m
+        }
+    }
+
+    /// Closed for a resolution at minute `r`, last replicated at minute `r`.
+    fn resolved_at(r: i64) -> Mapping {
+        Mapping {
+            jira_resolved_at: Some(t(r)),
+            closed_at: Some(t(r)),
+            ..mapping(r, RemoteState::Closed)
         }
     }
 
@@ -193,6 +219,19 @@ mod tests {
         Some(gone(mapping(1, RemoteState::Opened))),
         "h2",
         Action::Skip(SkipReason::Gone)
+    )]
+    #[case::resolved_again_later(snap(9, true), Some(resolved_at(5)), "h1", Action::Reclose { edit: false })]
+    #[case::same_resolution_reread(
+        snap(9, true),
+        Some(resolved_at(9)),
+        "h1",
+        Action::Skip(SkipReason::AlreadyReplicated)
+    )]
+    #[case::legacy_closed_row(
+        snap(9, true),
+        Some(mapping(5, RemoteState::Closed)),
+        "h1",
+        Action::Touch
     )]
     #[case::update_interrupted(
         snap(1, false),

@@ -33,7 +33,6 @@ pub const SEARCH_FIELDS: &[&str] = &[
     "priority",
     "labels",
     "issuetype",
-    "statuscategorychangedate",
 ];
 
 /// Why a Jira call failed.
@@ -93,6 +92,8 @@ pub struct JiraClient {
     deployment: Deployment,
     auth: HeaderValue,
     page_size: u32,
+    /// Status id → whether its category is Done, read once when first needed.
+    statuses: std::sync::Arc<tokio::sync::Mutex<Option<std::collections::HashMap<String, bool>>>>,
 }
 
 impl JiraClient {
@@ -143,6 +144,7 @@ impl JiraClient {
             deployment: cfg.deployment,
             auth,
             page_size: cfg.page_size,
+            statuses: std::sync::Arc::default(),
         })
     }
 
@@ -244,10 +246,12 @@ impl JiraSource for JiraClient {
     async fn search(&self, jql: &str, page: &PageCursor) -> Result<SearchPage, JiraError> {
         let (path, body) = match (self.deployment, page) {
             (Deployment::Cloud, cursor) => {
+                // `expand` is "a comma-delimited string" on `search/jql` (Atlassian's OpenAPI).
                 let mut body = json!({
                     "jql": jql,
                     "fields": SEARCH_FIELDS,
                     "maxResults": self.page_size,
+                    "expand": "changelog",
                 });
                 if let PageCursor::Token(t) = cursor {
                     body["nextPageToken"] = json!(t);
@@ -266,6 +270,7 @@ impl JiraSource for JiraClient {
                         "startAt": start_at,
                         "maxResults": self.page_size,
                         "fields": SEARCH_FIELDS,
+                        "expand": ["changelog"],
                     }),
                 )
             }
@@ -293,12 +298,20 @@ impl JiraSource for JiraClient {
             }) => return Err(JiraError::BadQuery { message }),
             Err(e) => return Err(e),
         };
-        wire::decode_page(&response, self.deployment, start_at).map_err(|source| {
-            JiraError::Decode {
-                endpoint: format!("/{path}"),
-                source,
+        let (mut page, pending) =
+            wire::decode_page(&response, self.deployment, start_at).map_err(|source| {
+                JiraError::Decode {
+                    endpoint: format!("/{path}"),
+                    source,
+                }
+            })?;
+        for p in pending {
+            let at = self.done_since(&p).await?;
+            if let Some(issue) = page.issues.get_mut(p.index) {
+                issue.resolved_at = Some(at.max(p.created));
             }
-        })
+        }
+        Ok(page)
     }
 
     #[instrument(level = "debug", skip_all, err)]
@@ -349,6 +362,103 @@ impl JiraSource for JiraClient {
 
     fn browse_base(&self) -> String {
         format!("{}browse/", self.base)
+    }
+}
+
+impl JiraClient {
+    /// When a Done-category issue without `resolutiondate` was resolved: the latest change from
+    /// a status that is not Done into one that is, from the changelog the search embedded, or
+    /// the whole changelog when that was cut short; `created` if it never changed into Done (it
+    /// was created so).
+    async fn done_since(
+        &self,
+        p: &wire::DoneWithoutResolution,
+    ) -> Result<chrono::DateTime<chrono::Utc>, JiraError> {
+        let mut full = None;
+        let changes = if p.complete {
+            &p.embedded
+        } else {
+            full.insert(self.changelog(p).await?)
+        };
+        let done = self.done_statuses(changes).await?;
+        let is_done = |s: &str| done.get(s).copied().unwrap_or(false);
+        // A cut-short changelog is the most recent part: a change into Done there is the latest.
+        if !p.complete
+            && let Some(at) = wire::latest_into_done(&p.embedded, is_done)
+        {
+            return Ok(at);
+        }
+        Ok(wire::latest_into_done(changes, is_done).unwrap_or(p.created))
+    }
+
+    /// Status id → Done category, read from `/status` once, and again when a changelog names a
+    /// status it did not list (one made since).
+    async fn done_statuses(
+        &self,
+        changes: &[wire::StatusChange],
+    ) -> Result<std::collections::HashMap<String, bool>, JiraError> {
+        let mut cached = self.statuses.lock().await;
+        let known = cached.as_ref().is_some_and(|m| {
+            changes
+                .iter()
+                .flat_map(|c| [&c.from, &c.to])
+                .flatten()
+                .all(|s| m.contains_key(s))
+        });
+        if !known {
+            let path = format!("{}status", self.api());
+            let response = self
+                .call(Method::GET, &path, None, RequestKind::Idempotent)
+                .await?;
+            let map = wire::decode_statuses(&response).map_err(|source| JiraError::Decode {
+                endpoint: format!("/{path}"),
+                source,
+            })?;
+            *cached = Some(map);
+        }
+        Ok(cached.clone().unwrap_or_default())
+    }
+
+    /// The issue's whole changelog: Cloud `GET /rest/api/3/issue/{id}/changelog`, paged
+    /// (`PageBeanChangelog`, oldest first, until `isLast`); Data Center `GET
+    /// /rest/api/2/issue/{key}?expand=changelog`, which embeds every entry.
+    async fn changelog(
+        &self,
+        p: &wire::DoneWithoutResolution,
+    ) -> Result<Vec<wire::StatusChange>, JiraError> {
+        let decode = |path: &str| {
+            let endpoint = format!("/{path}");
+            move |source| JiraError::Decode { endpoint, source }
+        };
+        match self.deployment {
+            Deployment::Cloud => {
+                let mut all = Vec::new();
+                let mut start = 0usize;
+                loop {
+                    let path = format!(
+                        "rest/api/3/issue/{}/changelog?startAt={start}&maxResults=100",
+                        p.id
+                    );
+                    let response = self
+                        .call(Method::GET, &path, None, RequestKind::Idempotent)
+                        .await?;
+                    let (changes, last, n) =
+                        wire::decode_changelog_page(&response).map_err(decode(&path))?;
+                    all.extend(changes);
+                    start += n;
+                    if last {
+                        return Ok(all);
+                    }
+                }
+            }
+            Deployment::DataCenter => {
+                let path = format!("rest/api/2/issue/{}?expand=changelog&fields=status", p.key);
+                let response = self
+                    .call(Method::GET, &path, None, RequestKind::Idempotent)
+                    .await?;
+                wire::decode_issue_changelog(&response).map_err(decode(&path))
+            }
+        }
     }
 }
 

@@ -44,49 +44,208 @@ struct Envelope {
     total: Option<u64>,
 }
 
+/// A status change read from a changelog: when, from which status id, to which.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct StatusChange {
+    pub at: DateTime<Utc>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// A Done-category issue without `resolutiondate`, whose resolution time is read from its
+/// changelog: the latest change from a not-Done status into a Done one.
+#[derive(Clone, Debug)]
+pub(super) struct DoneWithoutResolution {
+    /// Its place in the page's `issues`.
+    pub index: usize,
+    pub id: JiraId,
+    pub key: JiraKey,
+    pub created: DateTime<Utc>,
+    /// The status changes the answer embedded (`expand=changelog`).
+    pub embedded: Vec<StatusChange>,
+    /// Whether the embedded changelog is the whole of it (`total` entries were given).
+    pub complete: bool,
+}
+
+/// The status changes of a changelog's entries (`Changelog.items` whose `field` is `status`;
+/// `from`/`to` are status ids), in any order.
+pub(super) fn status_changes(entries: &[Value]) -> Vec<StatusChange> {
+    entries
+        .iter()
+        .filter_map(|h| {
+            let at = h
+                .get("created")
+                .and_then(Value::as_str)
+                .and_then(parse_time)?;
+            let items = h.get("items").and_then(Value::as_array)?;
+            Some(
+                items
+                    .iter()
+                    .filter(|i| i.get("field").and_then(Value::as_str) == Some("status"))
+                    .map(move |i| StatusChange {
+                        at,
+                        from: i.get("from").and_then(Value::as_str).map(str::to_owned),
+                        to: i.get("to").and_then(Value::as_str).map(str::to_owned),
+                    }),
+            )
+        })
+        .flatten()
+        .collect()
+}
+
+/// The embedded changelog of an issue (`IssueBean.changelog`, a `PageOfChangelogs`): its status
+/// changes, and whether they are all of them (`histories` holds `total` entries).
+pub(super) fn embedded_changelog(raw: &Value) -> (Vec<StatusChange>, bool) {
+    let Some(log) = raw.get("changelog") else {
+        return (Vec::new(), false);
+    };
+    let histories = log
+        .get("histories")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let total = log.get("total").and_then(Value::as_u64);
+    let complete = total.is_some_and(|t| histories.len() as u64 >= t);
+    (status_changes(histories), complete)
+}
+
+/// The latest change from a status that is not Done into one that is (`is_done` says which
+/// status ids are in the Done category).
+pub(super) fn latest_into_done(
+    changes: &[StatusChange],
+    is_done: impl Fn(&str) -> bool,
+) -> Option<DateTime<Utc>> {
+    changes
+        .iter()
+        .filter(|c| {
+            c.to.as_deref().is_some_and(&is_done) && !c.from.as_deref().is_some_and(&is_done)
+        })
+        .map(|c| c.at)
+        .max()
+}
+
+/// `GET /rest/api/{2,3}/status`: status id → whether its category is Done.
+pub(super) fn decode_statuses(
+    response: &Response,
+) -> Result<std::collections::HashMap<String, bool>, DecodeError> {
+    let list: Vec<Value> = response.json()?;
+    Ok(list
+        .iter()
+        .filter_map(|s| {
+            let id = s.get("id").and_then(Value::as_str)?;
+            let key = s
+                .get("statusCategory")
+                .and_then(|c| c.get("key"))
+                .and_then(Value::as_str);
+            Some((id.to_owned(), key == Some("done")))
+        })
+        .collect())
+}
+
+/// A page of Cloud's changelog endpoint (`PageBeanChangelog`): its status changes, and whether
+/// it is the last page (`isLast`).
+pub(super) fn decode_changelog_page(
+    response: &Response,
+) -> Result<(Vec<StatusChange>, bool, usize), DecodeError> {
+    let page: Value = response.json()?;
+    let values = page
+        .get("values")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let is_last = page.get("isLast").and_then(Value::as_bool).unwrap_or(true);
+    Ok((
+        status_changes(values),
+        is_last || values.is_empty(),
+        values.len(),
+    ))
+}
+
+/// Data Center's `GET /rest/api/2/issue/{key}?expand=changelog`: every status change.
+pub(super) fn decode_issue_changelog(
+    response: &Response,
+) -> Result<Vec<StatusChange>, DecodeError> {
+    let issue: Value = response.json()?;
+    Ok(embedded_changelog(&issue).0)
+}
+
+/// Decodes one search page; the Done-category issues without `resolutiondate` come back with
+/// no resolution yet, listed for the client to read from their changelogs.
 pub(super) fn decode_page(
     response: &Response,
     deployment: Deployment,
     requested_start: u64,
-) -> Result<SearchPage, DecodeError> {
+) -> Result<(SearchPage, Vec<DoneWithoutResolution>), DecodeError> {
     let env: Envelope = response.json()?;
     let count = env.issues.len() as u64;
+    let unsigned = |what: &str| DecodeError {
+        reason: format!(
+            "the search answer carries no last-page signal ({what}): it is not taken as the end of \
+             the search"
+        ),
+        body_excerpt: response.excerpt(200),
+    };
+    // The walk ends only where Jira says the search ends; an answer without Jira's own signal
+    // (a login page, a proxy's stand-in) is not taken for it.
     let next = match deployment {
+        // `SearchAndReconcileResults` in Atlassian's OpenAPI (`swagger-v3.v3.json`): `isLast`
+        // "indicates whether this is the last page", and `nextPageToken` is the "continuation
+        // token to fetch the next page". An empty page with `isLast: false` is not the end.
         Deployment::Cloud => match (env.is_last, env.next_page_token) {
-            (Some(true), _) | (_, None) => None,
-            (_, Some(t)) if count == 0 => {
-                // A token with an empty page would loop forever; treat it as the end.
-                tracing::warn!(
-                    token_len = t.len(),
-                    "Jira returned an empty page with a next token"
-                );
-                None
-            }
+            (Some(true), _) => None,
             (_, Some(t)) => Some(PageCursor::Token(t)),
+            (Some(false), None) => return Err(unsigned("`isLast: false` without `nextPageToken`")),
+            (None, None) => return Err(unsigned("no `isLast`")),
         },
+        // Data Center's `SearchResults`: `startAt`, `maxResults`, `total`. Read back where the
+        // server actually started and how many it gave: it caps page sizes silently. The last
+        // page is the one that reaches `total`; an empty page below it asks the same offset again.
         Deployment::DataCenter => {
-            // Read back where the server actually started and how many it gave: it caps page
-            // sizes silently.
             let start = env.start_at.unwrap_or(requested_start);
             let end = start + count;
             match env.total {
-                Some(total) if end < total && count > 0 => Some(PageCursor::Offset(end)),
-                _ => None,
+                Some(total) if end >= total => None,
+                Some(_) => Some(PageCursor::Offset(end)),
+                None => return Err(unsigned("no `total`")),
             }
         }
     };
     let mut page = SearchPage {
         next,
         total: env.total,
+        date: date_header(response),
         ..SearchPage::default()
     };
+    let mut pending = Vec::new();
     for raw in &env.issues {
         match snapshot(raw) {
-            Ok(s) => page.issues.push(s),
+            Ok((s, done_without_resolution)) => {
+                if done_without_resolution && let Some(id) = s.id.clone() {
+                    let (embedded, complete) = embedded_changelog(raw);
+                    pending.push(DoneWithoutResolution {
+                        index: page.issues.len(),
+                        id,
+                        key: s.key.clone(),
+                        created: s.created,
+                        embedded,
+                        complete,
+                    });
+                }
+                page.issues.push(s);
+            }
             Err(bad) => page.undecodable.push(bad),
         }
     }
-    Ok(page)
+    Ok((page, pending))
+}
+
+/// The answer's `Date` header: when Jira generated it, by Jira's clock (RFC 9110 §6.6.1,
+/// IMF-fixdate such as `Tue, 01 Dec 2026 14:04:24 GMT`, which RFC 2822 parsing reads).
+fn date_header(response: &Response) -> Option<DateTime<Utc>> {
+    let value = response.headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    DateTime::parse_from_rfc2822(value)
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
 }
 
 /// Parses Jira's timestamp forms: `2025-02-15T09:45:32.700+0100` (REST), and RFC 3339.
@@ -97,7 +256,9 @@ pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|d| d.with_timezone(&Utc))
 }
 
-fn snapshot(raw: &Value) -> Result<IssueSnapshot, UndecodableIssue> {
+/// One issue; `true` beside it when it is in a Done-category status without `resolutiondate`
+/// (its resolution time is then left for the changelog to give).
+fn snapshot(raw: &Value) -> Result<(IssueSnapshot, bool), UndecodableIssue> {
     let key_text = raw
         .get("key")
         .and_then(Value::as_str)
@@ -144,12 +305,27 @@ fn snapshot(raw: &Value) -> Result<IssueSnapshot, UndecodableIssue> {
         .unwrap_or("")
         .to_owned();
     // Jira sets `resolutiondate` when an issue gets a resolution. Some workflows reach a Done
-    // status without one: count them as resolved when they entered the Done category.
-    let resolved_at = match (resolution_date, status_category) {
-        (Some(at), _) => Some(at),
-        (None, Some("done")) => Some(time("statuscategorychangedate", false)?.unwrap_or(updated)),
-        (None, _) => None,
-    };
+    // status without one: they count as resolved when they last entered the Done category,
+    // which only the changelog says (`statuscategorychangedate` is not in Atlassian's OpenAPI,
+    // and Data Center has no such field).
+    let done_without_resolution = resolution_date.is_none() && status_category == Some("done");
+    let resolved_at = resolution_date;
+    // A resolution before the issue existed (an import, a migrated site) would give GitLab a
+    // closing before its creation and DORA a negative time to restore: clamp it to `created`.
+    let resolved_at = resolved_at.map(|at| {
+        if at < created {
+            tracing::warn!(
+                jira_key = %key,
+                resolved = %at,
+                created = %created,
+                "{key}: Jira's resolution time is before the issue was created; it is replicated \
+                 as closed at its creation time"
+            );
+            created
+        } else {
+            at
+        }
+    });
     let description = match fields.get("description") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(wiki::wiki_to_markdown(s)),
@@ -181,19 +357,22 @@ fn snapshot(raw: &Value) -> Result<IssueSnapshot, UndecodableIssue> {
         Some(Value::String(s)) => s.clone(),
         Some(other) => return Err(bad(format!("field `summary` is not text: {other}"))),
     };
-    Ok(IssueSnapshot {
-        id: Some(id),
-        key,
-        summary,
-        description,
-        created,
-        updated,
-        resolved_at,
-        status,
-        priority: name_of("priority"),
-        labels,
-        issue_type: name_of("issuetype"),
-    })
+    Ok((
+        IssueSnapshot {
+            id: Some(id),
+            key,
+            summary,
+            description,
+            created,
+            updated,
+            resolved_at,
+            status,
+            priority: name_of("priority"),
+            labels,
+            issue_type: name_of("issuetype"),
+        },
+        done_without_resolution,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,7 +432,9 @@ mod tests {
     /// A real Data Center search page decodes, with its offset timestamps turned to UTC.
     #[test]
     fn decodes_real_datacenter_page() {
-        let page = decode_page(&response(DC_SAMPLE), Deployment::DataCenter, 0).unwrap();
+        let page = decode_page(&response(DC_SAMPLE), Deployment::DataCenter, 0)
+            .unwrap()
+            .0;
         assert_eq!(page.issues.len(), 1);
         let s = &page.issues[0];
         assert_eq!(s.key.as_str(), "AR-86");
@@ -278,7 +459,9 @@ mod tests {
     /// Atlassian's synthetic Cloud example (`updated: 1`) is reported by key, not fatal.
     #[test]
     fn malformed_issue_is_reported_by_key() {
-        let page = decode_page(&response(CLOUD_SAMPLE), Deployment::Cloud, 0).unwrap();
+        let page = decode_page(&response(CLOUD_SAMPLE), Deployment::Cloud, 0)
+            .unwrap()
+            .0;
         assert!(page.issues.is_empty());
         assert_eq!(page.undecodable.len(), 1);
         assert_eq!(page.undecodable[0].key, "ED-1");
@@ -298,6 +481,59 @@ mod tests {
         assert_eq!(me.display_name, "Mia Krystof");
     }
 
+    /// A resolution before `created` is clamped to `created`.
+    #[test]
+    fn resolution_before_creation_is_clamped() {
+        let body = r#"{"isLast":true,"issues":[{"id":"10000","key":"OPS-1","fields":{
+            "summary":"x","created":"2025-01-02T00:00:00.000+0000","updated":"2025-01-03T00:00:00.000+0000",
+            "resolutiondate":"2025-01-01T00:00:00.000+0000",
+            "status":{"name":"Done","statusCategory":{"key":"done"}}}}]}"#;
+        let page = decode_page(&response(body), Deployment::Cloud, 0)
+            .unwrap()
+            .0;
+        assert_eq!(page.issues[0].resolved_at, Some(page.issues[0].created));
+    }
+
+    /// The `Date` header is Jira's clock at the answer.
+    #[test]
+    fn date_header_is_read() {
+        let mut r = response(r#"{"isLast":true,"issues":[]}"#);
+        r.headers.insert(
+            reqwest::header::DATE,
+            reqwest::header::HeaderValue::from_static("Tue, 01 Dec 2026 14:04:24 GMT"),
+        );
+        let page = decode_page(&r, Deployment::Cloud, 0).unwrap().0;
+        assert_eq!(
+            page.date.map(|d| d.to_rfc3339()).as_deref(),
+            Some("2026-12-01T14:04:24+00:00")
+        );
+    }
+
+    /// An answer without Jira's last-page signal is an error, not the end of the search.
+    #[rstest::rstest]
+    #[case::cloud_no_is_last(Deployment::Cloud, r#"{"issues":[]}"#)]
+    #[case::cloud_not_last_no_token(Deployment::Cloud, r#"{"issues":[],"isLast":false}"#)]
+    #[case::dc_no_total(Deployment::DataCenter, r#"{"startAt":0,"issues":[]}"#)]
+    fn no_last_page_signal(#[case] d: Deployment, #[case] body: &str) {
+        let e = decode_page(&response(body), d, 0).unwrap_err();
+        assert!(e.reason.contains("last-page signal"), "{e:?}");
+    }
+
+    /// An empty page below `total` asks the same offset again; one that reaches it is the last.
+    #[test]
+    fn datacenter_empty_page_below_total() {
+        let body = r#"{"startAt":20,"maxResults":10,"total":40,"issues":[]}"#;
+        let page = decode_page(&response(body), Deployment::DataCenter, 20)
+            .unwrap()
+            .0;
+        assert_eq!(page.next, Some(PageCursor::Offset(20)));
+        let body = r#"{"startAt":40,"maxResults":10,"total":40,"issues":[]}"#;
+        let page = decode_page(&response(body), Deployment::DataCenter, 40)
+            .unwrap()
+            .0;
+        assert_eq!(page.next, None);
+    }
+
     /// Jira's timestamp forms parse to the same instant.
     #[rstest::rstest]
     #[case("2025-02-15T09:45:32.700+0100")]
@@ -310,17 +546,30 @@ mod tests {
         );
     }
 
-    /// Done-category issues without a resolution count as resolved when they became done.
+    /// A Done-category issue without a resolution is listed with its embedded changelog, and
+    /// its resolution is the latest change from a not-Done status into a Done one, not
+    /// `statuscategorychangedate`.
     #[test]
-    fn done_without_resolution_is_resolved() {
+    fn done_without_resolution_reads_the_changelog() {
         let body = r#"{"isLast":true,"issues":[{"id":"10000","key":"OPS-1","fields":{
-            "summary":"x","created":"2025-01-01T00:00:00.000+0000","updated":"2025-01-02T00:00:00.000+0000",
-            "resolutiondate":null,"statuscategorychangedate":"2025-01-01T12:00:00.000+0000",
-            "status":{"name":"Closed","statusCategory":{"key":"done"}}}}]}"#;
-        let page = decode_page(&response(body), Deployment::Cloud, 0).unwrap();
+            "summary":"x","created":"2025-01-01T00:00:00.000+0000","updated":"2025-01-09T00:00:00.000+0000",
+            "resolutiondate":null,"statuscategorychangedate":"2025-01-08T12:00:00.000+0000",
+            "status":{"id":"6","name":"Closed","statusCategory":{"key":"done"}}},
+            "changelog":{"startAt":0,"maxResults":3,"total":3,"histories":[
+              {"id":"3","created":"2025-01-08T12:00:00.000+0000","items":[{"field":"status","from":"10001","to":"6"}]},
+              {"id":"2","created":"2025-01-05T00:00:00.000+0000","items":[{"field":"status","from":"3","to":"10001"}]},
+              {"id":"1","created":"2025-01-02T00:00:00.000+0000","items":[{"field":"labels","from":null,"to":null}]}]}}]}"#;
+        let (page, pending) = decode_page(&response(body), Deployment::Cloud, 0).unwrap();
+        assert_eq!(page.issues[0].resolved_at, None, "left for the changelog");
+        let p = &pending[0];
+        assert!(p.complete);
+        let done = |s: &str| matches!(s, "6" | "10001");
         assert_eq!(
-            page.issues[0].resolved_at.unwrap().to_rfc3339(),
-            "2025-01-01T12:00:00+00:00"
+            latest_into_done(&p.embedded, done)
+                .map(|t| t.to_rfc3339())
+                .as_deref(),
+            Some("2025-01-05T00:00:00+00:00"),
+            "Done → Closed is not a resolution; In Progress → Done is"
         );
     }
 }

@@ -59,10 +59,20 @@ pub struct FakeJiraConfig {
     pub dc_window_error_status: u16,
     /// Added before every answer.
     pub latency: Duration,
+    /// Cloud embeds at most this many changelog entries in an issue (`expand=changelog`), the
+    /// most recent first: Atlassian's OpenAPI (`swagger-v3.v3.json`) says `expand=changelog`
+    /// "returns a list of recent updates to an issue, sorted by date, starting from the most
+    /// recent" and, for bulk fetch, "a maximum of 40 changelogs". Data Center embeds them all,
+    /// oldest first.
+    pub cloud_changelog_cap: usize,
     /// `/myself`'s `displayName`.
     pub display_name: String,
     /// `/myself`'s `emailAddress`.
     pub email_address: String,
+    /// How far the fake's clock is from this host's (negative: behind). It sets every answer's
+    /// `Date` header (RFC 9110 §6.6.1: an origin server with a clock sends the time the answer
+    /// was generated), `serverInfo`'s `serverTime`, and what JQL's `now()` means.
+    pub clock_offset: chrono::Duration,
 }
 
 impl FakeJiraConfig {
@@ -112,8 +122,10 @@ impl Default for FakeJiraConfig {
             dc_max_result_window: Some(10_000),
             dc_window_error_status: 400,
             latency: Duration::ZERO,
+            cloud_changelog_cap: 40,
             display_name: "Sync Bot".to_owned(),
             email_address: Self::DEFAULT_EMAIL.to_owned(),
+            clock_offset: chrono::Duration::zero(),
         }
     }
 }
@@ -140,6 +152,81 @@ pub struct FakeIssue {
     pub status_category: String,
     pub priority: Option<String>,
     pub labels: Vec<String>,
+    /// The changelog, oldest first (`IssueBean.changelog` / `PageOfChangelogs` in Atlassian's
+    /// OpenAPI). Status changes made through [`FakeJira`] and [`FakeIssue::resolved_at`] are
+    /// recorded here.
+    pub history: Vec<FakeHistory>,
+}
+
+/// One changelog entry (`Changelog` in Atlassian's OpenAPI): when, and the items changed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FakeHistory {
+    pub at: DateTime<Utc>,
+    pub items: Vec<FakeChangeItem>,
+}
+
+/// One changed field (`ChangeDetails`): `from`/`to` are ids (a status id), the `…String`s what
+/// a person reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FakeChangeItem {
+    pub field: String,
+    pub from: Option<String>,
+    pub from_string: Option<String>,
+    pub to: Option<String>,
+    pub to_string: Option<String>,
+}
+
+impl FakeHistory {
+    /// A change of the status from `from` to `to` (names; their ids are [`status_id`]'s).
+    pub fn status(at: DateTime<Utc>, from: &str, to: &str) -> Self {
+        Self {
+            at,
+            items: vec![FakeChangeItem {
+                field: "status".to_owned(),
+                from: Some(status_id(from)),
+                from_string: Some(from.to_owned()),
+                to: Some(status_id(to)),
+                to_string: Some(to.to_owned()),
+            }],
+        }
+    }
+
+    /// A change of a field other than the status (a label, a summary…).
+    pub fn field(at: DateTime<Utc>, field: &str, from: &str, to: &str) -> Self {
+        Self {
+            at,
+            items: vec![FakeChangeItem {
+                field: field.to_owned(),
+                from: None,
+                from_string: Some(from.to_owned()),
+                to: None,
+                to_string: Some(to.to_owned()),
+            }],
+        }
+    }
+}
+
+/// The statuses every fake site has, with their ids and category keys (Jira's defaults: `Open`
+/// 1, `In Progress` 3, `Reopened` 4, `Resolved` 5, `Closed` 6, `To Do` 10000, `Done` 10001).
+const KNOWN_STATUSES: [(&str, &str, &str); 7] = [
+    ("1", "Open", "new"),
+    ("3", "In Progress", "indeterminate"),
+    ("4", "Reopened", "indeterminate"),
+    ("5", "Resolved", "done"),
+    ("6", "Closed", "done"),
+    ("10000", "To Do", "new"),
+    ("10001", "Done", "done"),
+];
+
+/// The id of the status called `name`: Jira's default ids, else a stable one of its own.
+pub fn status_id(name: &str) -> String {
+    KNOWN_STATUSES
+        .iter()
+        .find(|(_, n, _)| *n == name)
+        .map_or_else(
+            || (20_000 + fnv1a(name.as_bytes()) % 10_000).to_string(),
+            |(id, _, _)| (*id).to_owned(),
+        )
 }
 
 impl FakeIssue {
@@ -163,6 +250,7 @@ impl FakeIssue {
             status_category: "new".to_owned(),
             priority: Some("Medium".to_owned()),
             labels: Vec::new(),
+            history: Vec::new(),
         }
     }
 
@@ -198,9 +286,19 @@ impl FakeIssue {
 
     fn mark_resolved(&mut self, at: DateTime<Utc>) {
         self.resolutiondate = Some(at);
-        self.status = "Done".to_owned();
-        self.status_category = "done".to_owned();
+        self.set_status(at, "Done", "done");
         self.updated = at;
+    }
+
+    /// Moves the issue to `status` (of category `category`) at `at`, recording it in the
+    /// changelog; the resolution is left as it is.
+    pub fn set_status(&mut self, at: DateTime<Utc>, status: &str, category: &str) {
+        if self.status != status {
+            self.history
+                .push(FakeHistory::status(at, &self.status, status));
+        }
+        self.status = status.to_owned();
+        self.status_category = category.to_owned();
     }
 }
 
@@ -223,7 +321,28 @@ pub enum Fault {
     Status { status: u16, body: String },
     /// Wait, then process normally.
     Delay(Duration),
+    /// `302 Found` to `location`, as a proxy or a moved site answers (RFC 9110 §15.4.3).
+    Redirect { location: String },
+    /// A search answered with no issues but not as the last page, pointing at the same place
+    /// again (Cloud: `isLast: false` with a `nextPageToken`; Data Center: `startAt` below
+    /// `total`). What a lagging search index can answer: Atlassian's OpenAPI
+    /// (`swagger-v3.v3.json`, `/rest/api/3/search/jql`) warns that "recent updates might not be
+    /// immediately visible", and only `isLast` says "whether this is the last page".
+    EmptyPage,
+    /// A Cloud search page whose `nextPageToken` is the token the request carried (Jira paging
+    /// in a circle), or a fresh one on the first page.
+    RepeatToken,
+    /// The search is answered normally, then `key` is edited at `at` (`updated = at`): a person
+    /// editing while the sync pages. On Data Center the offsets then shift ("the data position
+    /// shifts … the data will shift forward or backward on the pages", Atlassian KB
+    /// "Inconsistent paginated API search result while using JQL",
+    /// support.atlassian.com/jira/kb/inconsistent-paginated-api-search-result-while-using-jql).
+    EditAfter { key: String, at: DateTime<Utc> },
 }
+
+/// A fault that shapes a search answer rather than replacing it.
+#[derive(Clone, Debug)]
+struct PageFault(Fault);
 
 /// A running fake Jira. Clones share the server; it stops with [`FakeJira::shutdown`] or when
 /// the last clone is dropped.
@@ -322,9 +441,21 @@ impl FakeJira {
     pub fn reopen(&self, key: &str, at: DateTime<Utc>) -> Option<FakeIssue> {
         self.update(key, at, |issue| {
             issue.resolutiondate = None;
-            issue.status = "Reopened".to_owned();
-            issue.status_category = "indeterminate".to_owned();
+            issue.set_status(at, "Reopened", "indeterminate");
         })
+    }
+
+    /// Moves the issue to `status` of `category` at `at` without touching its resolution, as a
+    /// workflow whose Done statuses set no resolution does. Returns the new version, or `None`
+    /// if there is no such key.
+    pub fn transition(
+        &self,
+        key: &str,
+        at: DateTime<Utc>,
+        status: &str,
+        category: &str,
+    ) -> Option<FakeIssue> {
+        self.update(key, at, |issue| issue.set_status(at, status, category))
     }
 
     /// Changes the issue with `change`, then sets `updated = at`. Returns the new version, or
@@ -430,6 +561,12 @@ fn router(state: Arc<JiraState>) -> Router {
             post(approximate_count),
         )
         .route("/rest/api/{version}/myself", get(myself))
+        .route("/rest/api/{version}/status", get(statuses))
+        .route("/rest/api/{version}/issue/{id_or_key}", get(get_issue))
+        .route(
+            "/rest/api/{version}/issue/{id_or_key}/changelog",
+            get(get_changelog),
+        )
         .route("/rest/api/{version}/serverInfo", get(server_info))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), front))
@@ -438,7 +575,7 @@ fn router(state: Arc<JiraState>) -> Router {
 
 /// Logs the request, adds latency, applies a queued fault, checks credentials.
 async fn front(State(state): State<Arc<JiraState>>, req: Request, next: Next) -> Response {
-    let (req, body) = read_body(req).await;
+    let (mut req, body) = read_body(req).await;
     let index = state
         .recorder
         .start(req.method(), req.uri(), req.headers(), body);
@@ -448,8 +585,20 @@ async fn front(State(state): State<Arc<JiraState>>, req: Request, next: Next) ->
     let response = match state.take_fault(req.uri().path()) {
         Some(Fault::RateLimited { retry_after_secs }) => Some(rate_limited(retry_after_secs)),
         Some(Fault::Status { status, body }) => Some(raw_response(status, &body)),
+        Some(Fault::Redirect { location }) => {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = axum::http::StatusCode::FOUND;
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            Some(r)
+        }
         Some(Fault::Delay(d)) => {
             tokio::time::sleep(d).await;
+            None
+        }
+        Some(f @ (Fault::EmptyPage | Fault::RepeatToken | Fault::EditAfter { .. })) => {
+            req.extensions_mut().insert(PageFault(f));
             None
         }
         None => None,
@@ -477,11 +626,28 @@ async fn front(State(state): State<Arc<JiraState>>, req: Request, next: Next) ->
             }
         }
     };
+    let mut response = response;
+    let date = state.now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    if let Ok(v) = HeaderValue::from_str(&date) {
+        response.headers_mut().insert(header::DATE, v);
+    }
     state.recorder.finish(index, response.status().as_u16());
     response
 }
 
 impl JiraState {
+    /// The fake's own clock: this host's, moved by `clock_offset`.
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.config.clock_offset
+    }
+
+    /// Edits `key` at `at`, as a person would: `updated` moves.
+    fn edit(&self, key: &str, at: DateTime<Utc>) {
+        if let Some((_, issue)) = lock(&self.data).issues.get_mut(key) {
+            issue.updated = at;
+        }
+    }
+
     fn take_fault(&self, path: &str) -> Option<Fault> {
         let target = if path.contains("/search") {
             Some(FaultTarget::Search)
@@ -570,6 +736,8 @@ struct SearchParams {
     max_results: Option<i64>,
     start_at: Option<i64>,
     next_page_token: Option<String>,
+    /// `expand`: a comma-separated string (Cloud `search/jql`) or a list (Data Center).
+    expand: Vec<String>,
 }
 
 impl SearchParams {
@@ -604,6 +772,14 @@ impl SearchParams {
                 }
             }
             p.next_page_token = body["nextPageToken"].as_str().map(str::to_owned);
+            p.expand = match &body["expand"] {
+                Value::String(s) => split_fields(s),
+                Value::Array(items) => items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                _ => Vec::new(),
+            };
         } else {
             for (k, v) in query_pairs(query) {
                 match k.as_str() {
@@ -615,6 +791,7 @@ impl SearchParams {
                     "maxResults" => p.max_results = Some(v.parse().map_err(|_| bad(&k, &v))?),
                     "startAt" => p.start_at = Some(v.parse().map_err(|_| bad(&k, &v))?),
                     "nextPageToken" => p.next_page_token = Some(v),
+                    "expand" => p.expand.extend(split_fields(&v)),
                     _ => {}
                 }
             }
@@ -688,7 +865,7 @@ async fn search_jql(
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let jql = match Query::parse(&params.jql, state.config.user_time_zone, Utc::now()) {
+    let jql = match Query::parse(&params.jql, state.config.user_time_zone, state.now()) {
         Ok(q) => q,
         Err(e) => return jira_error(400, &e.0),
     };
@@ -700,6 +877,7 @@ async fn search_jql(
             None => return jira_error(400, "The provided next page token is invalid or expired."),
         },
     };
+    let fault = req.extensions().get::<PageFault>().map(|f| f.0.clone());
     let fields = FieldSelection::new(params.fields.as_deref(), false);
     // Cloud serves up to 5000 ids a page, but far fewer full issues.
     let cap = if fields.is_empty() {
@@ -713,12 +891,34 @@ async fn search_jql(
     let end = (start + page_size).min(found.len());
     let issues: Vec<Value> = found[start..end]
         .iter()
-        .map(|(id, issue)| render_issue(&state, &version, *id, issue, &fields))
+        .map(|(id, issue)| {
+            let mut out = render_issue(&state, &version, *id, issue, &fields);
+            if params.expand.iter().any(|e| e == "changelog") {
+                out["changelog"] = embedded_changelog(&state, issue);
+            }
+            out
+        })
         .collect();
     let is_last = end >= found.len();
     let mut body = json!({ "issues": issues, "isLast": is_last });
     if !is_last {
         body["nextPageToken"] = Value::String(encode_token(end, jql_hash));
+    }
+    match fault {
+        Some(Fault::EmptyPage) => {
+            body = json!({
+                "issues": [],
+                "isLast": false,
+                "nextPageToken": encode_token(start, jql_hash),
+            });
+        }
+        Some(Fault::RepeatToken) if !is_last => {
+            if let Some(token) = params.next_page_token.filter(|t| !t.is_empty()) {
+                body["nextPageToken"] = Value::String(token);
+            }
+        }
+        Some(Fault::EditAfter { key, at }) => state.edit(&key, at),
+        _ => {}
     }
     json_response(200, &body)
 }
@@ -741,7 +941,7 @@ async fn approximate_count(
     else {
         return jira_error(400, "The JQL query is required.");
     };
-    match Query::parse(jql, state.config.user_time_zone, Utc::now()) {
+    match Query::parse(jql, state.config.user_time_zone, state.now()) {
         Ok(q) => json_response(200, &json!({ "count": state.search(&q).len() })),
         Err(e) => jira_error(400, &e.0),
     }
@@ -771,7 +971,7 @@ async fn search_legacy(
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let jql = match Query::parse(&params.jql, state.config.user_time_zone, Utc::now()) {
+    let jql = match Query::parse(&params.jql, state.config.user_time_zone, state.now()) {
         Ok(q) => q,
         Err(e) => return jira_error(400, &e.0),
     };
@@ -796,10 +996,21 @@ async fn search_legacy(
     let fields = FieldSelection::new(params.fields.as_deref(), true);
     let start = (start_at as usize).min(found.len());
     let end = (start + max_results as usize).min(found.len());
-    let issues: Vec<Value> = found[start..end]
+    let mut issues: Vec<Value> = found[start..end]
         .iter()
-        .map(|(id, issue)| render_issue(&state, &version, *id, issue, &fields))
+        .map(|(id, issue)| {
+            let mut out = render_issue(&state, &version, *id, issue, &fields);
+            if params.expand.iter().any(|e| e == "changelog") {
+                out["changelog"] = embedded_changelog(&state, issue);
+            }
+            out
+        })
         .collect();
+    match req.extensions().get::<PageFault>().map(|f| f.0.clone()) {
+        Some(Fault::EmptyPage) => issues.clear(),
+        Some(Fault::EditAfter { key, at }) => state.edit(&key, at),
+        _ => {}
+    }
     json_response(
         200,
         &json!({
@@ -885,7 +1096,7 @@ async fn server_info(
             "deploymentType": deployment,
             "buildNumber": build,
             "buildDate": "2025-01-15T00:00:00.000+0000",
-            "serverTime": state.timestamp(Utc::now()),
+            "serverTime": state.timestamp(state.now()),
             "serverTimeZone": state.config.user_time_zone.name(),
             "scmInfo": "0000000000000000000000000000000000000000",
             "serverTitle": "Sandbox Jira",
@@ -961,10 +1172,10 @@ fn render_issue(
             "status" => {
                 let (cat_id, color) = status_category(&issue.status_category);
                 json!({
-                    "self": state.api(version, "status/1"),
+                    "self": state.api(version, &format!("status/{}", status_id(&issue.status))),
                     "description": "",
                     "name": issue.status,
-                    "id": "1",
+                    "id": status_id(&issue.status),
                     "statusCategory": {
                         "self": state.api(version, &format!("statuscategory/{cat_id}")),
                         "id": cat_id,
@@ -1070,6 +1281,200 @@ fn adf_plain_text(doc: &Value) -> String {
         })
         .unwrap_or_default();
     blocks.join("\n\n")
+}
+
+/// One changelog entry as Jira renders it (`Changelog`: `id`, `author`, `created`, `items`).
+fn render_history(state: &JiraState, n: usize, h: &FakeHistory) -> Value {
+    let items: Vec<Value> = h
+        .items
+        .iter()
+        .map(|i| {
+            json!({
+                "field": i.field,
+                "fieldtype": "jira",
+                "fieldId": i.field,
+                "from": i.from,
+                "fromString": i.from_string,
+                "to": i.to,
+                "toString": i.to_string,
+            })
+        })
+        .collect();
+    json!({
+        "id": (10_000 + n).to_string(),
+        "author": { "displayName": "Someone", "active": true },
+        "created": state.timestamp(h.at),
+        "items": items,
+    })
+}
+
+/// `IssueBean.changelog` (a `PageOfChangelogs`: `startAt`, `maxResults`, `total`, `histories`)
+/// as `expand=changelog` embeds it: on Cloud the most recent [`FakeJiraConfig::cloud_changelog_cap`]
+/// entries, newest first; on Data Center every entry, oldest first.
+fn embedded_changelog(state: &JiraState, issue: &FakeIssue) -> Value {
+    let all: Vec<Value> = issue
+        .history
+        .iter()
+        .enumerate()
+        .map(|(n, h)| render_history(state, n, h))
+        .collect();
+    let total = all.len();
+    let histories: Vec<Value> = if state.is_cloud() {
+        all.into_iter()
+            .rev()
+            .take(state.config.cloud_changelog_cap)
+            .collect()
+    } else {
+        all
+    };
+    json!({
+        "startAt": 0,
+        "maxResults": histories.len(),
+        "total": total,
+        "histories": histories,
+    })
+}
+
+impl JiraState {
+    /// The issue whose id or key is `id_or_key`, with its id.
+    fn find(&self, id_or_key: &str) -> Option<(u64, FakeIssue)> {
+        let data = lock(&self.data);
+        data.issues
+            .values()
+            .find(|(id, issue)| id.to_string() == id_or_key || issue.key == id_or_key)
+            .cloned()
+    }
+}
+
+/// "Issue does not exist or you do not have permission to see it.": Jira's 404 for an issue
+/// that is gone (deleted) or hidden (`GET /rest/api/3/issue/{issueIdOrKey}`: "404 Returned if
+/// the issue is not found or the user does not have permission to view it").
+fn no_such_issue() -> Response {
+    jira_error(
+        404,
+        "Issue does not exist or you do not have permission to see it.",
+    )
+}
+
+/// `GET /rest/api/{2,3}/issue/{issueIdOrKey}` with `fields` and `expand=changelog`: one
+/// `IssueBean`, or 404.
+async fn get_issue(
+    State(state): State<Arc<JiraState>>,
+    Path((version, id_or_key)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    req: Request<Body>,
+) -> Response {
+    if !state.version_served(&version) {
+        return not_found(State(state), req).await;
+    }
+    let Some((id, issue)) = state.find(&id_or_key) else {
+        return no_such_issue();
+    };
+    let pairs = query_pairs(query.as_deref());
+    let requested: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| k == "fields")
+        .flat_map(|(_, v)| split_fields(v))
+        .collect();
+    let fields = FieldSelection::new(Some(&requested), true);
+    let mut out = render_issue(&state, &version, id, &issue, &fields);
+    let expand = pairs
+        .iter()
+        .filter(|(k, _)| k == "expand")
+        .any(|(_, v)| split_fields(v).iter().any(|e| e == "changelog"));
+    if expand {
+        out["changelog"] = embedded_changelog(&state, &issue);
+    }
+    json_response(200, &out)
+}
+
+/// Cloud `GET /rest/api/3/issue/{issueIdOrKey}/changelog`: a `PageBeanChangelog` (`startAt`,
+/// `maxResults`, `total`, `isLast`, `values`), "sorted by date, starting from the oldest"; 404
+/// for an issue that is not there.
+async fn get_changelog(
+    State(state): State<Arc<JiraState>>,
+    Path((version, id_or_key)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    req: Request<Body>,
+) -> Response {
+    if !state.is_cloud() || !matches!(version.as_str(), "2" | "3") {
+        return not_found(State(state), req).await;
+    }
+    let Some((_, issue)) = state.find(&id_or_key) else {
+        return no_such_issue();
+    };
+    let pairs = query_pairs(query.as_deref());
+    let number = |name: &str, default: usize| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(default)
+    };
+    let start = number("startAt", 0);
+    let max = number("maxResults", 100).clamp(1, 100);
+    let all: Vec<Value> = issue
+        .history
+        .iter()
+        .enumerate()
+        .map(|(n, h)| render_history(&state, n, h))
+        .collect();
+    let total = all.len();
+    let values: Vec<Value> = all.into_iter().skip(start).take(max).collect();
+    json_response(
+        200,
+        &json!({
+            "self": state.api(&version, &format!("issue/{id_or_key}/changelog?startAt={start}&maxResults={max}")),
+            "startAt": start,
+            "maxResults": max,
+            "total": total,
+            "isLast": start + values.len() >= total,
+            "values": values,
+        }),
+    )
+}
+
+/// `GET /rest/api/{2,3}/status`: every status (`StatusDetails`: `id`, `name`,
+/// `statusCategory`), the default ones and those the issues use.
+async fn statuses(
+    State(state): State<Arc<JiraState>>,
+    Path(version): Path<String>,
+    req: Request<Body>,
+) -> Response {
+    if !state.version_served(&version) {
+        return not_found(State(state), req).await;
+    }
+    let mut all: BTreeMap<String, (String, String)> = KNOWN_STATUSES
+        .iter()
+        .map(|(id, name, cat)| ((*id).to_owned(), ((*name).to_owned(), (*cat).to_owned())))
+        .collect();
+    for (_, issue) in lock(&state.data).issues.values() {
+        all.insert(
+            status_id(&issue.status),
+            (issue.status.clone(), issue.status_category.clone()),
+        );
+    }
+    let list: Vec<Value> = all
+        .into_iter()
+        .map(|(id, (name, cat))| {
+            let (cat_id, color) = status_category(&cat);
+            json!({
+                "self": state.api(&version, &format!("status/{id}")),
+                "description": "",
+                "iconUrl": "",
+                "name": name,
+                "id": id,
+                "statusCategory": {
+                    "self": state.api(&version, &format!("statuscategory/{cat_id}")),
+                    "id": cat_id,
+                    "key": cat,
+                    "colorName": color,
+                    "name": status_category_name(&cat),
+                },
+            })
+        })
+        .collect();
+    json_response(200, &Value::Array(list))
 }
 
 /// FNV-1a, so tokens are stable across processes (std's hasher is not promised to be).

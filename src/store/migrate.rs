@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0002_content_hash.sql"),
     include_str!("../../schema/0003_identity.sql"),
     include_str!("../../schema/0004_people.sql"),
+    include_str!("../../schema/0005_jira_side.sql"),
 ];
 
 /// The schema version this build writes: the number of migrations it knows.

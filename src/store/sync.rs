@@ -732,19 +732,21 @@ fn record_mapping(
         m.gone_at.map(format_timestamp),
         m.moved_to.map(|to| Int(to.project_id)),
         m.moved_to.map(|to| Int(to.iid)),
+        m.jira_resolved_at.map(format_timestamp),
     ];
     let sql = if row.is_some() {
         "UPDATE mappings SET rule = ?1, jira_key = ?2, jira_id = coalesce(?3, jira_id),
                 target = ?4, project = ?5, project_id = coalesce(?6, project_id), iid = ?7,
                 web_url = ?8, state = ?9, jira_updated = ?10, created_at = ?11,
                 closed_at = ?12, replicated_at = ?13, content_hash = ?14, gone_at = ?16,
-                moved_project_id = ?17, moved_iid = ?18
+                moved_project_id = ?17, moved_iid = ?18, jira_resolved_at = ?19
          WHERE id = ?15"
     } else {
         "INSERT INTO mappings (rule, jira_key, jira_id, target, project, project_id, iid,
                                web_url, state, jira_updated, created_at, closed_at,
-                               replicated_at, content_hash, gone_at, moved_project_id, moved_iid)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?16, ?17, ?18
+                               replicated_at, content_hash, gone_at, moved_project_id, moved_iid,
+                               jira_resolved_at)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?16, ?17, ?18, ?19
          WHERE ?15 IS NULL"
     };
     tx.execute(sql, values)
@@ -775,7 +777,8 @@ fn move_cursor(
 
 /// The columns [`RawMapping::from_row`] reads, in its order.
 const MAPPING_COLUMNS: &str = "rule, jira_key, target, project, iid, web_url, state, jira_updated, \
-     created_at, closed_at, content_hash, jira_id, project_id, gone_at, moved_project_id, moved_iid";
+     created_at, closed_at, content_hash, jira_id, project_id, gone_at, moved_project_id, moved_iid, \
+     jira_resolved_at";
 
 /// A `mappings` row as SQLite returned it, before any of it is trusted.
 struct RawMapping {
@@ -795,6 +798,7 @@ struct RawMapping {
     gone_at: Option<String>,
     moved_project_id: Option<i64>,
     moved_iid: Option<i64>,
+    jira_resolved_at: Option<String>,
 }
 
 impl RawMapping {
@@ -816,6 +820,7 @@ impl RawMapping {
             gone_at: row.get(13)?,
             moved_project_id: row.get(14)?,
             moved_iid: row.get(15)?,
+            jira_resolved_at: row.get(16)?,
         })
     }
 
@@ -878,6 +883,10 @@ impl RawMapping {
             gone_at: self
                 .gone_at
                 .map(|t| cell.column("gone_at").timestamp(t))
+                .transpose()?,
+            jira_resolved_at: self
+                .jira_resolved_at
+                .map(|t| cell.column("jira_resolved_at").timestamp(t))
                 .transpose()?,
             rule: self.rule,
         })

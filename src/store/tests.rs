@@ -80,6 +80,7 @@ fn mapping(k: &str, state: RemoteState) -> Mapping {
         content_hash: Some("00ff00ff00ff00ff".to_owned()),
         moved_to: None,
         gone_at: None,
+        jira_resolved_at: None,
     }
 }
 
