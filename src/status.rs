@@ -8,7 +8,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::store::{RuleStatus, Store, StoreError};
+use crate::store::{RuleStatus, Store, StoreError, StrayEntry};
 
 /// One failing issue.
 #[derive(Clone, Debug, Serialize)]
@@ -28,6 +28,8 @@ pub struct RuleView {
     /// False for a rule the store knows but the config no longer has.
     pub configured: bool,
     pub failing: Vec<FailingKey>,
+    /// Issues followed by id that the rule's search no longer returns: out of scope or deleted.
+    pub strays: Vec<StrayEntry>,
 }
 
 /// Everything `status` shows.
@@ -48,6 +50,7 @@ pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, Stor
         status: RuleStatus::empty(name),
         configured: true,
         failing: Vec::new(),
+        strays: Vec::new(),
     };
     let store = match Store::open_read_only(path) {
         Ok(s) => s,
@@ -84,9 +87,11 @@ pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, Stor
                 last_failed_at,
             })
             .collect();
+        let strays = store.strays(&s.rule).await?;
         let v = &mut views[idx];
         v.status = s;
         v.failing = failing;
+        v.strays = strays;
     }
     Ok(StatusReport {
         store: path.display().to_string(),
@@ -168,6 +173,22 @@ pub fn render(report: &StatusReport) -> String {
                 f.attempts,
                 when(Some(f.last_failed_at)),
                 f.last_error
+            );
+        }
+        for s in &view.strays {
+            let what = match s.scope {
+                crate::domain::IssueScope::Deleted => "deleted in Jira",
+                _ => "no longer matches the rule's JQL; followed by id until resolved",
+            };
+            let _ = writeln!(
+                out,
+                "    {} {what} (GitLab {}{})",
+                s.jira_key,
+                s.state,
+                s.web_url
+                    .as_deref()
+                    .map(|u| format!(": {u}"))
+                    .unwrap_or_default()
             );
         }
         if r.pending_intents > 0 {

@@ -20,7 +20,8 @@
 //!   classify themselves.
 //! - [`plan`]: the pure planner (snapshot + mapping → one action). [`render`]: what an issue
 //!   becomes in GitLab. [`jql`]: the queries.
-//! - `cycle`: the live run ([`SyncEngine::run_rule`]); [`backfill`]: history.
+//! - `cycle`: the live run ([`SyncEngine::run_rule`]); [`backfill`]: history; [`reconcile`]:
+//!   following every replicated issue by id until it is resolved.
 //! - `walk`: the page walker both share. `execute`: the executor both share. `zone`: the Jira
 //!   account's time zone.
 //! - [`dry_run`]: `--dry-run` as wrappers over the ports, so a dry run executes the same code.
@@ -35,6 +36,7 @@ mod execute;
 pub mod jql;
 pub mod plan;
 pub mod ports;
+pub mod reconcile;
 pub mod render;
 #[cfg(test)]
 mod testkit;
@@ -61,6 +63,8 @@ use zone::{AccountZone, ZoneError};
 #[derive(Clone, Debug)]
 pub struct EngineSettings {
     pub lookback: Duration,
+    /// How often open mappings are re-read by id.
+    pub reconcile: Duration,
     /// The Jira account's zone, when configured instead of read from `/myself`.
     pub time_zone: Option<Tz>,
     pub retry: RetryPolicy,
@@ -70,6 +74,7 @@ impl EngineSettings {
     pub fn from_config(cfg: &Config) -> Self {
         Self {
             lookback: cfg.sync.lookback,
+            reconcile: cfg.sync.reconcile,
             time_zone: cfg.jira.time_zone,
             retry: cfg.sync.retry.clone(),
         }
@@ -201,6 +206,8 @@ pub struct RunReport {
     pub jira_requests: u64,
     /// GitLab ignored a `created_at` or closing time we sent (the token is not Owner).
     pub timestamps_ignored: bool,
+    /// The reconciliation this run made, if one was due.
+    pub reconcile: Option<reconcile::ReconcileReport>,
     pub elapsed_ms: u64,
 }
 
@@ -250,6 +257,8 @@ enum Source {
     Search,
     Retry,
     Backfill,
+    /// Re-read by id in a reconciliation.
+    Reconcile,
 }
 
 /// The engine, generic over its three ports. For `--dry-run`, wrap the sink and the store in

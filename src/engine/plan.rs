@@ -142,6 +142,7 @@ mod tests {
             closed_at: None,
             content_hash: Some("h1".into()),
             jira_resolved_at: None,
+            scope: crate::domain::IssueScope::InScope,
         }
     }
 

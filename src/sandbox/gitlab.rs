@@ -614,7 +614,7 @@ fn router(state: Arc<GitLabState>) -> Router {
         )
         .route(
             "/api/v4/projects/{id}/issues/{iid}",
-            get(get_issue).put(update_issue),
+            get(get_issue).put(update_issue).delete(delete_issue),
         )
         .fallback(alert_or_not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), front))
@@ -1678,6 +1678,35 @@ const UPDATE_PARAMS: [&str; 14] = [
     "title",
     "issue_type",
 ];
+
+/// `DELETE /projects/:id/issues/:issue_iid`: "Only for administrators and project owners"
+/// (GitLab's Issues API); 204 No Content, 403 for anyone else, 404 for an issue not there.
+async fn delete_issue(
+    State(state): State<Arc<GitLabState>>,
+    Path((id, iid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Handled {
+    let user = state.authenticate(&headers)?;
+    let mut guard = lock(&state.data);
+    let data = &mut *guard;
+    let (pidx, level) = data.project_at(&id, &user)?;
+    let rights = Rights {
+        admin: user.admin,
+        level,
+    };
+    let iid = iid
+        .parse::<u64>()
+        .ok()
+        .filter(|iid| data.projects[pidx].issues.contains_key(iid))
+        .ok_or_else(|| message(404, "404 Not found"))?;
+    if !rights.owner() {
+        return Err(message(403, "403 Forbidden"));
+    }
+    data.projects[pidx].issues.remove(&iid);
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    Ok(r)
+}
 
 async fn update_issue(
     State(state): State<Arc<GitLabState>>,

@@ -47,7 +47,7 @@ use rusqlite::{Connection, OpenFlags};
 use lock::lock;
 
 pub use error::StoreError;
-pub use status::{FailureEntry, RuleStatus, RunRecord};
+pub use status::{FailureEntry, RuleStatus, RunRecord, StrayEntry};
 
 /// How long a statement waits for another connection's lock before failing with `SQLITE_BUSY`.
 /// Long enough to ride out a `status` reader or a WAL checkpoint, short enough that a genuinely

@@ -79,6 +79,7 @@ fn mapping(k: &str, state: RemoteState) -> Mapping {
         closed_at: (state == RemoteState::Closed).then(|| at("2024-05-01T12:00:00Z")),
         content_hash: Some("00ff00ff00ff00ff".to_owned()),
         jira_resolved_at: None,
+        scope: crate::domain::IssueScope::InScope,
     }
 }
 
