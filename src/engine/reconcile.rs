@@ -82,11 +82,34 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         if last.is_some_and(|t| now - t < interval && t <= now) {
             return Ok(true);
         }
-        let mappings = self
+        // An issue whose latest change is stored as failed was returned by the search: its
+        // mapping is behind for that reason, not because it left the JQL. The retry handles it.
+        let failing: HashSet<String> = self
+            .store
+            .failures(&rule.name)
+            .await
+            .map_err(store_err)?
+            .into_iter()
+            .flat_map(|f| {
+                let id = f.snapshot.id.map(|id| id.to_string());
+                [Some(f.snapshot.key.to_string()), id]
+            })
+            .flatten()
+            .collect();
+        let mappings: Vec<Mapping> = self
             .store
             .following(&rule.name, now - interval)
             .await
-            .map_err(store_err)?;
+            .map_err(store_err)?
+            .into_iter()
+            .filter(|m| {
+                !failing.contains(m.jira_key.as_str())
+                    && !m
+                        .jira_id
+                        .as_ref()
+                        .is_some_and(|id| failing.contains(id.as_str()))
+            })
+            .collect();
         let cursor = self.store.cursor(&rule.name).await.map_err(store_err)?;
         let mut report = ReconcileReport {
             followed: mappings.len() as u64,

@@ -587,3 +587,39 @@ async fn reconciliation_follows_every_issue(
         .expect("run 3");
     assert_eq!(b.jira.read_backs.lock().expect("unpoisoned").len(), 3);
 }
+
+/// An issue whose latest change failed to replicate (stored for a retry) is behind because of
+/// that, not because it left the JQL: the reconciliation leaves it to the retry.
+#[tokio::test]
+async fn a_failing_issue_is_not_taken_for_one_that_left() {
+    let b = bench();
+    let cancel = CancellationToken::new();
+    let old = Utc::now() - chrono::Duration::hours(2);
+    *b.jira.issues.lock().expect("unpoisoned") = vec![numbered(1, old)];
+    b.run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("run 1");
+    let mut edited = numbered(1, old + chrono::Duration::minutes(30));
+    edited.summary = "edited".into();
+    *b.jira.issues.lock().expect("unpoisoned") = vec![edited];
+    for _ in 0..2 {
+        b.gitlab.fault(Call::Update, Fault::Fail(MemError::Refused));
+    }
+    // The edit fails, and again on the retry of the next run, whose search no longer returns
+    // the issue (only its re-read by id would).
+    b.run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("run 2");
+    let moved: Vec<IssueSnapshot> = std::mem::take(&mut *b.jira.issues.lock().expect("unpoisoned"));
+    *b.jira.elsewhere.lock().expect("unpoisoned") = moved;
+    reconciliation_due(&b);
+    let report = b
+        .run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("run 3");
+    assert!(b.store.failure(RULE, "OPS-1").is_some(), "still failing");
+    let rec = report.reconcile.expect("reconciled");
+    assert_eq!((rec.followed, rec.left), (0, 0), "{rec:?}");
+    let m = b.store.mapping("OPS-1").expect("mapped");
+    assert_eq!(m.scope, crate::domain::IssueScope::InScope);
+}
