@@ -243,14 +243,17 @@ fn vm_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-/// The service with 1,000 replicated incidents, syncing every second with nothing new.
+/// The service with 1,000 replicated incidents, syncing every second with nothing new, and
+/// following them by id every 10 seconds (`reconcile_secs = 10`) to show what that costs.
 async fn idle(cycles: u64) {
     let b = setup(1_000, Duration::ZERO, None, None).await;
     let text = std::fs::read_to_string(&b.config_path).expect("config");
-    let text = text.replace(
-        "target = \"incident\"",
-        "target = \"incident\"\nsince = \"2023-12-31\"\ncron = \"* * * * * *\"",
-    );
+    let text = text
+        .replace(
+            "target = \"incident\"",
+            "target = \"incident\"\nsince = \"2023-12-31\"\ncron = \"* * * * * *\"",
+        )
+        .replace("[sync]\n", "[sync]\nreconcile_secs = 10\n");
     std::fs::write(&b.config_path, text).expect("config");
     let exe = Path::new(env!("CARGO_BIN_EXE_jira-gitlab-sync"));
     let mut child = tokio::process::Command::new(exe)
@@ -275,22 +278,38 @@ async fn idle(cycles: u64) {
             .filter(|r| r.path.contains("/search"))
             .count()
     };
-    let (s0, g0) = (searches(&b), b.gitlab.requests().len());
+    let bulk = |b: &Bench| {
+        b.jira
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/issue/bulkfetch"))
+            .count()
+    };
+    let (s0, g0, r0) = (searches(&b), b.gitlab.requests().len(), bulk(&b));
     let t0 = cpu_ticks(pid).unwrap_or(0);
     tokio::time::sleep(Duration::from_secs(cycles)).await;
     let t1 = cpu_ticks(pid).unwrap_or(0);
-    let (s1, g1) = (searches(&b), b.gitlab.requests().len());
+    let (s1, g1, r1) = (searches(&b), b.gitlab.requests().len(), bulk(&b));
     let rss = vm_rss_kib(pid).unwrap_or(0);
+    let open = b
+        .gitlab
+        .issues(1)
+        .iter()
+        .filter(|i| i.state == jira_gitlab_sync::domain::RemoteState::Opened)
+        .count();
     let done = (s1 - s0).max(1) as f64;
     // Linux reports CPU time in clock ticks, 100 a second (USER_HZ) on every mainstream kernel.
     let cpu_ms = (t1 - t0) as f64 * 10.0;
     println!(
         "idle service: {} Jira searches and {} GitLab requests in {cycles} idle one-second cycles; \
-         CPU {:.2} ms per idle cycle; RSS {:.1} MiB with 1,000 mapped incidents",
+         CPU {:.2} ms per idle cycle; RSS {:.1} MiB with 1,000 mapped incidents; reconciliation \
+         every 10 s: {} bulk fetches for {open} open incidents (at most one per 100 a \
+         reconciliation)",
         s1 - s0,
         g1 - g0,
         cpu_ms / done,
-        rss as f64 / 1024.0
+        rss as f64 / 1024.0,
+        r1 - r0
     );
     let _ = child.kill().await;
 }

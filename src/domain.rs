@@ -251,6 +251,28 @@ pub struct SearchPage {
     pub date: Option<DateTime<Utc>>,
 }
 
+/// Issues re-read by id (reconciliation): those Jira returned, and the ids it could not answer
+/// for this time. An id in neither is gone from the account's view: deleted (or hidden).
+#[derive(Clone, Debug, Default)]
+pub struct ReadBack {
+    pub issues: Vec<IssueSnapshot>,
+    pub undecodable: Vec<UndecodableIssue>,
+    /// Ids Jira reported an error for (Cloud bulk fetch's `issueErrors`): not known to be gone.
+    pub unanswered: Vec<JiraId>,
+}
+
+string_enum! {
+    /// Where a replicated issue stands on the Jira side, as the reconciliation last found it.
+    pub enum IssueScope {
+        /// Its rule's search still returns it.
+        InScope = "in_scope",
+        /// It no longer matches its rule's JQL (or moved out of it); still followed by id.
+        OutOfScope = "out_of_scope",
+        /// Jira no longer returns it by id: deleted, or hidden from the account.
+        Deleted = "deleted",
+    }
+}
+
 /// The Jira account the token belongs to.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JiraUser {
@@ -347,6 +369,8 @@ pub struct Mapping {
     /// The Jira resolution time the GitLab object was last closed for (`None` while open, and
     /// in rows from before it was kept): a resolution at another time closes it again.
     pub jira_resolved_at: Option<DateTime<Utc>>,
+    /// Where the issue stands on the Jira side.
+    pub scope: IssueScope,
 }
 
 impl Mapping {
@@ -499,6 +523,7 @@ mod tests {
         check(RemoteState::ALL);
         check(RunOutcome::ALL);
         check(RunMode::ALL);
+        check(IssueScope::ALL);
     }
 
     /// A failure waits a minute, then twice as long after each attempt, never over six hours.

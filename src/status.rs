@@ -8,7 +8,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::store::{RuleStatus, Store, StoreError};
+use crate::store::{RuleStatus, Store, StoreError, StrayEntry};
 
 /// One failing issue.
 #[derive(Clone, Debug, Serialize)]
@@ -32,6 +32,8 @@ pub struct RuleView {
     pub failing: Vec<FailingKey>,
     /// The keys whose GitLab object a person deleted (`gone` counts them).
     pub gone_keys: Vec<String>,
+    /// Issues followed by id that the rule's search no longer returns: out of scope or deleted.
+    pub strays: Vec<StrayEntry>,
 }
 
 /// Everything `status` shows.
@@ -53,6 +55,7 @@ pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, Stor
         configured: true,
         failing: Vec::new(),
         gone_keys: Vec::new(),
+        strays: Vec::new(),
     };
     let store = match Store::open_read_only(path) {
         Ok(s) => s,
@@ -100,10 +103,12 @@ pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, Stor
         } else {
             Vec::new()
         };
+        let strays = store.strays(&s.rule).await?;
         let v = &mut views[idx];
         v.status = s;
         v.failing = failing;
         v.gone_keys = gone_keys;
+        v.strays = strays;
     }
     Ok(StatusReport {
         store: path.display().to_string(),
@@ -193,6 +198,22 @@ pub fn render(report: &StatusReport) -> String {
                 out,
                 "    gone from GitLab (deleted there; never written again): {}",
                 view.gone_keys.join(", ")
+            );
+        }
+        for s in &view.strays {
+            let what = match s.scope {
+                crate::domain::IssueScope::Deleted => "deleted in Jira",
+                _ => "no longer matches the rule's JQL; followed by id until resolved",
+            };
+            let _ = writeln!(
+                out,
+                "    {} {what} (GitLab {}{})",
+                s.jira_key,
+                s.state,
+                s.web_url
+                    .as_deref()
+                    .map(|u| format!(": {u}"))
+                    .unwrap_or_default()
             );
         }
         if r.pending_intents > 0 {

@@ -321,3 +321,218 @@ async fn cloud_done_without_resolution_reads_a_truncated_changelog() {
         "the changelog endpoint was asked"
     );
 }
+
+/// A setup whose reconciliation is due every second, for `rules`.
+fn reconciling(rules: String, jira: FakeJiraConfig) -> Setup {
+    Setup {
+        jira,
+        rules,
+        sync: "reconcile_secs = 1".into(),
+        ..Setup::default()
+    }
+}
+
+/// Lets the reconciliation interval (1 s) pass since the last write.
+async fn next_interval() {
+    tokio::time::sleep(StdDuration::from_millis(1_100)).await;
+}
+
+fn labels_of(w: &World, key: &str) -> Vec<String> {
+    w.gitlab_issues()
+        .into_iter()
+        .find(|i| i.title.contains(key))
+        .map(|i| i.labels)
+        .unwrap_or_default()
+}
+
+/// Row 6: an issue that stops matching the JQL (priority lowered), then is resolved: the
+/// reconciliation re-reads it by id, labels it `jira::out-of-scope` and closes it at its exact
+/// resolution time.
+#[tokio::test]
+async fn an_issue_that_leaves_the_jql_is_closed_when_resolved() {
+    let rules = crate::support::rule("ops", "incident", "project = OPS AND priority = High");
+    let w = World::start(reconciling(rules, FakeJiraConfig::cloud())).await;
+    w.jira
+        .insert(FakeIssue::new("OPS-1", "x", ago(60)).with_priority(Some("High")));
+    w.once().await.expect("run 1");
+    w.jira.update("OPS-1", ago(20), |i| {
+        i.priority = Some("Low".into());
+    });
+    next_interval().await;
+    let r2 = w.once().await.expect("run 2");
+    assert_eq!(r2.reconcile.as_ref().map(|r| r.left), Some(1), "{r2:?}");
+    assert!(
+        labels_of(&w, "OPS-1").contains(&"jira::out-of-scope".to_owned()),
+        "{:?}",
+        labels_of(&w, "OPS-1")
+    );
+    let resolved = ago(15);
+    w.jira.resolve("OPS-1", resolved);
+    next_interval().await;
+    w.once().await.expect("run 3");
+    let issues = w.gitlab_issues();
+    assert_eq!(issues.len(), 1);
+    assert_eq!(issues[0].closed_at, Some(resolved));
+}
+
+/// Row 7: an issue deleted in Jira is closed (`on_delete = "close"`, the default) at the time
+/// the deletion was seen, with the label `jira::deleted`, by `--once` when the reconciliation
+/// is due; `status` lists it.
+#[tokio::test]
+async fn a_deleted_issue_is_closed_and_listed() {
+    let w = World::start(reconciling(
+        crate::support::rule("ops", "incident", "project = OPS"),
+        FakeJiraConfig::cloud(),
+    ))
+    .await;
+    w.jira.insert(FakeIssue::new("OPS-1", "x", ago(60)));
+    w.jira.insert(FakeIssue::new("OPS-2", "y", ago(50)));
+    w.once().await.expect("run 1");
+    assert!(w.jira.delete("OPS-1"));
+    next_interval().await;
+    let before = chrono::Utc::now() - Duration::seconds(1);
+    let out = w.binary(&["--once"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let one = w
+        .gitlab_issues()
+        .into_iter()
+        .find(|i| i.title.contains("OPS-1"))
+        .expect("OPS-1's object");
+    assert_eq!(one.state, jira_gitlab_sync::domain::RemoteState::Closed);
+    assert!(
+        one.closed_at.is_some_and(|t| t >= before),
+        "{:?}",
+        one.closed_at
+    );
+    assert!(
+        one.labels.contains(&"jira::deleted".to_owned()),
+        "{:?}",
+        one.labels
+    );
+    let two = w
+        .gitlab_issues()
+        .into_iter()
+        .find(|i| i.title.contains("OPS-2"))
+        .expect("OPS-2's object");
+    assert_eq!(two.state, jira_gitlab_sync::domain::RemoteState::Opened);
+    let status = w.binary(&["status"]).await;
+    let text = output_text(&status);
+    assert!(text.contains("OPS-1 deleted in Jira"), "{text}");
+}
+
+/// Row 8: an issue moved to another Jira project (new key, same id) that the rule no longer
+/// matches keeps its one GitLab object, which is followed by id and closed when the moved issue
+/// is resolved.
+#[tokio::test]
+async fn a_moved_issue_keeps_one_object_and_is_closed_when_resolved() {
+    let w = World::start(reconciling(
+        crate::support::rule("ops", "incident", "project = OPS"),
+        FakeJiraConfig::cloud(),
+    ))
+    .await;
+    w.jira.insert(FakeIssue::new("OPS-1", "x", ago(60)));
+    w.once().await.expect("run 1");
+    assert!(w.jira.move_issue("OPS-1", "NEW-7", ago(20)));
+    next_interval().await;
+    w.once().await.expect("run 2");
+    let resolved = ago(15);
+    w.jira.resolve("NEW-7", resolved);
+    next_interval().await;
+    w.once().await.expect("run 3");
+    let issues = w.gitlab_issues();
+    assert_eq!(issues.len(), 1, "one object");
+    assert_eq!(issues[0].closed_at, Some(resolved));
+    assert!(issues[0].title.contains("NEW-7"), "{}", issues[0].title);
+}
+
+/// The budget: 250 open mappings cost 3 bulk fetches (at most 100 ids each) and the one search;
+/// outside the interval, nothing but the search.
+#[tokio::test]
+async fn reconciliation_costs_one_request_per_100_open_mappings() {
+    let w = World::start(reconciling(
+        crate::support::rule("ops", "incident", "project = OPS"),
+        FakeJiraConfig::cloud(),
+    ))
+    .await;
+    seed(&w, 250, |i| ago(300) + Duration::seconds(i));
+    w.once().await.expect("run 1");
+    next_interval().await;
+    w.jira.clear_requests();
+    w.gitlab.clear_requests();
+    let report = w.once().await.expect("run 2");
+    let bulk: Vec<usize> = w
+        .jira
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/rest/api/3/issue/bulkfetch")
+        .map(|r| {
+            r.body
+                .as_ref()
+                .and_then(|b| b["issueIdsOrKeys"].as_array().map(Vec::len))
+                .unwrap_or(0)
+        })
+        .collect();
+    assert_eq!(bulk, vec![100, 100, 50], "{report:?}");
+    assert_eq!(w.jira_searches(), 1);
+    assert!(w.gitlab.requests().is_empty(), "{:?}", w.gitlab.requests());
+    assert_eq!(report.reconcile.map(|r| r.jira_requests), Some(3));
+}
+
+/// Data Center: the open mappings are re-read with JQL `id in (…)` and `validateQuery=warn`, so
+/// a deleted id does not fail the batch; with `on_delete = "delete"` the GitLab object is
+/// deleted, and with `on_leave = "keep"` an issue that left the JQL gets no label but is closed
+/// when resolved.
+#[tokio::test]
+async fn datacenter_reconciles_by_jql_ids_with_on_leave_keep_and_on_delete_delete() {
+    let rules = format!(
+        "{}on_leave = \"keep\"\non_delete = \"delete\"\n",
+        crate::support::rule("ops", "incident", "project = OPS AND priority = High")
+    );
+    let w = World::start(reconciling(rules, FakeJiraConfig::data_center())).await;
+    for key in ["OPS-1", "OPS-2", "OPS-3"] {
+        w.jira
+            .insert(FakeIssue::new(key, "x", ago(60)).with_priority(Some("High")));
+    }
+    w.once().await.expect("run 1");
+    assert!(w.jira.delete("OPS-1"));
+    w.jira.update("OPS-2", ago(20), |i| {
+        i.priority = Some("Low".into());
+    });
+    let resolved = ago(18);
+    w.jira.resolve("OPS-2", resolved);
+    next_interval().await;
+    w.jira.clear_requests();
+    let report = w.once().await.expect("run 2");
+    let by_id: Vec<_> = w
+        .jira
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.body
+                .as_ref()
+                .and_then(|b| b["jql"].as_str())
+                .is_some_and(|q| q.starts_with("id in ("))
+        })
+        .collect();
+    assert_eq!(by_id.len(), 1, "{report:?}");
+    assert_eq!(
+        by_id[0].body.as_ref().map(|b| b["validateQuery"].clone()),
+        Some(serde_json::json!("warn"))
+    );
+    let issues = w.gitlab_issues();
+    assert!(
+        !issues.iter().any(|i| i.title.contains("OPS-1")),
+        "deleted: {issues:?}"
+    );
+    let two = issues
+        .iter()
+        .find(|i| i.title.contains("OPS-2"))
+        .expect("OPS-2");
+    assert_eq!(two.closed_at, Some(resolved));
+    assert!(!two.labels.contains(&"jira::out-of-scope".to_owned()));
+    let three = issues
+        .iter()
+        .find(|i| i.title.contains("OPS-3"))
+        .expect("OPS-3");
+    assert_eq!(three.state, jira_gitlab_sync::domain::RemoteState::Opened);
+}

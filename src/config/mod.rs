@@ -83,6 +83,28 @@ string_enum! {
     }
 }
 
+string_enum! {
+    /// What happens to a replicated issue that stops matching its rule's JQL.
+    pub enum OnLeave {
+        /// Add the label `jira::out-of-scope`, and keep following it.
+        Label = "label",
+        /// Leave the object as it is, and keep following it.
+        Keep = "keep",
+    }
+}
+
+string_enum! {
+    /// What happens to a replicated issue deleted in Jira.
+    pub enum OnDelete {
+        /// Close the object at the time the deletion was seen, with the label `jira::deleted`.
+        Close = "close",
+        /// Delete the GitLab object.
+        Delete = "delete",
+        /// Leave the object as it is.
+        Keep = "keep",
+    }
+}
+
 /// How requests to Jira authenticate.
 #[derive(Clone, Debug)]
 pub enum JiraAuth {
@@ -122,6 +144,8 @@ pub struct SyncConfig {
     pub retry: RetryPolicy,
     pub rule_concurrency: usize,
     pub backfill_concurrency: usize,
+    /// How often open mappings are re-read by id (`reconcile_secs`).
+    pub reconcile: Duration,
 }
 
 /// Where one rule writes in GitLab.
@@ -157,6 +181,8 @@ pub struct RuleConfig {
     pub severity_label: Option<String>,
     /// Lower-cased Jira priority name → severity.
     pub severity: BTreeMap<String, Severity>,
+    pub on_leave: OnLeave,
+    pub on_delete: OnDelete,
 }
 
 impl RuleConfig {

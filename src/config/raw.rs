@@ -101,6 +101,10 @@ pub struct RawSync {
     /// GitLab writes in flight at once during `backfill` (still paced to the GitLab limits).
     #[serde(default = "default_backfill_concurrency")]
     pub backfill_concurrency: usize,
+    /// How often every open replicated issue is re-read by id (seconds, at least 1), so one that
+    /// left a rule's JQL, moved or was deleted is still followed until it is resolved.
+    #[serde(default = "default_reconcile_secs")]
+    pub reconcile_secs: u64,
 }
 
 impl Default for RawSync {
@@ -113,6 +117,7 @@ impl Default for RawSync {
             max_retry_after_secs: default_max_retry_after_secs(),
             rule_concurrency: default_rule_concurrency(),
             backfill_concurrency: default_backfill_concurrency(),
+            reconcile_secs: default_reconcile_secs(),
         }
     }
 }
@@ -137,6 +142,9 @@ const fn default_rule_concurrency() -> usize {
 }
 const fn default_backfill_concurrency() -> usize {
     8
+}
+const fn default_reconcile_secs() -> u64 {
+    3600
 }
 const fn default_timeout_secs() -> u64 {
     30
@@ -240,6 +248,14 @@ pub struct RawRule {
     pub alert_token_env: Option<String>,
     /// `target = "alert"`: or a file holding it.
     pub alert_token_file: Option<PathBuf>,
+    /// What happens to an issue that stops matching `jql` (found by the reconciliation): `label`
+    /// (default: the label `jira::out-of-scope` is added) or `keep`. Either way it is still
+    /// followed by id and closed when Jira resolves it.
+    pub on_leave: Option<String>,
+    /// What happens to an issue deleted in Jira: `close` (default: closed at the time the
+    /// deletion was seen, with the label `jira::deleted`), `delete` (the GitLab object is
+    /// deleted; needs an Owner token) or `keep`.
+    pub on_delete: Option<String>,
 }
 
 fn default_title() -> String {

@@ -94,9 +94,33 @@ fn defaults_are_right_for_gitlab_com() {
         "atlassian.net means Cloud"
     );
     assert_eq!(cfg.rules[0].cron, "0 */2 * * * *");
+    assert_eq!(cfg.sync.reconcile, Duration::from_secs(3600));
+    assert_eq!(
+        (cfg.rules[0].on_leave, cfg.rules[0].on_delete),
+        (OnLeave::Label, OnDelete::Close)
+    );
     assert_eq!(
         cfg.rules[0].severity_of(Some("Highest")),
         Severity::Critical
+    );
+}
+
+/// `reconcile_secs` takes any value from one second; 0 is refused with its key named.
+#[test]
+fn reconcile_secs_from_one_second() {
+    let cfg = load(&format!("[sync]\nreconcile_secs = 1\n{RULE}")).unwrap();
+    assert_eq!(cfg.sync.reconcile, Duration::from_secs(1));
+    let err = load(&format!("[sync]\nreconcile_secs = 0\n{RULE}"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sync.reconcile_secs"), "{err}");
+    let cfg = load(&format!(
+        "{RULE}on_leave = \"keep\"\non_delete = \"delete\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        (cfg.rules[0].on_leave, cfg.rules[0].on_delete),
+        (OnLeave::Keep, OnDelete::Delete)
     );
 }
 
@@ -132,6 +156,16 @@ fn unknown_key_is_named() {
     "cron"
 )]
 #[case::alert_without_url("target = \"incident\"", "target = \"alert\"", "alert_url")]
+#[case::bad_on_leave(
+    "target = \"incident\"",
+    "target = \"incident\"\non_leave = \"drop\"",
+    "on_leave"
+)]
+#[case::bad_on_delete(
+    "target = \"incident\"",
+    "target = \"incident\"\non_delete = \"archive\"",
+    "on_delete"
+)]
 fn invalid_rule_values_are_named(#[case] from: &str, #[case] to: &str, #[case] named: &str) {
     let err = load(&RULE.replace(from, to)).unwrap_err().to_string();
     assert!(err.contains(named), "{err:?} should name {named}");

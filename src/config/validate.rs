@@ -11,7 +11,7 @@ use url::Url;
 use super::raw::{RawGitLab, RawJira, RawRule, RawSync, default_grace_secs};
 use super::{
     AlertEndpoint, ConfigError, Deployment, Destination, GitLabConfig, JiraAuth, JiraConfig,
-    RuleConfig, SyncConfig, invalid,
+    OnDelete, OnLeave, RuleConfig, SyncConfig, invalid,
 };
 use crate::domain::{Severity, Target, UnknownName};
 use crate::http::{ExtraRoots, Pace, RetryPolicy};
@@ -292,6 +292,9 @@ pub(super) fn validate_sync(raw: &RawSync) -> Result<SyncConfig, ConfigError> {
     if raw.max_attempts == 0 {
         return Err(invalid("sync.max_attempts", "must be at least 1"));
     }
+    if raw.reconcile_secs == 0 {
+        return Err(invalid("sync.reconcile_secs", "must be at least 1"));
+    }
     if raw.rule_concurrency == 0 {
         return Err(invalid("sync.rule_concurrency", "must be at least 1"));
     }
@@ -312,6 +315,7 @@ pub(super) fn validate_sync(raw: &RawSync) -> Result<SyncConfig, ConfigError> {
         },
         rule_concurrency: raw.rule_concurrency,
         backfill_concurrency: raw.backfill_concurrency,
+        reconcile: Duration::from_secs(raw.reconcile_secs),
     })
 }
 
@@ -480,5 +484,17 @@ pub(super) fn validate_rule(
         title: raw.title.clone(),
         severity_label: Some(raw.severity_label.trim().to_owned()).filter(|s| !s.is_empty()),
         severity,
+        on_leave: raw
+            .on_leave
+            .as_deref()
+            .map(|s| parse_name(&k("on_leave"), "on_leave", s))
+            .transpose()?
+            .unwrap_or(OnLeave::Label),
+        on_delete: raw
+            .on_delete
+            .as_deref()
+            .map(|s| parse_name(&k("on_delete"), "on_delete", s))
+            .transpose()?
+            .unwrap_or(OnDelete::Close),
     })
 }

@@ -22,9 +22,9 @@ use super::{EngineError, IssueFailure, RunReport, Source, SyncEngine, add_counts
 const ZONE_CHANGE_MARGIN: chrono::Duration = chrono::Duration::hours(26);
 
 /// The state of one run in progress.
-struct Run<'a> {
-    rule: &'a RuleConfig,
-    report: RunReport,
+pub(super) struct Run<'a> {
+    pub(super) rule: &'a RuleConfig,
+    pub(super) report: RunReport,
     /// Mappings read or written during this run, by key.
     mappings: HashMap<JiraKey, Mapping>,
     /// Snapshots handled in this run: re-reads from overlapping pages are not counted twice.
@@ -37,7 +37,7 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn absorb(&mut self, out: Outcome) {
+    pub(super) fn absorb(&mut self, out: Outcome) {
         add_counts(&mut self.report.counts, &out.counts);
         if let Some(f) = out.failure {
             self.report.failures.push(f);
@@ -101,6 +101,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 jira_requests: 0,
                 timestamps_ignored: false,
                 incidents_filed_as_issues: false,
+                reconcile: None,
                 elapsed_ms: 0,
             },
             mappings: HashMap::new(),
@@ -108,7 +109,11 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             ceiling: started + self.skew() - lookback,
             place: None,
         };
-        let result = self.walk(&mut run, started, lookback, cancel).await;
+        let result = match self.walk(&mut run, started, lookback, cancel).await {
+            // Only after a complete walk: the cursor then says what the search covered.
+            Ok(true) => self.reconcile_if_due(&mut run, cancel).await,
+            other => other,
+        };
         let mut report = run.report;
         report.elapsed_ms = clock.elapsed().as_millis() as u64;
         report.outcome = self
@@ -241,7 +246,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     }
 
     /// Where the run writes, resolved once.
-    async fn run_place(&self, run: &mut Run<'_>) -> Result<Place, EngineError> {
+    pub(super) async fn run_place(&self, run: &mut Run<'_>) -> Result<Place, EngineError> {
         if let Some(p) = &run.place {
             return Ok(p.clone());
         }
@@ -281,7 +286,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         let mapping = run.mappings.get(&snap.key).cloned();
         let cursor = match source {
             Source::Search => Some(snap.updated.min(run.ceiling)),
-            Source::Retry | Source::Backfill => None,
+            Source::Retry | Source::Backfill | Source::Reconcile => None,
         };
         let place = self.run_place(run).await?;
         let outcome = self

@@ -90,6 +90,19 @@ impl<G: GitLabSink> GitLabSink for DryRunSink<G> {
         Ok(simulated(mapping, mapping.state, mapping.closed_at))
     }
 
+    async fn add_label(
+        &self,
+        _dest: &Destination,
+        mapping: &Mapping,
+        _label: &str,
+    ) -> Result<RemoteObject, Self::Error> {
+        Ok(simulated(mapping, mapping.state, mapping.closed_at))
+    }
+
+    async fn delete(&self, _dest: &Destination, _mapping: &Mapping) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
     async fn reopen(
         &self,
         _dest: &Destination,
@@ -220,6 +233,22 @@ impl<S: SyncStore> SyncStore for DryRunStore<S> {
             .projects
             .insert(configured.to_owned(), project.clone());
         Ok(())
+    }
+
+    /// The real store's, as this dry run "wrote" them.
+    async fn following(
+        &self,
+        rule: &str,
+        written_before: DateTime<Utc>,
+    ) -> Result<Vec<Mapping>, Self::Error> {
+        let mut found = self.inner.following(rule, written_before).await?;
+        let overlay = self.overlay();
+        found.retain(|m| {
+            m.project_id
+                .and_then(|p| overlay.mappings.get(&(p, m.jira_key.clone())))
+                .is_none()
+        });
+        Ok(found)
     }
 
     async fn max_iid(&self, place: &Place) -> Result<Option<u64>, Self::Error> {

@@ -25,8 +25,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::RuleConfig;
 use crate::domain::{
-    Commit, Intent, IssueSnapshot, JiraKey, Mapping, MovedTo, NewObject, RemoteObject, RemoteState,
-    RunCounts, Target,
+    Commit, Intent, IssueScope, IssueSnapshot, JiraKey, Mapping, MovedTo, NewObject, RemoteObject,
+    RemoteState, RunCounts, Target,
 };
 
 use super::plan::{Action, plan};
@@ -109,6 +109,12 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             jira_id: m.jira_id.or_else(|| snap.id.clone()),
             project_id: m.project_id.or(Some(place.project_id)),
             jira_key: snap.key.clone(),
+            // The rule's search returned it: it is in scope (again).
+            scope: if source == Source::Search {
+                IssueScope::InScope
+            } else {
+                m.scope
+            },
             ..m
         });
         let browse = self.jira.browse_url(&snap.key);
@@ -717,5 +723,6 @@ fn mapping_from(cx: &Ctx<'_>, snap: &IssueSnapshot, remote: &RemoteObject) -> Ma
         moved_to: None,
         gone_at: None,
         jira_resolved_at: None,
+        scope: crate::domain::IssueScope::InScope,
     }
 }

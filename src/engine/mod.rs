@@ -21,7 +21,8 @@
 //!   classify themselves.
 //! - [`plan`]: the pure planner (snapshot + mapping → one action). [`render`]: what an issue
 //!   becomes in GitLab. [`jql`]: the queries.
-//! - `cycle`: the live run ([`SyncEngine::run_rule`]); [`backfill`]: history.
+//! - `cycle`: the live run ([`SyncEngine::run_rule`]); [`backfill`]: history; [`reconcile`]:
+//!   following every replicated issue by id until it is resolved.
 //! - `walk`: the page walker both share. `execute`: the executor both share. `zone`: the Jira
 //!   account's time zone.
 //! - [`dry_run`]: `--dry-run` as wrappers over the ports, so a dry run executes the same code.
@@ -36,6 +37,7 @@ mod execute;
 pub mod jql;
 pub mod plan;
 pub mod ports;
+pub mod reconcile;
 pub mod render;
 #[cfg(test)]
 mod testkit;
@@ -67,6 +69,8 @@ pub const OUTAGE_STREAK: u32 = 3;
 #[derive(Clone, Debug)]
 pub struct EngineSettings {
     pub lookback: Duration,
+    /// How often open mappings are re-read by id.
+    pub reconcile: Duration,
     /// The Jira account's zone, when configured instead of read from `/myself`.
     pub time_zone: Option<Tz>,
     pub retry: RetryPolicy,
@@ -76,6 +80,7 @@ impl EngineSettings {
     pub fn from_config(cfg: &Config) -> Self {
         Self {
             lookback: cfg.sync.lookback,
+            reconcile: cfg.sync.reconcile,
             time_zone: cfg.jira.time_zone,
             retry: cfg.sync.retry.clone(),
         }
@@ -221,6 +226,8 @@ pub struct RunReport {
     pub timestamps_ignored: bool,
     /// GitLab filed an incident as a plain issue (the token is below Reporter).
     pub incidents_filed_as_issues: bool,
+    /// The reconciliation this run made, if one was due.
+    pub reconcile: Option<reconcile::ReconcileReport>,
     pub elapsed_ms: u64,
 }
 
@@ -270,6 +277,8 @@ enum Source {
     Search,
     Retry,
     Backfill,
+    /// Re-read by id in a reconciliation.
+    Reconcile,
 }
 
 /// The engine, generic over its three ports. For `--dry-run`, wrap the sink and the store in

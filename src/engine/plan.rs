@@ -150,6 +150,7 @@ mod tests {
             moved_to: None,
             gone_at: None,
             jira_resolved_at: None,
+            scope: crate::domain::IssueScope::InScope,
         }
     }
 

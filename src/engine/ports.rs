@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Destination;
 use crate::domain::{
-    Commit, Failure, Intent, JiraId, JiraKey, JiraUser, Mapping, NewObject, PageCursor,
+    Commit, Failure, Intent, JiraId, JiraKey, JiraUser, Mapping, NewObject, PageCursor, ReadBack,
     RemoteObject, RunCounts, RunMode, RunOutcome, SearchPage, Target,
 };
 
@@ -103,6 +103,10 @@ pub trait PortError: std::error::Error + Send + Sync + 'static {
     }
 }
 
+/// The most ids one [`JiraSource::issues_by_id`] request carries (Cloud's bulk fetch takes "up
+/// to 100 issues").
+pub const MAX_READ_BACK: usize = 100;
+
 /// The read side: what the engine needs from Jira.
 pub trait JiraSource: Send + Sync {
     /// Why a request failed.
@@ -118,6 +122,15 @@ pub trait JiraSource: Send + Sync {
     /// How many issues `jql` (without `ORDER BY`) matches, where Jira can say cheaply (Cloud's
     /// approximate count); `None` where it cannot.
     fn count(&self, jql: &str) -> impl Future<Output = Result<Option<u64>, Self::Error>> + Send;
+
+    /// Re-reads issues by id (at most [`MAX_READ_BACK`] in one request): those Jira still
+    /// shows, with the fields a snapshot needs, wherever they are now (another project, another
+    /// key); an id Jira does not return and does not list as unanswered is gone (deleted, or
+    /// hidden from the account).
+    fn issues_by_id(
+        &self,
+        ids: &[JiraId],
+    ) -> impl Future<Output = Result<ReadBack, Self::Error>> + Send;
 
     /// The account behind the credentials, with its profile time zone.
     fn myself(&self) -> impl Future<Output = Result<JiraUser, Self::Error>> + Send;
@@ -195,6 +208,21 @@ pub trait GitLabSink: Send + Sync {
         obj: &NewObject,
     ) -> impl Future<Output = Result<RemoteObject, Self::Error>> + Send;
 
+    /// Adds `label` to the object (issues and incidents; alerts have no labels).
+    fn add_label(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        label: &str,
+    ) -> impl Future<Output = Result<RemoteObject, Self::Error>> + Send;
+
+    /// Deletes the object (issues and incidents; GitLab lets only Owners and administrators).
+    fn delete(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
     /// Reopens the object. An alert cannot be reopened: a new one is fired with `obj`'s title,
     /// description and severity, as the first was. An issue a person moved is not reopened: the
     /// answer carries its `moved_to_id`, and the engine reopens the copy.
@@ -260,6 +288,14 @@ pub trait SyncStore: Send + Sync {
         configured: &str,
         project: &ResolvedProject,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// The rule's mappings to follow on the Jira side: GitLab object open, issue not known to be
+    /// deleted, with ids, and not written since `written_before` (a run that wrote one saw it).
+    fn following(
+        &self,
+        rule: &str,
+        written_before: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<Mapping>, Self::Error>> + Send;
 
     /// The highest iid of any mapping at `place`, if there is one.
     fn max_iid(

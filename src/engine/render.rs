@@ -287,6 +287,8 @@ mod tests {
             title: "{key}".into(),
             severity_label: None,
             severity: Default::default(),
+            on_leave: crate::config::OnLeave::Label,
+            on_delete: crate::config::OnDelete::Close,
         };
         let text = "one\ntwo\n```\n/code\nmore code\n```\nafter";
         let obj = new_object(&rule, &snap("x", Some(text)), "https://j/browse/OPS-7");

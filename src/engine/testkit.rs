@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use crate::config::Destination;
 use crate::domain::{
     Commit, Failure, Intent, IssueSnapshot, JiraId, JiraKey, JiraUser, Mapping, NewObject,
-    PageCursor, RemoteObject, RemoteState, RunCounts, RunMode, RunOutcome, SearchPage, Target,
+    PageCursor, ReadBack, RemoteObject, RemoteState, RunCounts, RunMode, RunOutcome, SearchPage,
+    Target,
 };
 
 use super::dry_run::advance;
@@ -77,11 +78,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().expect("a test port's lock is never poisoned")
 }
 
-/// A Jira that answers one page with every issue it holds.
+/// A Jira that answers one page with every issue it holds, and holds them by id for
+/// [`JiraSource::issues_by_id`].
 #[derive(Default)]
 pub(crate) struct MemJira {
     pub(crate) issues: Mutex<Vec<IssueSnapshot>>,
     pub(crate) searches: Mutex<u64>,
+    /// What `issues_by_id` finds, beyond `issues` (issues the search no longer returns).
+    pub(crate) elsewhere: Mutex<Vec<IssueSnapshot>>,
+    /// `issues_by_id` requests, with their sizes.
+    pub(crate) read_backs: Mutex<Vec<usize>>,
 }
 
 impl JiraSource for MemJira {
@@ -99,6 +105,22 @@ impl JiraSource for MemJira {
 
     async fn count(&self, _jql: &str) -> Result<Option<u64>, MemError> {
         Ok(Some(lock(&self.issues).len() as u64))
+    }
+
+    async fn issues_by_id(&self, ids: &[JiraId]) -> Result<ReadBack, MemError> {
+        lock(&self.read_backs).push(ids.len());
+        let all: Vec<IssueSnapshot> = lock(&self.issues)
+            .iter()
+            .chain(lock(&self.elsewhere).iter())
+            .cloned()
+            .collect();
+        Ok(ReadBack {
+            issues: all
+                .into_iter()
+                .filter(|s| s.id.as_ref().is_some_and(|id| ids.contains(id)))
+                .collect(),
+            ..ReadBack::default()
+        })
     }
 
     async fn myself(&self) -> Result<JiraUser, MemError> {
@@ -134,6 +156,8 @@ pub(crate) enum Call {
     Update,
     /// The look for where a moved issue went.
     Follow,
+    Label,
+    Delete,
 }
 
 /// One GitLab object as the in-memory GitLab keeps it.
@@ -153,6 +177,7 @@ pub(crate) struct MemObject {
     pub(crate) incident: bool,
     /// The copy's global id, once a person moved it.
     pub(crate) moved_to_id: Option<u64>,
+    pub(crate) labels: Vec<String>,
 }
 
 impl MemObject {
@@ -328,6 +353,7 @@ impl GitLabSink for MemGitLab {
             closed_at: None,
             incident: dest.target == Target::Incident && !*lock(&self.below_reporter),
             moved_to_id: None,
+            labels: obj.labels.clone(),
         };
         objects.push(created.clone());
         match fault {
@@ -378,6 +404,27 @@ impl GitLabSink for MemGitLab {
             o.title = obj.title.clone();
             o.description = obj.description.clone();
         })
+    }
+
+    async fn add_label(
+        &self,
+        _dest: &Destination,
+        m: &Mapping,
+        label: &str,
+    ) -> Result<RemoteObject, MemError> {
+        self.modify(Call::Label, m, |o| {
+            if !o.labels.iter().any(|l| l == label) {
+                o.labels.push(label.to_owned());
+            }
+        })
+    }
+
+    async fn delete(&self, _dest: &Destination, m: &Mapping) -> Result<(), MemError> {
+        if let Some(Fault::Fail(e)) = self.enter(Call::Delete) {
+            return Err(e);
+        }
+        lock(&self.objects).retain(|o| Some(o.iid) != m.iid);
+        Ok(())
     }
 
     /// A moved object is answered as it is, not reopened (as the port's contract says).
@@ -444,6 +491,8 @@ pub(crate) struct MemStore {
     /// Every commit, in order, with the cursor it carried.
     pub(crate) commits: Mutex<Vec<(Commit, Option<DateTime<Utc>>)>>,
     pub(crate) runs: Mutex<Vec<Option<RunOutcome>>>,
+    /// When each mapping was last written, by the key it was written under.
+    pub(crate) written: Mutex<HashMap<JiraKey, DateTime<Utc>>>,
 }
 
 impl MemStore {
@@ -541,6 +590,29 @@ impl SyncStore for MemStore {
         Ok(())
     }
 
+    async fn following(
+        &self,
+        rule: &str,
+        written_before: DateTime<Utc>,
+    ) -> Result<Vec<Mapping>, MemError> {
+        let written = lock(&self.written).clone();
+        let mut out: Vec<Mapping> = lock(&self.mappings)
+            .values()
+            .filter(|m| {
+                m.rule == rule
+                    && written
+                        .get(&m.jira_key)
+                        .is_none_or(|at| *at < written_before)
+                    && m.state == RemoteState::Opened
+                    && m.jira_id.is_some()
+                    && m.scope != crate::domain::IssueScope::Deleted
+            })
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.jira_key.cmp(&b.jira_key));
+        Ok(out)
+    }
+
     async fn max_iid(&self, place: &Place) -> Result<Option<u64>, MemError> {
         Ok(lock(&self.mappings)
             .iter()
@@ -565,6 +637,7 @@ impl SyncStore for MemStore {
                 );
                 lock(&self.intents).remove(&id);
                 lock(&self.failures).remove(&(rule.to_owned(), m.jira_key.clone()));
+                lock(&self.written).insert(m.jira_key.clone(), Utc::now());
                 lock(&self.mappings).insert(
                     id,
                     Mapping {

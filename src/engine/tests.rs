@@ -13,7 +13,7 @@ use super::execute::Outcome;
 use super::ports::Place;
 use super::testkit::{Call, Fault, MemError, MemGitLab, MemJira, MemStore};
 use super::*;
-use crate::config::Destination;
+use crate::config::{Destination, OnDelete, OnLeave};
 use crate::domain::{Commit, IssueSnapshot, JiraId, Mapping, MovedTo, RemoteState, Target};
 use crate::http::RetryPolicy;
 
@@ -39,12 +39,15 @@ fn rule() -> RuleConfig {
         title: "[{key}] {summary}".into(),
         severity_label: None,
         severity: BTreeMap::new(),
+        on_leave: crate::config::OnLeave::Label,
+        on_delete: crate::config::OnDelete::Close,
     }
 }
 
 fn settings() -> EngineSettings {
     EngineSettings {
         lookback: Duration::from_secs(600),
+        reconcile: Duration::from_secs(3600),
         time_zone: Some(chrono_tz::UTC),
         retry: RetryPolicy {
             max_attempts: 3,
@@ -770,4 +773,145 @@ fn conclusions() {
     let (outcome, why) = conclude(&err, 0);
     assert_eq!(outcome, RunOutcome::Failed);
     assert_eq!(why.as_deref(), Some("rule \"r\": Jira failed: refused"));
+}
+
+/// Back-dates every mapping's last write by a day and forgets the last reconciliation, so the
+/// next cycle reconciles them all.
+fn reconciliation_due(b: &Bench) {
+    for at in b.store.written.lock().expect("unpoisoned").values_mut() {
+        *at -= chrono::Duration::days(1);
+    }
+    b.store.meta.lock().expect("unpoisoned").clear();
+}
+
+fn numbered(n: u64, updated: DateTime<Utc>) -> IssueSnapshot {
+    IssueSnapshot {
+        id: Some(JiraId::parse(&(10_000 + n).to_string()).expect("an id")),
+        key: JiraKey::parse(&format!("OPS-{n}")).expect("a key"),
+        created: updated,
+        updated,
+        ..snap("x", 0, None)
+    }
+}
+
+/// Reconciliation: an issue the search stopped returning whose change is older than the
+/// cursor left the JQL (labelled, then closed at its resolution); one Jira no longer shows was
+/// deleted (labelled and closed); 250 open mappings cost 3 requests; not due, none.
+#[rstest]
+#[case::label_and_close(OnLeave::Label, OnDelete::Close, vec!["jira::out-of-scope"], vec!["jira::deleted"], true)]
+#[case::keep_and_keep(OnLeave::Keep, OnDelete::Keep, vec![], vec![], false)]
+#[tokio::test]
+async fn reconciliation_follows_every_issue(
+    #[case] on_leave: OnLeave,
+    #[case] on_delete: OnDelete,
+    #[case] left_labels: Vec<&str>,
+    #[case] deleted_labels: Vec<&str>,
+    #[case] deleted_closed: bool,
+) {
+    let b = bench();
+    let rule = RuleConfig {
+        on_leave,
+        on_delete,
+        ..rule()
+    };
+    let cancel = CancellationToken::new();
+    let old = Utc::now() - chrono::Duration::hours(2);
+    let issues: Vec<IssueSnapshot> = (1..=250).map(|n| numbered(n, old)).collect();
+    *b.jira.issues.lock().expect("unpoisoned") = issues.clone();
+    b.run_rule(&rule, RunMode::Once, &cancel)
+        .await
+        .expect("run 1");
+    // OPS-1 leaves the JQL and is resolved (an hour ago); OPS-2 is deleted.
+    let mut left = issues[0].clone();
+    left.updated = old + chrono::Duration::minutes(30);
+    left.resolved_at = Some(left.updated);
+    {
+        let mut all = b.jira.issues.lock().expect("unpoisoned");
+        all.retain(|s| s.key.as_str() != "OPS-1" && s.key.as_str() != "OPS-2");
+    }
+    b.jira
+        .elsewhere
+        .lock()
+        .expect("unpoisoned")
+        .push(left.clone());
+    reconciliation_due(&b);
+    let report = b
+        .run_rule(&rule, RunMode::Once, &cancel)
+        .await
+        .expect("run 2");
+    let rec = report.reconcile.expect("reconciled");
+    assert_eq!(
+        (rec.followed, rec.jira_requests, rec.left, rec.deleted),
+        (250, 3, 1, 1)
+    );
+    assert_eq!(
+        *b.jira.read_backs.lock().expect("unpoisoned"),
+        vec![100, 100, 50]
+    );
+    let objects = b.gitlab.objects();
+    let one = objects
+        .iter()
+        .find(|o| o.jira_key.as_str() == "OPS-1")
+        .expect("OPS-1");
+    assert_eq!(
+        (one.state, one.closed_at),
+        (RemoteState::Closed, left.resolved_at)
+    );
+    let extra = |o: &testkit::MemObject| -> Vec<String> {
+        o.labels
+            .iter()
+            .filter(|l| l.starts_with("jira::"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(extra(one), left_labels);
+    let two = objects
+        .iter()
+        .find(|o| o.jira_key.as_str() == "OPS-2")
+        .expect("OPS-2");
+    assert_eq!(extra(two), deleted_labels);
+    assert_eq!(two.state == RemoteState::Closed, deleted_closed);
+    let m = b.store.mapping("OPS-2").expect("mapped");
+    assert_eq!(m.scope, crate::domain::IssueScope::Deleted);
+    // Not due again: no read by id.
+    b.run_rule(&rule, RunMode::Once, &cancel)
+        .await
+        .expect("run 3");
+    assert_eq!(b.jira.read_backs.lock().expect("unpoisoned").len(), 3);
+}
+
+/// An issue whose latest change failed to replicate (stored for a retry) is behind because of
+/// that, not because it left the JQL: the reconciliation leaves it to the retry.
+#[tokio::test]
+async fn a_failing_issue_is_not_taken_for_one_that_left() {
+    let b = bench();
+    let cancel = CancellationToken::new();
+    let old = Utc::now() - chrono::Duration::hours(2);
+    *b.jira.issues.lock().expect("unpoisoned") = vec![numbered(1, old)];
+    b.run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("run 1");
+    let mut edited = numbered(1, old + chrono::Duration::minutes(30));
+    edited.summary = "edited".into();
+    *b.jira.issues.lock().expect("unpoisoned") = vec![edited];
+    for _ in 0..2 {
+        b.gitlab.fault(Call::Update, Fault::Fail(MemError::Refused));
+    }
+    // The edit fails, and again on the retry of the next run, whose search no longer returns
+    // the issue (only its re-read by id would).
+    b.run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("run 2");
+    let moved: Vec<IssueSnapshot> = std::mem::take(&mut *b.jira.issues.lock().expect("unpoisoned"));
+    *b.jira.elsewhere.lock().expect("unpoisoned") = moved;
+    reconciliation_due(&b);
+    let report = b
+        .run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("run 3");
+    assert!(b.store.failure(RULE, "OPS-1").is_some(), "still failing");
+    let rec = report.reconcile.expect("reconciled");
+    assert_eq!((rec.followed, rec.left), (0, 0), "{rec:?}");
+    let m = b.store.mapping("OPS-1").expect("mapped");
+    assert_eq!(m.scope, crate::domain::IssueScope::InScope);
 }

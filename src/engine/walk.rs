@@ -355,6 +355,13 @@ mod tests {
             Ok(None)
         }
 
+        async fn issues_by_id(
+            &self,
+            _ids: &[crate::domain::JiraId],
+        ) -> Result<crate::domain::ReadBack, MemError> {
+            Err(MemError::Refused)
+        }
+
         async fn myself(&self) -> Result<JiraUser, MemError> {
             Err(MemError::Refused)
         }

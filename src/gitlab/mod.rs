@@ -880,6 +880,59 @@ impl GitLabSink for GitLabClient {
         self.put_issue(dest, mapping, body, "update").await
     }
 
+    /// `PUT /projects/:id/issues/:iid` with `add_labels` ("comma-separated label names to add to
+    /// an issue", GitLab's Issues API).
+    #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err)]
+    async fn add_label(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        label: &str,
+    ) -> Result<RemoteObject, GitLabError> {
+        let body = json!({ "add_labels": label });
+        self.put_issue(dest, mapping, body, "label").await
+    }
+
+    /// `DELETE /projects/:id/issues/:iid` ("only for administrators and project owners",
+    /// GitLab's Issues API; 204 No Content). An issue already gone (404) counts as deleted.
+    #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err)]
+    async fn delete(&self, dest: &Destination, mapping: &Mapping) -> Result<(), GitLabError> {
+        let what = format!("delete of {}", mapping.jira_key);
+        if dest.target == Target::Alert {
+            return Err(GitLabError::Unsendable {
+                what,
+                reason: "alerts are not issues",
+            });
+        }
+        let iid = mapping.iid.ok_or_else(|| GitLabError::Unsendable {
+            what: what.clone(),
+            reason: "the mapping holds no GitLab iid",
+        })?;
+        let iid_text = iid.to_string();
+        let subject = Subject::new(
+            Resource::Issue {
+                project: dest.project.clone(),
+                iid,
+            },
+            format!("{what}: issue {}#{iid}", dest.project),
+        );
+        match self
+            .call(
+                RequestKind::Idempotent,
+                Method::DELETE,
+                self.api(&["projects", &project_ref(dest), "issues", &iid_text]),
+                &[],
+                None,
+                &subject,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(GitLabError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// An issue is read first: one a person moved is answered as it is (closed, with its
     /// `moved_to_id`) instead of being reopened, since GitLab would reopen the moved original.
     #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err)]

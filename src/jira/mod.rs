@@ -17,7 +17,7 @@ use serde_json::json;
 use tracing::instrument;
 
 use crate::config::{Deployment, JiraAuth, JiraConfig, SyncConfig};
-use crate::domain::{JiraUser, PageCursor, SearchPage};
+use crate::domain::{JiraId, JiraUser, PageCursor, ReadBack, SearchPage};
 use crate::engine::ports::{JiraSource, PortError};
 use crate::http::{DecodeError, HttpClient, HttpError, Pace, RequestKind, Response, Transport};
 use crate::secret::Secret;
@@ -305,13 +305,83 @@ impl JiraSource for JiraClient {
                     source,
                 }
             })?;
-        for p in pending {
-            let at = self.done_since(&p).await?;
-            if let Some(issue) = page.issues.get_mut(p.index) {
-                issue.resolved_at = Some(at.max(p.created));
+        self.fill_done(&mut page.issues, pending).await?;
+        Ok(page)
+    }
+
+    #[instrument(level = "debug", skip_all, fields(ids = ids.len()), err)]
+    async fn issues_by_id(&self, ids: &[JiraId]) -> Result<ReadBack, JiraError> {
+        if ids.is_empty() {
+            return Ok(ReadBack::default());
+        }
+        match self.deployment {
+            Deployment::Cloud => {
+                // `BulkFetchIssueRequestBean`: `issueIdsOrKeys` ("up to 100 issues"), `fields`,
+                // `expand` ("a list of values"). A moved issue is found by its id.
+                let path = "rest/api/3/issue/bulkfetch";
+                let body = json!({
+                    "issueIdsOrKeys": ids.iter().map(JiraId::as_str).collect::<Vec<_>>(),
+                    "fields": SEARCH_FIELDS,
+                    "expand": ["changelog"],
+                });
+                let response = self
+                    .call(Method::POST, path, Some(body), RequestKind::Idempotent)
+                    .await?;
+                let (mut back, pending) =
+                    wire::decode_bulk(&response).map_err(|source| JiraError::Decode {
+                        endpoint: format!("/{path}"),
+                        source,
+                    })?;
+                self.fill_done(&mut back.issues, pending).await?;
+                Ok(back)
+            }
+            Deployment::DataCenter => {
+                // JQL `id in (…)` with `validateQuery=warn`: an id that no longer exists is
+                // a warning, not a 400 that fails the whole batch.
+                let list: Vec<&str> = ids.iter().map(JiraId::as_str).collect();
+                let jql = format!("id in ({}) ORDER BY id ASC", list.join(", "));
+                let path = "rest/api/2/search";
+                let mut back = ReadBack::default();
+                let mut start_at = 0u64;
+                loop {
+                    let body = json!({
+                        "jql": jql,
+                        "startAt": start_at,
+                        "maxResults": ids.len(),
+                        "fields": SEARCH_FIELDS,
+                        "expand": ["changelog"],
+                        "validateQuery": "warn",
+                    });
+                    let response = match self
+                        .call(Method::POST, path, Some(body), RequestKind::Idempotent)
+                        .await
+                    {
+                        Err(JiraError::Status {
+                            status: 400,
+                            message,
+                            ..
+                        }) => return Err(JiraError::BadQuery { message }),
+                        other => other?,
+                    };
+                    let (mut page, pending) =
+                        wire::decode_page(&response, self.deployment, start_at).map_err(
+                            |source| JiraError::Decode {
+                                endpoint: format!("/{path}"),
+                                source,
+                            },
+                        )?;
+                    self.fill_done(&mut page.issues, pending).await?;
+                    let got = (page.issues.len() + page.undecodable.len()) as u64;
+                    start_at += got;
+                    back.issues.append(&mut page.issues);
+                    back.undecodable.append(&mut page.undecodable);
+                    // The server may cap the page: page on to `total`, never in a circle.
+                    if page.next.is_none() || got == 0 {
+                        return Ok(back);
+                    }
+                }
             }
         }
-        Ok(page)
     }
 
     #[instrument(level = "debug", skip_all, err)]
@@ -366,6 +436,21 @@ impl JiraSource for JiraClient {
 }
 
 impl JiraClient {
+    /// Sets the resolution time of the Done-category issues without `resolutiondate`.
+    async fn fill_done(
+        &self,
+        issues: &mut [crate::domain::IssueSnapshot],
+        pending: Vec<wire::DoneWithoutResolution>,
+    ) -> Result<(), JiraError> {
+        for p in pending {
+            let at = self.done_since(&p).await?;
+            if let Some(issue) = issues.get_mut(p.index) {
+                issue.resolved_at = Some(at.max(p.created));
+            }
+        }
+        Ok(())
+    }
+
     /// When a Done-category issue without `resolutiondate` was resolved: the latest change from
     /// a status that is not Done into one that is, from the changelog the search embedded, or
     /// the whole changelog when that was cut short; `created` if it never changed into Done (it

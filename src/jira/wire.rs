@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::config::Deployment;
 use crate::domain::{
-    IssueSnapshot, JiraId, JiraKey, JiraUser, PageCursor, SearchPage, UndecodableIssue,
+    IssueSnapshot, JiraId, JiraKey, JiraUser, PageCursor, ReadBack, SearchPage, UndecodableIssue,
 };
 use crate::http::{DecodeError, Response};
 
@@ -216,14 +216,29 @@ pub(super) fn decode_page(
         date: date_header(response),
         ..SearchPage::default()
     };
-    let mut pending = Vec::new();
-    for raw in &env.issues {
+    let (issues, undecodable, pending) = decode_issues(&env.issues);
+    page.issues = issues;
+    page.undecodable = undecodable;
+    Ok((page, pending))
+}
+
+/// Issue beans, each on its own: the snapshots, the issues that could not be read, and the
+/// Done-category ones without `resolutiondate` (by their index in the snapshots).
+fn decode_issues(
+    raws: &[Value],
+) -> (
+    Vec<IssueSnapshot>,
+    Vec<UndecodableIssue>,
+    Vec<DoneWithoutResolution>,
+) {
+    let (mut issues, mut undecodable, mut pending) = (Vec::new(), Vec::new(), Vec::new());
+    for raw in raws {
         match snapshot(raw) {
             Ok((s, done_without_resolution)) => {
                 if done_without_resolution && let Some(id) = s.id.clone() {
                     let (embedded, complete) = embedded_changelog(raw);
                     pending.push(DoneWithoutResolution {
-                        index: page.issues.len(),
+                        index: issues.len(),
                         id,
                         key: s.key.clone(),
                         created: s.created,
@@ -231,12 +246,48 @@ pub(super) fn decode_page(
                         complete,
                     });
                 }
-                page.issues.push(s);
+                issues.push(s);
             }
-            Err(bad) => page.undecodable.push(bad),
+            Err(bad) => undecodable.push(bad),
         }
     }
-    Ok((page, pending))
+    (issues, undecodable, pending)
+}
+
+/// Cloud `POST /rest/api/3/issue/bulkfetch`'s `BulkIssueResults`: `issues` (issue beans), and
+/// `issueErrors` (`IssueError`: `id`, `errorMessage`) for issues Jira could not return "due to
+/// a retriable error or payload constraint". Issues "which aren't found or that the user
+/// doesn't have permission to view" are in neither (Atlassian's OpenAPI, `swagger-v3.v3.json`).
+pub(super) fn decode_bulk(
+    response: &Response,
+) -> Result<(ReadBack, Vec<DoneWithoutResolution>), DecodeError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Bulk {
+        #[serde(default)]
+        issues: Vec<Value>,
+        #[serde(default)]
+        issue_errors: Vec<IssueError>,
+    }
+    #[derive(Deserialize)]
+    struct IssueError {
+        id: Option<String>,
+    }
+    let bulk: Bulk = response.json()?;
+    let (issues, undecodable, pending) = decode_issues(&bulk.issues);
+    let unanswered = bulk
+        .issue_errors
+        .into_iter()
+        .filter_map(|e| e.id.and_then(|id| JiraId::parse(&id).ok()))
+        .collect();
+    Ok((
+        ReadBack {
+            issues,
+            undecodable,
+            unanswered,
+        },
+        pending,
+    ))
 }
 
 /// The answer's `Date` header: when Jira generated it, by Jira's clock (RFC 9110 §6.6.1,

@@ -615,7 +615,7 @@ fn router(state: Arc<GitLabState>) -> Router {
         )
         .route(
             "/api/v4/projects/{id}/issues/{iid}",
-            get(get_issue).put(update_issue),
+            get(get_issue).put(update_issue).delete(delete_issue),
         )
         .route("/api/v4/issues", get(list_all_issues))
         .route("/api/v4/issues/{id}", get(get_issue_by_id))
@@ -1681,6 +1681,35 @@ const UPDATE_PARAMS: [&str; 14] = [
     "title",
     "issue_type",
 ];
+
+/// `DELETE /projects/:id/issues/:issue_iid`: "Only for administrators and project owners"
+/// (GitLab's Issues API); 204 No Content, 403 for anyone else, 404 for an issue not there.
+async fn delete_issue(
+    State(state): State<Arc<GitLabState>>,
+    Path((id, iid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Handled {
+    let user = state.authenticate(&headers)?;
+    let mut guard = lock(&state.data);
+    let data = &mut *guard;
+    let (pidx, level) = data.project_at(&id, &user)?;
+    let rights = Rights {
+        admin: user.admin,
+        level,
+    };
+    let iid = iid
+        .parse::<u64>()
+        .ok()
+        .filter(|iid| data.projects[pidx].issues.contains_key(iid))
+        .ok_or_else(|| message(404, "404 Not found"))?;
+    if !rights.owner() {
+        return Err(message(403, "403 Forbidden"));
+    }
+    data.projects[pidx].issues.remove(&iid);
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    Ok(r)
+}
 
 async fn update_issue(
     State(state): State<Arc<GitLabState>>,

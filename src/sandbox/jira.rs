@@ -152,6 +152,8 @@ pub struct FakeIssue {
     pub status_category: String,
     pub priority: Option<String>,
     pub labels: Vec<String>,
+    /// The issue's numeric id, set by [`FakeJira::insert`] (kept across moves); `None` before.
+    pub id: Option<u64>,
     /// The changelog, oldest first (`IssueBean.changelog` / `PageOfChangelogs` in Atlassian's
     /// OpenAPI). Status changes made through [`FakeJira`] and [`FakeIssue::resolved_at`] are
     /// recorded here.
@@ -250,6 +252,7 @@ impl FakeIssue {
             status_category: "new".to_owned(),
             priority: Some("Medium".to_owned()),
             labels: Vec::new(),
+            id: None,
             history: Vec::new(),
         }
     }
@@ -418,7 +421,7 @@ impl FakeJira {
     }
 
     /// Adds the issue, or replaces the one with the same key (keeping its id).
-    pub fn insert(&self, issue: FakeIssue) {
+    pub fn insert(&self, mut issue: FakeIssue) {
         let mut data = lock(&self.inner.state.data);
         let id = match data.issues.get(&issue.key) {
             Some((id, _)) => *id,
@@ -427,7 +430,17 @@ impl FakeJira {
                 data.next_id
             }
         };
+        issue.id = Some(id);
         data.issues.insert(issue.key.clone(), (id, issue));
+    }
+
+    /// Deletes the issue, as a person with the Delete Issues permission does: it is gone from
+    /// search, `GET /issue` answers 404 and bulk fetch leaves it out. Returns false if there is
+    /// no such key.
+    pub fn delete(&self, key: &str) -> bool {
+        let mut data = lock(&self.inner.state.data);
+        data.held.remove(key);
+        data.issues.remove(key).is_some()
     }
 
     /// Resolves the issue at `at` (status `Done`, category `done`, `updated = at`).
@@ -563,6 +576,7 @@ fn router(state: Arc<JiraState>) -> Router {
         .route("/rest/api/{version}/myself", get(myself))
         .route("/rest/api/{version}/status", get(statuses))
         .route("/rest/api/{version}/issue/{id_or_key}", get(get_issue))
+        .route("/rest/api/{version}/issue/bulkfetch", post(bulk_fetch))
         .route(
             "/rest/api/{version}/issue/{id_or_key}/changelog",
             get(get_changelog),
@@ -738,6 +752,8 @@ struct SearchParams {
     next_page_token: Option<String>,
     /// `expand`: a comma-separated string (Cloud `search/jql`) or a list (Data Center).
     expand: Vec<String>,
+    /// Data Center `validateQuery`: `strict` (the default), `warn` or `none`.
+    validate_query: Option<String>,
 }
 
 impl SearchParams {
@@ -772,6 +788,11 @@ impl SearchParams {
                 }
             }
             p.next_page_token = body["nextPageToken"].as_str().map(str::to_owned);
+            p.validate_query = match &body["validateQuery"] {
+                Value::String(s) => Some(s.clone()),
+                Value::Bool(b) => Some(if *b { "strict" } else { "none" }.to_owned()),
+                _ => None,
+            };
             p.expand = match &body["expand"] {
                 Value::String(s) => split_fields(s),
                 Value::Array(items) => items
@@ -792,6 +813,7 @@ impl SearchParams {
                     "startAt" => p.start_at = Some(v.parse().map_err(|_| bad(&k, &v))?),
                     "nextPageToken" => p.next_page_token = Some(v),
                     "expand" => p.expand.extend(split_fields(&v)),
+                    "validateQuery" => p.validate_query = Some(v),
                     _ => {}
                 }
             }
@@ -975,6 +997,36 @@ async fn search_legacy(
         Ok(q) => q,
         Err(e) => return jira_error(400, &e.0),
     };
+    // An issue key or id the query names that does not exist: with `validateQuery=strict` (the
+    // default) a 400, with `warn` a `warningMessages` entry and the rest of the search
+    // (`SearchRequestBean.validateQuery` of Jira Data Center's REST API; the texts are Jira's
+    // "An issue with key '…' does not exist for field 'key'.").
+    let missing: Vec<String> = {
+        let data = lock(&state.data);
+        jql.referenced_issues()
+            .into_iter()
+            .filter(|r| {
+                !data
+                    .issues
+                    .values()
+                    .any(|(id, issue)| id.to_string() == *r || issue.key.eq_ignore_ascii_case(r))
+            })
+            .collect()
+    };
+    let warnings: Vec<String> = missing
+        .iter()
+        .map(|r| format!("An issue with key '{r}' does not exist for field 'id'."))
+        .collect();
+    match params.validate_query.as_deref() {
+        Some("warn" | "none" | "false") => {}
+        _ if !warnings.is_empty() => {
+            return json_response(
+                400,
+                &json!({ "errorMessages": warnings, "warningMessages": [] }),
+            );
+        }
+        _ => {}
+    }
     let start_at = params.start_at.unwrap_or(0).max(0) as u64;
     let requested = params.max_results.unwrap_or(50).max(0) as u64;
     let max_results = requested.min(state.config.dc_page_cap as u64);
@@ -1019,8 +1071,63 @@ async fn search_legacy(
             "maxResults": max_results,
             "total": total,
             "issues": issues,
+            "warningMessages": if params.validate_query.as_deref() == Some("warn") { warnings } else { Vec::new() },
         }),
     )
+}
+
+/// Cloud `POST /rest/api/3/issue/bulkfetch` (`BulkFetchIssueRequestBean`: `issueIdsOrKeys`,
+/// "up to 100 issues", `fields`, `expand` as a list) → `BulkIssueResults`: the issues found, "in
+/// ascending `id` order", and `issueErrors`; issues "which aren't found or that the user doesn't
+/// have permission to view won't be returned" in either (Atlassian's OpenAPI,
+/// `swagger-v3.v3.json`). More than 100, or none: 400.
+async fn bulk_fetch(
+    State(state): State<Arc<JiraState>>,
+    Path(version): Path<String>,
+    Extension(ParsedBody(body)): Extension<ParsedBody>,
+    req: Request<Body>,
+) -> Response {
+    if !state.is_cloud() || version != "3" {
+        return not_found(State(state), req).await;
+    }
+    let body = body.unwrap_or(Value::Null);
+    let wanted: Vec<String> = body["issueIdsOrKeys"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if wanted.is_empty() || wanted.len() > 100 {
+        return jira_error(
+            400,
+            "Between 1 and 100 issue IDs or keys must be requested.",
+        );
+    }
+    let requested: Option<Vec<String>> = body["fields"].as_array().map(|a| {
+        a.iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    });
+    let fields = FieldSelection::new(requested.as_deref(), true);
+    let changelog = body["expand"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|v| v.as_str() == Some("changelog")));
+    let mut found: Vec<(u64, FakeIssue)> = wanted.iter().filter_map(|w| state.find(w)).collect();
+    found.sort_by_key(|(id, _)| *id);
+    found.dedup_by_key(|(id, _)| *id);
+    let issues: Vec<Value> = found
+        .iter()
+        .map(|(id, issue)| {
+            let mut out = render_issue(&state, &version, *id, issue, &fields);
+            if changelog {
+                out["changelog"] = embedded_changelog(&state, issue);
+            }
+            out
+        })
+        .collect();
+    json_response(200, &json!({ "issues": issues, "issueErrors": [] }))
 }
 
 async fn myself(

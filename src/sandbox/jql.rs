@@ -142,6 +142,26 @@ impl Query {
         parser.query()
     }
 
+    /// The issue keys and ids the query names (`key = X`, `id in (1, 2)`).
+    pub(crate) fn referenced_issues(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for c in &self.conditions {
+            match c {
+                Condition::Compare(Field::Key, Op::Eq, Literal::Text(v)) => out.push(v.clone()),
+                Condition::In {
+                    field: Field::Key,
+                    negated: false,
+                    values,
+                } => out.extend(values.iter().filter_map(|v| match v {
+                    Literal::Text(t) => Some(t.clone()),
+                    _ => None,
+                })),
+                _ => {}
+            }
+        }
+        out
+    }
+
     /// Returns true if and only if `issue` satisfies every condition.
     pub(crate) fn matches(&self, issue: &FakeIssue) -> bool {
         self.conditions.iter().all(|c| c.matches(issue))
@@ -220,6 +240,17 @@ fn compare(issue: &FakeIssue, field: Field, op: Op, value: &Literal) -> bool {
             };
             // A comparison with an empty date never matches, as in Jira.
             actual.is_some_and(|a| holds(a.cmp(t), op))
+        }
+        // `issuekey` takes an issue's id as well as its key ("issueKey … or issue ID", Jira's
+        // JQL field reference); an id finds the issue wherever it moved.
+        (Field::Key, Literal::Text(k)) if k.chars().all(|c| c.is_ascii_digit()) => {
+            let Some(id) = issue.id else {
+                return false;
+            };
+            match k.parse::<u64>() {
+                Ok(n) => holds(id.cmp(&n), op),
+                Err(_) => false,
+            }
         }
         (Field::Key, Literal::Text(k)) => {
             let ord = key_order(&issue.key, k);

@@ -7,7 +7,7 @@ use rusqlite::ToSql;
 use rusqlite::types::ToSqlOutput;
 
 use super::StoreError;
-use crate::domain::{JiraKey, RemoteState, RunMode, RunOutcome, Target, UnknownName};
+use crate::domain::{IssueScope, JiraKey, RemoteState, RunMode, RunOutcome, Target, UnknownName};
 
 /// The one timestamp format in the file: fixed width, so text order is time order.
 const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
@@ -113,7 +113,7 @@ macro_rules! to_sql_by_name {
     )+};
 }
 
-to_sql_by_name!(Target, RemoteState, RunMode, RunOutcome);
+to_sql_by_name!(Target, RemoteState, RunMode, RunOutcome, IssueScope);
 
 /// A `u64` bound as SQLite's signed 64-bit integer; a value above `i64::MAX` (which no count or
 /// GitLab iid reaches) fails the statement instead of wrapping.

@@ -48,7 +48,7 @@ use rusqlite::{Connection, OpenFlags};
 use lock::lock;
 
 pub use error::StoreError;
-pub use status::{FailureEntry, RuleStatus, RunRecord};
+pub use status::{FailureEntry, RuleStatus, RunRecord, StrayEntry};
 pub use sync::FailureChange;
 
 /// How long a statement waits for another connection's lock before failing with `SQLITE_BUSY`.

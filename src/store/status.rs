@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::codec::Cell;
 use super::error::query;
 use super::{Store, StoreError};
-use crate::domain::{JiraKey, RunCounts, RunMode, RunOutcome};
+use crate::domain::{IssueScope, JiraKey, RemoteState, RunCounts, RunMode, RunOutcome};
 
 /// One failed issue as [`Store::failure_list`] lists it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -21,6 +21,16 @@ pub struct FailureEntry {
     pub last_failed_at: DateTime<Utc>,
     /// When a cycle retries it next (the backoff).
     pub next_attempt_at: DateTime<Utc>,
+}
+
+/// One issue a rule follows that its search no longer returns, as `status` lists it: its key
+/// when last seen, where it stands, its GitLab object's state and link.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StrayEntry {
+    pub jira_key: JiraKey,
+    pub scope: IssueScope,
+    pub state: RemoteState,
+    pub web_url: Option<String>,
 }
 
 /// One rule as `status` shows it.
@@ -122,6 +132,48 @@ impl Store {
         let rule = rule.to_owned();
         self.with_conn(move |conn| read_failure_list(conn, &rule))
             .await
+    }
+
+    /// The rule's issues that left its JQL or were deleted in Jira, by key.
+    ///
+    /// # Errors
+    /// [`StoreError::Query`] if SQLite fails; [`StoreError::Corrupt`] if a stored value is not
+    /// readable.
+    pub async fn strays(&self, rule: &str) -> Result<Vec<StrayEntry>, StoreError> {
+        let rule = rule.to_owned();
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT jira_key, scope, state, web_url FROM mappings
+                     WHERE rule = ?1 AND scope IS NOT NULL ORDER BY jira_key",
+                )
+                .map_err(query("listing issues out of scope or deleted"))?;
+            let rows = stmt
+                .query_map([&rule], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, Option<String>>(3)?,
+                    ))
+                })
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(query("listing issues out of scope or deleted"))?;
+            rows.into_iter()
+                .map(|(key, scope, state, web_url)| {
+                    let cell = Cell::new("mappings", "jira_key", &rule);
+                    let jira_key = cell.jira_key(key)?;
+                    let cell = cell.key(&jira_key);
+                    Ok(StrayEntry {
+                        scope: cell.column("scope").name(&scope)?,
+                        state: cell.column("state").name(&state)?,
+                        jira_key,
+                        web_url,
+                    })
+                })
+                .collect()
+        })
+        .await
     }
 }
 

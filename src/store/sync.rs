@@ -11,8 +11,8 @@ use super::codec::{Cell, Int, format_timestamp};
 use super::error::query;
 use super::{Store, StoreError};
 use crate::domain::{
-    Commit, Failure, Intent, IssueSnapshot, JiraId, JiraKey, Mapping, MovedTo, RemoteState,
-    RunCounts, RunMode, RunOutcome, Target,
+    Commit, Failure, Intent, IssueScope, IssueSnapshot, JiraId, JiraKey, Mapping, MovedTo,
+    RemoteState, RunCounts, RunMode, RunOutcome, Target,
 };
 use crate::engine::ports::{Place, ResolvedProject, SyncStore};
 
@@ -430,6 +430,32 @@ impl SyncStore for Store {
         .await
     }
 
+    async fn following(
+        &self,
+        rule: &str,
+        written_before: DateTime<Utc>,
+    ) -> Result<Vec<Mapping>, StoreError> {
+        let rule = rule.to_owned();
+        let before = format_timestamp(written_before);
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {MAPPING_COLUMNS} FROM mappings
+                     WHERE rule = ?1 AND state = 'opened' AND jira_id IS NOT NULL
+                       AND project_id IS NOT NULL AND replicated_at < ?2
+                       AND (scope IS NULL OR scope <> 'deleted')
+                     ORDER BY id"
+                ))
+                .map_err(query("listing the mappings to follow"))?;
+            let raws = stmt
+                .query_map(params![rule, before], RawMapping::from_row)
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(query("listing the mappings to follow"))?;
+            raws.into_iter().map(RawMapping::decode).collect()
+        })
+        .await
+    }
+
     async fn max_iid(&self, place: &Place) -> Result<Option<u64>, StoreError> {
         // Issues and incidents share a project's iids.
         let project_id = place.project_id;
@@ -733,20 +759,22 @@ fn record_mapping(
         m.moved_to.map(|to| Int(to.project_id)),
         m.moved_to.map(|to| Int(to.iid)),
         m.jira_resolved_at.map(format_timestamp),
+        (m.scope != IssueScope::InScope).then_some(m.scope),
     ];
     let sql = if row.is_some() {
         "UPDATE mappings SET rule = ?1, jira_key = ?2, jira_id = coalesce(?3, jira_id),
                 target = ?4, project = ?5, project_id = coalesce(?6, project_id), iid = ?7,
                 web_url = ?8, state = ?9, jira_updated = ?10, created_at = ?11,
                 closed_at = ?12, replicated_at = ?13, content_hash = ?14, gone_at = ?16,
-                moved_project_id = ?17, moved_iid = ?18, jira_resolved_at = ?19
+                moved_project_id = ?17, moved_iid = ?18, jira_resolved_at = ?19, scope = ?20
          WHERE id = ?15"
     } else {
         "INSERT INTO mappings (rule, jira_key, jira_id, target, project, project_id, iid,
                                web_url, state, jira_updated, created_at, closed_at,
                                replicated_at, content_hash, gone_at, moved_project_id, moved_iid,
-                               jira_resolved_at)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?16, ?17, ?18, ?19
+                               jira_resolved_at, scope)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?16, ?17, ?18, ?19,
+                ?20
          WHERE ?15 IS NULL"
     };
     tx.execute(sql, values)
@@ -778,7 +806,7 @@ fn move_cursor(
 /// The columns [`RawMapping::from_row`] reads, in its order.
 const MAPPING_COLUMNS: &str = "rule, jira_key, target, project, iid, web_url, state, jira_updated, \
      created_at, closed_at, content_hash, jira_id, project_id, gone_at, moved_project_id, moved_iid, \
-     jira_resolved_at";
+     jira_resolved_at, scope";
 
 /// A `mappings` row as SQLite returned it, before any of it is trusted.
 struct RawMapping {
@@ -799,6 +827,7 @@ struct RawMapping {
     moved_project_id: Option<i64>,
     moved_iid: Option<i64>,
     jira_resolved_at: Option<String>,
+    scope: Option<String>,
 }
 
 impl RawMapping {
@@ -821,6 +850,7 @@ impl RawMapping {
             moved_project_id: row.get(14)?,
             moved_iid: row.get(15)?,
             jira_resolved_at: row.get(16)?,
+            scope: row.get(17)?,
         })
     }
 
@@ -888,6 +918,11 @@ impl RawMapping {
                 .jira_resolved_at
                 .map(|t| cell.column("jira_resolved_at").timestamp(t))
                 .transpose()?,
+            scope: self
+                .scope
+                .map(|s| cell.column("scope").name(&s))
+                .transpose()?
+                .unwrap_or(IssueScope::InScope),
             rule: self.rule,
         })
     }

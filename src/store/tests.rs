@@ -81,6 +81,7 @@ fn mapping(k: &str, state: RemoteState) -> Mapping {
         moved_to: None,
         gone_at: None,
         jira_resolved_at: None,
+        scope: crate::domain::IssueScope::InScope,
     }
 }
 
