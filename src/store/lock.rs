@@ -9,6 +9,7 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::StoreError;
 
@@ -26,6 +27,27 @@ pub(super) fn resolve(path: &Path) -> std::io::Result<PathBuf> {
             Ok(std::fs::canonicalize(dir)?.join(name))
         }
         Err(e) => Err(e),
+    }
+}
+
+/// How often, and how far apart, a held lock is tried again before the store is reported in use.
+const LOCK_TRIES: u32 = 10;
+const LOCK_PAUSE: Duration = Duration::from_millis(20);
+
+/// Tries the lock a few times over a fifth of a second. A lock is held for that long only by a
+/// process that uses the store: but any child a process starts (`fork`) shares its open files
+/// until it runs its program (`exec`), so for that instant a lock just released can still look
+/// held, as it can while a stopped service is still exiting.
+fn try_lock_briefly(file: &File) -> Result<(), TryLockError> {
+    let mut tries = 1;
+    loop {
+        match file.try_lock() {
+            Err(TryLockError::WouldBlock) if tries < LOCK_TRIES => {
+                tries += 1;
+                std::thread::sleep(LOCK_PAUSE);
+            }
+            other => return other,
+        }
     }
 }
 
@@ -48,7 +70,7 @@ pub(super) fn lock(path: &Path) -> Result<File, StoreError> {
         .truncate(false)
         .open(&resolved)
         .map_err(lock_error)?;
-    match file.try_lock() {
+    match try_lock_briefly(&file) {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
             let holder = std::fs::read_to_string(&pid_path)
