@@ -1,6 +1,5 @@
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -13,17 +12,16 @@ use jira_gitlab_sync::sandbox::gitlab::{
 use jira_gitlab_sync::sandbox::jira::FakeIssue;
 use jira_gitlab_sync::store::Store;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::net::UnixDatagram;
-use tokio::sync::{Notify, broadcast, mpsc};
-use tokio::task::JoinHandle;
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Setup, World, ago, output_text, rule};
+use crate::support::{Finished, GUARD, Running, Setup, World, ago, output_text, rule};
 
-/// How long any single wait may take before the test is declared failed. Only a guard against
-/// hanging forever: every wait ends on an event long before this on any machine.
-const GUARD: Duration = Duration::from_secs(60);
+/// The real binary as a service (no `--once`), with human log lines.
+fn daemon(w: &World, env: &[(&str, &Path)]) -> Running {
+    w.launch(&["--log-format", "human"], env)
+}
 
 /// What the service logs once it has seen the shutdown request (after the token fired).
 const SHUTDOWN_LOGGED: &str = "shutting down: finishing the actions in flight";
@@ -53,116 +51,6 @@ async fn next_run(
             RunEvent::Failed { rule, error } => panic!("rule {rule} failed a run: {error}"),
         }
     }
-}
-
-/// The real binary running as a service (no `--once`), with its output collected.
-struct Daemon {
-    pid: u32,
-    /// stdout and stderr as they arrive, for failure messages and for waiting on log lines.
-    output: Arc<Mutex<String>>,
-    /// Wakes whenever a line arrives.
-    line: mpsc::UnboundedReceiver<()>,
-    exit: JoinHandle<std::io::Result<ExitStatus>>,
-}
-
-impl Daemon {
-    /// Starts `jira-gitlab-sync --config <world's config>` with `env` added.
-    fn start(w: &World, env: &[(&str, &Path)]) -> Daemon {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_jira-gitlab-sync"));
-        cmd.arg("--config")
-            .arg(&w.config_path)
-            .arg("--log-format")
-            .arg("human")
-            .env("RUST_LOG", "info")
-            .env_remove("JIRA_GITLAB_SYNC_CONFIG")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("the binary starts");
-        let pid = child.id().expect("a running child has a pid");
-        let output = Arc::new(Mutex::new(String::new()));
-        let (tx, line) = mpsc::unbounded_channel();
-        collect(child.stdout.take(), Arc::clone(&output), tx.clone());
-        collect(child.stderr.take(), Arc::clone(&output), tx);
-        // The child moves into the task: if the test fails, dropping the task kills it.
-        let exit = tokio::spawn(async move { child.wait().await });
-        Daemon {
-            pid,
-            output,
-            line,
-            exit,
-        }
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().expect("no reader panics").clone()
-    }
-
-    /// Sends SIGTERM, as systemd does on `systemctl stop`.
-    fn terminate(&self) {
-        let status = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid.to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "the service process must still exist");
-    }
-
-    /// Waits until the output contains `needle`.
-    async fn wait_for_output(&mut self, needle: &str) {
-        let deadline = tokio::time::Instant::now() + GUARD;
-        while !self.output().contains(needle) {
-            match tokio::time::timeout_at(deadline, self.line.recv()).await {
-                Ok(Some(())) => {}
-                Ok(None) => panic!(
-                    "the service closed its output before saying {needle:?}:\n{}",
-                    self.output()
-                ),
-                Err(_) => panic!("no {needle:?} within {GUARD:?}:\n{}", self.output()),
-            }
-        }
-    }
-
-    /// Waits for the process to exit; returns its status and everything it printed.
-    async fn exit(mut self) -> (ExitStatus, String) {
-        let status = tokio::time::timeout(GUARD, &mut self.exit)
-            .await
-            .unwrap_or_else(|_| panic!("the service did not exit:\n{}", self.output()))
-            .expect("the wait task does not panic")
-            .expect("waiting for the child works");
-        // Both pipes close at exit; drain them so the output is complete.
-        let drained = async { while self.line.recv().await.is_some() {} };
-        if tokio::time::timeout(GUARD, drained).await.is_err() {
-            panic!("the service's output stayed open after exit");
-        }
-        (status, self.output())
-    }
-}
-
-/// Appends every line of `pipe` to `output`, signalling each on `tx`.
-fn collect(
-    pipe: Option<impl AsyncRead + Unpin + Send + 'static>,
-    output: Arc<Mutex<String>>,
-    tx: mpsc::UnboundedSender<()>,
-) {
-    let pipe = pipe.expect("the pipe was requested");
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(pipe).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            {
-                let mut out = output.lock().expect("no reader panics");
-                out.push_str(&line);
-                out.push('\n');
-            }
-            let _ = tx.send(());
-        }
-    });
 }
 
 /// A datagram socket standing in for systemd's `NOTIFY_SOCKET`.
@@ -342,7 +230,7 @@ async fn sigterm_finishes_the_action_in_flight_and_exits_0() {
         GitLabFault::HoldUntil(Arc::clone(&release), Some(Arc::clone(&arrived))),
     );
 
-    let mut daemon = Daemon::start(&w, &[]);
+    let mut daemon = daemon(&w, &[]);
     tokio::time::timeout(GUARD, arrived.notified())
         .await
         .unwrap_or_else(|_| {
@@ -356,7 +244,7 @@ async fn sigterm_finishes_the_action_in_flight_and_exits_0() {
     // during shutdown.
     daemon.wait_for_output(SHUTDOWN_LOGGED).await;
     release.notify_one();
-    let (status, output) = daemon.exit().await;
+    let Finished { status, output, .. } = daemon.exit().await;
 
     assert_eq!(
         status.code(),
@@ -476,11 +364,11 @@ async fn sd_notify_ready_and_stopping() {
     let w = World::start(Setup::default()).await;
     let socket_path = w.dir.path().join("notify.sock");
     let mut socket = NotifySocket::bind(&socket_path);
-    let daemon = Daemon::start(&w, &[("NOTIFY_SOCKET", &socket_path)]);
+    let daemon = daemon(&w, &[("NOTIFY_SOCKET", &socket_path)]);
 
     socket.wait_for("READY=1").await;
     daemon.terminate();
-    let (status, output) = daemon.exit().await;
+    let Finished { status, output, .. } = daemon.exit().await;
     assert_eq!(status.code(), Some(0), "a clean stop exits 0:\n{output}");
     // Whatever the service sent before exiting waits in the socket's queue.
     socket.drain();
@@ -666,7 +554,7 @@ async fn status_works_while_the_service_holds_the_store() {
 
     let socket_path = w.dir.path().join("notify.sock");
     let mut socket = NotifySocket::bind(&socket_path);
-    let daemon = Daemon::start(&w, &[("NOTIFY_SOCKET", &socket_path)]);
+    let daemon = daemon(&w, &[("NOTIFY_SOCKET", &socket_path)]);
     // READY comes after the store is opened and locked.
     socket.wait_for("READY=1").await;
 
@@ -696,7 +584,7 @@ async fn status_works_while_the_service_holds_the_store() {
     );
 
     daemon.terminate();
-    let (status, output) = daemon.exit().await;
+    let Finished { status, output, .. } = daemon.exit().await;
     assert_eq!(status.code(), Some(0), "{output}");
 }
 
@@ -808,7 +696,9 @@ fn deploy_unit_matches_config() {
         })
         .collect();
     assert!(
-        stop.len() == 1 && stop[0] > grace,
-        "systemd must wait longer than the service's own grace ({grace} s): {stop:?}"
+        stop.len() == 1
+            && stop[0] >= grace + jira_gitlab_sync::daemon::RECORD_MARGIN.as_secs() as i64,
+        "systemd must wait longer than the service's own grace ({grace} s) and the time to \
+         record the runs: {stop:?}"
     );
 }

@@ -24,5 +24,8 @@ mod resilience;
 /// Service mode (schedule, shutdown, systemd notification), the operator commands (`check`,
 /// `status`, `demo`) and the shipped deployment files.
 mod service;
+/// Every stop stops: signals, fatal errors and hung writes end every mode within the grace
+/// period, with the run recorded.
+mod stops;
 /// Transport safety: redirects stay within one origin; what the config refuses.
 mod transport;

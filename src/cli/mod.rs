@@ -1,9 +1,10 @@
 //! The command line: flags (clap), wiring (config → [`App`]), printing, and outcomes → exit codes.
 //!
-//! Exit codes are part of the contract: 0 all done; 1 the cycle finished but some issues failed
-//! (they are named in the log and retried after a backoff) or a service was unreachable; 2
-//! fatal (config, credentials, permissions, store; for `retry` and `forget`, a key that is not
-//! failing).
+//! Exit codes are part of the contract: 0 all done (and a service stopped by a signal); 1 the
+//! cycle finished but some issues failed (they are named in the log and retried after a
+//! backoff), a service was unreachable, or a signal stopped `--once` or `backfill` before the
+//! end; 2 fatal (config, credentials, permissions, store; for `retry` and `forget`, a key that
+//! is not failing). A second signal exits 130 at once.
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use jira_gitlab_sync::app::App;
 use jira_gitlab_sync::check::Level;
 use jira_gitlab_sync::config::{self, Config, RuleConfig};
 use jira_gitlab_sync::daemon::{Backoff, Service};
-use jira_gitlab_sync::domain::{JiraKey, RunMode, Target};
+use jira_gitlab_sync::domain::{JiraKey, RunMode, RunOutcome, Target};
 use jira_gitlab_sync::engine::backfill::{BackfillReport, BackfillRequest, Progress};
 use jira_gitlab_sync::engine::ports::{GitLabSink, JiraSource, SyncStore};
 use jira_gitlab_sync::engine::{RunReport, SyncEngine, error_chain};
@@ -169,18 +170,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         None if cli.once => {
             let cfg = load_config(&path)?;
+            let cancel = stop_on_signals(&cfg);
             if cli.dry_run {
-                once(App::dry_run(&cfg)?, true).await
+                once(App::dry_run(&cfg)?, true, &cancel).await
             } else {
-                once(App::build(&cfg)?, false).await
+                once(App::build(&cfg)?, false, &cancel).await
             }
         }
         None => {
             let cfg = load_config(&path)?;
+            let cancel = stop_on_signals(&cfg);
             if cli.dry_run {
-                service(&cfg, App::dry_run(&cfg)?).await
+                service(&cfg, App::dry_run(&cfg)?, cancel).await
             } else {
-                service(&cfg, App::build(&cfg)?).await
+                service(&cfg, App::build(&cfg)?, cancel).await
             }
         }
         Some(Command::Check) => {
@@ -220,9 +223,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 concurrency: concurrency.unwrap_or(cfg.sync.backfill_concurrency).max(1),
                 sample: 20,
             };
-            backfill(&cfg, &rules, &req, cli.dry_run, accept_inexact_times).await
+            let cancel = stop_on_signals(&cfg);
+            backfill(
+                &cfg,
+                &rules,
+                &req,
+                cli.dry_run,
+                accept_inexact_times,
+                &cancel,
+            )
+            .await
         }
     }
+}
+
+/// A token that SIGTERM or SIGINT cancels from now on (a second signal exits at once).
+fn stop_on_signals(cfg: &Config) -> CancellationToken {
+    let cancel = CancellationToken::new();
+    cancel_on_signals(cancel.clone(), cfg.sync.shutdown_grace);
+    cancel
 }
 
 /// Returns the projects (of issue and incident rules) where GitLab would not keep Jira's times.
@@ -260,8 +279,15 @@ async fn backfill(
     req: &BackfillRequest,
     dry_run: bool,
     accept_inexact_times: bool,
+    cancel: &CancellationToken,
 ) -> anyhow::Result<Exit> {
-    let inexact = inexact_projects(cfg, rules).await?;
+    let inexact = tokio::select! {
+        inexact = inexact_projects(cfg, rules) => inexact?,
+        () = cancel.cancelled() => {
+            println!("backfill stopped before it started: nothing was written");
+            return Ok(Exit::Partial);
+        }
+    };
     if !inexact.is_empty() {
         let list = inexact.join(", ");
         if !accept_inexact_times && !dry_run {
@@ -275,9 +301,9 @@ async fn backfill(
         tracing::warn!(projects = %list, "the token is not Owner: imported objects will not keep Jira's times");
     }
     if dry_run {
-        backfill_rules(App::dry_run(cfg)?.into_engine(), rules, req, true).await
+        backfill_rules(App::dry_run(cfg)?.into_engine(), rules, req, true, cancel).await
     } else {
-        backfill_rules(App::build(cfg)?.into_engine(), rules, req, false).await
+        backfill_rules(App::build(cfg)?.into_engine(), rules, req, false, cancel).await
     }
 }
 
@@ -286,14 +312,13 @@ async fn backfill_rules<J, G, S>(
     rules: &[RuleConfig],
     req: &BackfillRequest,
     dry_run: bool,
+    cancel: &CancellationToken,
 ) -> anyhow::Result<Exit>
 where
     J: JiraSource,
     G: GitLabSink,
     S: SyncStore,
 {
-    let cancel = CancellationToken::new();
-    cancel_on_signals(cancel.clone());
     let mut exit = Exit::Clean;
     for rule in rules {
         let bar = std::io::stderr().is_terminal().then(BarProgress::new);
@@ -302,28 +327,26 @@ where
             Some(b) => b,
             None => &log,
         };
-        let result = engine.backfill(rule, req, progress, &cancel).await;
+        let (report, stopped) = engine.backfill_reporting(rule, req, progress, cancel).await;
         if let Some(b) = &bar {
             b.finish();
         }
-        match result {
-            Ok(report) => {
-                if report.counts.failed > 0 {
-                    exit = exit.max(Exit::Partial);
-                }
-                print_backfill(&report, dry_run);
-            }
-            Err(e) => {
-                eprintln!("error: {}", error_chain(&e));
-                exit = exit.max(if e.is_retryable() {
-                    Exit::Partial
-                } else {
-                    Exit::Fatal
-                });
-                break;
-            }
+        print_backfill(&report, dry_run);
+        if report.counts.failed > 0 {
+            exit = exit.max(Exit::Partial);
         }
-        if cancel.is_cancelled() {
+        if let Some(e) = stopped {
+            eprintln!("error: {}", error_chain(&e));
+            exit = exit.max(if e.is_retryable() {
+                Exit::Partial
+            } else {
+                Exit::Fatal
+            });
+            break;
+        }
+        if report.outcome == RunOutcome::Cancelled || cancel.is_cancelled() {
+            println!("  stopped before the end: run the same command again to resume");
+            exit = exit.max(Exit::Partial);
             break;
         }
     }
@@ -370,13 +393,19 @@ fn print_backfill(r: &BackfillReport, dry_run: bool) {
     for f in &r.failures {
         println!("  failed {}: {}", f.jira_key, f.error);
     }
-    for p in &r.planned {
-        println!("  {:<13} {:<12} {}", p.action, p.jira_key.as_str(), p.title);
+    if dry_run {
+        for p in &r.planned {
+            println!("  {:<13} {:<12} {}", p.action, p.jira_key.as_str(), p.title);
+        }
     }
 }
 
 /// The long-running service: cron ticks per rule until SIGTERM/SIGINT.
-async fn service<J, G, S>(cfg: &Config, app: App<SyncEngine<J, G, S>>) -> anyhow::Result<Exit>
+async fn service<J, G, S>(
+    cfg: &Config,
+    app: App<SyncEngine<J, G, S>>,
+    cancel: CancellationToken,
+) -> anyhow::Result<Exit>
 where
     J: JiraSource + 'static,
     G: GitLabSink + 'static,
@@ -391,8 +420,6 @@ where
         .start_cron()
         .await
         .context("cannot start the scheduler")?;
-    let cancel = CancellationToken::new();
-    cancel_on_signals(cancel.clone());
     // Ready once the config is valid and the store is open; a Jira or GitLab outage at start is
     // retried by the rules' backoff, not a failed start.
     notify::ready(&format!("syncing {} rule(s)", cfg.rules.len()));
@@ -414,7 +441,9 @@ where
     if let Err(e) = scheduler.shutdown().await {
         error!(error = %e, "the scheduler did not stop cleanly");
     }
-    Ok(if clean { Exit::Clean } else { Exit::Fatal })
+    // Every run was recorded (cancelled, or abandoned at the end of the grace period): a stop,
+    // not a failure. Only a worker that did not even record its run exits 1.
+    Ok(if clean { Exit::Clean } else { Exit::Partial })
 }
 
 async fn check(cfg: &Config) -> anyhow::Result<Exit> {
@@ -531,19 +560,20 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).with_context(|| format!("invalid configuration in {}", path.display()))
 }
 
-/// One cycle of every rule (`--once`).
-async fn once<J, G, S>(app: App<SyncEngine<J, G, S>>, dry_run: bool) -> anyhow::Result<Exit>
+/// One cycle of every rule (`--once`). Stopped by a signal, it exits 1: the next run goes on.
+async fn once<J, G, S>(
+    app: App<SyncEngine<J, G, S>>,
+    dry_run: bool,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Exit>
 where
     J: JiraSource,
     G: GitLabSink,
     S: SyncStore,
 {
-    let cancel = CancellationToken::new();
-    cancel_on_signals(cancel.clone());
     let results: Vec<_> = futures_util::stream::iter(app.rules())
         .map(|rule| {
             let engine = app.engine();
-            let cancel = &cancel;
             async move { (rule, engine.run_rule(rule, RunMode::Once, cancel).await) }
         })
         .buffer_unordered(app.sync().rule_concurrency)
@@ -554,7 +584,7 @@ where
     for (rule, result) in results {
         match result {
             Ok(report) => {
-                if report.counts.failed > 0 {
+                if report.counts.failed > 0 || report.outcome == RunOutcome::Cancelled {
                     exit = exit.max(Exit::Partial);
                 }
                 reports.push(report);

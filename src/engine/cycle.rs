@@ -107,7 +107,10 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             ceiling: started - lookback,
             place: None,
         };
-        let result = self.walk(&mut run, started, lookback, cancel).await;
+        let result = self
+            .within_grace(cancel, self.walk(&mut run, started, lookback, cancel))
+            .await
+            .unwrap_or(Ok(false));
         let mut report = run.report;
         report.elapsed_ms = clock.elapsed().as_millis() as u64;
         report.outcome = self

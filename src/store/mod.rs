@@ -134,6 +134,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_error)?;
         migrate::migrate(&mut conn, path)?;
+        close_abandoned_runs(&conn)?;
         Ok(Store::new(conn, path, Some(lock)))
     }
 
@@ -201,6 +202,37 @@ impl Store {
         })
         .await?
     }
+}
+
+/// Why a run an earlier process left open is recorded as failed.
+pub const ABANDONED_RUN: &str = "the process ended before the run did (killed, crashed, or the \
+     machine stopped); what it committed is kept, and a create it left unanswered is looked up \
+     before it is sent again";
+
+/// Closes the runs an earlier process left open (it was killed or crashed): with the store's
+/// lock held no other process can be running them, so `status` would otherwise show them
+/// running for ever. They are recorded as failed, with [`ABANDONED_RUN`] as the reason.
+fn close_abandoned_runs(conn: &Connection) -> Result<(), StoreError> {
+    let closed = conn
+        .execute(
+            "UPDATE runs SET finished_at = ?1, outcome = ?2, error = ?3 WHERE finished_at IS NULL",
+            rusqlite::params![
+                codec::format_timestamp(chrono::Utc::now()),
+                crate::domain::RunOutcome::Failed,
+                ABANDONED_RUN
+            ],
+        )
+        .map_err(error::query(
+            "closing the runs an earlier process left open",
+        ))?;
+    if closed > 0 {
+        tracing::warn!(
+            runs = closed,
+            "an earlier process ended in the middle of a run (killed or crashed); its run is \
+             recorded as failed"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1180,3 +1180,51 @@ fn busy_and_locked_errors_are_retryable() {
     };
     assert!(!corrupt.is_retryable(), "bad data stays bad");
 }
+
+/// A run an earlier process left open (killed mid-run) is closed as failed, with why, when the
+/// store is next opened for writing: `status` does not show it running for ever. A finished run
+/// is left as it was.
+#[tokio::test]
+async fn runs_left_open_are_closed_as_failed_on_the_next_open() {
+    let (_dir, path, store) = temp_store();
+    let done = store.start_run(RULE, RunMode::Once).await.unwrap();
+    store
+        .finish_run(done, RunOutcome::Ok, RunCounts::default(), None)
+        .await
+        .unwrap();
+    store.start_run(RULE, RunMode::Backfill).await.unwrap();
+    drop(store);
+
+    let reader = Store::open_read_only(&path).unwrap();
+    let last = reader.rule_status().await.unwrap()[0].last_run.clone();
+    assert_eq!(last.unwrap().outcome, None, "still open before the reopen");
+    drop(reader);
+
+    let store = Store::open(&path).expect("the store reopens");
+    let last = store.rule_status().await.unwrap()[0]
+        .last_run
+        .clone()
+        .expect("the run is logged");
+    assert_eq!(last.mode, RunMode::Backfill);
+    assert_eq!(last.outcome, Some(RunOutcome::Failed), "{last:?}");
+    assert!(last.finished_at.is_some(), "{last:?}");
+    assert_eq!(last.error.as_deref(), Some(ABANDONED_RUN));
+    let outcomes: Vec<Option<String>> = store
+        .with_conn(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT outcome FROM runs ORDER BY id")
+                .unwrap();
+            let rows = stmt
+                .query_map([], |row| row.get(0))
+                .and_then(Iterator::collect)
+                .unwrap();
+            Ok(rows)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        [Some("ok".to_owned()), Some("failed".to_owned())],
+        "the finished run is untouched"
+    );
+}
