@@ -108,6 +108,8 @@ pub struct JiraConfig {
 pub struct GitLabConfig {
     pub url: Url,
     pub token: Secret,
+    /// The setting the token comes from (`gitlab.token_file`), for messages that ask to fix it.
+    pub token_key: String,
     pub timeout: Duration,
     pub pace: Pace,
     /// `ca_file`'s certificates, trusted besides the system's (for rules' `alert_url` too).
@@ -142,6 +144,8 @@ pub struct Destination {
 pub struct AlertEndpoint {
     pub url: url::Url,
     pub token: Secret,
+    /// The setting the key comes from (`rule "pager": alert_token_file`), for messages.
+    pub token_key: String,
 }
 
 /// One validated rule.
