@@ -7,16 +7,20 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::config::Config;
+use serde::Serialize;
+
+use crate::config::{Config, SyncConfig};
 use crate::domain::{PageCursor, Target};
 use crate::engine::error_chain;
 use crate::engine::ports::JiraSource;
 use crate::gitlab::{GitLabClient, OWNER, REPORTER};
+use crate::http::RetryPolicy;
 use crate::jira::JiraClient;
 use crate::store::Store;
 
 /// How bad a finding is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Level {
     Ok,
     /// The service would run, but the numbers GitLab shows would be off.
@@ -36,7 +40,7 @@ impl fmt::Display for Level {
 }
 
 /// One finding: what was checked, and what to do about it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Finding {
     pub level: Level,
     pub subject: String,
@@ -53,6 +57,24 @@ impl fmt::Display for Finding {
     }
 }
 
+/// The findings as a table whose columns line up however long a subject is.
+pub fn render(findings: &[Finding]) -> String {
+    let width = findings
+        .iter()
+        .map(|f| f.subject.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for f in findings {
+        let level = f.level.to_string();
+        out.push_str(&format!(
+            "{level:<5}  {:<width$}  {}\n",
+            f.subject, f.message
+        ));
+    }
+    out
+}
+
 fn finding(level: Level, subject: impl Into<String>, message: impl Into<String>) -> Finding {
     Finding {
         level,
@@ -62,7 +84,17 @@ fn finding(level: Level, subject: impl Into<String>, message: impl Into<String>)
 }
 
 /// Runs every check; findings come in order, each on its own line.
+///
+/// Every request is tried once: `check` is run by a person, who is better served by "cannot
+/// connect, check jira.url" at once than by the retries a sync makes to ride out an outage.
 pub async fn run(cfg: &Config) -> Vec<Finding> {
+    let sync = SyncConfig {
+        retry: RetryPolicy {
+            max_attempts: 1,
+            ..cfg.sync.retry.clone()
+        },
+        ..cfg.sync.clone()
+    };
     let mut out = Vec::new();
     out.push(finding(
         Level::Ok,
@@ -74,11 +106,11 @@ pub async fn run(cfg: &Config) -> Vec<Finding> {
         ),
     ));
 
-    match JiraClient::new(&cfg.jira, &cfg.sync) {
+    match JiraClient::new(&cfg.jira, &sync) {
         Err(e) => out.push(finding(Level::Error, "jira", error_chain(&e))),
         Ok(jira) => check_jira(cfg, &jira, &mut out).await,
     }
-    match GitLabClient::new(&cfg.gitlab, &cfg.sync) {
+    match GitLabClient::new(&cfg.gitlab, &sync) {
         Err(e) => out.push(finding(Level::Error, "gitlab", error_chain(&e))),
         Ok(gitlab) => check_gitlab(cfg, &gitlab, &mut out).await,
     }

@@ -13,6 +13,8 @@ mod cli;
 /// One GitLab object per Jira issue whatever moves: keys, rules, project paths, lost stores;
 /// and Jira text that cannot act on GitLab.
 mod identity;
+/// One message per problem, naming the cause and the fix; JSON lines only with JSON logs.
+mod messages;
 /// Walking Jira's result pages on Cloud and Data Center.
 mod paging;
 /// What people do in GitLab (delete, move, resolve alerts), backoff, `retry`/`forget`, 413, outages.

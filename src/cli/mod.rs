@@ -6,6 +6,7 @@
 //! end; 2 fatal (config, credentials, permissions, store; for `retry` and `forget`, a key that
 //! is not failing). A second signal exits 130 at once.
 
+use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,12 +31,14 @@ use jira_gitlab_sync::notify;
 use jira_gitlab_sync::store::{FailureChange, Store};
 use jira_gitlab_sync::telemetry::{self, LogFormat};
 
+use self::output::Out;
 use self::progress::{BarProgress, LogProgress};
 use self::signals::cancel_on_signals;
 
 #[cfg(feature = "sandbox")]
 mod demo;
 mod duration;
+mod output;
 mod progress;
 mod signals;
 
@@ -134,30 +137,35 @@ impl From<Exit> for ExitCode {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
-    // The demo prints a story on stdout; only warnings belong beside it unless asked.
     // The scheduler crate narrates its internals at info; keep that out of operators' logs.
-    let default_filter = if matches!(cli.command, Some(Command::Demo)) {
-        "warn"
-    } else {
-        "info,tokio_cron_scheduler=warn"
+    // `demo`, `check`, `status`, `retry` and `forget` print for a person: log lines among them
+    // would only get in the way, so only warnings unless asked.
+    let default_filter = match cli.command {
+        Some(
+            Command::Demo
+            | Command::Check
+            | Command::Status { .. }
+            | Command::Retry { .. }
+            | Command::Forget { .. },
+        ) => "warn",
+        _ => "info,tokio_cron_scheduler=warn",
     };
-    telemetry::init(cli.log_format, default_filter);
+    let out = Out::new(telemetry::init(cli.log_format, default_filter) == LogFormat::Json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            out.error(&format!("cannot start the async runtime: {e}"));
             return Exit::Fatal.into();
         }
     };
     let exit = runtime.block_on(async {
-        match dispatch(cli).await {
+        match dispatch(cli, out).await {
             Ok(exit) => exit,
             Err(e) => {
-                error!("{e:#}");
-                eprintln!("error: {e:#}");
+                out.error(&format!("{e:#}"));
                 Exit::Fatal
             }
         }
@@ -165,16 +173,16 @@ pub fn run(cli: Cli) -> ExitCode {
     exit.into()
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
+async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
     let path = config::resolve_path(cli.config.as_deref());
     match cli.command {
         None if cli.once => {
             let cfg = load_config(&path)?;
             let cancel = stop_on_signals(&cfg);
             if cli.dry_run {
-                once(App::dry_run(&cfg)?, true, &cancel).await
+                once(App::dry_run(&cfg)?, true, &cancel, out).await
             } else {
-                once(App::build(&cfg)?, false, &cancel).await
+                once(App::build(&cfg)?, false, &cancel, out).await
             }
         }
         None => {
@@ -188,16 +196,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         }
         Some(Command::Check) => {
             let cfg = load_config(&path)?;
-            check(&cfg).await
+            check(&cfg, out).await
         }
-        Some(Command::Status { json }) => status(&path, json).await,
+        Some(Command::Status { json }) => status(&path, json, out).await,
         Some(Command::Retry { key, rule }) => {
-            change_failure(&path, &key, rule.as_deref(), FailureCommand::Retry).await
+            change_failure(&path, &key, rule.as_deref(), FailureCommand::Retry, out).await
         }
         Some(Command::Forget { key, rule }) => {
-            change_failure(&path, &key, rule.as_deref(), FailureCommand::Forget).await
+            change_failure(&path, &key, rule.as_deref(), FailureCommand::Forget, out).await
         }
-        Some(Command::Demo) => demo().await,
+        Some(Command::Demo) => demo(out).await,
         Some(Command::Backfill {
             since,
             until,
@@ -224,15 +232,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 sample: 20,
             };
             let cancel = stop_on_signals(&cfg);
-            backfill(
-                &cfg,
-                &rules,
-                &req,
-                cli.dry_run,
+            let how = BackfillRun {
+                dry_run: cli.dry_run,
                 accept_inexact_times,
-                &cancel,
-            )
-            .await
+                cancel: &cancel,
+                out,
+            };
+            backfill(&cfg, &rules, &req, &how).await
         }
     }
 }
@@ -273,24 +279,30 @@ async fn inexact_projects(cfg: &Config, rules: &[RuleConfig]) -> anyhow::Result<
     Ok(out)
 }
 
+/// How a backfill runs: its flags, the stop request, where it prints.
+struct BackfillRun<'a> {
+    dry_run: bool,
+    accept_inexact_times: bool,
+    cancel: &'a CancellationToken,
+    out: Out,
+}
+
 async fn backfill(
     cfg: &Config,
     rules: &[RuleConfig],
     req: &BackfillRequest,
-    dry_run: bool,
-    accept_inexact_times: bool,
-    cancel: &CancellationToken,
+    how: &BackfillRun<'_>,
 ) -> anyhow::Result<Exit> {
     let inexact = tokio::select! {
         inexact = inexact_projects(cfg, rules) => inexact?,
-        () = cancel.cancelled() => {
-            println!("backfill stopped before it started: nothing was written");
+        () = how.cancel.cancelled() => {
+            how.out.note("backfill stopped before it started: nothing was written");
             return Ok(Exit::Partial);
         }
     };
     if !inexact.is_empty() {
         let list = inexact.join(", ");
-        if !accept_inexact_times && !dry_run {
+        if !how.accept_inexact_times && !how.dry_run {
             anyhow::bail!(
                 "the GitLab token is not Owner of {list}: GitLab would ignore Jira's created and \
                  resolution times and stamp the imported incidents with today's date, which \
@@ -300,10 +312,10 @@ async fn backfill(
         }
         tracing::warn!(projects = %list, "the token is not Owner: imported objects will not keep Jira's times");
     }
-    if dry_run {
-        backfill_rules(App::dry_run(cfg)?.into_engine(), rules, req, true, cancel).await
+    if how.dry_run {
+        backfill_rules(App::dry_run(cfg)?.into_engine(), rules, req, how).await
     } else {
-        backfill_rules(App::build(cfg)?.into_engine(), rules, req, false, cancel).await
+        backfill_rules(App::build(cfg)?.into_engine(), rules, req, how).await
     }
 }
 
@@ -311,17 +323,17 @@ async fn backfill_rules<J, G, S>(
     engine: SyncEngine<J, G, S>,
     rules: &[RuleConfig],
     req: &BackfillRequest,
-    dry_run: bool,
-    cancel: &CancellationToken,
+    how: &BackfillRun<'_>,
 ) -> anyhow::Result<Exit>
 where
     J: JiraSource,
     G: GitLabSink,
     S: SyncStore,
 {
+    let (cancel, out) = (how.cancel, how.out);
     let mut exit = Exit::Clean;
     for rule in rules {
-        let bar = std::io::stderr().is_terminal().then(BarProgress::new);
+        let bar = (!out.is_json() && std::io::stderr().is_terminal()).then(BarProgress::new);
         let log = LogProgress::new(std::time::Duration::from_secs(5));
         let progress: &dyn Progress = match &bar {
             Some(b) => b,
@@ -331,12 +343,12 @@ where
         if let Some(b) = &bar {
             b.finish();
         }
-        print_backfill(&report, dry_run);
+        out.result(&report, || backfill_summary(&report, how.dry_run));
         if report.counts.failed > 0 {
             exit = exit.max(Exit::Partial);
         }
         if let Some(e) = stopped {
-            eprintln!("error: {}", error_chain(&e));
+            out.error(&error_chain(&e));
             exit = exit.max(if e.is_retryable() {
                 Exit::Partial
             } else {
@@ -345,7 +357,7 @@ where
             break;
         }
         if report.outcome == RunOutcome::Cancelled || cancel.is_cancelled() {
-            println!("  stopped before the end: run the same command again to resume");
+            out.note("  stopped before the end: run the same command again to resume");
             exit = exit.max(Exit::Partial);
             break;
         }
@@ -353,10 +365,13 @@ where
     Ok(exit)
 }
 
-fn print_backfill(r: &BackfillReport, dry_run: bool) {
+/// A backfill's summary for a person.
+fn backfill_summary(r: &BackfillReport, dry_run: bool) -> String {
+    let mut s = String::new();
     let c = &r.counts;
     let verb = if dry_run { "would create" } else { "created" };
-    println!(
+    let _ = writeln!(
+        s,
         "backfill {}: {} issue(s) read{}{}",
         r.rule,
         c.seen,
@@ -365,7 +380,8 @@ fn print_backfill(r: &BackfillReport, dry_run: bool) {
             .map(|t| format!(", resumed from {}", t.format("%Y-%m-%d %H:%M")))
             .unwrap_or_default()
     );
-    println!(
+    let _ = writeln!(
+        s,
         "  {verb} {}, closed {}, reopened {}, updated {}, unchanged {}, failed {} in {:.1} s ({})",
         c.created,
         c.closed,
@@ -377,27 +393,39 @@ fn print_backfill(r: &BackfillReport, dry_run: bool) {
         r.outcome.as_str()
     );
     if let Some(m) = r.median_restore_secs {
-        println!(
+        let _ = writeln!(
+            s,
             "  median time to restore of what was imported: {}",
             duration::hm(chrono::Duration::seconds(m))
         );
     }
     if r.timestamps_ignored {
-        println!("  GitLab did not keep Jira's times for some objects (token not Owner)");
+        let _ = writeln!(
+            s,
+            "  GitLab did not keep Jira's times for some objects (token not Owner)"
+        );
     }
     if r.incidents_filed_as_issues {
-        println!(
+        let _ = writeln!(
+            s,
             "  GitLab filed some incidents as plain issues (token below Reporter): DORA does not count them"
         );
     }
     for f in &r.failures {
-        println!("  failed {}: {}", f.jira_key, f.error);
+        let _ = writeln!(s, "  failed {}: {}", f.jira_key, f.error);
     }
     if dry_run {
         for p in &r.planned {
-            println!("  {:<13} {:<12} {}", p.action, p.jira_key.as_str(), p.title);
+            let _ = writeln!(
+                s,
+                "  {:<13} {:<12} {}",
+                p.action,
+                p.jira_key.as_str(),
+                p.title
+            );
         }
     }
+    s
 }
 
 /// The long-running service: cron ticks per rule until SIGTERM/SIGINT.
@@ -446,10 +474,14 @@ where
     Ok(if clean { Exit::Clean } else { Exit::Partial })
 }
 
-async fn check(cfg: &Config) -> anyhow::Result<Exit> {
+async fn check(cfg: &Config, out: Out) -> anyhow::Result<Exit> {
     let findings = jira_gitlab_sync::check::run(cfg).await;
-    for f in &findings {
-        println!("{f}");
+    if out.is_json() {
+        for f in &findings {
+            out.result(f, String::new);
+        }
+    } else {
+        print!("{}", jira_gitlab_sync::check::render(&findings));
     }
     let worst = findings.iter().map(|f| f.level).max().unwrap_or(Level::Ok);
     Ok(match worst {
@@ -459,13 +491,16 @@ async fn check(cfg: &Config) -> anyhow::Result<Exit> {
     })
 }
 
-async fn status(path: &std::path::Path, json: bool) -> anyhow::Result<Exit> {
+async fn status(path: &std::path::Path, json: bool, out: Out) -> anyhow::Result<Exit> {
     let (store, rules) = Config::load_store_and_rules(path)
         .with_context(|| format!("invalid configuration in {}", path.display()))?;
     let report = jira_gitlab_sync::status::collect(&store, &rules)
         .await
         .with_context(|| format!("cannot read the store {}", store.display()))?;
-    if json {
+    if out.is_json() {
+        // JSON lines: the report on one line.
+        out.result(&report, String::new);
+    } else if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", jira_gitlab_sync::status::render(&report));
@@ -487,16 +522,17 @@ async fn change_failure(
     key: &str,
     rule: Option<&str>,
     command: FailureCommand,
+    out: Out,
 ) -> anyhow::Result<Exit> {
     let (store_path, _) = Config::load_store_and_rules(path)
         .with_context(|| format!("invalid configuration in {}", path.display()))?;
     let key = JiraKey::parse(key.trim())
         .map_err(|bad| anyhow::anyhow!("{bad:?} is not a Jira key (like OPS-123)"))?;
     if !store_path.exists() {
-        eprintln!(
-            "error: no sync has run yet: the store {} does not exist",
+        out.error(&format!(
+            "no sync has run yet: the store {} does not exist",
             store_path.display()
-        );
+        ));
         return Ok(Exit::Fatal);
     }
     let opened = store_path.clone();
@@ -512,25 +548,27 @@ async fn change_failure(
     let under = rule.map(|r| format!(" under rule {r}")).unwrap_or_default();
     Ok(match changed {
         FailureChange::Done { rule } => {
-            match command {
+            out.note(&match command {
                 FailureCommand::Retry => {
-                    println!("{key} (rule {rule}) is retried at the next cycle")
+                    format!("{key} (rule {rule}) is retried at the next cycle")
                 }
-                FailureCommand::Forget => println!(
+                FailureCommand::Forget => format!(
                     "{key} (rule {rule}) is forgotten: not retried until Jira changes it again"
                 ),
-            }
+            });
             Exit::Clean
         }
         FailureChange::Unknown => {
-            eprintln!("error: {key} is not failing{under}; `status` lists the failing keys");
+            out.error(&format!(
+                "{key} is not failing{under}; `status` lists the failing keys"
+            ));
             Exit::Fatal
         }
         FailureChange::Ambiguous { rules } => {
-            eprintln!(
-                "error: {key} is failing under several rules: {}; name one with --rule",
+            out.error(&format!(
+                "{key} is failing under several rules: {}; name one with --rule",
                 rules.join(", ")
-            );
+            ));
             Exit::Fatal
         }
     })
@@ -538,7 +576,7 @@ async fn change_failure(
 
 /// `demo`: the whole loop against the sandbox; exit 1 if the two medians differ.
 #[cfg(feature = "sandbox")]
-async fn demo() -> anyhow::Result<Exit> {
+async fn demo(_out: Out) -> anyhow::Result<Exit> {
     Ok(if demo::run().await? {
         Exit::Clean
     } else {
@@ -548,10 +586,10 @@ async fn demo() -> anyhow::Result<Exit> {
 
 /// Without the sandbox there is nothing to run the demo against.
 #[cfg(not(feature = "sandbox"))]
-async fn demo() -> anyhow::Result<Exit> {
-    eprintln!(
-        "error: this binary was built without the sandbox that demo runs against; rebuild it with \
-         default features (cargo build --release) or with --features sandbox"
+async fn demo(out: Out) -> anyhow::Result<Exit> {
+    out.error(
+        "this binary was built without the sandbox that demo runs against; rebuild it with \
+         default features (cargo build --release) or with --features sandbox",
     );
     Ok(Exit::Fatal)
 }
@@ -561,10 +599,13 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
 }
 
 /// One cycle of every rule (`--once`). Stopped by a signal, it exits 1: the next run goes on.
+/// A rule whose run stops is told once (`error: …`, or one ERROR line in a JSON log); each
+/// rule's summary is its `run finished` log line.
 async fn once<J, G, S>(
     app: App<SyncEngine<J, G, S>>,
     dry_run: bool,
     cancel: &CancellationToken,
+    out: Out,
 ) -> anyhow::Result<Exit>
 where
     J: JiraSource,
@@ -574,14 +615,14 @@ where
     let results: Vec<_> = futures_util::stream::iter(app.rules())
         .map(|rule| {
             let engine = app.engine();
-            async move { (rule, engine.run_rule(rule, RunMode::Once, cancel).await) }
+            async move { engine.run_rule(rule, RunMode::Once, cancel).await }
         })
         .buffer_unordered(app.sync().rule_concurrency)
         .collect()
         .await;
     let mut exit = Exit::Clean;
     let mut reports = Vec::new();
-    for (rule, result) in results {
+    for result in results {
         match result {
             Ok(report) => {
                 if report.counts.failed > 0 || report.outcome == RunOutcome::Cancelled {
@@ -591,32 +632,41 @@ where
             }
             Err(e) => {
                 let fatal = !e.is_retryable();
-                error!(rule = %rule.name, error = %error_chain(&e), "the rule's cycle stopped");
-                eprintln!("error: {}", error_chain(&e));
+                out.error(&error_chain(&e));
                 exit = exit.max(if fatal { Exit::Fatal } else { Exit::Partial });
             }
         }
     }
     if dry_run {
-        print_plan(&reports);
+        for r in &reports {
+            out.result(r, || plan_text(r));
+        }
     }
     Ok(exit)
 }
 
-fn print_plan(reports: &[RunReport]) {
-    for r in reports {
-        println!(
-            "rule {}: would create {}, close {}, reopen {}, update {} ({} unchanged, {} failed)",
-            r.rule,
-            r.counts.created,
-            r.counts.closed,
-            r.counts.reopened,
-            r.counts.updated,
-            r.counts.skipped,
-            r.counts.failed
+/// A dry run's plan for one rule, for a person.
+fn plan_text(r: &RunReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "rule {}: would create {}, close {}, reopen {}, update {} ({} unchanged, {} failed)",
+        r.rule,
+        r.counts.created,
+        r.counts.closed,
+        r.counts.reopened,
+        r.counts.updated,
+        r.counts.skipped,
+        r.counts.failed
+    );
+    for p in &r.planned {
+        let _ = writeln!(
+            s,
+            "  {:<13} {:<12} {}",
+            p.action,
+            p.jira_key.as_str(),
+            p.title
         );
-        for p in &r.planned {
-            println!("  {:<13} {:<12} {}", p.action, p.jira_key.as_str(), p.title);
-        }
     }
+    s
 }

@@ -219,7 +219,9 @@ timeout_secs = 5
         Running::spawn(cmd)
     }
 
-    fn command(&self, args: &[&str]) -> tokio::process::Command {
+    /// The real binary with `args` (after `--config`), `RUST_LOG=debug`, not started: for a test
+    /// that sets its own environment.
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_jira-gitlab-sync"));
         cmd.arg("--config")
             .arg(&self.config_path)
@@ -260,6 +262,21 @@ fn write(dir: &Path, name: &str, content: &str) {
 pub fn ago(minutes: i64) -> DateTime<Utc> {
     let t = Utc::now() - Duration::minutes(minutes);
     DateTime::from_timestamp_millis(t.timestamp_millis()).expect("a valid time")
+}
+
+/// A loopback address nothing listens on: a connection to it is refused at once.
+pub fn refused_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = listener.local_addr().expect("a bound address").port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/")
+}
+
+/// Replaces `from` with `to` in the world's config file; `from` must be there.
+pub fn edit_config(w: &World, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&w.config_path).expect("the config reads");
+    assert!(text.contains(from), "{from:?} is in the config:\n{text}");
+    std::fs::write(&w.config_path, text.replace(from, to)).expect("the config is written");
 }
 
 /// Text of a process's stdout and stderr.
