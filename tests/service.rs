@@ -16,7 +16,7 @@ use tokio::net::UnixDatagram;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Finished, GUARD, Running, Setup, World, ago, output_text, rule};
+use crate::support::{Finished, GUARD, Running, Setup, World, ago, edit_config, output_text, rule};
 
 /// The real binary as a service (no `--once`), with human log lines.
 fn daemon(w: &World, env: &[(&str, &Path)]) -> Running {
@@ -500,6 +500,118 @@ async fn check_missing_production_environment_warns_and_exits_1() {
         found.iter().all(|(level, _)| level != "error"),
         "nothing would fail: {text}"
     );
+}
+
+/// `check` on a store the sync could not create (its directory path runs through a file): an
+/// error naming the store, exit 2, as `--once` would fail.
+#[tokio::test]
+async fn check_store_not_writable_exits_2() {
+    let w = World::start(Setup::default()).await;
+    std::fs::write(w.dir.path().join("afile"), "").unwrap();
+    edit_config(
+        &w,
+        &format!("path = \"{}/sync.db\"", w.dir.path().display()),
+        &format!("path = \"{}/afile/sync.db\"", w.dir.path().display()),
+    );
+    let out = w.binary(&["--once"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    let out = w.binary(&["check"]).await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        findings(&out.stdout)
+            .iter()
+            .any(|(level, line)| level == "error"
+                && line.contains("store")
+                && line.contains("afile")),
+        "{text}"
+    );
+}
+
+/// `check` while the service holds the store: a warning naming the service's pid, exit 1.
+#[tokio::test]
+async fn check_names_the_process_holding_the_store() {
+    let w = World::start(Setup::default()).await;
+    let mut service = daemon(&w, &[]);
+    service.wait_for_output("service started").await;
+    let out = w.binary(&["check"]).await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        findings(&out.stdout)
+            .iter()
+            .any(|(level, line)| level == "warn"
+                && line.contains("in use by")
+                && line.contains(&format!("pid {}", service.pid))),
+        "{text}"
+    );
+    service.terminate();
+    service.exit().await;
+    let out = w.binary(&["check"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "free again: {}",
+        output_text(&out)
+    );
+}
+
+/// `check` after a rule was renamed: the old name's mappings are named, exit 1.
+#[tokio::test]
+async fn check_names_rules_the_config_no_longer_has() {
+    let w = World::start(Setup::default()).await;
+    w.jira.insert(FakeIssue::new("OPS-1", "open", ago(10)));
+    let out = w.binary(&["--once"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    edit_config(&w, "name = \"ops\"", "name = \"ops-incidents\"");
+    let out = w.binary(&["check"]).await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        findings(&out.stdout)
+            .iter()
+            .any(|(level, line)| level == "warn"
+                && line.contains("rule ops ")
+                && line.contains("1 mapped")
+                && line.contains("no longer has")),
+        "{text}"
+    );
+}
+
+/// `check` on a rule with no `since` that has never run: a warning with the backfill command,
+/// exit 1; once the rule has run, nothing to say.
+#[tokio::test]
+async fn check_gives_the_backfill_command_for_a_rule_without_since() {
+    let no_since: String = rule("ops", "incident", "project = OPS")
+        .lines()
+        .filter(|l| !l.starts_with("since"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let w = World::start(Setup {
+        rules: no_since,
+        ..Setup::default()
+    })
+    .await;
+    w.jira.insert(FakeIssue::new("OPS-1", "open", ago(60 * 24)));
+    let out = w.binary(&["check"]).await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let command = format!(
+        "jira-gitlab-sync --config {} backfill --since YYYY-MM-DD --rule ops",
+        w.config_path.display()
+    );
+    assert!(
+        findings(&out.stdout)
+            .iter()
+            .any(|(level, line)| level == "warn"
+                && line.contains("no since")
+                && line.contains(&command)),
+        "{text}"
+    );
+    let out = w.binary(&["--once"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let out = w.binary(&["check"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
 }
 
 /// `status --json` after a `--once` run shows the rule, its cursor, counts and last run.

@@ -196,7 +196,7 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
         }
         Some(Command::Check) => {
             let cfg = load_config(&path)?;
-            check(&cfg, out).await
+            check(&cfg, &path, out).await
         }
         Some(Command::Status { json }) => status(&path, json, out).await,
         Some(Command::Retry { key, rule }) => {
@@ -474,8 +474,8 @@ where
     Ok(if clean { Exit::Clean } else { Exit::Partial })
 }
 
-async fn check(cfg: &Config, out: Out) -> anyhow::Result<Exit> {
-    let findings = jira_gitlab_sync::check::run(cfg).await;
+async fn check(cfg: &Config, path: &std::path::Path, out: Out) -> anyhow::Result<Exit> {
+    let findings = jira_gitlab_sync::check::run(cfg, path).await;
     if out.is_json() {
         for f in &findings {
             out.result(f, String::new);

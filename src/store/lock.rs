@@ -51,13 +51,54 @@ fn try_lock_briefly(file: &File) -> Result<(), TryLockError> {
     }
 }
 
+/// Whether a process holds a store, as [`Store::lock_state`](super::Store::lock_state) found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockState {
+    /// No store file yet: nothing to hold.
+    NoStore,
+    /// The store is there and no process holds it.
+    Free,
+    /// A process holds it; its pid as it wrote it, if that could be read.
+    Held { holder: Option<u32> },
+}
+
+/// The file beside the resolved store file that names the holder's pid.
+fn pid_path(resolved: &Path) -> PathBuf {
+    let mut pid_path = resolved.as_os_str().to_owned();
+    pid_path.push(".lock");
+    PathBuf::from(pid_path)
+}
+
+/// The pid the holder of `resolved` wrote, if it can be read.
+fn holder(resolved: &Path) -> Option<u32> {
+    std::fs::read_to_string(pid_path(resolved))
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+}
+
+/// Whether a process holds the store at `path`, found by trying its lock once and letting go at
+/// once; nothing is created or written.
+pub(super) fn probe(path: &Path) -> std::io::Result<LockState> {
+    let resolved = resolve(path)?;
+    let file = match File::open(&resolved) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockState::NoStore),
+        Err(e) => return Err(e),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(LockState::Free),
+        Err(TryLockError::WouldBlock) => Ok(LockState::Held {
+            holder: holder(&resolved),
+        }),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// Takes the exclusive lock on the database file at `path` (created if missing, empty, which
 /// SQLite takes for a new database) and records our pid beside it.
 pub(super) fn lock(path: &Path) -> Result<File, StoreError> {
     let resolved = resolve(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut pid_path = resolved.as_os_str().to_owned();
-    pid_path.push(".lock");
-    let pid_path = PathBuf::from(pid_path);
+    let pid_path = pid_path(&resolved);
     let lock_error = |source| StoreError::LockFile {
         path: path.to_path_buf(),
         lock_path: resolved.clone(),
@@ -73,12 +114,9 @@ pub(super) fn lock(path: &Path) -> Result<File, StoreError> {
     match try_lock_briefly(&file) {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
-            let holder = std::fs::read_to_string(&pid_path)
-                .ok()
-                .and_then(|text| text.trim().parse().ok());
             return Err(StoreError::Locked {
                 path: path.to_path_buf(),
-                holder,
+                holder: holder(&resolved),
             });
         }
         Err(TryLockError::Error(source)) => return Err(lock_error(source)),

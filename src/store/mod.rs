@@ -48,6 +48,7 @@ use rusqlite::{Connection, OpenFlags};
 use lock::lock;
 
 pub use error::StoreError;
+pub use lock::LockState;
 pub use status::{FailureEntry, RuleStatus, RunRecord};
 pub use sync::FailureChange;
 
@@ -180,6 +181,55 @@ impl Store {
             .map_err(open_error)?;
         migrate::migrate(&mut conn, path)?;
         Ok(Store::new(conn, path, None))
+    }
+
+    /// Whether a process holds the store at `path` (and which, by pid), found by trying its
+    /// lock once and letting go at once: for `check`. Creates and writes nothing.
+    ///
+    /// # Errors
+    /// The file exists but cannot be opened or locked for another reason.
+    pub fn lock_state(path: &Path) -> std::io::Result<LockState> {
+        lock::probe(path)
+    }
+
+    /// Why the service could not create or write the store at `path`, if it could not: the
+    /// files that exist (the database, its WAL and shared-memory files) must open for writing,
+    /// and the directory (or the nearest existing one above it, which the store's directory is
+    /// created in) must take new files. The directory is tried with a file created and removed
+    /// at once; nothing else is written.
+    pub fn unwritable(path: &Path) -> Option<String> {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let file = PathBuf::from(name);
+            if file.exists()
+                && let Err(e) = std::fs::OpenOptions::new().write(true).open(&file)
+            {
+                return Some(format!("cannot write {}: {e}", file.display()));
+            }
+        }
+        let mut dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        while !dir.exists() {
+            match dir.parent().filter(|d| !d.as_os_str().is_empty()) {
+                Some(up) => dir = up,
+                None => break,
+            }
+        }
+        let probe = dir.join(format!(".jira-gitlab-sync-check-{}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+        {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&probe);
+                None
+            }
+            Err(e) => Some(format!("cannot create files in {}: {e}", dir.display())),
+        }
     }
 
     /// The store's file (`:memory:` for an in-memory store).

@@ -1228,3 +1228,29 @@ async fn runs_left_open_are_closed_as_failed_on_the_next_open() {
         "the finished run is untouched"
     );
 }
+
+/// `lock_state` tells no store, a free store and a held one (with the holder's pid) apart, and
+/// takes nothing: the holder keeps its lock, and a free store can be opened after.
+#[tokio::test]
+async fn lock_state_names_the_holder() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("sync.db");
+    assert_eq!(Store::lock_state(&path).unwrap(), LockState::NoStore);
+    assert!(!path.exists(), "probing creates nothing");
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        Store::lock_state(&path).unwrap(),
+        LockState::Held {
+            holder: Some(std::process::id())
+        }
+    );
+    store.cursor(RULE).await.expect("the holder still uses it");
+    drop(store);
+    assert_eq!(Store::lock_state(&path).unwrap(), LockState::Free);
+    Store::open(&path).expect("nothing was left held");
+    assert_eq!(Store::unwritable(&path), None);
+    let file = dir.path().join("afile");
+    std::fs::write(&file, "").unwrap();
+    let why = Store::unwritable(&file.join("sync.db")).expect("a file is no directory");
+    assert!(why.contains("afile"), "{why}");
+}
