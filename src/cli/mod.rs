@@ -45,17 +45,27 @@ mod signals;
 /// Replicate Jira incidents and issues into GitLab, with Jira's own timestamps, so GitLab's DORA
 /// metrics and Value Stream Analytics are right.
 #[derive(Debug, Parser)]
-#[command(name = "jira-gitlab-sync", version, about, long_about = None)]
+#[command(
+    name = "jira-gitlab-sync",
+    version,
+    about,
+    long_about = None,
+    after_help = "Without a command it runs the service, as `run` does (it writes to GitLab \
+                  until stopped); with --once, one cycle of every rule (for cron). Try `check` \
+                  first, and `--once --dry-run` to see what it would write."
+)]
 pub struct Cli {
-    /// The config file [default: $JIRA_GITLAB_SYNC_CONFIG, else ./config.toml].
+    /// The config file [default: $JIRA_GITLAB_SYNC_CONFIG, else ./config.toml]. Not for `demo`.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Print each planned action with its Jira key; write nothing to GitLab or the store.
-    #[arg(long, global = true)]
+    /// With --once: print each planned action with its Jira key; write nothing to GitLab or the
+    /// store. (A dry-run service would plan the same writes every cycle for ever, so it is
+    /// refused; `backfill` has its own --dry-run.)
+    #[arg(long)]
     pub dry_run: bool,
 
-    /// Run one cycle of every rule, then exit (for cron).
+    /// Run one cycle of every rule, then exit (for cron). Only without a command.
     #[arg(long)]
     pub once: bool,
 
@@ -69,7 +79,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check the config, credentials, JQL, the token's role and each project's production
+    /// The service: sync every rule on its schedule, writing to GitLab, until SIGTERM or
+    /// SIGINT. The same as giving no command.
+    Run,
+    /// Check the config, the store, credentials, JQL, the token's role and each project's production
     /// environment; writes nothing. Exit 0 ready, 1 works but GitLab's numbers would be off,
     /// 2 would not work.
     Check,
@@ -118,7 +131,86 @@ pub enum Command {
         /// imported incidents would carry today's dates.
         #[arg(long)]
         accept_inexact_times: bool,
+        /// Print what it would do (counts and a sample of actions); write nothing to GitLab or
+        /// the store.
+        #[arg(long)]
+        dry_run: bool,
     },
+}
+
+impl Command {
+    /// The command's name, as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Run => "run",
+            Command::Check => "check",
+            Command::Status { .. } => "status",
+            Command::Retry { .. } => "retry",
+            Command::Forget { .. } => "forget",
+            Command::Demo => "demo",
+            Command::Backfill { .. } => "backfill",
+        }
+    }
+}
+
+impl Cli {
+    /// Parses the command line, refusing flags that do not apply to the command given.
+    ///
+    /// Most are refused by clap's parser itself (`status --dry-run`: no such argument). The
+    /// rest cannot be declared, because `--config` and `--log-format` go before or after any
+    /// command: `--once` or `--dry-run` with a command, `--dry-run` without `--once`, and
+    /// `--config` with `demo`. Those are refused here, as clap refuses the others (a usage
+    /// error, exit 2), each with what to type instead.
+    pub fn parse_checked() -> Cli {
+        let cli = Cli::parse();
+        if let Err(e) = cli.refuse_misplaced_flags() {
+            e.exit();
+        }
+        cli
+    }
+
+    fn refuse_misplaced_flags(&self) -> Result<(), clap::Error> {
+        use clap::CommandFactory as _;
+        use clap::error::ErrorKind;
+        let refuse =
+            |message: String| Err(Cli::command().error(ErrorKind::ArgumentConflict, message));
+        let Some(command) = &self.command else {
+            if self.dry_run && !self.once {
+                return refuse(
+                    "--dry-run needs --once: a dry run plans one cycle and exits \
+                     (jira-gitlab-sync --config FILE --once --dry-run); a dry-run service would \
+                     plan the same writes every cycle for ever"
+                        .to_owned(),
+                );
+            }
+            return Ok(());
+        };
+        let name = command.name();
+        if self.dry_run {
+            return refuse(match command {
+                Command::Backfill { .. } => {
+                    "--dry-run goes after `backfill`: jira-gitlab-sync backfill --since DATE \
+                     --dry-run"
+                        .to_owned()
+                }
+                _ => format!("--dry-run does not go with `{name}`: it is for --once and backfill"),
+            });
+        }
+        if self.once {
+            return refuse(format!(
+                "--once does not go with `{name}`: --once runs one cycle of every rule in place of \
+                 a command (jira-gitlab-sync --config FILE --once)"
+            ));
+        }
+        if matches!(command, Command::Demo) && self.config.is_some() {
+            return refuse(
+                "--config does not go with `demo`: the demo runs against its own sandbox and \
+                 needs no config"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The process outcome.
@@ -185,14 +277,10 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
                 once(App::build(&cfg)?, false, &cancel, out).await
             }
         }
-        None => {
+        None | Some(Command::Run) => {
             let cfg = load_config(&path)?;
             let cancel = stop_on_signals(&cfg);
-            if cli.dry_run {
-                service(&cfg, App::dry_run(&cfg)?, cancel).await
-            } else {
-                service(&cfg, App::build(&cfg)?, cancel).await
-            }
+            service(&cfg, App::build(&cfg)?, cancel).await
         }
         Some(Command::Check) => {
             let cfg = load_config(&path)?;
@@ -212,6 +300,7 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
             rule,
             concurrency,
             accept_inexact_times,
+            dry_run,
         }) => {
             let cfg = load_config(&path)?;
             let since = config::parse_since("--since", &since)?;
@@ -233,7 +322,7 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
             };
             let cancel = stop_on_signals(&cfg);
             let how = BackfillRun {
-                dry_run: cli.dry_run,
+                dry_run,
                 accept_inexact_times,
                 cancel: &cancel,
                 out,
