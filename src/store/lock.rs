@@ -30,6 +30,19 @@ pub(super) fn resolve(path: &Path) -> std::io::Result<PathBuf> {
     }
 }
 
+/// Files the store creates are its owner's alone (0600): they hold Jira keys and titles. SQLite
+/// gives the WAL and shared-memory files the database file's mode, so creating the database
+/// file here (before SQLite opens it) makes those 0600 too. Existing files keep their mode.
+pub(super) fn private(options: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600)
+    }
+    #[cfg(not(unix))]
+    options
+}
+
 /// How often, and how far apart, a held lock is tried again before the store is reported in use.
 const LOCK_TRIES: u32 = 10;
 const LOCK_PAUSE: Duration = Duration::from_millis(20);
@@ -104,10 +117,7 @@ pub(super) fn lock(path: &Path) -> Result<File, StoreError> {
         lock_path: resolved.clone(),
         source,
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
+    let file = private(OpenOptions::new().read(true).write(true).create(true))
         .truncate(false)
         .open(&resolved)
         .map_err(lock_error)?;
@@ -127,7 +137,10 @@ pub(super) fn lock(path: &Path) -> Result<File, StoreError> {
         lock_path: pid_path.clone(),
         source,
     };
-    let mut pid_file = File::create(&pid_path).map_err(pid_error)?;
+    let mut pid_file = private(OpenOptions::new().write(true).create(true))
+        .truncate(true)
+        .open(&pid_path)
+        .map_err(pid_error)?;
     pid_file
         .write_all(format!("{}\n", std::process::id()).as_bytes())
         .map_err(pid_error)?;

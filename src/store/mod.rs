@@ -93,7 +93,8 @@ impl Store {
     }
 
     /// Opens the store at `path` for reading and writing, creating the file and its directory if
-    /// missing, and migrates it to this build's schema.
+    /// missing (the file, its WAL, shared-memory and lock files 0600, a new directory 0700), and
+    /// migrates it to this build's schema.
     ///
     /// Takes an exclusive advisory lock on `<path>.lock` (and writes this process's pid into it)
     /// that lasts as long as the store. This call blocks on file I/O briefly; call it at startup
@@ -105,10 +106,17 @@ impl Store {
     /// open the file; [`StoreError::TooNew`] or [`StoreError::Migrate`] from the migration.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            // A directory the store creates is its owner's alone, as its files are.
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder
+                .create(dir)
+                .map_err(|source| StoreError::CreateDir {
+                    dir: dir.to_path_buf(),
+                    source,
+                })?;
         }
         let lock = lock(path)?;
         let open_error = |source| StoreError::Open {

@@ -1254,3 +1254,34 @@ async fn lock_state_names_the_holder() {
     let why = Store::unwritable(&file.join("sync.db")).expect("a file is no directory");
     assert!(why.contains("afile"), "{why}");
 }
+
+/// Every file a new store creates — the database, its WAL and shared-memory files, the pid file
+/// beside them — and a directory it creates are its owner's alone, whatever the umask.
+#[cfg(unix)]
+#[tokio::test]
+async fn new_store_files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("state").join("sync.db");
+    let store = Store::open(&path).unwrap();
+    store.start_run(RULE, RunMode::Once).await.unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let mut files: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["sync.db", "sync.db-shm", "sync.db-wal", "sync.db.lock"],
+        "the files a store makes"
+    );
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    assert_eq!(mode(path.parent().unwrap()), 0o700, "the directory it made");
+}
