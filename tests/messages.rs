@@ -63,7 +63,7 @@ async fn once_json_is_json_lines_with_one_error() {
     let all = json_lines(&out);
     let about: Vec<&Value> = all
         .iter()
-        .filter(|v| v.to_string().contains("401"))
+        .filter(|v| v.to_string().contains("HTTP 401"))
         .collect();
     assert_eq!(about.len(), 1, "one line about the 401: {about:#?}");
     assert_eq!(about[0]["level"], "ERROR", "{about:#?}");
@@ -81,7 +81,7 @@ async fn once_human_prints_one_line_per_error() {
     let out = run(&w, &["--once", "--log-format", "human"], Some("info")).await;
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(2), "{text}");
-    let about: Vec<&str> = text.lines().filter(|l| l.contains("401")).collect();
+    let about: Vec<&str> = text.lines().filter(|l| l.contains("HTTP 401")).collect();
     assert_eq!(about.len(), 1, "one line about the 401:\n{text}");
     assert!(about[0].starts_with("error: "), "{text}");
     assert!(about[0].contains("gitlab.token_file"), "{text}");
@@ -195,7 +195,7 @@ async fn a_missing_project_is_named() {
         "{text}"
     );
     assert_eq!(
-        text.lines().filter(|l| l.contains("404")).count(),
+        text.lines().filter(|l| l.contains("HTTP 404")).count(),
         1,
         "{text}"
     );

@@ -176,7 +176,11 @@ async fn backfill_ends_when_gitlab_refuses_the_token_mid_run() {
         done.stdout.iter().any(|l| l.starts_with("backfill ops:")),
         "the summary is printed:\n{out}"
     );
-    let about: Vec<_> = done.output.lines().filter(|l| l.contains("401")).collect();
+    let about: Vec<_> = done
+        .output
+        .lines()
+        .filter(|l| l.contains("HTTP 401"))
+        .collect();
     assert_eq!(about.len(), 1, "one line about the 401:\n{out}");
     assert!(about[0].starts_with("error: "), "{out}");
     let run = last_run(&w).await;
