@@ -109,6 +109,9 @@ pub async fn run(cfg: &Config, config_path: &Path) -> Vec<Finding> {
         ),
     ));
 
+    for exposed in &cfg.exposed_secrets {
+        out.push(finding(Level::Warn, "secret", exposed.to_string()));
+    }
     check_store(cfg, config_path, &mut out).await;
     match JiraClient::new(&cfg.jira, &sync) {
         Err(e) => out.push(finding(Level::Error, "jira", error_chain(&e))),

@@ -260,3 +260,46 @@ async fn run_is_the_service() {
     assert!(done.output.contains("service started"), "{}", done.output);
     assert_eq!(w.gitlab_issues().len(), 1, "{}", done.output);
 }
+
+/// A token file every user may read is used, with one warning naming it (`check` lists it as a
+/// warning, exit 1); a private one raises none.
+#[tokio::test]
+async fn a_world_readable_token_file_is_warned_about_once() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let w = World::start(Setup::default()).await;
+    let token = w.dir.path().join("gitlab-token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    w.jira.insert(FakeIssue::new("OPS-1", "a", ago(5)));
+    let out = w.binary(&["--once"]).await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let named: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&token.display().to_string()))
+        .collect();
+    assert_eq!(named.len(), 1, "one warning:\n{text}");
+    assert!(
+        named[0].starts_with("warning: ") && named[0].contains("chmod 600"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("jira-token"),
+        "the private file is fine:\n{text}"
+    );
+
+    let out = w
+        .command(&["check"])
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .expect("the binary runs");
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with("warn") && l.contains("gitlab.token_file")),
+        "{text}"
+    );
+    assert!(out.stderr.is_empty(), "in the table only:\n{text}");
+}

@@ -269,7 +269,7 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
     let path = config::resolve_path(cli.config.as_deref());
     match cli.command {
         None if cli.once => {
-            let cfg = load_config(&path)?;
+            let cfg = load_config_to_sync(&path, out)?;
             let cancel = stop_on_signals(&cfg);
             if cli.dry_run {
                 once(App::dry_run(&cfg)?, true, &cancel, out).await
@@ -278,7 +278,7 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
             }
         }
         None | Some(Command::Run) => {
-            let cfg = load_config(&path)?;
+            let cfg = load_config_to_sync(&path, out)?;
             let cancel = stop_on_signals(&cfg);
             service(&cfg, App::build(&cfg)?, cancel).await
         }
@@ -302,7 +302,7 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
             accept_inexact_times,
             dry_run,
         }) => {
-            let cfg = load_config(&path)?;
+            let cfg = load_config_to_sync(&path, out)?;
             let since = config::parse_since("--since", &since)?;
             let until = until
                 .map(|u| config::parse_since("--until", &u))
@@ -685,6 +685,15 @@ async fn demo(out: Out) -> anyhow::Result<Exit> {
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).with_context(|| format!("invalid configuration in {}", path.display()))
+}
+
+/// The config of a command that syncs, with a warning for each secret file every user may read.
+fn load_config_to_sync(path: &std::path::Path, out: Out) -> anyhow::Result<Config> {
+    let cfg = load_config(path)?;
+    for exposed in &cfg.exposed_secrets {
+        out.warn(&exposed.to_string());
+    }
+    Ok(cfg)
 }
 
 /// One cycle of every rule (`--once`). Stopped by a signal, it exits 1: the next run goes on.

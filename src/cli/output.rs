@@ -31,6 +31,16 @@ impl Out {
         }
     }
 
+    /// Something the command goes on despite: `warning: …` on stderr, or one WARN event in the
+    /// JSON log.
+    pub fn warn(self, message: &str) {
+        if self.json {
+            tracing::warn!("{message}");
+        } else {
+            eprintln!("warning: {message}");
+        }
+    }
+
     /// A line for the person who ran the command: on stdout, or an INFO event in the JSON log.
     pub fn note(self, message: &str) {
         if self.json {

@@ -254,8 +254,13 @@ pub async fn run(engine: &Engine, cfg: &Config) -> Result<RunReport, EngineError
         .await
 }
 
+/// Writes a secret file, readable by its owner only (as the README tells).
 fn write(dir: &Path, name: &str, content: &str) {
-    std::fs::write(dir.join(name), format!("{content}\n")).expect("file written");
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{content}\n")).expect("file written");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .expect("file made private");
 }
 
 /// `now - minutes`, rounded to milliseconds (what both APIs carry).
