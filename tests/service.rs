@@ -814,3 +814,142 @@ fn deploy_unit_matches_config() {
          record the runs: {stop:?}"
     );
 }
+
+/// The README's systemd steps, replayed on a model of the file system (paths and modes; root
+/// owns everything they create), give the unit what it needs: its binary and config readable by
+/// the dynamic user it runs as (which is neither root nor in root's group), and its credentials
+/// there for systemd, root's alone. A step this model does not know fails the test, so the
+/// README cannot drift from what is checked.
+#[test]
+fn readme_systemd_steps_let_the_unit_read_what_it_needs() {
+    use std::collections::BTreeMap;
+    let readme = include_str!("../README.md");
+    let unit = include_str!("../deploy/jira-gitlab-sync.service");
+    let section = readme
+        .split("## Run as a service (systemd)")
+        .nth(1)
+        .expect("the README has the systemd section");
+    let steps = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the section has a sh block");
+
+    let umask = 0o022;
+    // path → (mode, is a directory); what exists before the steps.
+    let mut fs: BTreeMap<String, (u32, bool)> = BTreeMap::new();
+    for dir in [
+        "/",
+        "/etc",
+        "/etc/systemd",
+        "/etc/systemd/system",
+        "/usr",
+        "/usr/local",
+        "/usr/local/bin",
+    ] {
+        fs.insert(dir.to_owned(), (0o755, true));
+    }
+    let mode = |m: &str| u32::from_str_radix(m, 8).expect("an octal mode");
+    for line in steps.lines() {
+        let cmd = line.split('#').next().unwrap_or("").trim();
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        match words.as_slice() {
+            [] => {}
+            ["sudo", "install", "-d", "-m", m, dir] => {
+                fs.insert((*dir).to_owned(), (mode(m), true));
+            }
+            ["sudo", "install", "-m", m, src, dst] => {
+                let dst = match dst.strip_suffix('/') {
+                    Some(d) => format!("{d}/{}", src.rsplit('/').next().unwrap_or(src)),
+                    None => (*dst).to_owned(),
+                };
+                fs.insert(dst, (mode(m), false));
+            }
+            ["printf", .., "|", "sudo", "tee", path, ">/dev/null"] => {
+                fs.entry((*path).to_owned())
+                    .or_insert((0o666 & !umask, false));
+            }
+            ["sudo", "chmod", m, pattern] => {
+                let (prefix, suffix) = pattern.split_once('*').unwrap_or((pattern, ""));
+                for (p, entry) in fs.iter_mut() {
+                    if p.starts_with(prefix) && p.ends_with(suffix) {
+                        entry.0 = mode(m);
+                    }
+                }
+            }
+            ["sudo", "systemctl", ..] | ["systemctl", ..] | ["journalctl", ..] => {}
+            other => panic!("a README step this test does not model: {other:?}"),
+        }
+    }
+
+    // Readable (or runnable) by a user that is neither the owner nor in the group: every
+    // directory on the way searchable by others, the file readable (or executable) by others.
+    let reachable_by_others = |path: &str, bit: u32| -> Result<(), String> {
+        let mut dir = std::path::Path::new(path).parent();
+        while let Some(d) = dir {
+            let d_str = d.to_str().expect("UTF-8 paths");
+            match fs.get(d_str) {
+                Some((m, true)) if m & 0o001 != 0 => {}
+                Some((m, _)) => return Err(format!("{d_str} is {m:04o}: others cannot enter it")),
+                None => return Err(format!("{d_str} is never created")),
+            }
+            dir = d.parent();
+        }
+        match fs.get(path) {
+            Some((m, false)) if m & bit != 0 => Ok(()),
+            Some((m, _)) => Err(format!("{path} is {m:04o}")),
+            None => Err(format!("{path} is never installed")),
+        }
+    };
+    let settings: Vec<(&str, &str)> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    let value = |key: &str| -> Vec<&str> {
+        settings
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    assert_eq!(value("DynamicUser"), ["yes"], "the case this test is about");
+    let exec: Vec<&str> = value("ExecStart")[0].split_whitespace().collect();
+    reachable_by_others(exec[0], 0o001)
+        .unwrap_or_else(|e| panic!("the dynamic user cannot run the binary: {e}"));
+    let config = exec
+        .iter()
+        .position(|w| *w == "--config")
+        .map(|i| exec[i + 1])
+        .expect("ExecStart names the config");
+    reachable_by_others(config, 0o004)
+        .unwrap_or_else(|e| panic!("the dynamic user cannot read its config: {e}"));
+    for credential in value("LoadCredential") {
+        let (_, source) = credential.split_once(':').expect("name:path");
+        let (m, dir) = fs
+            .get(source)
+            .unwrap_or_else(|| panic!("{source} is never written"));
+        assert!(!dir, "{source} is a file");
+        assert_eq!(m & 0o077, 0, "{source} is root's alone: {m:04o}");
+    }
+    assert!(
+        fs.contains_key("/etc/systemd/system/jira-gitlab-sync.service"),
+        "the unit is installed"
+    );
+}
+
+/// Cargo.toml says MIT, and the repository carries the MIT license text that says so.
+#[test]
+fn the_license_file_is_the_one_cargo_toml_names() {
+    let manifest: toml::Value =
+        toml::from_str(include_str!("../Cargo.toml")).expect("Cargo.toml is TOML");
+    assert_eq!(manifest["package"]["license"].as_str(), Some("MIT"));
+    let license = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/LICENSE"))
+        .expect("a LICENSE file at the top of the repository");
+    assert!(license.starts_with("MIT License\n"), "{license}");
+    assert!(
+        license.contains("Permission is hereby granted, free of charge"),
+        "{license}"
+    );
+}
