@@ -1,22 +1,29 @@
-//! `check`: before go-live, prove the configuration would work. Authenticates to Jira and GitLab,
-//! runs each rule's JQL once, and checks each GitLab project: the token's role (Owner keeps
-//! Jira's exact times; below Reporter, incidents become plain issues), a `production`-tier
-//! environment (without one DORA ignores incidents), and alert settings. Writes nothing
-//! anywhere.
+//! `check`: before go-live, prove the configuration would work. Checks the store (writable, in
+//! use by which process, rules it holds that the config no longer has, rules that would start
+//! from now for want of `since`), authenticates to Jira and GitLab, runs each rule's JQL once,
+//! and checks each GitLab project: the token's role (Owner keeps Jira's exact times; below
+//! Reporter, incidents become plain issues), a `production`-tier environment (without one DORA
+//! ignores incidents), and alert settings. Writes nothing anywhere (but a file created in the
+//! store's directory and removed at once, to prove the directory takes new files).
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 
-use crate::config::Config;
+use serde::Serialize;
+
+use crate::config::{Config, SyncConfig};
 use crate::domain::{PageCursor, Target};
 use crate::engine::error_chain;
 use crate::engine::ports::JiraSource;
 use crate::gitlab::{GitLabClient, OWNER, REPORTER};
+use crate::http::RetryPolicy;
 use crate::jira::JiraClient;
-use crate::store::Store;
+use crate::store::{LockState, Store, StoreError};
 
 /// How bad a finding is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Level {
     Ok,
     /// The service would run, but the numbers GitLab shows would be off.
@@ -36,7 +43,7 @@ impl fmt::Display for Level {
 }
 
 /// One finding: what was checked, and what to do about it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Finding {
     pub level: Level,
     pub subject: String,
@@ -53,6 +60,24 @@ impl fmt::Display for Finding {
     }
 }
 
+/// The findings as a table whose columns line up however long a subject is.
+pub fn render(findings: &[Finding]) -> String {
+    let width = findings
+        .iter()
+        .map(|f| f.subject.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for f in findings {
+        let level = f.level.to_string();
+        out.push_str(&format!(
+            "{level:<5}  {:<width$}  {}\n",
+            f.subject, f.message
+        ));
+    }
+    out
+}
+
 fn finding(level: Level, subject: impl Into<String>, message: impl Into<String>) -> Finding {
     Finding {
         level,
@@ -62,7 +87,17 @@ fn finding(level: Level, subject: impl Into<String>, message: impl Into<String>)
 }
 
 /// Runs every check; findings come in order, each on its own line.
-pub async fn run(cfg: &Config) -> Vec<Finding> {
+///
+/// Every request is tried once: `check` is run by a person, who is better served by "cannot
+/// connect, check jira.url" at once than by the retries a sync makes to ride out an outage.
+pub async fn run(cfg: &Config, config_path: &Path) -> Vec<Finding> {
+    let sync = SyncConfig {
+        retry: RetryPolicy {
+            max_attempts: 1,
+            ..cfg.sync.retry.clone()
+        },
+        ..cfg.sync.clone()
+    };
     let mut out = Vec::new();
     out.push(finding(
         Level::Ok,
@@ -74,11 +109,15 @@ pub async fn run(cfg: &Config) -> Vec<Finding> {
         ),
     ));
 
-    match JiraClient::new(&cfg.jira, &cfg.sync) {
+    for exposed in &cfg.exposed_secrets {
+        out.push(finding(Level::Warn, "secret", exposed.to_string()));
+    }
+    check_store(cfg, config_path, &mut out).await;
+    match JiraClient::new(&cfg.jira, &sync) {
         Err(e) => out.push(finding(Level::Error, "jira", error_chain(&e))),
         Ok(jira) => check_jira(cfg, &jira, &mut out).await,
     }
-    match GitLabClient::new(&cfg.gitlab, &cfg.sync) {
+    match GitLabClient::new(&cfg.gitlab, &sync) {
         Err(e) => out.push(finding(Level::Error, "gitlab", error_chain(&e))),
         Ok(gitlab) => check_gitlab(cfg, &gitlab, &mut out).await,
     }
@@ -268,6 +307,104 @@ async fn check_gitlab(cfg: &Config, gitlab: &GitLabClient, out: &mut Vec<Finding
                 ),
             )),
         }
+    }
+}
+
+/// The store: can the service write it, does a process hold it, and what does it hold that the
+/// config does not expect (rules renamed or removed; rules that have never run and have no
+/// `since`, whose first run would start from now).
+async fn check_store(cfg: &Config, config_path: &Path, out: &mut Vec<Finding>) {
+    let path = &cfg.store_path;
+    let shown = path.display();
+    match Store::unwritable(path) {
+        Some(why) => out.push(finding(
+            Level::Error,
+            "store",
+            format!(
+                "{why}: the sync could not open its store; make the directory writable by the \
+                 user the sync runs as, or set [store] path elsewhere"
+            ),
+        )),
+        None => out.push(finding(Level::Ok, "store", format!("{shown} is writable"))),
+    }
+    match Store::lock_state(path) {
+        Ok(LockState::NoStore) => out.push(finding(
+            Level::Ok,
+            "store",
+            "not created yet: the first run creates it",
+        )),
+        Ok(LockState::Free) => out.push(finding(Level::Ok, "store", "not in use by a process")),
+        Ok(LockState::Held { holder }) => out.push(finding(
+            Level::Warn,
+            "store",
+            format!(
+                "in use by {}: --once, backfill, retry and forget are refused until it stops \
+                 (fine if it is the service; stop it first to run those)",
+                holder.map_or_else(|| "another process".to_owned(), |p| format!("pid {p}"))
+            ),
+        )),
+        Err(e) => out.push(finding(
+            Level::Error,
+            "store",
+            format!("cannot tell whether a process holds {shown}: {e}"),
+        )),
+    }
+    let known = match Store::open_read_only(path) {
+        Ok(store) => match store.rule_status().await {
+            Ok(rules) => rules,
+            Err(e) => {
+                out.push(finding(
+                    Level::Error,
+                    "store",
+                    format!("cannot read {shown}: {}", error_chain(&e)),
+                ));
+                return;
+            }
+        },
+        // Migrated on the next writable open; nothing is known of its rules meanwhile.
+        Err(StoreError::Missing { .. } | StoreError::Outdated { .. }) => Vec::new(),
+        Err(e) => {
+            out.push(finding(Level::Error, "store", error_chain(&e)));
+            return;
+        }
+    };
+    for old in known
+        .iter()
+        .filter(|s| !cfg.rules.iter().any(|r| r.name == s.rule))
+        .filter(|s| s.mapped > 0 || s.failed > 0)
+    {
+        out.push(finding(
+            Level::Warn,
+            format!("rule {}", old.rule),
+            format!(
+                "the store holds {} mapped object(s) and {} failing issue(s) under this rule \
+                 name, which the config no longer has: if it was renamed, the new name still \
+                 finds its objects (by Jira issue id, so nothing is duplicated) but starts from \
+                 its own since, and the old name's failing issues are never retried; restore the \
+                 name to keep them, or ignore this if the rule is gone for good",
+                old.mapped, old.failed
+            ),
+        ));
+    }
+    for rule in &cfg.rules {
+        let has_run = known
+            .iter()
+            .any(|s| s.rule == rule.name && s.cursor.is_some());
+        if rule.since.is_some() || has_run {
+            continue;
+        }
+        out.push(finding(
+            Level::Warn,
+            format!("rule {}", rule.name),
+            format!(
+                "has no since and has never run: its first run starts from that moment, so \
+                 nothing that changed in Jira before it is replicated; for the history, run \
+                 `jira-gitlab-sync --config {} backfill --since YYYY-MM-DD --rule {}` (the \
+                 oldest date you want in GitLab), or set since = \"YYYY-MM-DD\" on the rule",
+                config_path.display(),
+                rule.name
+            ),
+        ));
     }
 }
 

@@ -23,6 +23,10 @@ use crate::domain::RunMode;
 use crate::engine::ports::{GitLabSink, JiraSource, SyncStore};
 use crate::engine::{RunReport, SyncEngine, error_chain};
 
+/// After the grace period a run abandons its action in flight and records its end; this much
+/// longer is left for that before the service gives up on a worker.
+pub const RECORD_MARGIN: Duration = Duration::from_secs(5);
+
 /// How a rule backs off after failed runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backoff {
@@ -135,8 +139,10 @@ where
         Ok(scheduler)
     }
 
-    /// Runs the workers until `cancel` fires, then waits up to `grace` for them to stop.
-    /// Returns true if and only if every worker stopped within the grace period.
+    /// Runs the workers until `cancel` fires, then waits for them to stop: each run stops
+    /// between actions, or abandons its action in flight at the end of the engine's grace
+    /// period and records its end. Returns true if and only if every worker stopped within
+    /// `grace` plus [`RECORD_MARGIN`].
     pub async fn run(mut self, cancel: CancellationToken, grace: Duration) -> bool {
         let tracker = TaskTracker::new();
         let mut workers = Vec::new();
@@ -157,7 +163,10 @@ where
             grace_secs = grace.as_secs(),
             "shutting down: finishing the actions in flight"
         );
-        if tokio::time::timeout(grace, tracker.wait()).await.is_ok() {
+        if tokio::time::timeout(grace + RECORD_MARGIN, tracker.wait())
+            .await
+            .is_ok()
+        {
             info!("every rule stopped cleanly");
             return true;
         }

@@ -185,20 +185,33 @@ pub struct DecodeError {
 /// A request that got no usable answer.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    /// No connection could be made: nothing reached the server.
-    #[error("cannot connect to {url}")]
+    /// No connection could be made (the name does not resolve, the connection is refused or
+    /// times out, TLS fails): nothing reached the server.
+    #[error(
+        "cannot connect to {service} at {origin} ({reason}): check {url_key}, and that this \
+         machine can reach it (DNS, firewall, proxy)"
+    )]
     Connect {
-        url: String,
-        #[source]
-        source: reqwest::Error,
+        service: &'static str,
+        /// `scheme://host:port`.
+        origin: String,
+        /// The configuration key that names the server (`gitlab.url`).
+        url_key: &'static str,
+        /// The innermost cause, as the network stack put it.
+        reason: String,
+        /// The error itself; its own text repeats the URL, so it is not the message's source.
+        error: reqwest::Error,
     },
     /// The request was sent but no complete answer came back (timeout, dropped connection).
     /// The server may have applied it.
-    #[error("no complete answer from {url}")]
+    #[error("no complete answer from {service} at {url} ({reason})")]
     NoAnswer {
+        service: &'static str,
         url: String,
-        #[source]
-        source: reqwest::Error,
+        /// The innermost cause, as the network stack put it.
+        reason: String,
+        /// The error itself; its own text repeats the URL, so it is not the message's source.
+        error: reqwest::Error,
     },
     /// A server error status (5xx) after the request was sent; the server may have applied it.
     #[error("HTTP {status} from {url}: {body_excerpt}")]
@@ -270,6 +283,19 @@ impl HttpError {
     #[must_use]
     pub fn with_url_key(self, key: &'static str) -> Self {
         match self {
+            HttpError::Connect {
+                service,
+                origin,
+                reason,
+                error,
+                ..
+            } => HttpError::Connect {
+                service,
+                origin,
+                url_key: key,
+                reason,
+                error,
+            },
             HttpError::CrossOriginRedirect {
                 service, from, to, ..
             } => HttpError::CrossOriginRedirect {
@@ -281,6 +307,16 @@ impl HttpError {
             other => other,
         }
     }
+}
+
+/// The innermost cause of `e` (`Connection refused (os error 111)`, a DNS failure, a timeout):
+/// the outer layers only repeat the URL.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 /// Redirects followed in one request at most (as `reqwest::redirect::Policy::limited`).
@@ -506,6 +542,7 @@ impl HttpClient {
                 reason: e.to_string(),
             })?;
             let url = redact_url(request.url());
+            let sent_to = request.url().clone();
             let method = request.method().clone();
             let last = attempt >= self.retry.max_attempts;
             let outcome = self.inner.execute(request).await;
@@ -521,15 +558,21 @@ impl HttpClient {
                         });
                     }
                     let connect = e.is_connect();
+                    let reason = root_cause(&e);
                     let err = if connect {
                         HttpError::Connect {
-                            url: url.clone(),
-                            source: e,
+                            service: self.service,
+                            origin: origin_of(&sent_to),
+                            url_key: self.url_key,
+                            reason,
+                            error: e,
                         }
                     } else {
                         HttpError::NoAnswer {
+                            service: self.service,
                             url: url.clone(),
-                            source: e,
+                            reason,
+                            error: e,
                         }
                     };
                     if last || !(connect || kind.is_idempotent()) {
@@ -547,8 +590,10 @@ impl HttpClient {
                 Ok(b) => b.to_vec(),
                 Err(e) => {
                     let err = HttpError::NoAnswer {
+                        service: self.service,
                         url: url.clone(),
-                        source: e,
+                        reason: root_cause(&e),
+                        error: e,
                     };
                     if last || !kind.is_idempotent() {
                         return Err(err);

@@ -3,10 +3,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 mod cli;
 
 fn main() -> ExitCode {
-    cli::run(cli::Cli::parse())
+    cli::run(cli::Cli::parse_checked())
 }

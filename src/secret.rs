@@ -43,6 +43,21 @@ impl fmt::Display for Secret {
     }
 }
 
+impl SecretSource {
+    /// For a file that every user may read (the "others" read bit): the file as it is read and
+    /// its mode. Environment variables and private files: `None`.
+    pub fn exposed(&self) -> Option<(PathBuf, u32)> {
+        #[cfg(unix)]
+        if let SecretSource::File(path) = self {
+            use std::os::unix::fs::PermissionsExt as _;
+            let resolved = resolve_credential_path(path);
+            let mode = std::fs::metadata(&resolved).ok()?.permissions().mode() & 0o7777;
+            return (mode & 0o004 != 0).then_some((resolved, mode));
+        }
+        None
+    }
+}
+
 /// Where a secret comes from, as configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretSource {
@@ -58,6 +73,31 @@ impl fmt::Display for SecretSource {
             SecretSource::Env(name) => write!(f, "environment variable {name}"),
             SecretSource::File(path) => write!(f, "file {}", path.display()),
         }
+    }
+}
+
+/// A secret file that every user of the machine may read: where it is, which setting names it,
+/// and its mode. The sync uses it all the same, and says so once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExposedSecret {
+    /// The setting that names the file (`gitlab.token_file`).
+    pub key: String,
+    /// The file read.
+    pub path: PathBuf,
+    /// Its permission bits.
+    pub mode: u32,
+}
+
+impl fmt::Display for ExposedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the secret file {} ({}) is readable by every user of this machine (mode {:04o}): \
+             chmod 600 it (640 with a group the sync's user is in)",
+            self.path.display(),
+            self.key,
+            self.mode
+        )
     }
 }
 

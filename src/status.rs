@@ -219,7 +219,8 @@ pub fn render(report: &StatusReport) -> String {
         if r.pending_intents > 0 {
             let _ = writeln!(
                 out,
-                "    {} create(s) were interrupted; the next run looks them up before retrying",
+                "    {} create(s) were cut short (the process stopped before GitLab answered); the \
+                 next run looks them up before creating again",
                 r.pending_intents
             );
         }

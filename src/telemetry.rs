@@ -17,9 +17,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber with `default_filter` unless `RUST_LOG` says otherwise.
+/// Installs the global subscriber with `default_filter` unless `RUST_LOG` says otherwise, and
+/// returns the format in force ([`LogFormat::Human`] or [`LogFormat::Json`], never `Auto`).
 /// Call once, first thing.
-pub fn init(format: LogFormat, default_filter: &str) {
+pub fn init(format: LogFormat, default_filter: &str) -> LogFormat {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = match format {
@@ -44,4 +45,9 @@ pub fn init(format: LogFormat, default_filter: &str) {
             .compact()
             .try_init()
     };
+    if json {
+        LogFormat::Json
+    } else {
+        LogFormat::Human
+    }
 }

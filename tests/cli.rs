@@ -182,3 +182,124 @@ async fn status_finds_a_relative_store_from_another_directory() {
     assert_eq!(table.status.code(), Some(0), "{text}");
     assert!(!text.contains("no sync has run yet"), "{text}");
 }
+
+/// The binary with `args` only (no `--config` added), run to completion.
+async fn bare(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_jira-gitlab-sync"))
+        .args(args)
+        .env_remove("JIRA_GITLAB_SYNC_CONFIG")
+        .env_remove("RUST_LOG")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("the binary runs")
+}
+
+/// Flags that do not apply to the command are refused as usage errors (exit 2), saying what to
+/// type instead, before anything is read or sent.
+#[tokio::test]
+async fn flags_that_do_not_apply_are_refused() {
+    let w = World::start(Setup::default()).await;
+    w.jira.insert(FakeIssue::new("OPS-1", "a", ago(5)));
+    for (args, says) in [
+        (&["--once", "check"][..], "--once does not go with `check`"),
+        (
+            &["status", "--dry-run"][..],
+            "unexpected argument '--dry-run'",
+        ),
+        (&["--dry-run"][..], "--dry-run needs --once"),
+        (
+            &["--dry-run", "run"][..],
+            "--dry-run does not go with `run`",
+        ),
+        (&["--once", "run"][..], "--once does not go with `run`"),
+        (
+            &["--dry-run", "backfill", "--since", "2024-01-01"][..],
+            "--dry-run goes after `backfill`",
+        ),
+        (&["demo"][..], "--config does not go with `demo`"),
+    ] {
+        let out = w.binary(args).await;
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
+        assert!(text.contains(says), "{args:?}: {text}");
+    }
+    let out = bare(&["demo", "--config", "x.toml"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    assert!(
+        w.jira.requests().is_empty() && w.gitlab.requests().is_empty(),
+        "nothing was sent"
+    );
+    assert!(!w.store_path().exists(), "nothing was opened");
+}
+
+/// `--help` says that without a command the binary runs the service, which writes to GitLab,
+/// and lists `run`.
+#[tokio::test]
+async fn help_says_what_no_command_does() {
+    let out = bare(&["--help"]).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("  run "), "{text}");
+    assert!(
+        text.contains("Without a command it runs the service, as `run` does"),
+        "{text}"
+    );
+}
+
+/// `run` is the service, as no command is: it starts, syncs, and stops cleanly on SIGTERM.
+#[tokio::test]
+async fn run_is_the_service() {
+    let w = World::start(Setup::default()).await;
+    w.jira.insert(FakeIssue::new("OPS-1", "a", ago(5)));
+    let mut service = w.launch(&["run"], &[]);
+    service.wait_for_output("run finished").await;
+    service.terminate();
+    let done = service.exit().await;
+    assert_eq!(done.status.code(), Some(0), "{}", done.output);
+    assert!(done.output.contains("service started"), "{}", done.output);
+    assert_eq!(w.gitlab_issues().len(), 1, "{}", done.output);
+}
+
+/// A token file every user may read is used, with one warning naming it (`check` lists it as a
+/// warning, exit 1); a private one raises none.
+#[tokio::test]
+async fn a_world_readable_token_file_is_warned_about_once() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let w = World::start(Setup::default()).await;
+    let token = w.dir.path().join("gitlab-token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    w.jira.insert(FakeIssue::new("OPS-1", "a", ago(5)));
+    let out = w.binary(&["--once"]).await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let named: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&token.display().to_string()))
+        .collect();
+    assert_eq!(named.len(), 1, "one warning:\n{text}");
+    assert!(
+        named[0].starts_with("warning: ") && named[0].contains("chmod 600"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("jira-token"),
+        "the private file is fine:\n{text}"
+    );
+
+    let out = w
+        .command(&["check"])
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .expect("the binary runs");
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with("warn") && l.contains("gitlab.token_file")),
+        "{text}"
+    );
+    assert!(out.stderr.is_empty(), "in the table only:\n{text}");
+}

@@ -1,6 +1,5 @@
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -13,17 +12,16 @@ use jira_gitlab_sync::sandbox::gitlab::{
 use jira_gitlab_sync::sandbox::jira::FakeIssue;
 use jira_gitlab_sync::store::Store;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::net::UnixDatagram;
-use tokio::sync::{Notify, broadcast, mpsc};
-use tokio::task::JoinHandle;
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Setup, World, ago, output_text, rule};
+use crate::support::{Finished, GUARD, Running, Setup, World, ago, edit_config, output_text, rule};
 
-/// How long any single wait may take before the test is declared failed. Only a guard against
-/// hanging forever: every wait ends on an event long before this on any machine.
-const GUARD: Duration = Duration::from_secs(60);
+/// The real binary as a service (no `--once`), with human log lines.
+fn daemon(w: &World, env: &[(&str, &Path)]) -> Running {
+    w.launch(&["--log-format", "human"], env)
+}
 
 /// What the service logs once it has seen the shutdown request (after the token fired).
 const SHUTDOWN_LOGGED: &str = "shutting down: finishing the actions in flight";
@@ -53,116 +51,6 @@ async fn next_run(
             RunEvent::Failed { rule, error } => panic!("rule {rule} failed a run: {error}"),
         }
     }
-}
-
-/// The real binary running as a service (no `--once`), with its output collected.
-struct Daemon {
-    pid: u32,
-    /// stdout and stderr as they arrive, for failure messages and for waiting on log lines.
-    output: Arc<Mutex<String>>,
-    /// Wakes whenever a line arrives.
-    line: mpsc::UnboundedReceiver<()>,
-    exit: JoinHandle<std::io::Result<ExitStatus>>,
-}
-
-impl Daemon {
-    /// Starts `jira-gitlab-sync --config <world's config>` with `env` added.
-    fn start(w: &World, env: &[(&str, &Path)]) -> Daemon {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_jira-gitlab-sync"));
-        cmd.arg("--config")
-            .arg(&w.config_path)
-            .arg("--log-format")
-            .arg("human")
-            .env("RUST_LOG", "info")
-            .env_remove("JIRA_GITLAB_SYNC_CONFIG")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("the binary starts");
-        let pid = child.id().expect("a running child has a pid");
-        let output = Arc::new(Mutex::new(String::new()));
-        let (tx, line) = mpsc::unbounded_channel();
-        collect(child.stdout.take(), Arc::clone(&output), tx.clone());
-        collect(child.stderr.take(), Arc::clone(&output), tx);
-        // The child moves into the task: if the test fails, dropping the task kills it.
-        let exit = tokio::spawn(async move { child.wait().await });
-        Daemon {
-            pid,
-            output,
-            line,
-            exit,
-        }
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().expect("no reader panics").clone()
-    }
-
-    /// Sends SIGTERM, as systemd does on `systemctl stop`.
-    fn terminate(&self) {
-        let status = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid.to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "the service process must still exist");
-    }
-
-    /// Waits until the output contains `needle`.
-    async fn wait_for_output(&mut self, needle: &str) {
-        let deadline = tokio::time::Instant::now() + GUARD;
-        while !self.output().contains(needle) {
-            match tokio::time::timeout_at(deadline, self.line.recv()).await {
-                Ok(Some(())) => {}
-                Ok(None) => panic!(
-                    "the service closed its output before saying {needle:?}:\n{}",
-                    self.output()
-                ),
-                Err(_) => panic!("no {needle:?} within {GUARD:?}:\n{}", self.output()),
-            }
-        }
-    }
-
-    /// Waits for the process to exit; returns its status and everything it printed.
-    async fn exit(mut self) -> (ExitStatus, String) {
-        let status = tokio::time::timeout(GUARD, &mut self.exit)
-            .await
-            .unwrap_or_else(|_| panic!("the service did not exit:\n{}", self.output()))
-            .expect("the wait task does not panic")
-            .expect("waiting for the child works");
-        // Both pipes close at exit; drain them so the output is complete.
-        let drained = async { while self.line.recv().await.is_some() {} };
-        if tokio::time::timeout(GUARD, drained).await.is_err() {
-            panic!("the service's output stayed open after exit");
-        }
-        (status, self.output())
-    }
-}
-
-/// Appends every line of `pipe` to `output`, signalling each on `tx`.
-fn collect(
-    pipe: Option<impl AsyncRead + Unpin + Send + 'static>,
-    output: Arc<Mutex<String>>,
-    tx: mpsc::UnboundedSender<()>,
-) {
-    let pipe = pipe.expect("the pipe was requested");
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(pipe).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            {
-                let mut out = output.lock().expect("no reader panics");
-                out.push_str(&line);
-                out.push('\n');
-            }
-            let _ = tx.send(());
-        }
-    });
 }
 
 /// A datagram socket standing in for systemd's `NOTIFY_SOCKET`.
@@ -342,7 +230,7 @@ async fn sigterm_finishes_the_action_in_flight_and_exits_0() {
         GitLabFault::HoldUntil(Arc::clone(&release), Some(Arc::clone(&arrived))),
     );
 
-    let mut daemon = Daemon::start(&w, &[]);
+    let mut daemon = daemon(&w, &[]);
     tokio::time::timeout(GUARD, arrived.notified())
         .await
         .unwrap_or_else(|_| {
@@ -356,7 +244,7 @@ async fn sigterm_finishes_the_action_in_flight_and_exits_0() {
     // during shutdown.
     daemon.wait_for_output(SHUTDOWN_LOGGED).await;
     release.notify_one();
-    let (status, output) = daemon.exit().await;
+    let Finished { status, output, .. } = daemon.exit().await;
 
     assert_eq!(
         status.code(),
@@ -476,11 +364,11 @@ async fn sd_notify_ready_and_stopping() {
     let w = World::start(Setup::default()).await;
     let socket_path = w.dir.path().join("notify.sock");
     let mut socket = NotifySocket::bind(&socket_path);
-    let daemon = Daemon::start(&w, &[("NOTIFY_SOCKET", &socket_path)]);
+    let daemon = daemon(&w, &[("NOTIFY_SOCKET", &socket_path)]);
 
     socket.wait_for("READY=1").await;
     daemon.terminate();
-    let (status, output) = daemon.exit().await;
+    let Finished { status, output, .. } = daemon.exit().await;
     assert_eq!(status.code(), Some(0), "a clean stop exits 0:\n{output}");
     // Whatever the service sent before exiting waits in the socket's queue.
     socket.drain();
@@ -614,6 +502,118 @@ async fn check_missing_production_environment_warns_and_exits_1() {
     );
 }
 
+/// `check` on a store the sync could not create (its directory path runs through a file): an
+/// error naming the store, exit 2, as `--once` would fail.
+#[tokio::test]
+async fn check_store_not_writable_exits_2() {
+    let w = World::start(Setup::default()).await;
+    std::fs::write(w.dir.path().join("afile"), "").unwrap();
+    edit_config(
+        &w,
+        &format!("path = \"{}/sync.db\"", w.dir.path().display()),
+        &format!("path = \"{}/afile/sync.db\"", w.dir.path().display()),
+    );
+    let out = w.binary(&["--once"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    let out = w.binary(&["check"]).await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        findings(&out.stdout)
+            .iter()
+            .any(|(level, line)| level == "error"
+                && line.contains("store")
+                && line.contains("afile")),
+        "{text}"
+    );
+}
+
+/// `check` while the service holds the store: a warning naming the service's pid, exit 1.
+#[tokio::test]
+async fn check_names_the_process_holding_the_store() {
+    let w = World::start(Setup::default()).await;
+    let mut service = daemon(&w, &[]);
+    service.wait_for_output("service started").await;
+    let out = w.binary(&["check"]).await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        findings(&out.stdout)
+            .iter()
+            .any(|(level, line)| level == "warn"
+                && line.contains("in use by")
+                && line.contains(&format!("pid {}", service.pid))),
+        "{text}"
+    );
+    service.terminate();
+    service.exit().await;
+    let out = w.binary(&["check"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "free again: {}",
+        output_text(&out)
+    );
+}
+
+/// `check` after a rule was renamed: the old name's mappings are named, exit 1.
+#[tokio::test]
+async fn check_names_rules_the_config_no_longer_has() {
+    let w = World::start(Setup::default()).await;
+    w.jira.insert(FakeIssue::new("OPS-1", "open", ago(10)));
+    let out = w.binary(&["--once"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    edit_config(&w, "name = \"ops\"", "name = \"ops-incidents\"");
+    let out = w.binary(&["check"]).await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        findings(&out.stdout)
+            .iter()
+            .any(|(level, line)| level == "warn"
+                && line.contains("rule ops ")
+                && line.contains("1 mapped")
+                && line.contains("no longer has")),
+        "{text}"
+    );
+}
+
+/// `check` on a rule with no `since` that has never run: a warning with the backfill command,
+/// exit 1; once the rule has run, nothing to say.
+#[tokio::test]
+async fn check_gives_the_backfill_command_for_a_rule_without_since() {
+    let no_since: String = rule("ops", "incident", "project = OPS")
+        .lines()
+        .filter(|l| !l.starts_with("since"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let w = World::start(Setup {
+        rules: no_since,
+        ..Setup::default()
+    })
+    .await;
+    w.jira.insert(FakeIssue::new("OPS-1", "open", ago(60 * 24)));
+    let out = w.binary(&["check"]).await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let command = format!(
+        "jira-gitlab-sync --config {} backfill --since YYYY-MM-DD --rule ops",
+        w.config_path.display()
+    );
+    assert!(
+        findings(&out.stdout)
+            .iter()
+            .any(|(level, line)| level == "warn"
+                && line.contains("no since")
+                && line.contains(&command)),
+        "{text}"
+    );
+    let out = w.binary(&["--once"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let out = w.binary(&["check"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+}
+
 /// `status --json` after a `--once` run shows the rule, its cursor, counts and last run.
 #[tokio::test]
 async fn status_json_reports_the_store_after_once() {
@@ -666,7 +666,7 @@ async fn status_works_while_the_service_holds_the_store() {
 
     let socket_path = w.dir.path().join("notify.sock");
     let mut socket = NotifySocket::bind(&socket_path);
-    let daemon = Daemon::start(&w, &[("NOTIFY_SOCKET", &socket_path)]);
+    let daemon = daemon(&w, &[("NOTIFY_SOCKET", &socket_path)]);
     // READY comes after the store is opened and locked.
     socket.wait_for("READY=1").await;
 
@@ -696,7 +696,7 @@ async fn status_works_while_the_service_holds_the_store() {
     );
 
     daemon.terminate();
-    let (status, output) = daemon.exit().await;
+    let Finished { status, output, .. } = daemon.exit().await;
     assert_eq!(status.code(), Some(0), "{output}");
 }
 
@@ -789,8 +789,8 @@ fn deploy_unit_matches_config() {
         "{exec:?}"
     );
     assert!(
-        !exec[0].contains("--once"),
-        "the unit runs the long-lived service"
+        !exec[0].contains("--once") && exec[0].ends_with(" run"),
+        "the unit runs the long-lived service, by name: {exec:?}"
     );
 
     let raw: toml::Value = toml::from_str(config).expect("the config is TOML");
@@ -808,7 +808,148 @@ fn deploy_unit_matches_config() {
         })
         .collect();
     assert!(
-        stop.len() == 1 && stop[0] > grace,
-        "systemd must wait longer than the service's own grace ({grace} s): {stop:?}"
+        stop.len() == 1
+            && stop[0] >= grace + jira_gitlab_sync::daemon::RECORD_MARGIN.as_secs() as i64,
+        "systemd must wait longer than the service's own grace ({grace} s) and the time to \
+         record the runs: {stop:?}"
+    );
+}
+
+/// The README's systemd steps, replayed on a model of the file system (paths and modes; root
+/// owns everything they create), give the unit what it needs: its binary and config readable by
+/// the dynamic user it runs as (which is neither root nor in root's group), and its credentials
+/// there for systemd, root's alone. A step this model does not know fails the test, so the
+/// README cannot drift from what is checked.
+#[test]
+fn readme_systemd_steps_let_the_unit_read_what_it_needs() {
+    use std::collections::BTreeMap;
+    let readme = include_str!("../README.md");
+    let unit = include_str!("../deploy/jira-gitlab-sync.service");
+    let section = readme
+        .split("## Run as a service (systemd)")
+        .nth(1)
+        .expect("the README has the systemd section");
+    let steps = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the section has a sh block");
+
+    let umask = 0o022;
+    // path → (mode, is a directory); what exists before the steps.
+    let mut fs: BTreeMap<String, (u32, bool)> = BTreeMap::new();
+    for dir in [
+        "/",
+        "/etc",
+        "/etc/systemd",
+        "/etc/systemd/system",
+        "/usr",
+        "/usr/local",
+        "/usr/local/bin",
+    ] {
+        fs.insert(dir.to_owned(), (0o755, true));
+    }
+    let mode = |m: &str| u32::from_str_radix(m, 8).expect("an octal mode");
+    for line in steps.lines() {
+        let cmd = line.split('#').next().unwrap_or("").trim();
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        match words.as_slice() {
+            [] => {}
+            ["sudo", "install", "-d", "-m", m, dir] => {
+                fs.insert((*dir).to_owned(), (mode(m), true));
+            }
+            ["sudo", "install", "-m", m, src, dst] => {
+                let dst = match dst.strip_suffix('/') {
+                    Some(d) => format!("{d}/{}", src.rsplit('/').next().unwrap_or(src)),
+                    None => (*dst).to_owned(),
+                };
+                fs.insert(dst, (mode(m), false));
+            }
+            ["printf", .., "|", "sudo", "tee", path, ">/dev/null"] => {
+                fs.entry((*path).to_owned())
+                    .or_insert((0o666 & !umask, false));
+            }
+            ["sudo", "chmod", m, pattern] => {
+                let (prefix, suffix) = pattern.split_once('*').unwrap_or((pattern, ""));
+                for (p, entry) in fs.iter_mut() {
+                    if p.starts_with(prefix) && p.ends_with(suffix) {
+                        entry.0 = mode(m);
+                    }
+                }
+            }
+            ["sudo", "systemctl", ..] | ["systemctl", ..] | ["journalctl", ..] => {}
+            other => panic!("a README step this test does not model: {other:?}"),
+        }
+    }
+
+    // Readable (or runnable) by a user that is neither the owner nor in the group: every
+    // directory on the way searchable by others, the file readable (or executable) by others.
+    let reachable_by_others = |path: &str, bit: u32| -> Result<(), String> {
+        let mut dir = std::path::Path::new(path).parent();
+        while let Some(d) = dir {
+            let d_str = d.to_str().expect("UTF-8 paths");
+            match fs.get(d_str) {
+                Some((m, true)) if m & 0o001 != 0 => {}
+                Some((m, _)) => return Err(format!("{d_str} is {m:04o}: others cannot enter it")),
+                None => return Err(format!("{d_str} is never created")),
+            }
+            dir = d.parent();
+        }
+        match fs.get(path) {
+            Some((m, false)) if m & bit != 0 => Ok(()),
+            Some((m, _)) => Err(format!("{path} is {m:04o}")),
+            None => Err(format!("{path} is never installed")),
+        }
+    };
+    let settings: Vec<(&str, &str)> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    let value = |key: &str| -> Vec<&str> {
+        settings
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    assert_eq!(value("DynamicUser"), ["yes"], "the case this test is about");
+    let exec: Vec<&str> = value("ExecStart")[0].split_whitespace().collect();
+    reachable_by_others(exec[0], 0o001)
+        .unwrap_or_else(|e| panic!("the dynamic user cannot run the binary: {e}"));
+    let config = exec
+        .iter()
+        .position(|w| *w == "--config")
+        .map(|i| exec[i + 1])
+        .expect("ExecStart names the config");
+    reachable_by_others(config, 0o004)
+        .unwrap_or_else(|e| panic!("the dynamic user cannot read its config: {e}"));
+    for credential in value("LoadCredential") {
+        let (_, source) = credential.split_once(':').expect("name:path");
+        let (m, dir) = fs
+            .get(source)
+            .unwrap_or_else(|| panic!("{source} is never written"));
+        assert!(!dir, "{source} is a file");
+        assert_eq!(m & 0o077, 0, "{source} is root's alone: {m:04o}");
+    }
+    assert!(
+        fs.contains_key("/etc/systemd/system/jira-gitlab-sync.service"),
+        "the unit is installed"
+    );
+}
+
+/// Cargo.toml says MIT, and the repository carries the MIT license text that says so.
+#[test]
+fn the_license_file_is_the_one_cargo_toml_names() {
+    let manifest: toml::Value =
+        toml::from_str(include_str!("../Cargo.toml")).expect("Cargo.toml is TOML");
+    assert_eq!(manifest["package"]["license"].as_str(), Some("MIT"));
+    let license = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/LICENSE"))
+        .expect("a LICENSE file at the top of the repository");
+    assert!(license.starts_with("MIT License\n"), "{license}");
+    assert!(
+        license.contains("Permission is hereby granted, free of charge"),
+        "{license}"
     );
 }

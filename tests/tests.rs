@@ -15,6 +15,8 @@ mod cli;
 mod identity;
 /// Nothing lost on the Jira side: complete walks, Jira's clock, exact resolutions, issues followed.
 mod jira_side;
+/// One message per problem, naming the cause and the fix; JSON lines only with JSON logs.
+mod messages;
 /// Walking Jira's result pages on Cloud and Data Center.
 mod paging;
 /// What people do in GitLab (delete, move, resolve alerts), backoff, `retry`/`forget`, 413, outages.
@@ -26,5 +28,8 @@ mod resilience;
 /// Service mode (schedule, shutdown, systemd notification), the operator commands (`check`,
 /// `status`, `demo`) and the shipped deployment files.
 mod service;
+/// Every stop stops: signals, fatal errors and hung writes end every mode within the grace
+/// period, with the run recorded.
+mod stops;
 /// Transport safety: redirects stay within one origin; what the config refuses.
 mod transport;

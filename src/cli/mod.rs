@@ -1,10 +1,12 @@
 //! The command line: flags (clap), wiring (config → [`App`]), printing, and outcomes → exit codes.
 //!
-//! Exit codes are part of the contract: 0 all done; 1 the cycle finished but some issues failed
-//! (they are named in the log and retried after a backoff) or a service was unreachable; 2
-//! fatal (config, credentials, permissions, store; for `retry` and `forget`, a key that is not
-//! failing).
+//! Exit codes are part of the contract: 0 all done (and a service stopped by a signal); 1 the
+//! cycle finished but some issues failed (they are named in the log and retried after a
+//! backoff), a service was unreachable, or a signal stopped `--once` or `backfill` before the
+//! end; 2 fatal (config, credentials, permissions, store; for `retry` and `forget`, a key that
+//! is not failing). A second signal exits 130 at once.
 
+use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,7 +22,7 @@ use jira_gitlab_sync::app::App;
 use jira_gitlab_sync::check::Level;
 use jira_gitlab_sync::config::{self, Config, RuleConfig};
 use jira_gitlab_sync::daemon::{Backoff, Service};
-use jira_gitlab_sync::domain::{JiraKey, RunMode, Target};
+use jira_gitlab_sync::domain::{JiraKey, RunMode, RunOutcome, Target};
 use jira_gitlab_sync::engine::backfill::{BackfillReport, BackfillRequest, Progress};
 use jira_gitlab_sync::engine::ports::{GitLabSink, JiraSource, SyncStore};
 use jira_gitlab_sync::engine::{RunReport, SyncEngine, error_chain};
@@ -29,29 +31,41 @@ use jira_gitlab_sync::notify;
 use jira_gitlab_sync::store::{FailureChange, Store};
 use jira_gitlab_sync::telemetry::{self, LogFormat};
 
+use self::output::Out;
 use self::progress::{BarProgress, LogProgress};
 use self::signals::cancel_on_signals;
 
 #[cfg(feature = "sandbox")]
 mod demo;
 mod duration;
+mod output;
 mod progress;
 mod signals;
 
 /// Replicate Jira incidents and issues into GitLab, with Jira's own timestamps, so GitLab's DORA
 /// metrics and Value Stream Analytics are right.
 #[derive(Debug, Parser)]
-#[command(name = "jira-gitlab-sync", version, about, long_about = None)]
+#[command(
+    name = "jira-gitlab-sync",
+    version,
+    about,
+    long_about = None,
+    after_help = "Without a command it runs the service, as `run` does (it writes to GitLab \
+                  until stopped); with --once, one cycle of every rule (for cron). Try `check` \
+                  first, and `--once --dry-run` to see what it would write."
+)]
 pub struct Cli {
-    /// The config file [default: $JIRA_GITLAB_SYNC_CONFIG, else ./config.toml].
+    /// The config file [default: $JIRA_GITLAB_SYNC_CONFIG, else ./config.toml]. Not for `demo`.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Print each planned action with its Jira key; write nothing to GitLab or the store.
-    #[arg(long, global = true)]
+    /// With --once: print each planned action with its Jira key; write nothing to GitLab or the
+    /// store. (A dry-run service would plan the same writes every cycle for ever, so it is
+    /// refused; `backfill` has its own --dry-run.)
+    #[arg(long)]
     pub dry_run: bool,
 
-    /// Run one cycle of every rule, then exit (for cron).
+    /// Run one cycle of every rule, then exit (for cron). Only without a command.
     #[arg(long)]
     pub once: bool,
 
@@ -65,7 +79,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check the config, credentials, JQL, the token's role and each project's production
+    /// The service: sync every rule on its schedule, writing to GitLab, until SIGTERM or
+    /// SIGINT. The same as giving no command.
+    Run,
+    /// Check the config, the store, credentials, JQL, the token's role and each project's production
     /// environment; writes nothing. Exit 0 ready, 1 works but GitLab's numbers would be off,
     /// 2 would not work.
     Check,
@@ -114,7 +131,86 @@ pub enum Command {
         /// imported incidents would carry today's dates.
         #[arg(long)]
         accept_inexact_times: bool,
+        /// Print what it would do (counts and a sample of actions); write nothing to GitLab or
+        /// the store.
+        #[arg(long)]
+        dry_run: bool,
     },
+}
+
+impl Command {
+    /// The command's name, as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Run => "run",
+            Command::Check => "check",
+            Command::Status { .. } => "status",
+            Command::Retry { .. } => "retry",
+            Command::Forget { .. } => "forget",
+            Command::Demo => "demo",
+            Command::Backfill { .. } => "backfill",
+        }
+    }
+}
+
+impl Cli {
+    /// Parses the command line, refusing flags that do not apply to the command given.
+    ///
+    /// Most are refused by clap's parser itself (`status --dry-run`: no such argument). The
+    /// rest cannot be declared, because `--config` and `--log-format` go before or after any
+    /// command: `--once` or `--dry-run` with a command, `--dry-run` without `--once`, and
+    /// `--config` with `demo`. Those are refused here, as clap refuses the others (a usage
+    /// error, exit 2), each with what to type instead.
+    pub fn parse_checked() -> Cli {
+        let cli = Cli::parse();
+        if let Err(e) = cli.refuse_misplaced_flags() {
+            e.exit();
+        }
+        cli
+    }
+
+    fn refuse_misplaced_flags(&self) -> Result<(), clap::Error> {
+        use clap::CommandFactory as _;
+        use clap::error::ErrorKind;
+        let refuse =
+            |message: String| Err(Cli::command().error(ErrorKind::ArgumentConflict, message));
+        let Some(command) = &self.command else {
+            if self.dry_run && !self.once {
+                return refuse(
+                    "--dry-run needs --once: a dry run plans one cycle and exits \
+                     (jira-gitlab-sync --config FILE --once --dry-run); a dry-run service would \
+                     plan the same writes every cycle for ever"
+                        .to_owned(),
+                );
+            }
+            return Ok(());
+        };
+        let name = command.name();
+        if self.dry_run {
+            return refuse(match command {
+                Command::Backfill { .. } => {
+                    "--dry-run goes after `backfill`: jira-gitlab-sync backfill --since DATE \
+                     --dry-run"
+                        .to_owned()
+                }
+                _ => format!("--dry-run does not go with `{name}`: it is for --once and backfill"),
+            });
+        }
+        if self.once {
+            return refuse(format!(
+                "--once does not go with `{name}`: --once runs one cycle of every rule in place of \
+                 a command (jira-gitlab-sync --config FILE --once)"
+            ));
+        }
+        if matches!(command, Command::Demo) && self.config.is_some() {
+            return refuse(
+                "--config does not go with `demo`: the demo runs against its own sandbox and \
+                 needs no config"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The process outcome.
@@ -133,30 +229,35 @@ impl From<Exit> for ExitCode {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
-    // The demo prints a story on stdout; only warnings belong beside it unless asked.
     // The scheduler crate narrates its internals at info; keep that out of operators' logs.
-    let default_filter = if matches!(cli.command, Some(Command::Demo)) {
-        "warn"
-    } else {
-        "info,tokio_cron_scheduler=warn"
+    // `demo`, `check`, `status`, `retry` and `forget` print for a person: log lines among them
+    // would only get in the way, so only warnings unless asked.
+    let default_filter = match cli.command {
+        Some(
+            Command::Demo
+            | Command::Check
+            | Command::Status { .. }
+            | Command::Retry { .. }
+            | Command::Forget { .. },
+        ) => "warn",
+        _ => "info,tokio_cron_scheduler=warn",
     };
-    telemetry::init(cli.log_format, default_filter);
+    let out = Out::new(telemetry::init(cli.log_format, default_filter) == LogFormat::Json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            out.error(&format!("cannot start the async runtime: {e}"));
             return Exit::Fatal.into();
         }
     };
     let exit = runtime.block_on(async {
-        match dispatch(cli).await {
+        match dispatch(cli, out).await {
             Ok(exit) => exit,
             Err(e) => {
-                error!("{e:#}");
-                eprintln!("error: {e:#}");
+                out.error(&format!("{e:#}"));
                 Exit::Fatal
             }
         }
@@ -164,45 +265,44 @@ pub fn run(cli: Cli) -> ExitCode {
     exit.into()
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
+async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
     let path = config::resolve_path(cli.config.as_deref());
     match cli.command {
         None if cli.once => {
-            let cfg = load_config(&path)?;
+            let cfg = load_config_to_sync(&path, out)?;
+            let cancel = stop_on_signals(&cfg);
             if cli.dry_run {
-                once(App::dry_run(&cfg)?, true).await
+                once(App::dry_run(&cfg)?, true, &cancel, out).await
             } else {
-                once(App::build(&cfg)?, false).await
+                once(App::build(&cfg)?, false, &cancel, out).await
             }
         }
-        None => {
-            let cfg = load_config(&path)?;
-            if cli.dry_run {
-                service(&cfg, App::dry_run(&cfg)?).await
-            } else {
-                service(&cfg, App::build(&cfg)?).await
-            }
+        None | Some(Command::Run) => {
+            let cfg = load_config_to_sync(&path, out)?;
+            let cancel = stop_on_signals(&cfg);
+            service(&cfg, App::build(&cfg)?, cancel).await
         }
         Some(Command::Check) => {
             let cfg = load_config(&path)?;
-            check(&cfg).await
+            check(&cfg, &path, out).await
         }
-        Some(Command::Status { json }) => status(&path, json).await,
+        Some(Command::Status { json }) => status(&path, json, out).await,
         Some(Command::Retry { key, rule }) => {
-            change_failure(&path, &key, rule.as_deref(), FailureCommand::Retry).await
+            change_failure(&path, &key, rule.as_deref(), FailureCommand::Retry, out).await
         }
         Some(Command::Forget { key, rule }) => {
-            change_failure(&path, &key, rule.as_deref(), FailureCommand::Forget).await
+            change_failure(&path, &key, rule.as_deref(), FailureCommand::Forget, out).await
         }
-        Some(Command::Demo) => demo().await,
+        Some(Command::Demo) => demo(out).await,
         Some(Command::Backfill {
             since,
             until,
             rule,
             concurrency,
             accept_inexact_times,
+            dry_run,
         }) => {
-            let cfg = load_config(&path)?;
+            let cfg = load_config_to_sync(&path, out)?;
             let since = config::parse_since("--since", &since)?;
             let until = until
                 .map(|u| config::parse_since("--until", &u))
@@ -220,9 +320,23 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 concurrency: concurrency.unwrap_or(cfg.sync.backfill_concurrency).max(1),
                 sample: 20,
             };
-            backfill(&cfg, &rules, &req, cli.dry_run, accept_inexact_times).await
+            let cancel = stop_on_signals(&cfg);
+            let how = BackfillRun {
+                dry_run,
+                accept_inexact_times,
+                cancel: &cancel,
+                out,
+            };
+            backfill(&cfg, &rules, &req, &how).await
         }
     }
+}
+
+/// A token that SIGTERM or SIGINT cancels from now on (a second signal exits at once).
+fn stop_on_signals(cfg: &Config) -> CancellationToken {
+    let cancel = CancellationToken::new();
+    cancel_on_signals(cancel.clone(), cfg.sync.shutdown_grace);
+    cancel
 }
 
 /// Returns the projects (of issue and incident rules) where GitLab would not keep Jira's times.
@@ -254,17 +368,30 @@ async fn inexact_projects(cfg: &Config, rules: &[RuleConfig]) -> anyhow::Result<
     Ok(out)
 }
 
+/// How a backfill runs: its flags, the stop request, where it prints.
+struct BackfillRun<'a> {
+    dry_run: bool,
+    accept_inexact_times: bool,
+    cancel: &'a CancellationToken,
+    out: Out,
+}
+
 async fn backfill(
     cfg: &Config,
     rules: &[RuleConfig],
     req: &BackfillRequest,
-    dry_run: bool,
-    accept_inexact_times: bool,
+    how: &BackfillRun<'_>,
 ) -> anyhow::Result<Exit> {
-    let inexact = inexact_projects(cfg, rules).await?;
+    let inexact = tokio::select! {
+        inexact = inexact_projects(cfg, rules) => inexact?,
+        () = how.cancel.cancelled() => {
+            how.out.note("backfill stopped before it started: nothing was written");
+            return Ok(Exit::Partial);
+        }
+    };
     if !inexact.is_empty() {
         let list = inexact.join(", ");
-        if !accept_inexact_times && !dry_run {
+        if !how.accept_inexact_times && !how.dry_run {
             anyhow::bail!(
                 "the GitLab token is not Owner of {list}: GitLab would ignore Jira's created and \
                  resolution times and stamp the imported incidents with today's date, which \
@@ -274,10 +401,10 @@ async fn backfill(
         }
         tracing::warn!(projects = %list, "the token is not Owner: imported objects will not keep Jira's times");
     }
-    if dry_run {
-        backfill_rules(App::dry_run(cfg)?.into_engine(), rules, req, true).await
+    if how.dry_run {
+        backfill_rules(App::dry_run(cfg)?.into_engine(), rules, req, how).await
     } else {
-        backfill_rules(App::build(cfg)?.into_engine(), rules, req, false).await
+        backfill_rules(App::build(cfg)?.into_engine(), rules, req, how).await
     }
 }
 
@@ -285,55 +412,55 @@ async fn backfill_rules<J, G, S>(
     engine: SyncEngine<J, G, S>,
     rules: &[RuleConfig],
     req: &BackfillRequest,
-    dry_run: bool,
+    how: &BackfillRun<'_>,
 ) -> anyhow::Result<Exit>
 where
     J: JiraSource,
     G: GitLabSink,
     S: SyncStore,
 {
-    let cancel = CancellationToken::new();
-    cancel_on_signals(cancel.clone());
+    let (cancel, out) = (how.cancel, how.out);
     let mut exit = Exit::Clean;
     for rule in rules {
-        let bar = std::io::stderr().is_terminal().then(BarProgress::new);
+        let bar = (!out.is_json() && std::io::stderr().is_terminal()).then(BarProgress::new);
         let log = LogProgress::new(std::time::Duration::from_secs(5));
         let progress: &dyn Progress = match &bar {
             Some(b) => b,
             None => &log,
         };
-        let result = engine.backfill(rule, req, progress, &cancel).await;
+        let (report, stopped) = engine.backfill_reporting(rule, req, progress, cancel).await;
         if let Some(b) = &bar {
             b.finish();
         }
-        match result {
-            Ok(report) => {
-                if report.counts.failed > 0 {
-                    exit = exit.max(Exit::Partial);
-                }
-                print_backfill(&report, dry_run);
-            }
-            Err(e) => {
-                eprintln!("error: {}", error_chain(&e));
-                exit = exit.max(if e.is_retryable() {
-                    Exit::Partial
-                } else {
-                    Exit::Fatal
-                });
-                break;
-            }
+        out.result(&report, || backfill_summary(&report, how.dry_run));
+        if report.counts.failed > 0 {
+            exit = exit.max(Exit::Partial);
         }
-        if cancel.is_cancelled() {
+        if let Some(e) = stopped {
+            out.error(&error_chain(&e));
+            exit = exit.max(if e.is_retryable() {
+                Exit::Partial
+            } else {
+                Exit::Fatal
+            });
+            break;
+        }
+        if report.outcome == RunOutcome::Cancelled || cancel.is_cancelled() {
+            out.note("  stopped before the end: run the same command again to resume");
+            exit = exit.max(Exit::Partial);
             break;
         }
     }
     Ok(exit)
 }
 
-fn print_backfill(r: &BackfillReport, dry_run: bool) {
+/// A backfill's summary for a person.
+fn backfill_summary(r: &BackfillReport, dry_run: bool) -> String {
+    let mut s = String::new();
     let c = &r.counts;
     let verb = if dry_run { "would create" } else { "created" };
-    println!(
+    let _ = writeln!(
+        s,
         "backfill {}: {} issue(s) read{}{}",
         r.rule,
         c.seen,
@@ -342,7 +469,8 @@ fn print_backfill(r: &BackfillReport, dry_run: bool) {
             .map(|t| format!(", resumed from {}", t.format("%Y-%m-%d %H:%M")))
             .unwrap_or_default()
     );
-    println!(
+    let _ = writeln!(
+        s,
         "  {verb} {}, closed {}, reopened {}, updated {}, unchanged {}, failed {} in {:.1} s ({})",
         c.created,
         c.closed,
@@ -354,29 +482,47 @@ fn print_backfill(r: &BackfillReport, dry_run: bool) {
         r.outcome.as_str()
     );
     if let Some(m) = r.median_restore_secs {
-        println!(
+        let _ = writeln!(
+            s,
             "  median time to restore of what was imported: {}",
             duration::hm(chrono::Duration::seconds(m))
         );
     }
     if r.timestamps_ignored {
-        println!("  GitLab did not keep Jira's times for some objects (token not Owner)");
+        let _ = writeln!(
+            s,
+            "  GitLab did not keep Jira's times for some objects (token not Owner)"
+        );
     }
     if r.incidents_filed_as_issues {
-        println!(
+        let _ = writeln!(
+            s,
             "  GitLab filed some incidents as plain issues (token below Reporter): DORA does not count them"
         );
     }
     for f in &r.failures {
-        println!("  failed {}: {}", f.jira_key, f.error);
+        let _ = writeln!(s, "  failed {}: {}", f.jira_key, f.error);
     }
-    for p in &r.planned {
-        println!("  {:<13} {:<12} {}", p.action, p.jira_key.as_str(), p.title);
+    if dry_run {
+        for p in &r.planned {
+            let _ = writeln!(
+                s,
+                "  {:<13} {:<12} {}",
+                p.action,
+                p.jira_key.as_str(),
+                p.title
+            );
+        }
     }
+    s
 }
 
 /// The long-running service: cron ticks per rule until SIGTERM/SIGINT.
-async fn service<J, G, S>(cfg: &Config, app: App<SyncEngine<J, G, S>>) -> anyhow::Result<Exit>
+async fn service<J, G, S>(
+    cfg: &Config,
+    app: App<SyncEngine<J, G, S>>,
+    cancel: CancellationToken,
+) -> anyhow::Result<Exit>
 where
     J: JiraSource + 'static,
     G: GitLabSink + 'static,
@@ -391,8 +537,6 @@ where
         .start_cron()
         .await
         .context("cannot start the scheduler")?;
-    let cancel = CancellationToken::new();
-    cancel_on_signals(cancel.clone());
     // Ready once the config is valid and the store is open; a Jira or GitLab outage at start is
     // retried by the rules' backoff, not a failed start.
     notify::ready(&format!("syncing {} rule(s)", cfg.rules.len()));
@@ -414,13 +558,19 @@ where
     if let Err(e) = scheduler.shutdown().await {
         error!(error = %e, "the scheduler did not stop cleanly");
     }
-    Ok(if clean { Exit::Clean } else { Exit::Fatal })
+    // Every run was recorded (cancelled, or abandoned at the end of the grace period): a stop,
+    // not a failure. Only a worker that did not even record its run exits 1.
+    Ok(if clean { Exit::Clean } else { Exit::Partial })
 }
 
-async fn check(cfg: &Config) -> anyhow::Result<Exit> {
-    let findings = jira_gitlab_sync::check::run(cfg).await;
-    for f in &findings {
-        println!("{f}");
+async fn check(cfg: &Config, path: &std::path::Path, out: Out) -> anyhow::Result<Exit> {
+    let findings = jira_gitlab_sync::check::run(cfg, path).await;
+    if out.is_json() {
+        for f in &findings {
+            out.result(f, String::new);
+        }
+    } else {
+        print!("{}", jira_gitlab_sync::check::render(&findings));
     }
     let worst = findings.iter().map(|f| f.level).max().unwrap_or(Level::Ok);
     Ok(match worst {
@@ -430,13 +580,16 @@ async fn check(cfg: &Config) -> anyhow::Result<Exit> {
     })
 }
 
-async fn status(path: &std::path::Path, json: bool) -> anyhow::Result<Exit> {
+async fn status(path: &std::path::Path, json: bool, out: Out) -> anyhow::Result<Exit> {
     let (store, rules) = Config::load_store_and_rules(path)
         .with_context(|| format!("invalid configuration in {}", path.display()))?;
     let report = jira_gitlab_sync::status::collect(&store, &rules)
         .await
         .with_context(|| format!("cannot read the store {}", store.display()))?;
-    if json {
+    if out.is_json() {
+        // JSON lines: the report on one line.
+        out.result(&report, String::new);
+    } else if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", jira_gitlab_sync::status::render(&report));
@@ -458,16 +611,17 @@ async fn change_failure(
     key: &str,
     rule: Option<&str>,
     command: FailureCommand,
+    out: Out,
 ) -> anyhow::Result<Exit> {
     let (store_path, _) = Config::load_store_and_rules(path)
         .with_context(|| format!("invalid configuration in {}", path.display()))?;
     let key = JiraKey::parse(key.trim())
         .map_err(|bad| anyhow::anyhow!("{bad:?} is not a Jira key (like OPS-123)"))?;
     if !store_path.exists() {
-        eprintln!(
-            "error: no sync has run yet: the store {} does not exist",
+        out.error(&format!(
+            "no sync has run yet: the store {} does not exist",
             store_path.display()
-        );
+        ));
         return Ok(Exit::Fatal);
     }
     let opened = store_path.clone();
@@ -483,25 +637,27 @@ async fn change_failure(
     let under = rule.map(|r| format!(" under rule {r}")).unwrap_or_default();
     Ok(match changed {
         FailureChange::Done { rule } => {
-            match command {
+            out.note(&match command {
                 FailureCommand::Retry => {
-                    println!("{key} (rule {rule}) is retried at the next cycle")
+                    format!("{key} (rule {rule}) is retried at the next cycle")
                 }
-                FailureCommand::Forget => println!(
+                FailureCommand::Forget => format!(
                     "{key} (rule {rule}) is forgotten: not retried until Jira changes it again"
                 ),
-            }
+            });
             Exit::Clean
         }
         FailureChange::Unknown => {
-            eprintln!("error: {key} is not failing{under}; `status` lists the failing keys");
+            out.error(&format!(
+                "{key} is not failing{under}; `status` lists the failing keys"
+            ));
             Exit::Fatal
         }
         FailureChange::Ambiguous { rules } => {
-            eprintln!(
-                "error: {key} is failing under several rules: {}; name one with --rule",
+            out.error(&format!(
+                "{key} is failing under several rules: {}; name one with --rule",
                 rules.join(", ")
-            );
+            ));
             Exit::Fatal
         }
     })
@@ -509,7 +665,7 @@ async fn change_failure(
 
 /// `demo`: the whole loop against the sandbox; exit 1 if the two medians differ.
 #[cfg(feature = "sandbox")]
-async fn demo() -> anyhow::Result<Exit> {
+async fn demo(_out: Out) -> anyhow::Result<Exit> {
     Ok(if demo::run().await? {
         Exit::Clean
     } else {
@@ -519,10 +675,10 @@ async fn demo() -> anyhow::Result<Exit> {
 
 /// Without the sandbox there is nothing to run the demo against.
 #[cfg(not(feature = "sandbox"))]
-async fn demo() -> anyhow::Result<Exit> {
-    eprintln!(
-        "error: this binary was built without the sandbox that demo runs against; rebuild it with \
-         default features (cargo build --release) or with --features sandbox"
+async fn demo(out: Out) -> anyhow::Result<Exit> {
+    out.error(
+        "this binary was built without the sandbox that demo runs against; rebuild it with \
+         default features (cargo build --release) or with --features sandbox",
     );
     Ok(Exit::Fatal)
 }
@@ -531,62 +687,84 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).with_context(|| format!("invalid configuration in {}", path.display()))
 }
 
-/// One cycle of every rule (`--once`).
-async fn once<J, G, S>(app: App<SyncEngine<J, G, S>>, dry_run: bool) -> anyhow::Result<Exit>
+/// The config of a command that syncs, with a warning for each secret file every user may read.
+fn load_config_to_sync(path: &std::path::Path, out: Out) -> anyhow::Result<Config> {
+    let cfg = load_config(path)?;
+    for exposed in &cfg.exposed_secrets {
+        out.warn(&exposed.to_string());
+    }
+    Ok(cfg)
+}
+
+/// One cycle of every rule (`--once`). Stopped by a signal, it exits 1: the next run goes on.
+/// A rule whose run stops is told once (`error: …`, or one ERROR line in a JSON log); each
+/// rule's summary is its `run finished` log line.
+async fn once<J, G, S>(
+    app: App<SyncEngine<J, G, S>>,
+    dry_run: bool,
+    cancel: &CancellationToken,
+    out: Out,
+) -> anyhow::Result<Exit>
 where
     J: JiraSource,
     G: GitLabSink,
     S: SyncStore,
 {
-    let cancel = CancellationToken::new();
-    cancel_on_signals(cancel.clone());
     let results: Vec<_> = futures_util::stream::iter(app.rules())
         .map(|rule| {
             let engine = app.engine();
-            let cancel = &cancel;
-            async move { (rule, engine.run_rule(rule, RunMode::Once, cancel).await) }
+            async move { engine.run_rule(rule, RunMode::Once, cancel).await }
         })
         .buffer_unordered(app.sync().rule_concurrency)
         .collect()
         .await;
     let mut exit = Exit::Clean;
     let mut reports = Vec::new();
-    for (rule, result) in results {
+    for result in results {
         match result {
             Ok(report) => {
-                if report.counts.failed > 0 {
+                if report.counts.failed > 0 || report.outcome == RunOutcome::Cancelled {
                     exit = exit.max(Exit::Partial);
                 }
                 reports.push(report);
             }
             Err(e) => {
                 let fatal = !e.is_retryable();
-                error!(rule = %rule.name, error = %error_chain(&e), "the rule's cycle stopped");
-                eprintln!("error: {}", error_chain(&e));
+                out.error(&error_chain(&e));
                 exit = exit.max(if fatal { Exit::Fatal } else { Exit::Partial });
             }
         }
     }
     if dry_run {
-        print_plan(&reports);
+        for r in &reports {
+            out.result(r, || plan_text(r));
+        }
     }
     Ok(exit)
 }
 
-fn print_plan(reports: &[RunReport]) {
-    for r in reports {
-        println!(
-            "rule {}: would create {}, close {}, reopen {}, update {} ({} unchanged, {} failed)",
-            r.rule,
-            r.counts.created,
-            r.counts.closed,
-            r.counts.reopened,
-            r.counts.updated,
-            r.counts.skipped,
-            r.counts.failed
+/// A dry run's plan for one rule, for a person.
+fn plan_text(r: &RunReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "rule {}: would create {}, close {}, reopen {}, update {} ({} unchanged, {} failed)",
+        r.rule,
+        r.counts.created,
+        r.counts.closed,
+        r.counts.reopened,
+        r.counts.updated,
+        r.counts.skipped,
+        r.counts.failed
+    );
+    for p in &r.planned {
+        let _ = writeln!(
+            s,
+            "  {:<13} {:<12} {}",
+            p.action,
+            p.jira_key.as_str(),
+            p.title
         );
-        for p in &r.planned {
-            println!("  {:<13} {:<12} {}", p.action, p.jira_key.as_str(), p.title);
-        }
     }
+    s
 }

@@ -1,18 +1,26 @@
-//! SIGTERM and SIGINT: the first stops after the current action, a second exits at once.
+//! SIGTERM and SIGINT: the first stops after the current action (within the grace period), a
+//! second exits at once.
+
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-/// Cancels `token` on SIGINT or SIGTERM; a second signal exits at once.
+/// Cancels `token` on SIGINT or SIGTERM; a second signal exits at once. `grace` is how long the
+/// action in flight may still take, for the message.
 ///
 /// The handlers are in place when this returns (not when the spawned task first runs), so a
 /// signal that comes right after, say once `READY=1` told systemd it may stop us, is caught
 /// instead of killing the process mid-action.
-pub fn cancel_on_signals(token: CancellationToken) {
+pub fn cancel_on_signals(token: CancellationToken, grace: Duration) {
     let mut signals = Signals::install();
     tokio::spawn(async move {
         signals.recv().await;
-        info!("stopping after the current action (send the signal again to exit at once)");
+        info!(
+            grace_secs = grace.as_secs(),
+            "stopping after the current action, within the grace period (send the signal again \
+             to exit at once)"
+        );
         token.cancel();
         signals.recv().await;
         error!("second signal: exiting at once");

@@ -25,7 +25,7 @@ use url::Url;
 
 use crate::domain::{Severity, Target, string_enum};
 use crate::http::{ExtraRoots, Pace, RetryPolicy};
-use crate::secret::{Secret, SecretError};
+use crate::secret::{ExposedSecret, Secret, SecretError, SecretSource};
 
 mod file_error;
 mod raw;
@@ -130,6 +130,8 @@ pub struct JiraConfig {
 pub struct GitLabConfig {
     pub url: Url,
     pub token: Secret,
+    /// The setting the token comes from (`gitlab.token_file`), for messages that ask to fix it.
+    pub token_key: String,
     pub timeout: Duration,
     pub pace: Pace,
     /// `ca_file`'s certificates, trusted besides the system's (for rules' `alert_url` too).
@@ -166,6 +168,8 @@ pub struct Destination {
 pub struct AlertEndpoint {
     pub url: url::Url,
     pub token: Secret,
+    /// The setting the key comes from (`rule "pager": alert_token_file`), for messages.
+    pub token_key: String,
 }
 
 /// One validated rule.
@@ -202,6 +206,42 @@ pub struct Config {
     pub jira: JiraConfig,
     pub gitlab: GitLabConfig,
     pub rules: Vec<RuleConfig>,
+    /// Secret files every user may read, each once (by the file read), in config order: the
+    /// command warns about them (`check` lists them with its findings).
+    pub exposed_secrets: Vec<ExposedSecret>,
+}
+
+/// The token and alert key files of `raw` that every user may read, each file once.
+fn exposed_secrets(raw: &RawConfig) -> Vec<ExposedSecret> {
+    let mut files: Vec<(String, &PathBuf)> = Vec::new();
+    files.extend(
+        raw.jira
+            .token_file
+            .iter()
+            .map(|f| ("jira.token_file".to_owned(), f)),
+    );
+    files.extend(
+        raw.gitlab
+            .token_file
+            .iter()
+            .map(|f| ("gitlab.token_file".to_owned(), f)),
+    );
+    for r in &raw.rule {
+        files.extend(
+            r.alert_token_file
+                .iter()
+                .map(|f| (format!("rule {:?}: alert_token_file", r.name), f)),
+        );
+    }
+    let mut seen = HashSet::new();
+    files
+        .into_iter()
+        .filter_map(|(key, file)| {
+            let (path, mode) = SecretSource::File(file.clone()).exposed()?;
+            seen.insert(path.clone())
+                .then_some(ExposedSecret { key, path, mode })
+        })
+        .collect()
 }
 
 /// Where the config file is: `--config`, else `$JIRA_GITLAB_SYNC_CONFIG`, else `./config.toml`.
@@ -269,12 +309,14 @@ impl Config {
         if raw.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "must not be empty"));
         }
+        let exposed_secrets = exposed_secrets(&raw);
         Ok(Config {
             store_path: raw.store.path,
             sync,
             jira,
             gitlab,
             rules,
+            exposed_secrets,
         })
     }
 

@@ -52,7 +52,8 @@ pub struct RawSchedule {
     /// When the service runs each rule: `sec min hour day month weekday`, in UTC.
     #[serde(default = "default_cron")]
     pub cron: String,
-    /// On SIGTERM the service finishes the actions in flight; this long at most.
+    /// On SIGTERM or SIGINT the service, `--once` and `backfill` finish the actions in flight;
+    /// this long at most, then abandon them and record the run as cancelled.
     #[serde(default = "default_grace_secs")]
     pub shutdown_grace_secs: u64,
 }

@@ -234,17 +234,29 @@ pub(super) fn validate_gitlab(raw: &RawGitLab) -> Result<GitLabConfig, ConfigErr
         &raw.url,
         gitlab_insecure_http(raw),
     )?);
+    // The sync adds /api/v4 itself: with it in the URL every request would ask for
+    // /api/v4/api/v4/… and GitLab would answer 404 for the token's user.
+    if url
+        .path()
+        .trim_end_matches('/')
+        .to_ascii_lowercase()
+        .ends_with("/api/v4")
+    {
+        return Err(invalid(
+            "gitlab.url",
+            "ends in /api/v4: give GitLab's own address, without /api/v4 (like \
+             https://gitlab.example.com, with the path GitLab is served under if any); the sync \
+             adds /api/v4 itself",
+        ));
+    }
     let source = secret_source(
         "gitlab.",
         &raw.token_env,
         &raw.token_file,
         Some("GITLAB_TOKEN"),
     )?;
-    let token = read_secret(
-        secret_key("gitlab.", &source),
-        &source,
-        "GitLab access token",
-    )?;
+    let token_key = secret_key("gitlab.", &source);
+    let token = read_secret(token_key.clone(), &source, "GitLab access token")?;
     let is_dot_com = url.host_str() == Some("gitlab.com");
     let pick = |key: &str, v: Option<u32>, dot_com: u32| -> Result<Option<u32>, ConfigError> {
         match v {
@@ -276,6 +288,7 @@ pub(super) fn validate_gitlab(raw: &RawGitLab) -> Result<GitLabConfig, ConfigErr
     Ok(GitLabConfig {
         url,
         token,
+        token_key,
         timeout: timeout("gitlab.timeout_secs", raw.timeout_secs)?,
         pace,
         extra_roots: read_ca_file("gitlab.ca_file", raw.ca_file.as_ref())?,
@@ -427,12 +440,13 @@ pub(super) fn validate_rule(
         let url = parse_server_url(&k("alert_url"), url, insecure)?;
         let prefix = format!("rule {name:?}: alert_");
         let source = secret_source(&prefix, &raw.alert_token_env, &raw.alert_token_file, None)?;
-        let token = read_secret(
-            secret_key(&prefix, &source),
-            &source,
-            "GitLab alert integration key",
-        )?;
-        Some(AlertEndpoint { url, token })
+        let token_key = secret_key(&prefix, &source);
+        let token = read_secret(token_key.clone(), &source, "GitLab alert integration key")?;
+        Some(AlertEndpoint {
+            url,
+            token,
+            token_key,
+        })
     } else {
         for (set, field) in [
             (raw.alert_url.is_some(), "alert_url"),

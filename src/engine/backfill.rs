@@ -105,7 +105,9 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     /// Backfills one rule's history.
     ///
     /// Per-issue failures are recorded (and retried by a live cycle once their backoff is over)
-    /// and counted; the backfill goes on, unless GitLab looks down. Stops between issues when `cancel` fires, with its position committed.
+    /// and counted; the backfill goes on, unless GitLab looks down. Stops between issues when
+    /// `cancel` fires, with its position committed; an action still in flight when the grace
+    /// period ends is abandoned (the run is recorded as cancelled).
     ///
     /// # Errors
     /// Jira cannot be searched, GitLab rejects the token or the project, or the store fails.
@@ -116,13 +118,29 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         progress: &dyn Progress,
         cancel: &CancellationToken,
     ) -> Result<BackfillReport, EngineError> {
+        let (report, stopped) = self.backfill_reporting(rule, req, progress, cancel).await;
+        match stopped {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    /// As [`SyncEngine::backfill`], but the report of what was done comes back however the
+    /// backfill ended, with the error that stopped it, if one did: for a summary of a backfill
+    /// that failed part-way.
+    pub async fn backfill_reporting(
+        &self,
+        rule: &RuleConfig,
+        req: &BackfillRequest,
+        progress: &dyn Progress,
+        cancel: &CancellationToken,
+    ) -> (BackfillReport, Option<EngineError>) {
         let span = info_span!("backfill", rule = %rule.name);
         async {
             let clock = Instant::now();
-            let run_id = self.open_run(rule, RunMode::Backfill).await?;
             let mut report = BackfillReport {
                 rule: rule.name.clone(),
-                outcome: RunOutcome::Ok,
+                outcome: RunOutcome::Failed,
                 total: None,
                 counts: RunCounts::default(),
                 failures: Vec::new(),
@@ -134,14 +152,22 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 jira_requests: 0,
                 elapsed_ms: 0,
             };
+            let run_id = match self.open_run(rule, RunMode::Backfill).await {
+                Ok(id) => id,
+                Err(e) => return (report, Some(e)),
+            };
             let result = self
-                .backfill_walk(rule, req, progress, cancel, &mut report)
-                .await;
+                .within_grace(
+                    cancel,
+                    self.backfill_walk(rule, req, progress, cancel, &mut report),
+                )
+                .await
+                .unwrap_or(Ok(false));
             report.elapsed_ms = clock.elapsed().as_millis() as u64;
             report.outcome = self
                 .close_run(run_id, &result, &report.counts, report.jira_requests, clock)
                 .await;
-            result.map(|_| report)
+            (report, result.err())
         }
         .instrument(span)
         .await

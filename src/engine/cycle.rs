@@ -109,11 +109,16 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             ceiling: started + self.skew() - lookback,
             place: None,
         };
-        let result = match self.walk(&mut run, started, lookback, cancel).await {
-            // Only after a complete walk: the cursor then says what the search covered.
-            Ok(true) => self.reconcile_if_due(&mut run, cancel).await,
-            other => other,
-        };
+        let result = self
+            .within_grace(cancel, async {
+                match self.walk(&mut run, started, lookback, cancel).await {
+                    // Only after a complete walk: the cursor then says what the search covered.
+                    Ok(true) => self.reconcile_if_due(&mut run, cancel).await,
+                    other => other,
+                }
+            })
+            .await
+            .unwrap_or(Ok(false));
         let mut report = run.report;
         report.elapsed_ms = clock.elapsed().as_millis() as u64;
         report.outcome = self

@@ -52,6 +52,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, RuleConfig};
@@ -74,6 +75,9 @@ pub struct EngineSettings {
     /// The Jira account's zone, when configured instead of read from `/myself`.
     pub time_zone: Option<Tz>,
     pub retry: RetryPolicy,
+    /// Once a run is asked to stop, how long the action in flight may take before it is
+    /// abandoned and the run recorded as cancelled.
+    pub shutdown_grace: Duration,
 }
 
 impl EngineSettings {
@@ -83,6 +87,7 @@ impl EngineSettings {
             reconcile: cfg.sync.reconcile,
             time_zone: cfg.jira.time_zone,
             retry: cfg.sync.retry.clone(),
+            shutdown_grace: cfg.sync.shutdown_grace,
         }
     }
 }
@@ -434,6 +439,33 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 ZoneError::Jira(e) => EngineError::jira(rule, e),
                 ZoneError::Store(e) => EngineError::store(rule, e),
             })
+    }
+
+    /// Runs `work` to its end, or, once `cancel` has fired, for the grace period at most: an
+    /// action still in flight then is abandoned (`None`). A create cut short so is looked up
+    /// before it is sent again, as after a lost answer.
+    async fn within_grace<T>(
+        &self,
+        cancel: &CancellationToken,
+        work: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        let grace = self.settings.shutdown_grace;
+        let deadline = async {
+            cancel.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            biased;
+            out = work => Some(out),
+            () = deadline => {
+                warn!(
+                    grace_secs = grace.as_secs(),
+                    "the grace period ended with an action in flight: abandoned it (a create cut \
+                     short is looked up before it is sent again)"
+                );
+                None
+            }
+        }
     }
 
     /// Opens a run-log entry; the run starts with no outage counted.

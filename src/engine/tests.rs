@@ -53,6 +53,7 @@ fn settings() -> EngineSettings {
             max_attempts: 3,
             ..RetryPolicy::default()
         },
+        shutdown_grace: Duration::from_secs(30),
     }
 }
 

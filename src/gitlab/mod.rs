@@ -62,15 +62,22 @@ impl std::fmt::Display for Resource {
 /// Why a GitLab call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GitLabError {
-    #[error("GitLab rejected the token (HTTP 401): {message}")]
-    Unauthorized { message: String },
-    #[error("GitLab refused access to {resource} (HTTP 403) for {what}: {message}")]
+    /// 401: the token, or for an alert integration the rule's alert key, was refused.
+    #[error("{}", unauthorized_message(resource, what, key, message))]
+    Unauthorized {
+        resource: Resource,
+        what: String,
+        /// The setting the refused secret comes from (`gitlab.token_file`).
+        key: String,
+        message: String,
+    },
+    #[error("{}", forbidden_message(resource, what, message))]
     Forbidden {
         resource: Resource,
         what: String,
         message: String,
     },
-    #[error("GitLab has no {resource} the token can see (HTTP 404) for {what}: {message}")]
+    #[error("{}", not_found_message(resource, what, message))]
     NotFound {
         resource: Resource,
         what: String,
@@ -87,7 +94,7 @@ pub enum GitLabError {
     NoOpenAlert { what: String },
     #[error("cannot send {what}: {reason}")]
     Unsendable { what: String, reason: &'static str },
-    #[error("GitLab request to {what} failed")]
+    #[error("GitLab request for {what} failed")]
     Http {
         what: String,
         #[source]
@@ -99,6 +106,81 @@ pub enum GitLabError {
         #[source]
         source: DecodeError,
     },
+}
+
+/// `HTTP 404`, with GitLab's own message after it when it sent one.
+fn status_text(status: u16, message: &str) -> String {
+    match message.trim() {
+        "" => format!("HTTP {status}"),
+        m => format!("HTTP {status}: {m}"),
+    }
+}
+
+/// A 401: which secret to fix, the token or a rule's alert key.
+fn unauthorized_message(resource: &Resource, what: &str, key: &str, message: &str) -> String {
+    let status = status_text(401, message);
+    match resource {
+        Resource::AlertIntegration => format!(
+            "GitLab rejected the alert key ({status}) for {what}: check {key}; it must hold the \
+             authorization key of the HTTP alert integration at alert_url (the project's \
+             Settings > Monitor > Alerts)"
+        ),
+        _ => format!(
+            "GitLab rejected the token ({status}): check {key}; the token may be mistyped, \
+             expired or revoked, or lack the api scope"
+        ),
+    }
+}
+
+/// A 403: which permission is missing, on what.
+fn forbidden_message(resource: &Resource, what: &str, message: &str) -> String {
+    let status = status_text(403, message);
+    let fix = match resource {
+        Resource::User => "check that the token has the api scope and its user is not blocked",
+        Resource::Project(_) | Resource::Issue { .. } | Resource::Environments(_) => {
+            "give the token's user Reporter or more on the project (Owner keeps Jira's times), \
+             and check that the token has the api scope"
+        }
+        Resource::AlertIntegration => {
+            "check the rule's alert key and that the integration at alert_url is active"
+        }
+        Resource::MovedCopy(_) => "the token's user cannot see the project the issue was moved to",
+    };
+    format!("GitLab refused access to the {resource} ({status}) for {what}: {fix}")
+}
+
+/// A 404: what is missing, and which setting names it.
+fn not_found_message(resource: &Resource, what: &str, message: &str) -> String {
+    let status = status_text(404, message);
+    match resource {
+        Resource::User => format!(
+            "GitLab answered {status} for the token's user: check gitlab.url; it must be \
+             GitLab's own address (like https://gitlab.example.com, with the path GitLab is \
+             served under if any), not its API's"
+        ),
+        Resource::Project(p) => format!(
+            "GitLab has no project {p:?} the token can see ({status}): check the \
+             rule's gitlab_project (the path as in the project's URL, or its numeric id) and \
+             that the token's user is a member of the project"
+        ),
+        Resource::Issue { project, iid } => format!(
+            "GitLab has no issue {project}#{iid} any more ({status}) for {what}: a person \
+             deleted it"
+        ),
+        Resource::Environments(p) => format!(
+            "GitLab has no environments of project {p:?} the token can see ({status}): the \
+             project may have its environments turned off"
+        ),
+        Resource::AlertIntegration => format!(
+            "GitLab has no alert integration at the rule's alert_url ({status}) for {what}: \
+             check alert_url; copy it from the project's Settings > Monitor > Alerts, and check \
+             that the integration is active"
+        ),
+        Resource::MovedCopy(id) => format!(
+            "GitLab has no copy (id {id}) of a moved issue the token can see ({status}) for \
+             {what}"
+        ),
+    }
 }
 
 impl PortError for GitLabError {
@@ -161,6 +243,9 @@ impl PortError for GitLabError {
 struct Subject {
     resource: Resource,
     what: String,
+    /// The setting of the secret the request carries, when not the token's (a rule's alert
+    /// key): named when GitLab refuses it.
+    key: Option<String>,
 }
 
 impl Subject {
@@ -168,6 +253,15 @@ impl Subject {
         Self {
             resource,
             what: what.into(),
+            key: None,
+        }
+    }
+
+    /// The request carries the secret of the setting `key`, not the token.
+    fn with_key(self, key: &str) -> Self {
+        Self {
+            key: Some(key.to_owned()),
+            ..self
         }
     }
 
@@ -185,6 +279,8 @@ pub struct GitLabClient {
     http: HttpClient,
     base: url::Url,
     token: HeaderValue,
+    /// The setting the token comes from, for a 401's message.
+    token_key: String,
     /// The token's user id, once read.
     me: std::sync::Arc<tokio::sync::OnceCell<u64>>,
 }
@@ -224,6 +320,7 @@ impl GitLabClient {
             http,
             base: cfg.url.clone(),
             token,
+            token_key: cfg.token_key.clone(),
             me: Default::default(),
         })
     }
@@ -278,7 +375,15 @@ impl GitLabClient {
         let resource = subject.resource.clone();
         let what = subject.what.clone();
         Err(match response.status.as_u16() {
-            401 => GitLabError::Unauthorized { message },
+            401 => GitLabError::Unauthorized {
+                resource,
+                what,
+                key: subject
+                    .key
+                    .clone()
+                    .unwrap_or_else(|| self.token_key.clone()),
+                message,
+            },
             403 => GitLabError::Forbidden {
                 resource,
                 what,
@@ -395,8 +500,12 @@ impl GitLabClient {
     /// # Errors
     /// The token is rejected, or GitLab cannot be reached.
     pub async fn current_user(&self) -> Result<User, GitLabError> {
-        self.get(&["user"], &[], Subject::new(Resource::User, "user"))
-            .await
+        self.get(
+            &["user"],
+            &[],
+            Subject::new(Resource::User, "the token's user"),
+        )
+        .await
     }
 
     /// The project and the token's access level on it.
@@ -418,7 +527,7 @@ impl GitLabClient {
     pub async fn environments(&self, project: &str) -> Result<Vec<Environment>, GitLabError> {
         let subject = Subject::new(
             Resource::Environments(project.to_owned()),
-            format!("project {project} environments"),
+            format!("listing the environments of project {project}"),
         );
         self.get(
             &["projects", project, "environments"],
@@ -434,11 +543,11 @@ impl GitLabClient {
         payload: serde_json::Value,
         what: String,
     ) -> Result<(), GitLabError> {
-        let subject = Subject::new(Resource::AlertIntegration, what);
         let alert = dest.alert.as_ref().ok_or_else(|| GitLabError::Unsendable {
-            what: subject.what.clone(),
+            what: what.clone(),
             reason: "the rule has no alert_url",
         })?;
+        let subject = Subject::new(Resource::AlertIntegration, what).with_key(&alert.token_key);
         let mut bearer = HeaderValue::from_str(&format!("Bearer {}", alert.token.expose()))
             .map_err(|_| {
                 subject.http(HttpError::Build {
@@ -671,7 +780,7 @@ impl GitLabSink for GitLabClient {
     /// With `above_iid`: the iids above it, a hundred a request, while the last of each batch
     /// exists (a store restored from a backup misses only the newest objects). Without: every
     /// issue of the sync's user, a hundred a page (a store lost whole).
-    #[instrument(level = "debug", skip_all, fields(project = %dest.project), err)]
+    #[instrument(level = "debug", skip_all, fields(project = %dest.project), err(level = "debug"))]
     async fn own_objects(
         &self,
         dest: &Destination,
@@ -749,7 +858,7 @@ impl GitLabSink for GitLabClient {
         }
     }
 
-    #[instrument(level = "debug", skip_all, fields(jira_key = %obj.jira_key), err)]
+    #[instrument(level = "debug", skip_all, fields(jira_key = %obj.jira_key), err(level = "debug"))]
     async fn create(
         &self,
         dest: &Destination,
@@ -791,7 +900,7 @@ impl GitLabSink for GitLabClient {
     /// (`app/finders/issuable_finder.rb`, `app/models/concerns/pg_full_text_searchable.rb`), whose
     /// parser reads a URL as url/host/path tokens, so a Jira key inside the browse link is never
     /// found; gitlab.com also allows only 10 searches a minute.
-    #[instrument(level = "debug", skip_all, fields(jira_key = %obj.jira_key), err)]
+    #[instrument(level = "debug", skip_all, fields(jira_key = %obj.jira_key), err(level = "debug"))]
     async fn find(
         &self,
         dest: &Destination,
@@ -824,7 +933,7 @@ impl GitLabSink for GitLabClient {
         Ok(None)
     }
 
-    #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err)]
+    #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err(level = "debug"))]
     async fn close(
         &self,
         dest: &Destination,
@@ -869,7 +978,7 @@ impl GitLabSink for GitLabClient {
         self.put_issue(dest, mapping, body, "close").await
     }
 
-    #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err)]
+    #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err(level = "debug"))]
     async fn update(
         &self,
         dest: &Destination,
@@ -935,7 +1044,7 @@ impl GitLabSink for GitLabClient {
 
     /// An issue is read first: one a person moved is answered as it is (closed, with its
     /// `moved_to_id`) instead of being reopened, since GitLab would reopen the moved original.
-    #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err)]
+    #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err(level = "debug"))]
     async fn reopen(
         &self,
         dest: &Destination,
@@ -965,7 +1074,7 @@ impl GitLabSink for GitLabClient {
     /// `GET /issues/:id` (administrators only); for any other token, the sync user's issues
     /// across its projects created when the original was (a copy keeps its author and
     /// `created_at`, `app/services/issues/move_service.rb`).
-    #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err)]
+    #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err(level = "debug"))]
     async fn moved_copy(
         &self,
         _dest: &Destination,
@@ -995,5 +1104,79 @@ impl GitLabSink for GitLabClient {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn not_found(resource: Resource) -> String {
+        GitLabError::NotFound {
+            resource,
+            what: "create of the incident for OPS-1".into(),
+            message: "404 Not Found".into(),
+        }
+        .to_string()
+    }
+
+    /// Each 404 names what is missing and the setting that names it, not one template for all.
+    #[test]
+    fn a_404_says_which_resource_and_what_to_fix() {
+        let user = not_found(Resource::User);
+        assert!(user.contains("check gitlab.url"), "{user}");
+        let project = not_found(Resource::Project("acme/ops".into()));
+        assert!(
+            project.contains("no project \"acme/ops\"") && project.contains("gitlab_project"),
+            "{project}"
+        );
+        let issue = not_found(Resource::Issue {
+            project: "acme/ops".into(),
+            iid: 7,
+        });
+        assert!(
+            issue.contains("acme/ops#7") && issue.contains("deleted"),
+            "{issue}"
+        );
+        let alert = not_found(Resource::AlertIntegration);
+        assert!(alert.contains("check alert_url"), "{alert}");
+        let envs = not_found(Resource::Environments("acme/ops".into()));
+        assert!(envs.contains("environments"), "{envs}");
+        let texts = [user, project, issue, alert, envs];
+        for (i, a) in texts.iter().enumerate() {
+            for b in &texts[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    /// A 401 from an alert integration is about the rule's alert key, not the token; an empty
+    /// answer leaves no dangling colon.
+    #[test]
+    fn a_401_names_the_secret_to_fix() {
+        let alert = GitLabError::Unauthorized {
+            resource: Resource::AlertIntegration,
+            what: "create of the alert for OPS-1".into(),
+            key: "rule \"pager\": alert_token_file".into(),
+            message: String::new(),
+        }
+        .to_string();
+        assert!(
+            alert.contains("alert key (HTTP 401)") && alert.contains("alert_token_file"),
+            "{alert}"
+        );
+        assert!(!alert.contains("token (HTTP"), "{alert}");
+        let token = GitLabError::Unauthorized {
+            resource: Resource::User,
+            what: "the token's user".into(),
+            key: "gitlab.token_env".into(),
+            message: String::new(),
+        }
+        .to_string();
+        assert!(
+            token.contains("rejected the token (HTTP 401)")
+                && token.contains("check gitlab.token_env"),
+            "{token}"
+        );
     }
 }

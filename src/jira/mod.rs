@@ -242,7 +242,7 @@ fn error_message(response: &Response) -> String {
 impl JiraSource for JiraClient {
     type Error = JiraError;
 
-    #[instrument(level = "debug", skip_all, err)]
+    #[instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn search(&self, jql: &str, page: &PageCursor) -> Result<SearchPage, JiraError> {
         let (path, body) = match (self.deployment, page) {
             (Deployment::Cloud, cursor) => {
@@ -384,7 +384,7 @@ impl JiraSource for JiraClient {
         }
     }
 
-    #[instrument(level = "debug", skip_all, err)]
+    #[instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn count(&self, jql: &str) -> Result<Option<u64>, JiraError> {
         if self.deployment != Deployment::Cloud {
             return Ok(None);
@@ -418,7 +418,7 @@ impl JiraSource for JiraClient {
         Ok(Some(count.count))
     }
 
-    #[instrument(level = "debug", skip_all, err)]
+    #[instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn myself(&self) -> Result<JiraUser, JiraError> {
         let path = format!("{}myself", self.api());
         let response = self

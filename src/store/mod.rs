@@ -48,6 +48,7 @@ use rusqlite::{Connection, OpenFlags};
 use lock::lock;
 
 pub use error::StoreError;
+pub use lock::LockState;
 pub use status::{FailureEntry, RuleStatus, RunRecord, StrayEntry};
 pub use sync::FailureChange;
 
@@ -92,7 +93,8 @@ impl Store {
     }
 
     /// Opens the store at `path` for reading and writing, creating the file and its directory if
-    /// missing, and migrates it to this build's schema.
+    /// missing (the file, its WAL, shared-memory and lock files 0600, a new directory 0700), and
+    /// migrates it to this build's schema.
     ///
     /// Takes an exclusive advisory lock on `<path>.lock` (and writes this process's pid into it)
     /// that lasts as long as the store. This call blocks on file I/O briefly; call it at startup
@@ -104,10 +106,17 @@ impl Store {
     /// open the file; [`StoreError::TooNew`] or [`StoreError::Migrate`] from the migration.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            // A directory the store creates is its owner's alone, as its files are.
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder
+                .create(dir)
+                .map_err(|source| StoreError::CreateDir {
+                    dir: dir.to_path_buf(),
+                    source,
+                })?;
         }
         let lock = lock(path)?;
         let open_error = |source| StoreError::Open {
@@ -134,6 +143,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_error)?;
         migrate::migrate(&mut conn, path)?;
+        close_abandoned_runs(&conn)?;
         Ok(Store::new(conn, path, Some(lock)))
     }
 
@@ -181,6 +191,55 @@ impl Store {
         Ok(Store::new(conn, path, None))
     }
 
+    /// Whether a process holds the store at `path` (and which, by pid), found by trying its
+    /// lock once and letting go at once: for `check`. Creates and writes nothing.
+    ///
+    /// # Errors
+    /// The file exists but cannot be opened or locked for another reason.
+    pub fn lock_state(path: &Path) -> std::io::Result<LockState> {
+        lock::probe(path)
+    }
+
+    /// Why the service could not create or write the store at `path`, if it could not: the
+    /// files that exist (the database, its WAL and shared-memory files) must open for writing,
+    /// and the directory (or the nearest existing one above it, which the store's directory is
+    /// created in) must take new files. The directory is tried with a file created and removed
+    /// at once; nothing else is written.
+    pub fn unwritable(path: &Path) -> Option<String> {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let file = PathBuf::from(name);
+            if file.exists()
+                && let Err(e) = std::fs::OpenOptions::new().write(true).open(&file)
+            {
+                return Some(format!("cannot write {}: {e}", file.display()));
+            }
+        }
+        let mut dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        while !dir.exists() {
+            match dir.parent().filter(|d| !d.as_os_str().is_empty()) {
+                Some(up) => dir = up,
+                None => break,
+            }
+        }
+        let probe = dir.join(format!(".jira-gitlab-sync-check-{}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+        {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&probe);
+                None
+            }
+            Err(e) => Some(format!("cannot create files in {}: {e}", dir.display())),
+        }
+    }
+
     /// The store's file (`:memory:` for an in-memory store).
     pub fn path(&self) -> &Path {
         &self.inner.path
@@ -201,6 +260,37 @@ impl Store {
         })
         .await?
     }
+}
+
+/// Why a run an earlier process left open is recorded as failed.
+pub const ABANDONED_RUN: &str = "the process ended before the run did (killed, crashed, or the \
+     machine stopped); what it committed is kept, and a create it left unanswered is looked up \
+     before it is sent again";
+
+/// Closes the runs an earlier process left open (it was killed or crashed): with the store's
+/// lock held no other process can be running them, so `status` would otherwise show them
+/// running for ever. They are recorded as failed, with [`ABANDONED_RUN`] as the reason.
+fn close_abandoned_runs(conn: &Connection) -> Result<(), StoreError> {
+    let closed = conn
+        .execute(
+            "UPDATE runs SET finished_at = ?1, outcome = ?2, error = ?3 WHERE finished_at IS NULL",
+            rusqlite::params![
+                codec::format_timestamp(chrono::Utc::now()),
+                crate::domain::RunOutcome::Failed,
+                ABANDONED_RUN
+            ],
+        )
+        .map_err(error::query(
+            "closing the runs an earlier process left open",
+        ))?;
+    if closed > 0 {
+        tracing::warn!(
+            runs = closed,
+            "an earlier process ended in the middle of a run (killed or crashed); its run is \
+             recorded as failed"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

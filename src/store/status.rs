@@ -49,7 +49,9 @@ pub struct RuleStatus {
     pub gone: u64,
     /// Issues waiting in the failures table for a retry (forgotten ones aside).
     pub failed: u64,
-    /// Creates started but never confirmed: each is looked up in GitLab before a new attempt.
+    /// Creates started but never answered, the process having stopped before GitLab did: each
+    /// is looked up in GitLab before a new attempt. A create that failed is counted in `failed`
+    /// instead (with its error), whether GitLab refused it or its answer was lost.
     pub pending_intents: u64,
     /// The newest run of the rule, finished or not.
     pub last_run: Option<RunRecord>,
@@ -234,7 +236,9 @@ fn read_rule_status(conn: &mut Connection) -> Result<Vec<RuleStatus>, StoreError
                          WHERE m.rule = r.rule AND m.gone_at IS NOT NULL),
                         (SELECT count(*) FROM failures f
                          WHERE f.rule = r.rule AND f.forgotten_at IS NULL),
-                        (SELECT count(*) FROM intents i WHERE i.rule = r.rule),
+                        (SELECT count(*) FROM intents i WHERE i.rule = r.rule
+                         AND NOT EXISTS (SELECT 1 FROM failures f
+                                         WHERE f.rule = i.rule AND f.jira_key = i.jira_key)),
                         (SELECT max(id) FROM runs u WHERE u.rule = r.rule)
                  FROM rules r ORDER BY r.rule",
             )

@@ -1182,3 +1182,108 @@ fn busy_and_locked_errors_are_retryable() {
     };
     assert!(!corrupt.is_retryable(), "bad data stays bad");
 }
+
+/// A run an earlier process left open (killed mid-run) is closed as failed, with why, when the
+/// store is next opened for writing: `status` does not show it running for ever. A finished run
+/// is left as it was.
+#[tokio::test]
+async fn runs_left_open_are_closed_as_failed_on_the_next_open() {
+    let (_dir, path, store) = temp_store();
+    let done = store.start_run(RULE, RunMode::Once).await.unwrap();
+    store
+        .finish_run(done, RunOutcome::Ok, RunCounts::default(), None)
+        .await
+        .unwrap();
+    store.start_run(RULE, RunMode::Backfill).await.unwrap();
+    drop(store);
+
+    let reader = Store::open_read_only(&path).unwrap();
+    let last = reader.rule_status().await.unwrap()[0].last_run.clone();
+    assert_eq!(last.unwrap().outcome, None, "still open before the reopen");
+    drop(reader);
+
+    let store = Store::open(&path).expect("the store reopens");
+    let last = store.rule_status().await.unwrap()[0]
+        .last_run
+        .clone()
+        .expect("the run is logged");
+    assert_eq!(last.mode, RunMode::Backfill);
+    assert_eq!(last.outcome, Some(RunOutcome::Failed), "{last:?}");
+    assert!(last.finished_at.is_some(), "{last:?}");
+    assert_eq!(last.error.as_deref(), Some(ABANDONED_RUN));
+    let outcomes: Vec<Option<String>> = store
+        .with_conn(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT outcome FROM runs ORDER BY id")
+                .unwrap();
+            let rows = stmt
+                .query_map([], |row| row.get(0))
+                .and_then(Iterator::collect)
+                .unwrap();
+            Ok(rows)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        [Some("ok".to_owned()), Some("failed".to_owned())],
+        "the finished run is untouched"
+    );
+}
+
+/// `lock_state` tells no store, a free store and a held one (with the holder's pid) apart, and
+/// takes nothing: the holder keeps its lock, and a free store can be opened after.
+#[tokio::test]
+async fn lock_state_names_the_holder() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("sync.db");
+    assert_eq!(Store::lock_state(&path).unwrap(), LockState::NoStore);
+    assert!(!path.exists(), "probing creates nothing");
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        Store::lock_state(&path).unwrap(),
+        LockState::Held {
+            holder: Some(std::process::id())
+        }
+    );
+    store.cursor(RULE).await.expect("the holder still uses it");
+    drop(store);
+    assert_eq!(Store::lock_state(&path).unwrap(), LockState::Free);
+    Store::open(&path).expect("nothing was left held");
+    assert_eq!(Store::unwritable(&path), None);
+    let file = dir.path().join("afile");
+    std::fs::write(&file, "").unwrap();
+    let why = Store::unwritable(&file.join("sync.db")).expect("a file is no directory");
+    assert!(why.contains("afile"), "{why}");
+}
+
+/// Every file a new store creates — the database, its WAL and shared-memory files, the pid file
+/// beside them — and a directory it creates are its owner's alone, whatever the umask.
+#[cfg(unix)]
+#[tokio::test]
+async fn new_store_files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("state").join("sync.db");
+    let store = Store::open(&path).unwrap();
+    store.start_run(RULE, RunMode::Once).await.unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let mut files: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["sync.db", "sync.db-shm", "sync.db-wal", "sync.db.lock"],
+        "the files a store makes"
+    );
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    assert_eq!(mode(path.parent().unwrap()), 0o700, "the directory it made");
+}

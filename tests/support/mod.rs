@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use jira_gitlab_sync::app::App;
@@ -16,7 +18,14 @@ use jira_gitlab_sync::engine::{EngineError, RunReport};
 use jira_gitlab_sync::sandbox::gitlab::{FakeGitLab, FakeGitLabConfig};
 use jira_gitlab_sync::sandbox::jira::{Deployment, FakeJira, FakeJiraConfig};
 use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// How long any single wait on a child process may take before the test is declared failed.
+/// Only a guard against hanging forever: every wait ends on an event long before this.
+pub const GUARD: StdDuration = StdDuration::from_secs(60);
 
 /// The GitLab project id of the default fake project `acme/ops`.
 pub const PROJECT: u64 = 1;
@@ -193,7 +202,26 @@ timeout_secs = 5
             .expect("the binary starts")
     }
 
-    fn command(&self, args: &[&str]) -> tokio::process::Command {
+    /// The real binary with `args` (after `--config`), started and left running with its output
+    /// collected, `RUST_LOG=info` and no systemd variables unless `env` sets them.
+    pub fn launch(&self, args: &[&str], env: &[(&str, &Path)]) -> Running {
+        let mut cmd = self.command(args);
+        cmd.env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Running::spawn(cmd)
+    }
+
+    /// The real binary with `args` (after `--config`), `RUST_LOG=debug`, not started: for a test
+    /// that sets its own environment.
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_jira-gitlab-sync"));
         cmd.arg("--config")
             .arg(&self.config_path)
@@ -226,14 +254,34 @@ pub async fn run(engine: &Engine, cfg: &Config) -> Result<RunReport, EngineError
         .await
 }
 
+/// Writes a secret file, readable by its owner only (as the README tells).
 fn write(dir: &Path, name: &str, content: &str) {
-    std::fs::write(dir.join(name), format!("{content}\n")).expect("file written");
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{content}\n")).expect("file written");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .expect("file made private");
 }
 
 /// `now - minutes`, rounded to milliseconds (what both APIs carry).
 pub fn ago(minutes: i64) -> DateTime<Utc> {
     let t = Utc::now() - Duration::minutes(minutes);
     DateTime::from_timestamp_millis(t.timestamp_millis()).expect("a valid time")
+}
+
+/// A loopback address nothing listens on: a connection to it is refused at once.
+pub fn refused_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = listener.local_addr().expect("a bound address").port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/")
+}
+
+/// Replaces `from` with `to` in the world's config file; `from` must be there.
+pub fn edit_config(w: &World, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&w.config_path).expect("the config reads");
+    assert!(text.contains(from), "{from:?} is in the config:\n{text}");
+    std::fs::write(&w.config_path, text.replace(from, to)).expect("the config is written");
 }
 
 /// Text of a process's stdout and stderr.
@@ -243,4 +291,151 @@ pub fn output_text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// A signal the tests send to a child, as systemd (`SIGTERM`) or a terminal (`SIGINT`) does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    Term,
+    Int,
+}
+
+impl Signal {
+    fn flag(self) -> &'static str {
+        match self {
+            Signal::Term => "-TERM",
+            Signal::Int => "-INT",
+        }
+    }
+}
+
+/// The real binary running as a child, with its output collected as it arrives.
+pub struct Running {
+    pub pid: u32,
+    /// stdout and stderr interleaved, for failure messages and for waiting on log lines.
+    output: Arc<Mutex<String>>,
+    /// stdout alone, and stderr alone, line by line.
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    /// Wakes whenever a line arrives.
+    line: mpsc::UnboundedReceiver<()>,
+    exit: JoinHandle<std::io::Result<ExitStatus>>,
+}
+
+/// What a child printed, once it exited.
+pub struct Finished {
+    pub status: ExitStatus,
+    /// stdout and stderr interleaved.
+    pub output: String,
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
+}
+
+impl Running {
+    fn spawn(mut cmd: tokio::process::Command) -> Running {
+        let mut child = cmd.spawn().expect("the binary starts");
+        let pid = child.id().expect("a running child has a pid");
+        let output = Arc::new(Mutex::new(String::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (tx, line) = mpsc::unbounded_channel();
+        collect(
+            child.stdout.take(),
+            Arc::clone(&output),
+            Arc::clone(&stdout),
+            tx.clone(),
+        );
+        collect(
+            child.stderr.take(),
+            Arc::clone(&output),
+            Arc::clone(&stderr),
+            tx,
+        );
+        // The child moves into the task: if the test fails, dropping the task kills it.
+        let exit = tokio::spawn(async move { child.wait().await });
+        Running {
+            pid,
+            output,
+            stdout,
+            stderr,
+            line,
+            exit,
+        }
+    }
+
+    pub fn output(&self) -> String {
+        self.output.lock().expect("no reader panics").clone()
+    }
+
+    /// Sends `signal` to the child, which must still run.
+    pub fn signal(&self, signal: Signal) {
+        let status = std::process::Command::new("kill")
+            .arg(signal.flag())
+            .arg(self.pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "the process must still exist");
+    }
+
+    /// Sends SIGTERM, as systemd does on `systemctl stop`.
+    pub fn terminate(&self) {
+        self.signal(Signal::Term);
+    }
+
+    /// Waits until the output contains `needle`.
+    pub async fn wait_for_output(&mut self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + GUARD;
+        while !self.output().contains(needle) {
+            match tokio::time::timeout_at(deadline, self.line.recv()).await {
+                Ok(Some(())) => {}
+                Ok(None) => panic!(
+                    "the process closed its output before saying {needle:?}:\n{}",
+                    self.output()
+                ),
+                Err(_) => panic!("no {needle:?} within {GUARD:?}:\n{}", self.output()),
+            }
+        }
+    }
+
+    /// Waits for the process to exit; returns its status and everything it printed.
+    pub async fn exit(mut self) -> Finished {
+        let status = tokio::time::timeout(GUARD, &mut self.exit)
+            .await
+            .unwrap_or_else(|_| panic!("the process did not exit:\n{}", self.output()))
+            .expect("the wait task does not panic")
+            .expect("waiting for the child works");
+        // Both pipes close at exit; drain them so the output is complete.
+        let drained = async { while self.line.recv().await.is_some() {} };
+        if tokio::time::timeout(GUARD, drained).await.is_err() {
+            panic!("the process's output stayed open after exit");
+        }
+        Finished {
+            status,
+            output: self.output(),
+            stdout: self.stdout.lock().expect("no reader panics").clone(),
+            stderr: self.stderr.lock().expect("no reader panics").clone(),
+        }
+    }
+}
+
+/// Appends every line of `pipe` to `output` and `lines`, signalling each on `tx`.
+fn collect(
+    pipe: Option<impl AsyncRead + Unpin + Send + 'static>,
+    output: Arc<Mutex<String>>,
+    lines: Arc<Mutex<Vec<String>>>,
+    tx: mpsc::UnboundedSender<()>,
+) {
+    let pipe = pipe.expect("the pipe was requested");
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            {
+                let mut out = output.lock().expect("no reader panics");
+                out.push_str(&line);
+                out.push('\n');
+            }
+            lines.lock().expect("no reader panics").push(line);
+            let _ = tx.send(());
+        }
+    });
 }
