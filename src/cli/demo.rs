@@ -21,6 +21,7 @@ use jira_gitlab_sync::sandbox::gitlab::{FakeGitLab, FakeGitLabConfig};
 use jira_gitlab_sync::sandbox::jira::{FakeIssue, FakeJira, FakeJiraConfig};
 
 use super::duration::hm;
+use super::sandbox::{millis, seed};
 
 /// Incidents seeded over the last 30 days.
 const SEEDED: u64 = 24;
@@ -40,23 +41,6 @@ impl DemoOutcome {
     fn medians_agree(&self) -> bool {
         self.jira_median.is_some() && self.jira_median == self.gitlab_median
     }
-}
-
-/// A small deterministic generator, so every demo shows the same history.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % below.max(1)
-    }
-}
-
-fn millis(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
 }
 
 /// Runs the demo and prints its story, the table and the two medians on stdout. Returns true if
@@ -100,29 +84,7 @@ async fn drive(mut say: impl FnMut(&str)) -> anyhow::Result<DemoOutcome> {
         .context("cannot start the sandbox GitLab")?;
 
     let now = Utc::now();
-    let mut rng = Lcg(42);
-    for n in 1..=SEEDED {
-        let created = millis(
-            now - chrono::Duration::minutes((30 * 24 * 60 * (SEEDED - n) / SEEDED) as i64 + 90),
-        );
-        let summary = [
-            "Checkout API returns 502",
-            "Database failover",
-            "Login latency above SLO",
-            "Payment webhook backlog",
-            "Search cluster red",
-            "Certificate expired on edge",
-        ][rng.next(6) as usize];
-        let mut issue = FakeIssue::new(&format!("OPS-{n}"), summary, created)
-            .with_description("Detected by synthetic monitoring.\n\nImpact: customers in EU.")
-            .with_priority(Some(["Highest", "High", "Medium"][rng.next(3) as usize]));
-        // All but the last two are resolved, after 10 minutes to 8 hours.
-        if n <= SEEDED - 2 {
-            let restore = chrono::Duration::minutes(10 + rng.next(470) as i64);
-            issue = issue.resolved_at(created + restore);
-        }
-        jira.insert(issue);
-    }
+    seed(&jira, SEEDED, now);
     say(&format!(
         "sandbox Jira at {} holds {SEEDED} incidents from the last 30 days; sandbox GitLab at {}",
         jira.base_url(),

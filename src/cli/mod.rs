@@ -40,6 +40,8 @@ mod demo;
 mod duration;
 mod output;
 mod progress;
+#[cfg(feature = "sandbox")]
+mod sandbox;
 mod signals;
 
 /// Replicate Jira incidents and issues into GitLab, with Jira's own timestamps, so GitLab's DORA
@@ -112,6 +114,20 @@ pub enum Command {
     },
     /// The whole loop against a sandbox Jira and GitLab on loopback: no config, no network.
     Demo,
+    /// Serve a seeded sandbox Jira and GitLab on loopback until SIGINT or SIGTERM, with a
+    /// ready-to-use config.toml, to try every other command by hand.
+    Sandbox {
+        /// Incidents seeded in Jira, over the last 30 days.
+        #[arg(long, value_name = "N", default_value_t = 24)]
+        count: u64,
+        /// Which Jira the sandbox plays.
+        #[arg(long, value_enum, default_value_t = SandboxDeployment::Cloud)]
+        deployment: SandboxDeployment,
+        /// Where to write config.toml, the token files and the store [default: a new temporary
+        /// directory, kept].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Replicate historical issues (created in [--since, --until)) with their original times.
     /// Resumable: re-run the same command after an interruption.
     Backfill {
@@ -138,6 +154,24 @@ pub enum Command {
     },
 }
 
+/// The Jira deployment `sandbox` plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxDeployment {
+    Cloud,
+    Datacenter,
+}
+
+impl SandboxDeployment {
+    /// The name, as the config's `jira.deployment` spells it.
+    #[cfg_attr(not(feature = "sandbox"), allow(dead_code))]
+    fn as_str(self) -> &'static str {
+        match self {
+            SandboxDeployment::Cloud => "cloud",
+            SandboxDeployment::Datacenter => "datacenter",
+        }
+    }
+}
+
 impl Command {
     /// The command's name, as typed.
     fn name(&self) -> &'static str {
@@ -148,6 +182,7 @@ impl Command {
             Command::Retry { .. } => "retry",
             Command::Forget { .. } => "forget",
             Command::Demo => "demo",
+            Command::Sandbox { .. } => "sandbox",
             Command::Backfill { .. } => "backfill",
         }
     }
@@ -209,6 +244,12 @@ impl Cli {
                     .to_owned(),
             );
         }
+        if matches!(command, Command::Sandbox { .. }) && self.config.is_some() {
+            return refuse(
+                "--config does not go with `sandbox`: it writes its own config.toml (in --dir)"
+                    .to_owned(),
+            );
+        }
         Ok(())
     }
 }
@@ -235,6 +276,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let default_filter = match cli.command {
         Some(
             Command::Demo
+            | Command::Sandbox { .. }
             | Command::Check
             | Command::Status { .. }
             | Command::Retry { .. }
@@ -294,6 +336,11 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
             change_failure(&path, &key, rule.as_deref(), FailureCommand::Forget, out).await
         }
         Some(Command::Demo) => demo(out).await,
+        Some(Command::Sandbox {
+            count,
+            deployment,
+            dir,
+        }) => sandbox(count, deployment, dir, out).await,
         Some(Command::Backfill {
             since,
             until,
@@ -679,6 +726,33 @@ async fn demo(out: Out) -> anyhow::Result<Exit> {
     out.error(
         "this binary was built without the sandbox that demo runs against; rebuild it with \
          default features (cargo build --release) or with --features sandbox",
+    );
+    Ok(Exit::Fatal)
+}
+
+/// `sandbox`: serve the seeded sandbox until a signal; exit 0 once stopped.
+#[cfg(feature = "sandbox")]
+async fn sandbox(
+    count: u64,
+    deployment: SandboxDeployment,
+    dir: Option<PathBuf>,
+    _out: Out,
+) -> anyhow::Result<Exit> {
+    sandbox::run(count, deployment, dir).await?;
+    Ok(Exit::Clean)
+}
+
+/// Without the sandbox there is nothing to serve.
+#[cfg(not(feature = "sandbox"))]
+async fn sandbox(
+    _count: u64,
+    _deployment: SandboxDeployment,
+    _dir: Option<PathBuf>,
+    out: Out,
+) -> anyhow::Result<Exit> {
+    out.error(
+        "this binary was built without the sandbox; rebuild it with default features \
+         (cargo build --release) or with --features sandbox",
     );
     Ok(Exit::Fatal)
 }

@@ -1,0 +1,192 @@
+//! `sandbox`: the sandbox Jira and GitLab that `demo` runs against, served on loopback until
+//! SIGINT or SIGTERM, seeded with incidents, with a ready-to-use config, so every other command
+//! can be tried by hand with no credentials and no network.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use jira_gitlab_sync::sandbox::gitlab::{FakeGitLab, FakeGitLabConfig};
+use jira_gitlab_sync::sandbox::jira::{FakeIssue, FakeJira, FakeJiraConfig};
+
+use super::SandboxDeployment;
+use super::signals::cancel_on_signals;
+
+/// A small deterministic generator, so every seeding gives the same history.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % below.max(1)
+    }
+}
+
+/// `t` to the millisecond, as Jira keeps times.
+pub(super) fn millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+/// Seeds `count` incidents `OPS-1`..`OPS-count` over the 30 days before `now`, the same every
+/// time: all but the last two resolved, after 10 minutes to 8 hours.
+pub(super) fn seed(jira: &FakeJira, count: u64, now: DateTime<Utc>) {
+    let mut rng = Lcg(42);
+    for n in 1..=count {
+        let created = millis(
+            now - chrono::Duration::minutes((30 * 24 * 60 * (count - n) / count) as i64 + 90),
+        );
+        let summary = [
+            "Checkout API returns 502",
+            "Database failover",
+            "Login latency above SLO",
+            "Payment webhook backlog",
+            "Search cluster red",
+            "Certificate expired on edge",
+        ][rng.next(6) as usize];
+        let mut issue = FakeIssue::new(&format!("OPS-{n}"), summary, created)
+            .with_description("Detected by synthetic monitoring.\n\nImpact: customers in EU.")
+            .with_priority(Some(["Highest", "High", "Medium"][rng.next(3) as usize]));
+        if n + 2 <= count {
+            let restore = chrono::Duration::minutes(10 + rng.next(470) as i64);
+            issue = issue.resolved_at(created + restore);
+        }
+        jira.insert(issue);
+    }
+}
+
+/// Serves the seeded sandbox until a signal, after writing `config.toml` and its token files in
+/// `dir` (default: a new temporary directory, kept) and printing how to use them.
+///
+/// # Errors
+/// A sandbox server cannot start, or the files cannot be written.
+pub async fn run(
+    count: u64,
+    deployment: SandboxDeployment,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let dir = match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d)
+                .with_context(|| format!("cannot create the directory {}", d.display()))?;
+            d
+        }
+        None => tempfile::Builder::new()
+            .prefix("jira-gitlab-sync-sandbox-")
+            .tempdir()
+            .context("cannot create a temporary directory")?
+            .keep(),
+    };
+    let dir = std::path::absolute(&dir)
+        .with_context(|| format!("cannot resolve the directory {}", dir.display()))?;
+    let jira_config = match deployment {
+        SandboxDeployment::Cloud => FakeJiraConfig::cloud(),
+        SandboxDeployment::Datacenter => FakeJiraConfig::data_center(),
+    };
+    let jira = FakeJira::start(jira_config)
+        .await
+        .context("cannot start the sandbox Jira")?;
+    let gitlab = FakeGitLab::start(FakeGitLabConfig::default())
+        .await
+        .context("cannot start the sandbox GitLab")?;
+    let now = Utc::now();
+    seed(&jira, count, now);
+    let config = write_files(&dir, deployment, &jira, &gitlab, now)?;
+    let since = (now - chrono::Duration::days(31)).format("%Y-%m-%d");
+    let cfg = config.display();
+    println!(
+        "sandbox Jira ({}): {}",
+        deployment.as_str(),
+        jira.base_url()
+    );
+    println!("sandbox GitLab: {}", gitlab.base_url());
+    println!("{count} incidents seeded in project OPS over the last 30 days");
+    println!("config: {cfg}");
+    println!();
+    println!("try, from another terminal:");
+    println!("  jira-gitlab-sync --config {cfg} check");
+    println!("  jira-gitlab-sync --config {cfg} --once");
+    println!("  jira-gitlab-sync --config {cfg} backfill --since {since}");
+    println!("  jira-gitlab-sync --config {cfg} status");
+    println!();
+    println!(
+        "serving until Ctrl-C (SIGINT) or SIGTERM; the files stay in {}",
+        dir.display()
+    );
+    // Stdout may be a pipe: whoever reads it must see the lines now, not at exit.
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+
+    let cancel = CancellationToken::new();
+    cancel_on_signals(cancel.clone(), Duration::ZERO);
+    cancel.cancelled().await;
+    jira.shutdown();
+    gitlab.shutdown();
+    Ok(())
+}
+
+/// Writes the token files and `config.toml` in `dir`; returns the config's path.
+fn write_files(
+    dir: &Path,
+    deployment: SandboxDeployment,
+    jira: &FakeJira,
+    gitlab: &FakeGitLab,
+    now: DateTime<Utc>,
+) -> anyhow::Result<PathBuf> {
+    let write = |name: &str, text: &str| -> anyhow::Result<PathBuf> {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot restrict {}", path.display()))?;
+        }
+        Ok(path)
+    };
+    let (jira_token, user) = match deployment {
+        SandboxDeployment::Cloud => (
+            FakeJiraConfig::DEFAULT_API_TOKEN,
+            format!("user = \"{}\"\n", FakeJiraConfig::DEFAULT_EMAIL),
+        ),
+        SandboxDeployment::Datacenter => (FakeJiraConfig::DEFAULT_PAT, String::new()),
+    };
+    let jira_token = write("jira-token", jira_token)?;
+    let gitlab_token = write("gitlab-token", FakeGitLabConfig::DEFAULT_TOKEN)?;
+    let since = (now - chrono::Duration::days(31)).format("%Y-%m-%d");
+    let text = format!(
+        r#"# Written by `jira-gitlab-sync sandbox`: the sandbox Jira and GitLab on loopback.
+[store]
+path = "{store}"
+
+[jira]
+url = "{jira}"
+deployment = "{deployment}"
+{user}token_file = "{jira_token}"
+
+[gitlab]
+url = "{gitlab}"
+token_file = "{gitlab_token}"
+
+[[rule]]
+name = "ops-incidents"
+jql = "project = OPS"
+target = "incident"
+gitlab_project = "{project}"
+since = "{since}"
+"#,
+        store = dir.join("sync.db").display(),
+        jira = jira.base_url(),
+        deployment = deployment.as_str(),
+        jira_token = jira_token.display(),
+        gitlab = gitlab.base_url(),
+        gitlab_token = gitlab_token.display(),
+        project = FakeGitLabConfig::DEFAULT_PROJECT,
+    );
+    write("config.toml", &text)
+}
