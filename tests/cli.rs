@@ -303,3 +303,73 @@ async fn a_world_readable_token_file_is_warned_about_once() {
     );
     assert!(out.stderr.is_empty(), "in the table only:\n{text}");
 }
+
+/// `sandbox` serves a seeded sandbox with a config the real binary can use at once: `check`
+/// passes, `--once` creates the seeded incidents, and SIGTERM stops it with exit 0.
+#[tokio::test]
+async fn sandbox_serves_a_config_that_check_and_once_use() {
+    use tokio::io::AsyncBufReadExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sandbox = tokio::process::Command::new(env!("CARGO_BIN_EXE_jira-gitlab-sync"))
+        .args(["sandbox", "--count", "3", "--dir"])
+        .arg(dir.path())
+        .env_remove("JIRA_GITLAB_SYNC_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary runs");
+    let mut lines = tokio::io::BufReader::new(sandbox.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    let config = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            printed.push_str(&line);
+            printed.push('\n');
+            if let Some(path) = line.strip_prefix("config: ") {
+                return Some(path.to_owned());
+            }
+        }
+        None
+    })
+    .await
+    .expect("the config path is printed in time")
+    .unwrap_or_else(|| panic!("no config path in:\n{printed}"));
+    assert_eq!(
+        std::path::Path::new(&config),
+        dir.path().join("config.toml").as_path()
+    );
+    assert!(printed.contains("sandbox Jira"), "{printed}");
+
+    let run = |args: &[&str]| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_jira-gitlab-sync"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_remove("JIRA_GITLAB_SYNC_CONFIG")
+            .env_remove("RUST_LOG")
+            .kill_on_drop(true)
+            .output()
+    };
+    let check = run(&["check"]).await.unwrap();
+    assert_eq!(check.status.code(), Some(0), "{}", output_text(&check));
+    let once = run(&["--once"]).await.unwrap();
+    assert_eq!(once.status.code(), Some(0), "{}", output_text(&once));
+    let status = run(&["status", "--json"]).await.unwrap();
+    assert_eq!(status.status.code(), Some(0), "{}", output_text(&status));
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let rule = &report["rules"][0];
+    assert_eq!(rule["mapped"], 3, "{report}");
+    assert_eq!(rule["last_run"]["counts"]["created"], 3, "{report}");
+
+    let pid = sandbox.id().expect("the sandbox still runs");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = tokio::time::timeout(std::time::Duration::from_secs(30), sandbox.wait())
+        .await
+        .expect("the sandbox stops on SIGTERM")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
