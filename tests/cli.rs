@@ -218,6 +218,7 @@ async fn flags_that_do_not_apply_are_refused() {
             "--dry-run goes after `backfill`",
         ),
         (&["demo"][..], "--config does not go with `demo`"),
+        (&["sandbox"][..], "--config does not go with `sandbox`"),
     ] {
         let out = w.binary(args).await;
         let text = output_text(&out);
