@@ -103,21 +103,9 @@ fn strip_controls(text: &str) -> String {
 /// Lines indented by spaces or inside list items never match `^\/` and are left alone.
 fn inert(markdown: &str) -> String {
     let mut out = String::with_capacity(markdown.len() + 16);
-    let mut fence: Option<(char, usize)> = None;
+    let mut fence = None;
     for line in markdown.split('\n') {
-        let indent = line.len() - line.trim_start_matches(' ').len();
-        let marker = (indent <= 3)
-            .then(|| fence_marker(&line[indent..]))
-            .flatten();
-        match (fence, marker) {
-            (None, Some((c, n, _))) => fence = Some((c, n)),
-            (Some((c, n)), Some((mc, mn, rest)))
-                if mc == c && mn >= n && rest.trim().is_empty() =>
-            {
-                fence = None;
-            }
-            _ => {}
-        }
+        fence = after_line(fence, line);
         if line.starts_with('/') {
             out.push_str(if fence.is_some() { "\u{200B}" } else { "\\" });
         }
@@ -178,23 +166,24 @@ pub fn truncated(obj: &NewObject, keep: usize) -> NewObject {
 
 /// The code fence `markdown` leaves open at its end, if any: its character and length.
 fn open_fence(markdown: &str) -> Option<(char, usize)> {
-    let mut fence: Option<(char, usize)> = None;
-    for line in markdown.split('\n') {
-        let indent = line.len() - line.trim_start_matches(' ').len();
-        let marker = (indent <= 3)
-            .then(|| fence_marker(&line[indent..]))
-            .flatten();
-        match (fence, marker) {
-            (None, Some((c, n, _))) => fence = Some((c, n)),
-            (Some((c, n)), Some((mc, mn, rest)))
-                if mc == c && mn >= n && rest.trim().is_empty() =>
-            {
-                fence = None;
-            }
-            _ => {}
+    markdown.split('\n').fold(None, after_line)
+}
+
+/// The fence open after `line`, given the one open before it (CommonMark: a fence of three or
+/// more backticks or tildes, indented at most three spaces, closed by a fence of the same
+/// character at least as long with nothing after it).
+fn after_line(open: Option<(char, usize)>, line: &str) -> Option<(char, usize)> {
+    let indent = line.len() - line.trim_start_matches(' ').len();
+    let marker = (indent <= 3)
+        .then(|| fence_marker(&line[indent..]))
+        .flatten();
+    match (open, marker) {
+        (None, Some((c, n, _))) => Some((c, n)),
+        (Some((c, n)), Some((mc, mn, rest))) if mc == c && mn >= n && rest.trim().is_empty() => {
+            None
         }
+        (open, _) => open,
     }
-    fence
 }
 
 /// A CommonMark code fence at the start of `line`: its character, its length and the rest.
