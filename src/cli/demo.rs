@@ -20,8 +20,9 @@ use jira_gitlab_sync::engine::median;
 use jira_gitlab_sync::sandbox::gitlab::{FakeGitLab, FakeGitLabConfig};
 use jira_gitlab_sync::sandbox::jira::{FakeIssue, FakeJira, FakeJiraConfig};
 
+use super::SandboxDeployment;
 use super::duration::hm;
-use super::sandbox::{millis, seed};
+use super::sandbox::{millis, seed, write_files};
 
 /// Incidents seeded over the last 30 days.
 const SEEDED: u64 = 24;
@@ -91,37 +92,12 @@ async fn drive(mut say: impl FnMut(&str)) -> anyhow::Result<DemoOutcome> {
         gitlab.base_url()
     ));
 
-    let d = dir.path();
-    std::fs::write(d.join("jira-token"), FakeJiraConfig::DEFAULT_API_TOKEN)?;
-    std::fs::write(d.join("gitlab-token"), FakeGitLabConfig::DEFAULT_TOKEN)?;
-    let since = (now - chrono::Duration::days(31)).format("%Y-%m-%d");
-    let text = format!(
-        r#"
-[store]
-path = "{dir}/demo.db"
-[jira]
-url = "{jira}"
-deployment = "cloud"
-user = "{user}"
-token_file = "{dir}/jira-token"
-[gitlab]
-url = "{gitlab}"
-token_file = "{dir}/gitlab-token"
-[[rule]]
-name = "ops-incidents"
-jql = "project = OPS AND issuetype = Incident"
-target = "incident"
-gitlab_project = "acme/ops"
-labels = ["jira"]
-since = "{since}"
-cron = "* * * * * *"
-"#,
-        dir = d.display(),
-        jira = jira.base_url(),
-        gitlab = gitlab.base_url(),
-        user = FakeJiraConfig::DEFAULT_EMAIL,
-    );
-    let cfg = Config::from_toml(&text, &d.join("demo.toml")).context("the demo config")?;
+    let path = write_files(dir.path(), SandboxDeployment::Cloud, &jira, &gitlab, now)?;
+    let mut cfg = Config::load(&path).context("the demo config")?;
+    for rule in &mut cfg.rules {
+        // Every second, so the live incident below is picked up at once.
+        rule.cron = "* * * * * *".to_owned();
+    }
     let engine = Arc::new(App::build(&cfg)?.into_engine());
     let service = Service::new(Arc::clone(&engine), cfg.rules.clone(), Backoff::default());
     let mut events = service.subscribe();

@@ -130,8 +130,9 @@ pub async fn run(
     Ok(())
 }
 
-/// Writes the token files and `config.toml` in `dir`; returns the config's path.
-fn write_files(
+/// Writes the token files and `config.toml` in `dir`; returns the config's path. `demo` runs on
+/// the same files.
+pub(super) fn write_files(
     dir: &Path,
     deployment: SandboxDeployment,
     jira: &FakeJira,
