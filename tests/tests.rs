@@ -17,6 +17,9 @@ mod identity;
 mod jira_side;
 /// One message per problem, naming the cause and the fix; JSON lines only with JSON logs.
 mod messages;
+/// What packages ship: shell completions and manual pages generated from the command line,
+/// the Debian package's unit, user and config.
+mod packaging;
 /// Walking Jira's result pages on Cloud and Data Center.
 mod paging;
 /// What people do in GitLab (delete, move, resolve alerts), backoff, `retry`/`forget`, 413, outages.

@@ -38,6 +38,7 @@ use self::signals::cancel_on_signals;
 #[cfg(feature = "sandbox")]
 mod demo;
 mod duration;
+mod generate;
 mod output;
 mod progress;
 #[cfg(feature = "sandbox")]
@@ -57,7 +58,8 @@ mod signals;
                   first, and `--once --dry-run` to see what it would write."
 )]
 pub struct Cli {
-    /// The config file [default: $JIRA_GITLAB_SYNC_CONFIG, else ./config.toml]. Not for `demo`.
+    /// The config file [default: $JIRA_GITLAB_SYNC_CONFIG, else ./config.toml]. Not for `demo`,
+    /// `sandbox`, `completions` or `man`.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -152,6 +154,21 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print the shell completion script for SHELL, e.g. `jira-gitlab-sync completions bash >
+    /// /usr/share/bash-completion/completions/jira-gitlab-sync`. Needs no config.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page jira-gitlab-sync(1) (roff; read it with `jira-gitlab-sync man |
+    /// man -l -`), or write every page into --dir. Needs no config.
+    Man {
+        /// Write jira-gitlab-sync.1 and one page per command (jira-gitlab-sync-backfill.1 and
+        /// so on) into DIR instead, and print their paths.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// The Jira deployment `sandbox` plays.
@@ -184,6 +201,8 @@ impl Command {
             Command::Demo => "demo",
             Command::Sandbox { .. } => "sandbox",
             Command::Backfill { .. } => "backfill",
+            Command::Completions { .. } => "completions",
+            Command::Man { .. } => "man",
         }
     }
 }
@@ -194,8 +213,9 @@ impl Cli {
     /// Most are refused by clap's parser itself (`status --dry-run`: no such argument). The
     /// rest cannot be declared, because `--config` and `--log-format` go before or after any
     /// command: `--once` or `--dry-run` with a command, `--dry-run` without `--once`, and
-    /// `--config` with `demo`. Those are refused here, as clap refuses the others (a usage
-    /// error, exit 2), each with what to type instead.
+    /// `--config` with a command that reads no config (`demo`, `sandbox`, `completions`, `man`).
+    /// Those are refused here, as clap refuses the others (a usage error, exit 2), each with
+    /// what to type instead.
     pub fn parse_checked() -> Cli {
         let cli = Cli::parse();
         if let Err(e) = cli.refuse_misplaced_flags() {
@@ -244,6 +264,14 @@ impl Cli {
                     .to_owned(),
             );
         }
+        if matches!(command, Command::Completions { .. } | Command::Man { .. })
+            && self.config.is_some()
+        {
+            return refuse(format!(
+                "--config does not go with `{name}`: it prints what the command line itself \
+                 defines and needs no config"
+            ));
+        }
         if matches!(command, Command::Sandbox { .. }) && self.config.is_some() {
             return refuse(
                 "--config does not go with `sandbox`: it writes its own config.toml (in --dir)"
@@ -280,7 +308,9 @@ pub fn run(cli: Cli) -> ExitCode {
             | Command::Check
             | Command::Status { .. }
             | Command::Retry { .. }
-            | Command::Forget { .. },
+            | Command::Forget { .. }
+            | Command::Completions { .. }
+            | Command::Man { .. },
         ) => "warn",
         _ => "info,tokio_cron_scheduler=warn",
     };
@@ -336,6 +366,8 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
             change_failure(&path, &key, rule.as_deref(), FailureCommand::Forget, out).await
         }
         Some(Command::Demo) => demo(out).await,
+        Some(Command::Completions { shell }) => generate::completions(shell),
+        Some(Command::Man { dir }) => generate::man(dir.as_deref()),
         Some(Command::Sandbox {
             count,
             deployment,
