@@ -351,3 +351,183 @@ fn completions_and_man_refuse_flags_that_do_not_apply() {
         assert!(out.stdout.is_empty(), "{args:?} printed nothing: {text}");
     }
 }
+
+/// A unit file's settings, in order: (section, key, value), comments and blank lines left out.
+fn unit_settings(unit: &str) -> Vec<(String, String, String)> {
+    let mut section = String::new();
+    let mut settings = Vec::new();
+    for line in unit.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("a unit line is key=value: {line:?}"));
+        settings.push((section.clone(), key.to_owned(), value.to_owned()));
+    }
+    settings
+}
+
+/// The one value of `key` among `settings`.
+fn setting<'a>(settings: &'a [(String, String, String)], key: &str) -> &'a str {
+    let values: Vec<&str> = settings
+        .iter()
+        .filter(|(_, k, _)| k == key)
+        .map(|(_, _, v)| v.as_str())
+        .collect();
+    assert_eq!(values.len(), 1, "one {key}= in the unit: {values:?}");
+    values[0]
+}
+
+/// The Debian package's unit is the source install's unit with exactly two changes: the binary
+/// where the package puts it, and the package's system user instead of a dynamic one. Every
+/// other setting (hardening, credentials, stop timeout, paths) is the same, so a fix to one
+/// unit that misses the other fails here.
+#[test]
+fn the_packaged_unit_is_the_source_unit_with_the_packages_paths_and_user() {
+    let source = unit_settings(include_str!("../deploy/jira-gitlab-sync.service"));
+    let packaged = unit_settings(include_str!("../deploy/debian/jira-gitlab-sync.service"));
+    let mut expected = Vec::new();
+    for (section, key, value) in source {
+        match key.as_str() {
+            "ExecStart" => {
+                let rest = value
+                    .strip_prefix("/usr/local/bin/jira-gitlab-sync ")
+                    .expect("a source install runs /usr/local/bin/jira-gitlab-sync");
+                expected.push((section, key, format!("/usr/bin/jira-gitlab-sync {rest}")));
+            }
+            "DynamicUser" => {
+                assert_eq!(value, "yes");
+                for (key, value) in [
+                    ("User", "jira-gitlab-sync"),
+                    ("Group", "jira-gitlab-sync"),
+                    // DynamicUser= implies it; a static user must ask.
+                    ("RemoveIPC", "yes"),
+                ] {
+                    expected.push((section.clone(), key.to_owned(), value.to_owned()));
+                }
+            }
+            _ => expected.push((section, key, value)),
+        }
+    }
+    assert_eq!(
+        packaged, expected,
+        "deploy/debian/jira-gitlab-sync.service differs from deploy/jira-gitlab-sync.service in \
+         more than the binary's path and the user"
+    );
+}
+
+/// Cargo.toml's `[package.metadata.deb]` puts the binary and the config where the packaged unit
+/// looks for them, with modes the service's user can use, marks the config a conffile (it is
+/// under /etc), and its postinst creates the user the unit runs as and the state directory,
+/// 0700, that the config's store lives in.
+#[test]
+fn the_package_installs_what_its_unit_names() {
+    let manifest: toml::Value =
+        toml::from_str(include_str!("../Cargo.toml")).expect("Cargo.toml is TOML");
+    let deb = &manifest["package"]["metadata"]["deb"];
+    let assets: Vec<(&str, &str, &str)> = deb["assets"]
+        .as_array()
+        .expect("explicit assets")
+        .iter()
+        .map(|a| {
+            let a = a.as_array().expect("[source, dest, mode]");
+            let s = |i: usize| a[i].as_str().expect("strings");
+            (s(0), s(1), s(2))
+        })
+        .collect();
+    let installed = |source: &str| -> (String, &str) {
+        let (_, dest, mode) = assets
+            .iter()
+            .find(|(s, _, _)| *s == source)
+            .unwrap_or_else(|| panic!("the package ships {source}: {assets:?}"));
+        let name = source.rsplit('/').next().expect("a file name");
+        let path = match dest.strip_suffix('/') {
+            Some(dir) => format!("/{dir}/{name}"),
+            None => format!("/{dest}"),
+        };
+        (path, mode)
+    };
+
+    let unit = unit_settings(include_str!("../deploy/debian/jira-gitlab-sync.service"));
+    let exec: Vec<&str> = setting(&unit, "ExecStart").split_whitespace().collect();
+    let (binary, mode) = installed("target/release/jira-gitlab-sync");
+    assert_eq!(
+        exec[0], binary,
+        "ExecStart runs the binary the package installs"
+    );
+    assert_eq!(mode, "755");
+    let config = exec
+        .iter()
+        .position(|w| *w == "--config")
+        .map(|i| exec[i + 1])
+        .expect("ExecStart names the config");
+    let (path, mode) = installed("deploy/config.toml");
+    assert_eq!(
+        config, path,
+        "the unit reads the config the package installs"
+    );
+    assert!(
+        path.starts_with("/etc/"),
+        "cargo-deb makes files under /etc conffiles, kept across upgrades: {path}"
+    );
+    assert_eq!(
+        mode, "644",
+        "the service's user, neither root nor in root's group, reads the config"
+    );
+
+    let scripts = deb["maintainer-scripts"]
+        .as_str()
+        .expect("maintainer scripts");
+    assert_eq!(
+        scripts, "deploy/debian/",
+        "where the unit and the scripts are"
+    );
+    let units = &deb["systemd-units"];
+    assert_eq!(units["unit-name"].as_str(), Some("jira-gitlab-sync"));
+    assert_eq!(
+        units["enable"].as_bool(),
+        Some(false),
+        "a fresh install has no tokens: the service is enabled by the operator"
+    );
+    let postinst = include_str!("../deploy/debian/postinst");
+    let postrm = include_str!("../deploy/debian/postrm");
+    for script in [postinst, postrm] {
+        assert!(
+            script.lines().any(|l| l == "#DEBHELPER#"),
+            "cargo-deb inserts its systemd fragments at #DEBHELPER#"
+        );
+    }
+    // The script's commands, each on one line with single spaces.
+    let commands: Vec<String> = postinst
+        .replace("\\\n", " ")
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let user = setting(&unit, "User");
+    assert_eq!(setting(&unit, "Group"), user);
+    let state = format!("/var/lib/{}", setting(&unit, "StateDirectory"));
+    assert!(
+        commands
+            .iter()
+            .any(|c| c.starts_with("adduser --system --group ")
+                && c.contains(&format!(" --home {state} "))
+                && c.ends_with(&format!(" {user}"))),
+        "postinst creates the system user {user} the unit runs as: {commands:#?}"
+    );
+    assert!(
+        commands.contains(&format!("install -d -o {user} -g {user} -m 0700 {state}")),
+        "postinst creates the state directory {state}, the user's alone: {commands:#?}"
+    );
+    let store: toml::Value =
+        toml::from_str(include_str!("../deploy/config.toml")).expect("the config is TOML");
+    let store = store["store"]["path"].as_str().expect("a store path");
+    assert!(
+        store.starts_with(&format!("{state}/")),
+        "the config's store {store} is in the state directory {state}"
+    );
+}
