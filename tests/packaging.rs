@@ -531,3 +531,130 @@ fn the_package_installs_what_its_unit_names() {
         "the config's store {store} is in the state directory {state}"
     );
 }
+
+/// The Containerfile (which no test can build: there is no container engine here) copies every
+/// path the build reads, none of which its ignore file drops, builds with the Rust release
+/// Cargo.toml names, runs on distroless as nonroot, and gives the shipped deploy/config.toml
+/// what it expects: the config where the image says, the store in the volume, the tokens'
+/// relative names in $CREDENTIALS_DIRECTORY.
+#[test]
+fn the_containerfile_builds_from_what_it_copies_and_runs_the_shipped_config() {
+    let containerfile = include_str!("../deploy/Containerfile");
+    let ignored: Vec<&str> = include_str!("../deploy/Containerfile.dockerignore")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let instructions: Vec<&str> = containerfile
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect();
+    let from: Vec<&str> = instructions
+        .iter()
+        .filter_map(|l| l.strip_prefix("FROM "))
+        .collect();
+    assert_eq!(from.len(), 2, "a build stage and a run stage: {from:?}");
+    let manifest: toml::Value =
+        toml::from_str(include_str!("../Cargo.toml")).expect("Cargo.toml is TOML");
+    let rust = manifest["package"]["rust-version"]
+        .as_str()
+        .expect("a rust-version");
+    assert_eq!(
+        from[0],
+        format!("docker.io/library/rust:{rust}-bookworm AS build"),
+        "the official Rust image, at the release Cargo.toml names, on Debian 12"
+    );
+    assert_eq!(from[1], "gcr.io/distroless/cc-debian12:nonroot");
+    assert!(instructions.contains(&"USER nonroot:nonroot"));
+
+    // Every source the build stage copies from the context exists and is not ignored.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut copied = Vec::new();
+    for line in &instructions {
+        let Some(args) = line.strip_prefix("COPY ") else {
+            continue;
+        };
+        if args.starts_with("--from") {
+            continue;
+        }
+        let words: Vec<&str> = args.split_whitespace().collect();
+        for source in &words[..words.len() - 1] {
+            assert!(root.join(source).exists(), "COPY {source}: no such path");
+            assert!(
+                !ignored.contains(source),
+                "COPY {source}, yet it is ignored"
+            );
+            copied.push(*source);
+        }
+    }
+    // Every file Cargo.toml declares a target at, and the migrations, are among them.
+    let mut needed: Vec<String> = vec!["Cargo.toml".into(), "Cargo.lock".into()];
+    needed.push(
+        manifest["lib"]["path"]
+            .as_str()
+            .expect("lib path")
+            .to_owned(),
+    );
+    for (table, default_dir) in [("bin", "src/bin"), ("test", "tests"), ("bench", "benches")] {
+        for target in manifest[table].as_array().expect("targets") {
+            let path = match target.get("path") {
+                Some(path) => path.as_str().expect("a path").to_owned(),
+                None => format!(
+                    "{default_dir}/{}.rs",
+                    target["name"].as_str().expect("a name")
+                ),
+            };
+            needed.push(path);
+        }
+    }
+    needed.push("schema/0001_init.sql".into());
+    for path in needed {
+        assert!(
+            copied
+                .iter()
+                .any(|c| path == *c || path.starts_with(&format!("{c}/"))),
+            "the build reads {path}, which the Containerfile does not copy: {copied:?}"
+        );
+    }
+    assert!(
+        ignored.contains(&"target"),
+        "the context leaves out target/"
+    );
+
+    // The run stage and the shipped config agree.
+    let env = |name: &str| -> String {
+        let at = containerfile
+            .find(&format!("{name}="))
+            .unwrap_or_else(|| panic!("the image sets {name}"));
+        containerfile[at + name.len() + 1..]
+            .split_whitespace()
+            .next()
+            .expect("a value")
+            .to_owned()
+    };
+    assert_eq!(
+        env("JIRA_GITLAB_SYNC_CONFIG"),
+        "/etc/jira-gitlab-sync/config.toml"
+    );
+    let config: toml::Value =
+        toml::from_str(include_str!("../deploy/config.toml")).expect("the config is TOML");
+    let store = config["store"]["path"].as_str().expect("a store path");
+    assert!(
+        containerfile.contains("VOLUME [\"/var/lib/jira-gitlab-sync\"]")
+            && store.starts_with("/var/lib/jira-gitlab-sync/"),
+        "the store {store} is in the image's volume"
+    );
+    assert_eq!(env("CREDENTIALS_DIRECTORY"), "/run/secrets");
+    for service in ["jira", "gitlab"] {
+        let file = config[service]["token_file"].as_str().expect("token_file");
+        assert!(
+            !file.contains('/'),
+            "{service}'s token file is a name looked up in $CREDENTIALS_DIRECTORY: {file}"
+        );
+    }
+    assert!(
+        instructions.contains(&"ENTRYPOINT [\"/usr/local/bin/jira-gitlab-sync\"]")
+            && instructions.contains(&"CMD [\"--log-format\", \"json\", \"run\"]"),
+        "the image runs the service, and any other command in its place"
+    );
+}
