@@ -658,3 +658,116 @@ fn the_containerfile_builds_from_what_it_copies_and_runs_the_shipped_config() {
         "the image runs the service, and any other command in its place"
     );
 }
+
+/// The README's steps after installing the package, replayed on a model of the file system the
+/// package leaves (Cargo.toml's assets with their modes, directories 0755 as dpkg makes them,
+/// the state directory postinst makes), give the service what it needs: its binary and config
+/// usable by its user (not root, not in root's group), its tokens root's alone. A step this
+/// model does not know fails the test, so the README cannot drift from what is checked.
+#[test]
+fn readme_package_steps_let_the_service_user_read_what_it_needs() {
+    use std::collections::BTreeMap;
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("### Debian package")
+        .nth(1)
+        .and_then(|s| s.split("\n### ").next())
+        .expect("the README has the Debian package section");
+    // The second sh block: what to do once the package is installed.
+    let steps = section
+        .split("```sh\n")
+        .nth(2)
+        .and_then(|b| b.split("```").next())
+        .expect("the section has the steps after installing");
+
+    // path -> (mode, is a directory)
+    let mut fs: BTreeMap<String, (u32, bool)> = BTreeMap::new();
+    let manifest: toml::Value =
+        toml::from_str(include_str!("../Cargo.toml")).expect("Cargo.toml is TOML");
+    for asset in manifest["package"]["metadata"]["deb"]["assets"]
+        .as_array()
+        .expect("assets")
+    {
+        let asset = asset.as_array().expect("[source, dest, mode]");
+        let source = asset[0].as_str().expect("a source");
+        let dest = asset[1].as_str().expect("a destination");
+        let mode = u32::from_str_radix(asset[2].as_str().expect("a mode"), 8).expect("octal");
+        let path = match dest.strip_suffix('/') {
+            Some(dir) => format!("/{dir}/{}", source.rsplit('/').next().expect("a name")),
+            None => format!("/{dest}"),
+        };
+        let mut dir = Path::new(&path).parent();
+        while let Some(d) = dir {
+            fs.entry(d.to_str().expect("UTF-8").to_owned())
+                .or_insert((0o755, true));
+            dir = d.parent();
+        }
+        fs.insert(path, (mode, false));
+    }
+    fs.insert("/var/lib/jira-gitlab-sync".to_owned(), (0o700, true));
+
+    let umask = 0o022;
+    let mode = |m: &str| u32::from_str_radix(m, 8).expect("an octal mode");
+    for line in steps.lines() {
+        let cmd = line.split(" #").next().unwrap_or("").trim();
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        match words.as_slice() {
+            [] => {}
+            ["sudoedit", path] => assert!(fs.contains_key(*path), "{path} is installed"),
+            ["sudo", "install", "-m", m, "/dev/null", dst] => {
+                fs.insert((*dst).to_owned(), (mode(m), false));
+            }
+            ["printf", .., "|", "sudo", "tee", path, ">/dev/null"] => {
+                fs.entry((*path).to_owned())
+                    .or_insert((0o666 & !umask, false));
+            }
+            ["sudo", w, ..] if w.starts_with("CREDENTIALS_DIRECTORY=") => {}
+            ["sudo", "systemctl", ..] | ["sudo", "-u", "jira-gitlab-sync", ..] => {}
+            other => panic!("a README step this test does not model: {other:?}"),
+        }
+    }
+
+    let unit = unit_settings(include_str!("../deploy/debian/jira-gitlab-sync.service"));
+    assert_ne!(setting(&unit, "User"), "root");
+    let usable_by_others = |path: &str, bit: u32| -> Result<(), String> {
+        let mut dir = Path::new(path).parent();
+        while let Some(d) = dir {
+            let d = d.to_str().expect("UTF-8");
+            match fs.get(d) {
+                Some((m, true)) if m & 0o001 != 0 => {}
+                Some((m, _)) => return Err(format!("{d} is {m:04o}: others cannot enter it")),
+                None => {}
+            }
+            dir = Path::new(d).parent();
+        }
+        match fs.get(path) {
+            Some((m, false)) if m & bit != 0 => Ok(()),
+            Some((m, _)) => Err(format!("{path} is {m:04o}")),
+            None => Err(format!("{path} is never installed")),
+        }
+    };
+    let exec: Vec<&str> = setting(&unit, "ExecStart").split_whitespace().collect();
+    usable_by_others(exec[0], 0o001)
+        .unwrap_or_else(|e| panic!("the service's user cannot run the binary: {e}"));
+    let config = exec
+        .iter()
+        .position(|w| *w == "--config")
+        .map(|i| exec[i + 1])
+        .expect("ExecStart names the config");
+    usable_by_others(config, 0o004)
+        .unwrap_or_else(|e| panic!("the service's user cannot read its config: {e}"));
+    let credentials: Vec<&str> = unit
+        .iter()
+        .filter(|(_, k, _)| k == "LoadCredential")
+        .map(|(_, _, v)| v.as_str())
+        .collect();
+    assert_eq!(credentials.len(), 2, "{credentials:?}");
+    for credential in credentials {
+        let (_, source) = credential.split_once(':').expect("name:path");
+        let (m, dir) = fs
+            .get(source)
+            .unwrap_or_else(|| panic!("the README never writes {source}"));
+        assert!(!dir, "{source} is a file");
+        assert_eq!(m & 0o077, 0, "{source} is root's alone: {m:04o}");
+    }
+}
