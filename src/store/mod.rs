@@ -8,30 +8,96 @@
 //! cursor may move; the store only makes each such step atomic.
 //!
 //! # Layout
-//! - This file: [`Store`], opening it (`open`, `open_read_only`, `open_in_memory`) with its
-//!   pragmas, and the re-exports that make up the public API.
+//! - This file: [`Store`], opening it (`open`, `open_with`, `open_read_only`, `open_in_memory`)
+//!   with its pragmas, the calls to its writer, and the re-exports that make up the public API.
+//! - `writer`: the one thread that owns the connection and runs every call, batched.
 //! - `error`: [`StoreError`], and which of its kinds are worth retrying.
 //! - `lock`: the advisory lock file.
 //! - `migrate`: the schema migrations.
 //! - `sync`: the [`SyncStore`] impl, the inherent mapping and meta accessors, `retry` and
 //!   `forget` of a failing issue ([`FailureChange`]), and their helpers.
+//! - `runs`: the run log: a row per run that wrote something, and its retention.
 //! - `status`: the read-only views `status` shows: [`RuleStatus`], [`RunRecord`],
 //!   [`FailureEntry`]; and the keys of objects gone from GitLab.
 //! - `codec`: decoding stored values, the timestamp format, and the `ToSql` impls.
 //! - `tests`: the unit tests.
 //!
 //! # Conventions
-//! - Every method, trait or inherent, is `async` and runs its SQL on tokio's blocking pool
-//!   (`spawn_blocking`) in one short transaction. The connection sits behind a mutex, so calls are
-//!   serialised; none of them waits on the network.
+//! - Every method, trait or inherent, is `async` and runs its SQL on the store's one writer
+//!   thread, which owns the connection: a store costs one thread however many rules call it, and
+//!   calls are serialised; none of them waits on the network. Calls queued together run in one
+//!   transaction (each in a savepoint of its own, so one failing rolls back only itself) and are
+//!   answered once it has committed.
+//! - Every statement run more than once is prepared from rusqlite's statement cache, sized to
+//!   hold them all.
+//! - Reads write nothing: opening an up-to-date store with nothing to prune, the cursor, the
+//!   mappings, the failures, meta, and starting or finishing a run that wrote nothing leave the
+//!   file as it was (`data_version` and `total_changes` unchanged).
 //! - Timestamps are stored as UTC text in one fixed format with millisecond precision
 //!   (`2024-05-01T12:00:00.000Z`), so text order is time order. Sub-millisecond parts are dropped
 //!   on write.
 //! - Nothing read from the file is trusted: a value this build would not have written is a
 //!   [`StoreError::Corrupt`] naming the table, column and row, never a panic.
 //!
-//! [`SyncStore`]: crate::engine::ports::SyncStore
-
+//! # Durability
+//! The file is in WAL mode. A commit at `synchronous=NORMAL` is not synced: it survives a crash
+//! or `kill -9` of the process (the WAL's pages are in the operating system's cache), but a power
+//! cut or kernel crash may take it back ("A transaction committed in WAL mode with
+//! synchronous=NORMAL might roll back following a power loss or system crash. Transactions are
+//! durable across application crashes regardless of the synchronous setting or journal mode",
+//! <https://www.sqlite.org/pragma.html#pragma_synchronous>). At `synchronous=FULL` the WAL is
+//! fsynced at the commit. Either way the file stays consistent, and what a power cut leaves is
+//! a **prefix** of the commits: recovery reads the WAL from its start and stops at the first
+//! frame whose cumulative checksum fails, keeping everything up to the last valid commit frame
+//! (<https://www.sqlite.org/fileformat2.html#the_write_ahead_log>, "WAL Recovery"), and a
+//! checkpoint syncs the WAL before copying it into the database and the database after
+//! (<https://www.sqlite.org/wal.html>, "with PRAGMA synchronous set to NORMAL, the checkpoint is
+//! the only operation to issue an I/O barrier or sync operation"). An fsync of the WAL covers
+//! every frame written before it, so **a FULL commit makes every earlier commit durable too**.
+//!
+//! So one kind of commit is FULL and everything else NORMAL. After a power cut the store is as
+//! it was after some commit at or after the last FULL one, while GitLab may hold the effects of
+//! requests sent after that: it is as if the process had been killed then, except that several
+//! GitLab answers (not just the one in flight) may be unrecorded. Case by case:
+//!
+//! - **Create intents** (`begin_intent`): **FULL**, and answered only once synced. The engine
+//!   sends a create only after its intent is answered, so every object GitLab may hold has its
+//!   intent (or, later, its mapping) in the surviving prefix. This is the one write whose loss
+//!   could double something: without it a retry would not know a create may have been applied.
+//!   Intents queued together (the issues in flight) share one commit and one fsync.
+//! - **Mapping commits** (`commit` of a replicated issue, which deletes the intent and any
+//!   failure in the same transaction): NORMAL. If lost, the intent is back (it was committed
+//!   before, durably), so the next attempt counts an earlier attempt and looks the object up
+//!   (`GitLabSink::find`, and the adoption scan of objects above the highest known iid) before
+//!   creating: adopted, not doubled. A lost close, reopen, label or rewrite leaves the mapping in
+//!   its earlier state: the change is planned and sent again, and each is idempotent in GitLab
+//!   (closing a closed issue changes nothing; GitLab keeps the first `closed_at`).
+//! - **Cursor** (`commit` with a cursor, `advance_cursor`): NORMAL. A cursor only moves in or
+//!   after the commit of what it covers, so the prefix never holds a cursor past a lost commit:
+//!   a lost cursor is an older one, and the search reads those changes again, which the mappings
+//!   dedupe and the cases above replay. Nothing is skipped.
+//! - **Failures** (`commit` of a failure, `retry`/`forget` of one): a failure is recorded with the
+//!   cursor that passes it, so if it is lost the cursor is lost with it and the change is read
+//!   again. A lost deletion of a failure (in a mapping commit) makes it retried, which finds the
+//!   mapping or, through the intent, the object. `retry` and `forget` are a person's commands and
+//!   are committed FULL, so a power cut after the answer does not undo them.
+//! - **Moves and deletions seen in GitLab** (a mapping's `moved_to`/`gone_at`), and objects
+//!   deleted because Jira deleted the issue: NORMAL. If lost, the next write to the object finds
+//!   the move again in GitLab's answer (`moved_to_id`) or the 404 again, and a repeated delete
+//!   answers 404, which is recorded as gone.
+//! - **Projects** (`remember_project`) and **meta** (the Jira account's zone, reconciliation and
+//!   backfill checkpoints): NORMAL. Each is looked up or recomputed when missing: the project
+//!   resolved again, the zone read again, a reconciliation or a backfill window run again, whose
+//!   writes dedupe as above.
+//! - **Runs**: NORMAL. The run log is for people; nothing in the sync reads it. A lost row is a
+//!   run missing from `status`; a lost end shows the run as abandoned at the next open. Pruning,
+//!   if lost, is done again.
+//!
+//! A commit is never applied twice (a commit is atomic and recovery never replays one), so
+//! power loss can only take writes back, and each write taken back is one of the above.
+//! Everything a `kill -9` at any point can do is covered by the same argument (nothing is lost
+//! there at all), and `tests/chaos.rs` kills the real binary at random points to check it.
+//!
 mod codec;
 mod error;
 mod lock;
@@ -141,6 +207,7 @@ impl Store {
         pruning: Option<Pruning>,
     ) -> Result<Store, StoreError> {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let next_run = runs::first_free_id(&conn)?;
         let conn = Arc::new(Mutex::new(conn));
         let counters = Arc::new(Counters::default());
         let (calls, writer) = Writer::spawn(
@@ -161,7 +228,7 @@ impl Store {
                 conn,
                 counters,
                 open_runs: Mutex::new(HashMap::new()),
-                next_run: AtomicI64::new(1),
+                next_run: AtomicI64::new(next_run),
                 path: path.to_path_buf(),
                 _lock: lock,
             }),

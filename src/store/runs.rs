@@ -1,9 +1,11 @@
 //! The run log: a row per run that did something, written with the run's first write, closed
 //! when it finishes, and pruned to a retention.
 //!
-//! [`SyncStore::start_run`] writes nothing: it notes the run in memory and hands out an id. The
-//! run's first create intent or commit inserts its row in the same transaction (so a run killed
-//! half-way still shows, and the next open records it as abandoned). [`SyncStore::finish_run`]
+//! [`SyncStore::start_run`] writes nothing: it notes the run in memory and hands out the id its
+//! row will have (ids are taken above every id the log has used, so they are never reused, and a
+//! run that leaves no row leaves a gap). The run's first create intent or commit inserts its row
+//! in the same transaction (so a run killed half-way still shows, and the next open records it
+//! as abandoned). [`SyncStore::finish_run`]
 //! closes the row; a run with no row that ended `ok` or `cancelled` did nothing and leaves none,
 //! and one that failed before writing anything gets a row then (repeats of the same failure
 //! update the rule's newest row instead of adding one each cycle).
@@ -31,12 +33,25 @@ pub(super) struct OpenRun {
     wrote: bool,
 }
 
-/// What finds an open run's row: its rule and start time (runs of one rule never overlap).
+/// What a run's row is opened with.
 #[derive(Clone, Debug)]
 pub(super) struct RunKey {
+    id: i64,
     rule: String,
     mode: RunMode,
     started_at: String,
+}
+
+/// The first id to hand out: above every id the run log holds or ever held (AUTOINCREMENT's
+/// high-water mark in `sqlite_sequence`).
+pub(super) fn first_free_id(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row(
+        "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'runs'), 0),
+                    coalesce((SELECT max(id) FROM runs), 0)) + 1",
+        [],
+        |row| row.get(0),
+    )
+    .map_err(query("reading the run log's last id"))
 }
 
 impl Store {
@@ -45,6 +60,7 @@ impl Store {
         let id = self.inner.next_run.fetch_add(1, Ordering::Relaxed);
         let run = OpenRun {
             key: RunKey {
+                id,
                 rule: rule.to_owned(),
                 mode,
                 started_at: format_timestamp(Utc::now()),
@@ -127,12 +143,10 @@ struct RunEnd<'a> {
 /// Inserts the row of `run` unless it has one: the first write of a run does.
 pub(super) fn ensure_row(conn: &Connection, run: &RunKey) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO runs (rule, mode, started_at)
-         SELECT ?1, ?2, ?3
-         WHERE NOT EXISTS (SELECT 1 FROM runs
-                           WHERE rule = ?1 AND started_at = ?3 AND finished_at IS NULL)",
+        "INSERT INTO runs (id, rule, mode, started_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (id) DO NOTHING",
     )
-    .and_then(|mut s| s.execute(params![run.rule, run.mode, run.started_at]))
+    .and_then(|mut s| s.execute(params![run.id, run.rule, run.mode, run.started_at]))
     .map_err(query("opening a run-log entry"))?;
     Ok(())
 }
@@ -145,12 +159,12 @@ fn close_row(conn: &Connection, run: &RunKey, end: &RunEnd<'_>) -> Result<bool, 
             "UPDATE runs SET finished_at = ?3, outcome = ?4, seen = ?5, created = ?6,
                              closed = ?7, reopened = ?8, skipped = ?9, failed = ?10,
                              error = ?11, updated = ?12
-             WHERE rule = ?1 AND started_at = ?2 AND finished_at IS NULL",
+             WHERE id = ?1 AND rule = ?2 AND finished_at IS NULL",
         )
         .and_then(|mut s| {
             s.execute(params![
+                run.id,
                 run.rule,
-                run.started_at,
                 end.now,
                 end.outcome,
                 Int(c.seen),
@@ -200,9 +214,9 @@ fn repeat_failure(conn: &Connection, run: &RunKey, end: &RunEnd<'_>) -> Result<b
 fn insert_closed(conn: &Connection, run: &RunKey, end: &RunEnd<'_>) -> Result<(), StoreError> {
     let c = end.counts;
     conn.prepare_cached(
-        "INSERT INTO runs (rule, mode, started_at, finished_at, outcome, seen, created, closed,
-                           reopened, skipped, failed, error, updated)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        "INSERT INTO runs (id, rule, mode, started_at, finished_at, outcome, seen, created,
+                           closed, reopened, skipped, failed, error, updated)
+         VALUES (?14, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -219,6 +233,7 @@ fn insert_closed(conn: &Connection, run: &RunKey, end: &RunEnd<'_>) -> Result<()
             Int(c.failed),
             end.error,
             Int(c.updated),
+            run.id,
         ])
     })
     .map_err(query("closing a run-log entry"))?;

@@ -220,6 +220,12 @@ impl Writer {
     /// Runs batches until every sender is gone.
     fn run(mut self, rx: &Receiver<Box<dyn Task>>) {
         while let Ok(first) = rx.recv() {
+            let conn = Arc::clone(&self.conn);
+            // A panic while the lock was held cannot leave a transaction open: the batch rolls
+            // back before its answers are sent.
+            let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            // What queued meanwhile joins the batch (taken after the lock, so calls that queue
+            // while a test holds the connection are batched as they would be behind a commit).
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -227,10 +233,6 @@ impl Writer {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
-            let conn = Arc::clone(&self.conn);
-            // A panic while the lock was held cannot leave a transaction open: the batch rolls
-            // back before its answers are sent.
-            let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
             self.batch(&conn, batch);
         }
     }
