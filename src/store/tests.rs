@@ -1687,13 +1687,16 @@ async fn only_intents_are_durable_and_queued_ones_share_a_commit() {
     assert_eq!(count(&store, "SELECT count(*) FROM intents"), 16);
 }
 
+/// A store call under way, to be polled by hand.
+type PendingCall = std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>>>>;
+
 /// A call that fails rolls back only its own writes, in a batch with others that succeed.
 #[tokio::test]
 async fn a_failing_call_in_a_batch_rolls_back_alone() {
     let (_dir, _path, store) = temp_store();
     let (release, gate) = std::sync::mpsc::channel::<()>();
     let held = hold_writer(&store, gate).await;
-    let mut calls: Vec<std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>>>>> = vec![
+    let mut calls: Vec<PendingCall> = vec![
         Box::pin(store.call(Mode::Write, |conn| {
             exec(conn, "INSERT INTO meta VALUES ('a', '1')", [], "test")?;
             Ok(())
