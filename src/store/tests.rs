@@ -1688,7 +1688,7 @@ async fn only_intents_are_durable_and_queued_ones_share_a_commit() {
 }
 
 /// A store call under way, to be polled by hand.
-type PendingCall = std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>>>>;
+type PendingCall<'a> = std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + 'a>>;
 
 /// A call that fails rolls back only its own writes, in a batch with others that succeed.
 #[tokio::test]
@@ -1696,7 +1696,7 @@ async fn a_failing_call_in_a_batch_rolls_back_alone() {
     let (_dir, _path, store) = temp_store();
     let (release, gate) = std::sync::mpsc::channel::<()>();
     let held = hold_writer(&store, gate).await;
-    let mut calls: Vec<PendingCall> = vec![
+    let mut calls: Vec<PendingCall<'_>> = vec![
         Box::pin(store.call(Mode::Write, |conn| {
             exec(conn, "INSERT INTO meta VALUES ('a', '1')", [], "test")?;
             Ok(())
