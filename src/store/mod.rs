@@ -166,6 +166,9 @@ struct Inner {
     /// the next process never opens a file this one is still writing.)
     #[cfg(test)]
     conn: Arc<Mutex<Connection>>,
+    /// Run after each durable commit, for the unit tests.
+    #[cfg(test)]
+    on_durable: writer::DurableHook,
     counters: Arc<Counters>,
     /// Runs started and not yet finished, by the id [`SyncStore::start_run`] gave them. A run
     /// gets its row in `runs` with its first write, so a run that writes nothing costs none.
@@ -210,6 +213,8 @@ impl Store {
         let next_run = runs::first_free_id(&conn)?;
         let conn = Arc::new(Mutex::new(conn));
         let counters = Arc::new(Counters::default());
+        #[cfg(test)]
+        let on_durable = writer::DurableHook::default();
         let (calls, writer) = Writer::spawn(
             #[cfg(test)]
             Arc::clone(&conn),
@@ -218,6 +223,8 @@ impl Store {
             Arc::clone(&counters),
             pruning,
             "store-writer",
+            #[cfg(test)]
+            Arc::clone(&on_durable),
         )
         .map_err(|source| StoreError::Thread { source })?;
         Ok(Store {
@@ -226,6 +233,8 @@ impl Store {
                 writer: Some(writer),
                 #[cfg(test)]
                 conn,
+                #[cfg(test)]
+                on_durable,
                 counters,
                 open_runs: Mutex::new(HashMap::new()),
                 next_run: AtomicI64::new(next_run),
@@ -468,6 +477,8 @@ fn close_abandoned_runs(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+#[cfg(test)]
+mod power_cut;
 #[cfg(test)]
 mod tests;
 

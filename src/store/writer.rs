@@ -184,10 +184,17 @@ pub(super) struct Pruning {
 /// Where calls are sent to the writer.
 pub(super) type Calls = Sender<Box<dyn Task>>;
 
+/// What the unit tests run on the writer thread after each durable commit (to copy the files as
+/// a power cut would leave them).
+#[cfg(test)]
+pub(super) type DurableHook = Arc<Mutex<Option<Box<dyn FnMut() + Send>>>>;
+
 /// The writer's state.
 pub(super) struct Writer {
     conn: Arc<Mutex<Connection>>,
     counters: Arc<Counters>,
+    #[cfg(test)]
+    on_durable: DurableHook,
     /// Whether the connection's `synchronous` is FULL now (else NORMAL).
     full: bool,
     pruning: Option<Pruning>,
@@ -203,11 +210,14 @@ impl Writer {
         counters: Arc<Counters>,
         pruning: Option<Pruning>,
         name: &str,
+        #[cfg(test)] on_durable: DurableHook,
     ) -> std::io::Result<(Calls, std::thread::JoinHandle<()>)> {
         let (tx, rx) = std::sync::mpsc::channel();
         let writer = Writer {
             conn,
             counters,
+            #[cfg(test)]
+            on_durable,
             full: false,
             pruning,
         };
@@ -312,6 +322,15 @@ impl Writer {
                         self.counters
                             .durable_commits
                             .fetch_add(1, Ordering::Relaxed);
+                        #[cfg(test)]
+                        if let Some(hook) = self
+                            .on_durable
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .as_mut()
+                        {
+                            hook();
+                        }
                     }
                 }
                 done.into_iter().for_each(|t| t.finish(None));
