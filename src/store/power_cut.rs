@@ -297,11 +297,10 @@ async fn power_cuts_lose_nothing_and_double_nothing() {
                 clock += 1;
                 issues.push(issue(n, clock, None));
             }
-            for i in 0..issues.len() {
-                if issues[i].resolved_at.is_none() && rng.below(3) == 0 {
+            for (i, s) in issues.iter_mut().enumerate() {
+                if s.resolved_at.is_none() && rng.below(3) == 0 {
                     clock += 1;
-                    let n = i as i64 + 1;
-                    issues[i] = issue(n, clock, Some(clock));
+                    *s = issue(i as i64 + 1, clock, Some(clock));
                 }
             }
             *jira.issues.lock().unwrap_or_else(PoisonError::into_inner) = issues.clone();
