@@ -258,7 +258,10 @@ impl Writer {
             } else {
                 "PRAGMA synchronous = NORMAL"
             };
-            match conn.prepare_cached(sql).and_then(|mut s| s.execute([])) {
+            // Not from the statement cache: SQLite applies this pragma when it compiles it
+            // (`PragTyp_SYNCHRONOUS` in sqlite3.c sets the safety level in the parser), so a
+            // cached statement run again would change nothing.
+            match conn.execute_batch(sql) {
                 Ok(_) => self.full = durable,
                 Err(e) => {
                     return batch.into_iter().for_each(|t| t.finish(Some(&e)));
