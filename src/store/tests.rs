@@ -1346,6 +1346,8 @@ async fn reads_and_idle_runs_write_nothing() {
     store.set_meta("zone", "UTC").await.unwrap();
     drop(store);
 
+    let other = Connection::open(&path).unwrap();
+    let version = data_version(&other);
     let store = Store::open_with(
         &path,
         StoreOptions {
@@ -1353,8 +1355,11 @@ async fn reads_and_idle_runs_write_nothing() {
         },
     )
     .expect("the store reopens");
-    let other = Connection::open(&path).unwrap();
-    let version = data_version(&other);
+    assert_eq!(
+        data_version(&other),
+        version,
+        "reopening an up-to-date store writes nothing"
+    );
     let changes = raw(&store).total_changes();
     let before = stats(&store);
 
@@ -1698,7 +1703,13 @@ async fn only_intents_are_durable_and_queued_ones_share_a_commit() {
         1,
         "sixteen queued intents, one fsync"
     );
-    assert_eq!(count(&store, "SELECT count(*) FROM intents WHERE jira_key LIKE 'DEV-%'"), 16);
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM intents WHERE jira_key LIKE 'DEV-%'"
+        ),
+        16
+    );
 }
 
 /// A store call under way, to be polled by hand.
