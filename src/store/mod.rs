@@ -96,8 +96,11 @@
 //! A commit is never applied twice (a commit is atomic and recovery never replays one), so
 //! power loss can only take writes back, and each write taken back is one of the above.
 //! Everything a `kill -9` at any point can do is covered by the same argument (nothing is lost
-//! there at all), and `tests/chaos.rs` kills the real binary at random points to check it.
+//! there at all), and `tests/chaos.rs` kills the real binary at random points to check it;
+//! `power_cut` (a unit test) puts the files back as of the last durable commit after each of
+//! many cycles and checks that every issue still ends with exactly one object.
 //!
+//! [`SyncStore`]: crate::engine::ports::SyncStore
 mod codec;
 mod error;
 mod lock;
