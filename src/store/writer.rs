@@ -290,7 +290,7 @@ impl Writer {
                 // is gone with it. The rest run in a batch of their own.
                 let lost = rolled_back();
                 done.into_iter().for_each(|t| t.finish(Some(&lost)));
-                task.finish(None);
+                task.finish(if ok { Some(&lost) } else { None });
                 let rest: Vec<_> = tasks.collect();
                 if !rest.is_empty() {
                     self.batch(conn, rest);
