@@ -133,7 +133,7 @@ pub use writer::StoreStats;
 const BUSY_TIMEOUT_MS: u32 = 5_000;
 
 /// How many prepared statements the connection keeps. Every statement the store runs more than
-/// once is prepared from the cache (`prepare_cached`); there are about forty distinct ones (the
+/// once is prepared from the cache (`prepare_cached`); there are fewer than sixty distinct ones (the
 /// engine's, `status`'s, and the writer's own transaction control), so this holds them all and
 /// none is ever evicted and prepared again. rusqlite's default is 16.
 const STATEMENT_CACHE: usize = 96;
