@@ -9,7 +9,7 @@ use crate::engine::dry_run::{DryRunSink, DryRunStore};
 use crate::engine::{EngineSettings, SyncEngine};
 use crate::gitlab::{GitLabClient, GitLabError};
 use crate::jira::{JiraClient, JiraError};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreOptions};
 
 /// The engine of a real run: the real clients and the SQLite store.
 pub type Engine = SyncEngine<JiraClient, GitLabClient, Store>;
@@ -77,7 +77,12 @@ impl Parts {
     fn open(cfg: &Config, mode: StoreMode) -> Result<Parts, BuildError> {
         let path = &cfg.store_path;
         let store = match mode {
-            StoreMode::Writable => Store::open(path),
+            StoreMode::Writable => Store::open_with(
+                path,
+                StoreOptions {
+                    keep_runs_days: Some(cfg.store_keep_runs_days),
+                },
+            ),
             StoreMode::ReadOnly => Store::open_read_only(path),
             StoreMode::InMemory => Store::open_in_memory(),
         }

@@ -198,10 +198,15 @@ impl RuleConfig {
     }
 }
 
+/// The longest `[store] keep_runs_days` accepted: a hundred years.
+const MAX_KEEP_RUNS_DAYS: u32 = 36_500;
+
 /// The whole validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub store_path: PathBuf,
+    /// `[store] keep_runs_days`: days the run log keeps a finished run.
+    pub store_keep_runs_days: u32,
     pub sync: SyncConfig,
     pub jira: JiraConfig,
     pub gitlab: GitLabConfig,
@@ -309,9 +314,22 @@ impl Config {
         if raw.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "must not be empty"));
         }
+        let store_keep_runs_days = u32::try_from(raw.store.keep_runs_days)
+            .ok()
+            .filter(|d| (1..=MAX_KEEP_RUNS_DAYS).contains(d))
+            .ok_or_else(|| {
+                invalid(
+                    "store.keep_runs_days",
+                    format!(
+                        "must be a whole number of days from 1 to {MAX_KEEP_RUNS_DAYS}, not {}",
+                        raw.store.keep_runs_days
+                    ),
+                )
+            })?;
         let exposed_secrets = exposed_secrets(&raw);
         Ok(Config {
             store_path: raw.store.path,
+            store_keep_runs_days,
             sync,
             jira,
             gitlab,

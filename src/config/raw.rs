@@ -31,14 +31,24 @@ pub struct RawStore {
     /// path is relative to the config file's directory.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// Days the run log keeps a finished run (each rule's newest run is kept however old).
+    /// Older runs are deleted at startup and then once a day. Only runs that did something are
+    /// logged: a cycle that finds nothing to do leaves no row.
+    #[serde(default = "default_keep_runs_days")]
+    pub keep_runs_days: i64,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
         Self {
             path: default_store_path(),
+            keep_runs_days: default_keep_runs_days(),
         }
     }
+}
+
+const fn default_keep_runs_days() -> i64 {
+    30
 }
 
 fn default_store_path() -> PathBuf {

@@ -501,3 +501,21 @@ fn bad_ca_file_names_key_and_path(
     assert!(msg.starts_with(&format!("{key}: ")), "{msg:?} names {key}");
     assert!(msg.contains(&paths[which]), "{msg:?} names the file");
 }
+
+/// `[store] keep_runs_days` defaults to 30 and takes 1 to 36500; anything else is refused with
+/// its key and the range named.
+#[test]
+fn keep_runs_days_is_a_range_of_days() {
+    assert_eq!(load(RULE).unwrap().store_keep_runs_days, 30);
+    let cfg = load(&format!("[store]\nkeep_runs_days = 7\n{RULE}")).unwrap();
+    assert_eq!(cfg.store_keep_runs_days, 7);
+    for bad in ["0", "-1", "36501"] {
+        let err = load(&format!("[store]\nkeep_runs_days = {bad}\n{RULE}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("store.keep_runs_days") && err.contains("from 1 to 36500"),
+            "{bad}: {err}"
+        );
+    }
+}

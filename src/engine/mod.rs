@@ -40,7 +40,7 @@ pub mod ports;
 pub mod reconcile;
 pub mod render;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;
 mod walk;

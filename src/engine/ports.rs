@@ -335,14 +335,18 @@ pub trait SyncStore: Send + Sync {
         value: &str,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// Opens a run-log entry; returns its id.
+    /// Starts a run of `rule`; returns the id its run-log entry has, if it gets one. Costs no
+    /// write: the entry is written with the run's first write (an intent or a commit), so a run
+    /// that writes nothing leaves none.
     fn start_run(
         &self,
         rule: &str,
         mode: RunMode,
     ) -> impl Future<Output = Result<i64, Self::Error>> + Send;
 
-    /// Closes a run-log entry with its outcome, counts and, if it stopped early, why.
+    /// Ends the run `run_id` with its outcome, counts and, if it stopped early, why. A run that
+    /// wrote nothing and ended `ok` or `cancelled` writes nothing here either; one that failed
+    /// before writing is logged now.
     fn finish_run(
         &self,
         run_id: i64,

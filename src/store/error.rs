@@ -5,7 +5,6 @@ use std::io;
 use std::path::PathBuf;
 
 use rusqlite::ErrorCode;
-use tokio::task::JoinError;
 
 use crate::domain::JiraKey;
 use crate::engine::ports::PortError;
@@ -109,9 +108,15 @@ pub enum StoreError {
     /// `finish_run` named a run the log does not have.
     #[error("run {id} is not in the store's run log")]
     UnknownRun { id: i64 },
-    /// The blocking task running the SQL panicked, or the runtime shut down before it ran.
-    #[error("a store task panicked or was cancelled")]
-    Join(#[from] JoinError),
+    /// The store's writer thread could not be started.
+    #[error("cannot start the store's writer thread")]
+    Thread {
+        #[source]
+        source: io::Error,
+    },
+    /// A store call panicked on the writer thread, or the writer has stopped.
+    #[error("a store call panicked, or the store's writer thread has stopped")]
+    Writer,
 }
 
 impl PortError for StoreError {

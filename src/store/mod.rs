@@ -8,93 +8,249 @@
 //! cursor may move; the store only makes each such step atomic.
 //!
 //! # Layout
-//! - This file: [`Store`], opening it (`open`, `open_read_only`, `open_in_memory`) with its
-//!   pragmas, and the re-exports that make up the public API.
+//! - This file: [`Store`], opening it (`open`, `open_with`, `open_read_only`, `open_in_memory`)
+//!   with its pragmas, the calls to its writer, and the re-exports that make up the public API.
+//! - `writer`: the one thread that owns the connection and runs every call, batched.
 //! - `error`: [`StoreError`], and which of its kinds are worth retrying.
 //! - `lock`: the advisory lock file.
 //! - `migrate`: the schema migrations.
 //! - `sync`: the [`SyncStore`] impl, the inherent mapping and meta accessors, `retry` and
 //!   `forget` of a failing issue ([`FailureChange`]), and their helpers.
+//! - `runs`: the run log: a row per run that wrote something, and its retention.
 //! - `status`: the read-only views `status` shows: [`RuleStatus`], [`RunRecord`],
 //!   [`FailureEntry`]; and the keys of objects gone from GitLab.
 //! - `codec`: decoding stored values, the timestamp format, and the `ToSql` impls.
 //! - `tests`: the unit tests.
 //!
 //! # Conventions
-//! - Every method, trait or inherent, is `async` and runs its SQL on tokio's blocking pool
-//!   (`spawn_blocking`) in one short transaction. The connection sits behind a mutex, so calls are
-//!   serialised; none of them waits on the network.
+//! - Every method, trait or inherent, is `async` and runs its SQL on the store's one writer
+//!   thread, which owns the connection: a store costs one thread however many rules call it, and
+//!   calls are serialised; none of them waits on the network. Calls queued together run in one
+//!   transaction (each in a savepoint of its own, so one failing rolls back only itself) and are
+//!   answered once it has committed.
+//! - Every statement run more than once is prepared from rusqlite's statement cache, sized to
+//!   hold them all.
+//! - Reads write nothing: opening an up-to-date store with nothing to prune, the cursor, the
+//!   mappings, the failures, meta, and starting or finishing a run that wrote nothing leave the
+//!   file as it was (`data_version` and `total_changes` unchanged).
 //! - Timestamps are stored as UTC text in one fixed format with millisecond precision
 //!   (`2024-05-01T12:00:00.000Z`), so text order is time order. Sub-millisecond parts are dropped
 //!   on write.
 //! - Nothing read from the file is trusted: a value this build would not have written is a
 //!   [`StoreError::Corrupt`] naming the table, column and row, never a panic.
 //!
+//! # Durability
+//! The file is in WAL mode. A commit at `synchronous=NORMAL` is not synced: it survives a crash
+//! or `kill -9` of the process (the WAL's pages are in the operating system's cache), but a power
+//! cut or kernel crash may take it back ("A transaction committed in WAL mode with
+//! synchronous=NORMAL might roll back following a power loss or system crash. Transactions are
+//! durable across application crashes regardless of the synchronous setting or journal mode",
+//! <https://www.sqlite.org/pragma.html#pragma_synchronous>). At `synchronous=FULL` the WAL is
+//! fsynced at the commit. Either way the file stays consistent, and what a power cut leaves is
+//! a **prefix** of the commits: recovery reads the WAL from its start and stops at the first
+//! frame whose cumulative checksum fails, keeping everything up to the last valid commit frame
+//! (<https://www.sqlite.org/fileformat2.html#the_write_ahead_log>, "WAL Recovery"), and a
+//! checkpoint syncs the WAL before copying it into the database and the database after
+//! (<https://www.sqlite.org/wal.html>, "with PRAGMA synchronous set to NORMAL, the checkpoint is
+//! the only operation to issue an I/O barrier or sync operation"). An fsync of the WAL covers
+//! every frame written before it, so **a FULL commit makes every earlier commit durable too**.
+//!
+//! So one kind of commit is FULL and everything else NORMAL. After a power cut the store is as
+//! it was after some commit at or after the last FULL one, while GitLab may hold the effects of
+//! requests sent after that: it is as if the process had been killed then, except that several
+//! GitLab answers (not just the one in flight) may be unrecorded. Case by case:
+//!
+//! - **Create intents** (`begin_intent`): **FULL**, and answered only once synced. The engine
+//!   sends a create only after its intent is answered, so every object GitLab may hold has its
+//!   intent (or, later, its mapping) in the surviving prefix. This is the one write whose loss
+//!   could double something: without it a retry would not know a create may have been applied.
+//!   Intents queued together (the issues in flight) share one commit and one fsync.
+//! - **Mapping commits** (`commit` of a replicated issue, which deletes the intent and any
+//!   failure in the same transaction): NORMAL. If lost, the intent is back (it was committed
+//!   before, durably), so the next attempt counts an earlier attempt and looks the object up
+//!   (`GitLabSink::find`, and the adoption scan of objects above the highest known iid) before
+//!   creating: adopted, not doubled. A lost close, reopen, label or rewrite leaves the mapping in
+//!   its earlier state: the change is planned and sent again, and each is idempotent in GitLab
+//!   (closing a closed issue changes nothing; GitLab keeps the first `closed_at`).
+//! - **Cursor** (`commit` with a cursor, `advance_cursor`): NORMAL. A cursor only moves in or
+//!   after the commit of what it covers, so the prefix never holds a cursor past a lost commit:
+//!   a lost cursor is an older one, and the search reads those changes again, which the mappings
+//!   dedupe and the cases above replay. Nothing is skipped.
+//! - **Failures** (`commit` of a failure, `retry`/`forget` of one): a failure is recorded with the
+//!   cursor that passes it, so if it is lost the cursor is lost with it and the change is read
+//!   again. A lost deletion of a failure (in a mapping commit) makes it retried, which finds the
+//!   mapping or, through the intent, the object. `retry` and `forget` are a person's commands and
+//!   are committed FULL, so a power cut after the answer does not undo them.
+//! - **Moves and deletions seen in GitLab** (a mapping's `moved_to`/`gone_at`), and objects
+//!   deleted because Jira deleted the issue: NORMAL. If lost, the next write to the object finds
+//!   the move again in GitLab's answer (`moved_to_id`) or the 404 again, and a repeated delete
+//!   answers 404, which is recorded as gone.
+//! - **Projects** (`remember_project`) and **meta** (the Jira account's zone, reconciliation and
+//!   backfill checkpoints): NORMAL. Each is looked up or recomputed when missing: the project
+//!   resolved again, the zone read again, a reconciliation or a backfill window run again, whose
+//!   writes dedupe as above.
+//! - **Runs**: NORMAL. The run log is for people; nothing in the sync reads it. A lost row is a
+//!   run missing from `status`; a lost end shows the run as abandoned at the next open. Pruning,
+//!   if lost, is done again.
+//!
+//! A commit is never applied twice (a commit is atomic and recovery never replays one), so
+//! power loss can only take writes back, and each write taken back is one of the above.
+//! Everything a `kill -9` at any point can do is covered by the same argument (nothing is lost
+//! there at all), and `tests/chaos.rs` kills the real binary at random points to check it;
+//! `power_cut` (a unit test) puts the files back as of the last durable commit after each of
+//! many cycles and checks that every issue still ends with exactly one object.
+//!
 //! [`SyncStore`]: crate::engine::ports::SyncStore
-
 mod codec;
 mod error;
 mod lock;
 mod migrate;
+mod runs;
 mod status;
 mod sync;
+mod writer;
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
 use lock::lock;
+use writer::{Call, Counters, Mode, Pruning, Writer};
 
 pub use error::StoreError;
 pub use lock::LockState;
 pub use status::{FailureEntry, RuleStatus, RunRecord, StrayEntry};
 pub use sync::FailureChange;
+pub use writer::StoreStats;
 
 /// How long a statement waits for another connection's lock before failing with `SQLITE_BUSY`.
 /// Long enough to ride out a `status` reader or a WAL checkpoint, short enough that a genuinely
 /// stuck store surfaces as an error within a sync cycle.
 const BUSY_TIMEOUT_MS: u32 = 5_000;
 
+/// How many prepared statements the connection keeps. Every statement the store runs more than
+/// once is prepared from the cache (`prepare_cached`); there are fewer than sixty distinct ones (the
+/// engine's, `status`'s, and the writer's own transaction control), so this holds them all and
+/// none is ever evicted and prepared again. rusqlite's default is 16.
+const STATEMENT_CACHE: usize = 96;
+
+/// What [`Store::open_with`] is told besides the path.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreOptions {
+    /// Finished runs older than this many days are deleted from the run log, at startup and
+    /// then once a day while the store writes (each rule's newest run is always kept). `None`
+    /// keeps every run.
+    pub keep_runs_days: Option<u32>,
+}
+
 /// The SQLite store. Cloning is cheap and shares one connection.
 ///
-/// Writes go through one connection behind a mutex; a store opened with [`Store::open`] also
-/// holds an advisory lock on `<path>.lock` until the last clone is dropped, so two writing
-/// processes never share a file.
+/// Every call runs on the store's one writer thread, which owns the connection; a store opened
+/// with [`Store::open`] also holds an advisory lock on `<path>.lock` until the last clone is
+/// dropped, so two writing processes never share a file.
 #[derive(Clone, Debug)]
 pub struct Store {
     inner: Arc<Inner>,
 }
 
-/// What every clone of a [`Store`] shares. A blocking task holds its own reference, so a call
-/// whose future is dropped mid-way still finishes under the lock.
-#[derive(Debug)]
+/// What every clone of a [`Store`] shares.
 struct Inner {
-    // Field order matters: the connection closes (and checkpoints the WAL) before the lock is
-    // released, so the next process never opens a file this one is still writing.
-    conn: Mutex<Connection>,
+    /// Where calls go; `None` only while the store is being dropped.
+    calls: Option<writer::Calls>,
+    /// The writer thread, joined on drop so that the connection is closed (and the WAL
+    /// checkpointed) before the lock is released.
+    writer: Option<std::thread::JoinHandle<()>>,
+    /// The writer's connection, for the unit tests to arrange and inspect rows with. (It closes,
+    /// and checkpoints the WAL, when the writer thread ends: before the lock is released, so
+    /// the next process never opens a file this one is still writing.)
+    #[cfg(test)]
+    conn: Arc<Mutex<Connection>>,
+    /// Run after each durable commit, for the unit tests.
+    #[cfg(test)]
+    on_durable: writer::DurableHook,
+    counters: Arc<Counters>,
+    /// Runs started and not yet finished, by the id [`SyncStore::start_run`] gave them. A run
+    /// gets its row in `runs` with its first write, so a run that writes nothing costs none.
+    ///
+    /// [`SyncStore::start_run`]: crate::engine::ports::SyncStore::start_run
+    open_runs: Mutex<HashMap<i64, runs::OpenRun>>,
+    next_run: AtomicI64,
     /// The file, for error messages (`:memory:` for an in-memory store).
     path: PathBuf,
     /// Held only to keep the advisory lock; `None` for read-only and in-memory stores.
     _lock: Option<File>,
 }
 
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("path", &self.path)
+            .field("stats", &self.counters.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The writer ends once it has run what is queued and sees no sender left.
+        drop(self.calls.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
 impl Store {
-    /// Wraps an opened, migrated connection.
-    fn new(conn: Connection, path: &Path, lock: Option<File>) -> Store {
-        Store {
+    /// Wraps an opened, migrated connection and starts its writer thread.
+    fn new(
+        conn: Connection,
+        path: &Path,
+        lock: Option<File>,
+        pruning: Option<Pruning>,
+    ) -> Result<Store, StoreError> {
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let next_run = runs::first_free_id(&conn)?;
+        let conn = Arc::new(Mutex::new(conn));
+        let counters = Arc::new(Counters::default());
+        #[cfg(test)]
+        let on_durable = writer::DurableHook::default();
+        let (calls, writer) = Writer::spawn(
+            #[cfg(test)]
+            Arc::clone(&conn),
+            #[cfg(not(test))]
+            conn,
+            Arc::clone(&counters),
+            pruning,
+            "store-writer",
+            #[cfg(test)]
+            Arc::clone(&on_durable),
+        )
+        .map_err(|source| StoreError::Thread { source })?;
+        Ok(Store {
             inner: Arc::new(Inner {
-                conn: Mutex::new(conn),
+                calls: Some(calls),
+                writer: Some(writer),
+                #[cfg(test)]
+                conn,
+                #[cfg(test)]
+                on_durable,
+                counters,
+                open_runs: Mutex::new(HashMap::new()),
+                next_run: AtomicI64::new(next_run),
                 path: path.to_path_buf(),
                 _lock: lock,
             }),
-        }
+        })
     }
 
     /// Opens the store at `path` for reading and writing, creating the file and its directory if
     /// missing (the file, its WAL, shared-memory and lock files 0600, a new directory 0700), and
-    /// migrates it to this build's schema.
+    /// migrates it to this build's schema. Keeps every run in the run log; the service opens
+    /// with [`Store::open_with`] and a retention.
     ///
     /// Takes an exclusive advisory lock on `<path>.lock` (and writes this process's pid into it)
     /// that lasts as long as the store. This call blocks on file I/O briefly; call it at startup
@@ -105,6 +261,15 @@ impl Store {
     /// [`StoreError::LockFile`] for file-system failures; [`StoreError::Open`] if SQLite cannot
     /// open the file; [`StoreError::TooNew`] or [`StoreError::Migrate`] from the migration.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with(path, StoreOptions::default())
+    }
+
+    /// [`Store::open`] with `options`: with a run-log retention, finished runs past it are
+    /// deleted now and then once a day.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_with(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let mut builder = std::fs::DirBuilder::new();
             builder.recursive(true);
@@ -127,7 +292,8 @@ impl Store {
         // busy_timeout first, so that switching to WAL waits for a reader instead of failing.
         conn.busy_timeout(std::time::Duration::from_millis(u64::from(BUSY_TIMEOUT_MS)))
             .map_err(open_error)?;
-        // WAL lets `status` read while the service writes. The pragma answers the mode in force.
+        // WAL lets `status` read while the service writes, and lets a commit skip its fsync
+        // (NORMAL) without risking the file's integrity. The pragma answers the mode in force.
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(open_error)?;
@@ -137,14 +303,24 @@ impl Store {
         // No foreign keys yet; on so that a later migration's references are enforced.
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(open_error)?;
-        // FULL: every commit reaches the disk before the next GitLab write. With NORMAL a power
-        // cut could lose a just-committed intent, and the create it guarded could then be
-        // repeated. Commits are per replicated issue, far below what an fsync each costs.
-        conn.pragma_update(None, "synchronous", "FULL")
+        // NORMAL by default; the writer switches to FULL for the commits that must be durable
+        // (see "Durability" in the module doc).
+        conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_error)?;
         migrate::migrate(&mut conn, path)?;
         close_abandoned_runs(&conn)?;
-        Ok(Store::new(conn, path, Some(lock)))
+        let pruning = match options.keep_runs_days {
+            Some(days) => {
+                let keep = chrono::Duration::days(i64::from(days));
+                runs::prune(&conn, chrono::Utc::now() - keep)?;
+                Some(Pruning {
+                    keep,
+                    next: std::time::Instant::now() + writer::PRUNE_EVERY,
+                })
+            }
+            None => None,
+        };
+        Store::new(conn, path, Some(lock), pruning)
     }
 
     /// Opens an existing store for reading only, without the lock: for `status` while a service
@@ -170,7 +346,7 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_millis(u64::from(BUSY_TIMEOUT_MS)))
             .map_err(open_error)?;
         migrate::check_current(&conn, path)?;
-        Ok(Store::new(conn, path, None))
+        Store::new(conn, path, None, None)
     }
 
     /// A fresh, migrated store that lives in memory and vanishes when the last clone is dropped:
@@ -188,9 +364,8 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(open_error)?;
         migrate::migrate(&mut conn, path)?;
-        Ok(Store::new(conn, path, None))
+        Store::new(conn, path, None, None)
     }
-
     /// Whether a process holds the store at `path` (and which, by pid), found by trying its
     /// lock once and letting go at once: for `check`. Creates and writes nothing.
     ///
@@ -245,20 +420,32 @@ impl Store {
         &self.inner.path
     }
 
-    /// Runs `f` with the connection on the blocking pool.
-    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// What the store has committed since it was opened: all commits, and the durable
+    /// (fsynced) ones.
+    pub fn stats(&self) -> StoreStats {
+        self.inner.counters.snapshot()
+    }
+
+    /// Runs `f` on the writer thread, in a transaction shared with the calls queued beside it,
+    /// and answers once that transaction has committed (to the durability `mode` asks for).
+    async fn call<T, F>(&self, mode: Mode, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            // A panic while the lock was held cannot leave a transaction open (a `Transaction`
-            // rolls back when dropped during unwinding), so the connection is still sound.
-            let mut conn = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await?
+        let (task, answer) = Call::task(mode, f);
+        let calls = self.inner.calls.as_ref().ok_or(StoreError::Writer)?;
+        calls.send(task).map_err(|_| StoreError::Writer)?;
+        answer.await.map_err(|_| StoreError::Writer)?
+    }
+
+    /// Reads with `f` (a deferred transaction: nothing is written, nothing synced).
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.call(Mode::Read, f).await
     }
 }
 
@@ -294,4 +481,53 @@ fn close_abandoned_runs(conn: &Connection) -> Result<(), StoreError> {
 }
 
 #[cfg(test)]
+mod power_cut;
+#[cfg(test)]
 mod tests;
+
+/// Runs `sql` (from the statement cache) with `params`; returns the rows changed.
+fn exec<P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    context: &'static str,
+) -> Result<usize, StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute(params))
+        .map_err(error::query(context))
+}
+
+/// The first row `sql` (from the statement cache) answers, read by `f`; `None` if none.
+fn one<T, P, F>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    f: F,
+    context: &'static str,
+) -> Result<Option<T>, StoreError>
+where
+    P: rusqlite::Params,
+    F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+{
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.query_row(params, f).optional())
+        .map_err(error::query(context))
+}
+
+/// Every row `sql` (from the statement cache) answers, read by `f`.
+fn all<T, P, F>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    f: F,
+    context: &'static str,
+) -> Result<Vec<T>, StoreError>
+where
+    P: rusqlite::Params,
+    F: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+{
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.query_map(params, f)?.collect())
+        .map_err(error::query(context))
+}

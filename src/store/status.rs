@@ -95,7 +95,7 @@ impl Store {
     /// [`StoreError::Query`] if SQLite fails; [`StoreError::Corrupt`] if a stored value is not
     /// readable.
     pub async fn rule_status(&self) -> Result<Vec<RuleStatus>, StoreError> {
-        self.with_conn(read_rule_status).await
+        self.read(read_rule_status).await
     }
 
     /// The keys of the rule's mappings whose GitLab object a person deleted, sorted.
@@ -104,9 +104,9 @@ impl Store {
     /// [`StoreError::Query`] if SQLite fails; [`StoreError::Corrupt`] if a key is not readable.
     pub async fn gone_list(&self, rule: &str) -> Result<Vec<JiraKey>, StoreError> {
         let rule = rule.to_owned();
-        self.with_conn(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn
-                .prepare(
+                .prepare_cached(
                     "SELECT jira_key FROM mappings WHERE rule = ?1 AND gone_at IS NOT NULL
                      ORDER BY jira_key",
                 )
@@ -132,8 +132,7 @@ impl Store {
     /// [`SyncStore::failures`]: crate::engine::ports::SyncStore::failures
     pub async fn failure_list(&self, rule: &str) -> Result<Vec<FailureEntry>, StoreError> {
         let rule = rule.to_owned();
-        self.with_conn(move |conn| read_failure_list(conn, &rule))
-            .await
+        self.read(move |conn| read_failure_list(conn, &rule)).await
     }
 
     /// The rule's issues that left its JQL or were deleted in Jira, by key.
@@ -143,9 +142,9 @@ impl Store {
     /// readable.
     pub async fn strays(&self, rule: &str) -> Result<Vec<StrayEntry>, StoreError> {
         let rule = rule.to_owned();
-        self.with_conn(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn
-                .prepare(
+                .prepare_cached(
                     "SELECT jira_key, scope, state, web_url FROM mappings
                      WHERE rule = ?1 AND scope IS NOT NULL ORDER BY jira_key",
                 )
@@ -179,9 +178,9 @@ impl Store {
     }
 }
 
-fn read_failure_list(conn: &mut Connection, rule: &str) -> Result<Vec<FailureEntry>, StoreError> {
+fn read_failure_list(conn: &Connection, rule: &str) -> Result<Vec<FailureEntry>, StoreError> {
     let mut stmt = conn
-        .prepare(
+        .prepare_cached(
             "SELECT jira_key, attempts, last_error, last_failed_at,
                     coalesce(next_attempt_at, last_failed_at)
              FROM failures WHERE rule = ?1 AND forgotten_at IS NULL
@@ -216,12 +215,11 @@ fn read_failure_list(conn: &mut Connection, rule: &str) -> Result<Vec<FailureEnt
         .collect()
 }
 
-fn read_rule_status(conn: &mut Connection) -> Result<Vec<RuleStatus>, StoreError> {
-    // One read transaction: the counts and the run log agree with each other.
-    let tx = conn.transaction().map_err(query("reading the status"))?;
+fn read_rule_status(conn: &Connection) -> Result<Vec<RuleStatus>, StoreError> {
+    // The call runs in one transaction: the counts and the run log agree with each other.
     let rows = {
-        let mut stmt = tx
-            .prepare(
+        let mut stmt = conn
+            .prepare_cached(
                 "WITH rules (rule) AS (
                      SELECT rule FROM rule_state UNION SELECT rule FROM mappings
                      UNION SELECT rule FROM intents UNION SELECT rule FROM failures
@@ -268,7 +266,7 @@ fn read_rule_status(conn: &mut Connection) -> Result<Vec<RuleStatus>, StoreError
             let cursor = cursor
                 .map(|t| Cell::new("rule_state", "cursor", &rule).timestamp(t))
                 .transpose()?;
-            let last_run = last_run.map(|id| read_run(&tx, id)).transpose()?;
+            let last_run = last_run.map(|id| read_run(conn, id)).transpose()?;
             Ok(RuleStatus {
                 rule,
                 cursor,
@@ -295,12 +293,13 @@ fn read_run(conn: &Connection, id: i64) -> Result<RunRecord, StoreError> {
         Option<String>,
     );
     let (mode, started_at, finished_at, outcome, counts, error): RawRun = conn
-        .query_row(
+        .prepare_cached(
             "SELECT mode, started_at, finished_at, outcome,
                     seen, created, closed, reopened, skipped, failed, error, updated
              FROM runs WHERE id = ?1",
-            [id],
-            |row| {
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row([id], |row| {
                 Ok((
                     row.get(0)?,
                     row.get(1)?,
@@ -317,8 +316,8 @@ fn read_run(conn: &Connection, id: i64) -> Result<RunRecord, StoreError> {
                     ],
                     row.get(10)?,
                 ))
-            },
-        )
+            })
+        })
         .map_err(query("reading a run-log entry"))?;
     let key = format!("run {id}");
     let cell = |column| Cell {

@@ -5,16 +5,27 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::codec::{Cell, Int, format_timestamp};
 use super::error::query;
-use super::{Store, StoreError};
+use super::writer::Mode;
+use super::{Store, StoreError, all, exec, one, runs};
 use crate::domain::{
     Commit, Failure, Intent, IssueScope, IssueSnapshot, JiraId, JiraKey, Mapping, MovedTo,
     RemoteState, RunCounts, RunMode, RunOutcome, Target,
 };
 use crate::engine::ports::{Place, ResolvedProject, SyncStore};
+
+/// The columns [`RawMapping::from_row`] reads, in its order (a macro, so that statements are
+/// `concat!`ed text the statement cache can key on without formatting them each call).
+macro_rules! mapping_columns {
+    () => {
+        "rule, jira_key, target, project, iid, web_url, state, jira_updated, created_at, \
+         closed_at, content_hash, jira_id, project_id, gone_at, moved_project_id, moved_iid, \
+         jira_resolved_at, scope"
+    };
+}
 
 impl Store {
     /// The mapping of one issue, if it has one.
@@ -24,17 +35,18 @@ impl Store {
     pub async fn mapping(&self, rule: &str, key: &JiraKey) -> Result<Option<Mapping>, StoreError> {
         let rule = rule.to_owned();
         let key = key.clone();
-        self.with_conn(move |conn| {
-            let raw = conn
-                .query_row(
-                    &format!(
-                        "SELECT {MAPPING_COLUMNS} FROM mappings WHERE rule = ?1 AND jira_key = ?2"
-                    ),
-                    params![rule, key],
-                    RawMapping::from_row,
-                )
-                .optional()
-                .map_err(query("reading one mapping"))?;
+        self.read(move |conn| {
+            let raw = one(
+                conn,
+                concat!(
+                    "SELECT ",
+                    mapping_columns!(),
+                    " FROM mappings WHERE rule = ?1 AND jira_key = ?2"
+                ),
+                params![rule, key],
+                RawMapping::from_row,
+                "reading one mapping",
+            )?;
             raw.map(RawMapping::decode).transpose()
         })
         .await
@@ -46,16 +58,18 @@ impl Store {
     /// [`StoreError::Query`] if SQLite fails; [`StoreError::Corrupt`] if a row is not readable.
     pub async fn all_mappings(&self, rule: &str) -> Result<Vec<Mapping>, StoreError> {
         let rule = rule.to_owned();
-        self.with_conn(move |conn| {
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT {MAPPING_COLUMNS} FROM mappings WHERE rule = ?1 ORDER BY jira_key"
-                ))
-                .map_err(query("listing a rule's mappings"))?;
-            let raws = stmt
-                .query_map([&rule], RawMapping::from_row)
-                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                .map_err(query("listing a rule's mappings"))?;
+        self.read(move |conn| {
+            let raws = all(
+                conn,
+                concat!(
+                    "SELECT ",
+                    mapping_columns!(),
+                    " FROM mappings WHERE rule = ?1 ORDER BY jira_key"
+                ),
+                [&rule],
+                RawMapping::from_row,
+                "listing a rule's mappings",
+            )?;
             raws.into_iter().map(RawMapping::decode).collect()
         })
         .await
@@ -66,16 +80,14 @@ impl Store {
     /// # Errors
     /// [`StoreError::Query`] if SQLite fails; [`StoreError::Corrupt`] if an id is negative.
     pub async fn projects(&self) -> Result<BTreeMap<String, (u64, String)>, StoreError> {
-        self.with_conn(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT configured, project_id, path FROM projects")
-                .map_err(query("listing resolved projects"))?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get(2)?))
-                })
-                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                .map_err(query("listing resolved projects"))?;
+        self.read(|conn| {
+            let rows = all(
+                conn,
+                "SELECT configured, project_id, path FROM projects",
+                [],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get(2)?)),
+                "listing resolved projects",
+            )?;
             rows.into_iter()
                 .map(|(configured, id, path)| {
                     let id = u64::try_from(id).map_err(|_| {
@@ -94,12 +106,14 @@ impl Store {
     /// [`StoreError::Query`] if SQLite fails.
     pub async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         let key = key.to_owned();
-        self.with_conn(move |conn| {
-            conn.query_row("SELECT value FROM meta WHERE key = ?1", [&key], |row| {
-                row.get(0)
-            })
-            .optional()
-            .map_err(query("reading a meta value"))
+        self.read(move |conn| {
+            one(
+                conn,
+                "SELECT value FROM meta WHERE key = ?1",
+                [&key],
+                |row| row.get(0),
+                "reading a meta value",
+            )
         })
         .await
     }
@@ -111,13 +125,14 @@ impl Store {
     pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         let key = key.to_owned();
         let value = value.to_owned();
-        self.with_conn(move |conn| {
-            conn.execute(
+        self.call(Mode::Write, move |conn| {
+            exec(
+                conn,
                 "INSERT INTO meta (key, value) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 [&key, &value],
-            )
-            .map_err(query("writing a meta value"))?;
+                "writing a meta value",
+            )?;
             Ok(())
         })
         .await
@@ -142,7 +157,7 @@ impl Store {
     /// [`StoreError::Query`] if SQLite fails.
     pub async fn failing_rules(&self, key: &JiraKey) -> Result<Vec<String>, StoreError> {
         let key = key.clone();
-        self.with_conn(move |conn| failing_rules(conn, &key)).await
+        self.read(move |conn| failing_rules(conn, &key)).await
     }
 
     /// Makes the failure of `key` (under `rule`, or under the one rule it fails under) due at
@@ -157,10 +172,12 @@ impl Store {
         rule: Option<&str>,
     ) -> Result<FailureChange, StoreError> {
         let now = format_timestamp(Utc::now());
-        self.change_failure(key, rule, move |tx, rule, key| {
-            tx.execute(
+        self.change_failure(key, rule, move |conn, rule, key| {
+            exec(
+                conn,
                 "UPDATE failures SET next_attempt_at = ?3 WHERE rule = ?1 AND jira_key = ?2",
                 params![rule, key, now],
+                "changing a failure",
             )
         })
         .await
@@ -178,16 +195,19 @@ impl Store {
         rule: Option<&str>,
     ) -> Result<FailureChange, StoreError> {
         let now = format_timestamp(Utc::now());
-        self.change_failure(key, rule, move |tx, rule, key| {
-            tx.execute(
+        self.change_failure(key, rule, move |conn, rule, key| {
+            exec(
+                conn,
                 "UPDATE failures SET forgotten_at = ?3 WHERE rule = ?1 AND jira_key = ?2",
                 params![rule, key, now],
+                "changing a failure",
             )
         })
         .await
     }
 
-    /// Applies `change` to the one failure of `key` that `rule` picks, in one transaction.
+    /// Applies `change` to the one failure of `key` that `rule` picks, in one transaction,
+    /// durably: a person's command is not undone by a power cut after it answered.
     async fn change_failure<F>(
         &self,
         key: &JiraKey,
@@ -195,17 +215,12 @@ impl Store {
         change: F,
     ) -> Result<FailureChange, StoreError>
     where
-        F: FnOnce(&rusqlite::Transaction<'_>, &str, &JiraKey) -> rusqlite::Result<usize>
-            + Send
-            + 'static,
+        F: FnOnce(&Connection, &str, &JiraKey) -> Result<usize, StoreError> + Send + 'static,
     {
         let key = key.clone();
         let rule = rule.map(str::to_owned);
-        self.with_conn(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(query("changing a failure"))?;
-            let mut rules = failing_rules(&tx, &key)?;
+        self.call(Mode::Durable, move |conn| {
+            let mut rules = failing_rules(conn, &key)?;
             if let Some(wanted) = &rule {
                 rules.retain(|r| r == wanted);
             }
@@ -214,8 +229,7 @@ impl Store {
                 [one] => one.clone(),
                 _ => return Ok(FailureChange::Ambiguous { rules }),
             };
-            change(&tx, &picked, &key).map_err(query("changing a failure"))?;
-            tx.commit().map_err(query("changing a failure"))?;
+            change(conn, &picked, &key)?;
             Ok(FailureChange::Done { rule: picked })
         })
         .await
@@ -223,14 +237,13 @@ impl Store {
 }
 
 fn failing_rules(conn: &Connection, key: &JiraKey) -> Result<Vec<String>, StoreError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT rule FROM failures WHERE jira_key = ?1 AND forgotten_at IS NULL ORDER BY rule",
-        )
-        .map_err(query("finding a failing key"))?;
-    stmt.query_map([key], |row| row.get(0))
-        .and_then(Iterator::collect::<Result<Vec<String>, _>>)
-        .map_err(query("finding a failing key"))
+    all(
+        conn,
+        "SELECT rule FROM failures WHERE jira_key = ?1 AND forgotten_at IS NULL ORDER BY rule",
+        [key],
+        |row| row.get(0),
+        "finding a failing key",
+    )
 }
 
 impl SyncStore for Store {
@@ -238,16 +251,15 @@ impl SyncStore for Store {
 
     async fn cursor(&self, rule: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         let rule = rule.to_owned();
-        self.with_conn(move |conn| {
-            let text: Option<String> = conn
-                .query_row(
-                    "SELECT cursor FROM rule_state WHERE rule = ?1",
-                    [&rule],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(query("reading a rule's cursor"))?
-                .flatten();
+        self.read(move |conn| {
+            let text: Option<String> = one(
+                conn,
+                CURSOR_SQL,
+                [&rule],
+                |row| row.get(0),
+                "reading a rule's cursor",
+            )?
+            .flatten();
             text.map(|t| Cell::new("rule_state", "cursor", &rule).timestamp(t))
                 .transpose()
         })
@@ -263,18 +275,20 @@ impl SyncStore for Store {
             return Ok(HashMap::new());
         }
         let place = place.clone();
-        self.with_conn(move |conn| {
-            // One read transaction, so every lookup sees the same state.
-            let tx = conn.transaction().map_err(query("reading mappings"))?;
-            let mut by_id = tx
-                .prepare_cached(&format!(
-                    "SELECT {MAPPING_COLUMNS} FROM mappings
-                     WHERE project_id = ?1 AND target = ?2 AND jira_id = ?3"
+        self.read(move |conn| {
+            // The call runs in one transaction, so every lookup sees the same state.
+            let mut by_id = conn
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    mapping_columns!(),
+                    " FROM mappings WHERE project_id = ?1 AND target = ?2 AND jira_id = ?3"
                 ))
                 .map_err(query("reading mappings"))?;
-            let mut by_key = tx
-                .prepare_cached(&format!(
-                    "SELECT {MAPPING_COLUMNS} FROM mappings
+            let mut by_key = conn
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    mapping_columns!(),
+                    " FROM mappings
                      WHERE project = ?1 AND target = ?2 AND jira_key = ?3 AND jira_id IS NULL"
                 ))
                 .map_err(query("reading mappings"))?;
@@ -321,35 +335,43 @@ impl SyncStore for Store {
         let id = id.cloned();
         let (target, project_id) = (place.target(), place.project_id);
         let now = format_timestamp(Utc::now());
-        self.with_conn(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(query("recording a create intent"))?;
+        let run = self.writing_run(&rule);
+        // Durable: the create this intent guards is sent once the call answers, and a power cut
+        // must not leave GitLab with an object the store has no trace of.
+        self.call(Mode::Durable, move |conn| {
+            if let Some(run) = &run {
+                runs::ensure_row(conn, run)?;
+            }
             // An intent belongs to the object it would make: found by the issue's id whatever
             // rule or key started it; without an id, by rule and key.
             let existing: Option<i64> = match &id {
-                Some(id) => tx.query_row(
+                Some(id) => one(
+                    conn,
                     "SELECT id FROM intents WHERE project_id = ?1 AND target = ?2 AND jira_id = ?3",
                     params![Int(project_id), target, id.as_str()],
                     |row| row.get(0),
+                    "recording a create intent",
                 ),
-                None => tx.query_row(
+                None => one(
+                    conn,
                     "SELECT id FROM intents WHERE rule = ?1 AND jira_key = ?2 AND jira_id IS NULL",
                     params![rule, key],
                     |row| row.get(0),
+                    "recording a create intent",
                 ),
-            }
-            .optional()
-            .map_err(query("recording a create intent"))?;
+            }?;
             let (attempts, started_at): (i64, String) = match existing {
-                Some(row) => tx.query_row(
+                Some(row) => one(
+                    conn,
                     "UPDATE intents SET attempts = attempts + 1, last_attempt_at = ?2,
                             rule = ?3, jira_key = ?4
                      WHERE id = ?1 RETURNING attempts, started_at",
                     params![row, now, rule, key],
                     |row| Ok((row.get(0)?, row.get(1)?)),
+                    "recording a create intent",
                 ),
-                None => tx.query_row(
+                None => one(
+                    conn,
                     "INSERT INTO intents (rule, jira_key, jira_id, target, project_id, attempts,
                                           started_at, last_attempt_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?6)
@@ -363,10 +385,13 @@ impl SyncStore for Store {
                         now
                     ],
                     |row| Ok((row.get(0)?, row.get(1)?)),
+                    "recording a create intent",
                 ),
-            }
-            .map_err(query("recording a create intent"))?;
-            tx.commit().map_err(query("recording a create intent"))?;
+            }?
+            .ok_or_else(|| StoreError::Query {
+                context: "recording a create intent",
+                source: rusqlite::Error::QueryReturnedNoRows,
+            })?;
             let cell = Cell::new("intents", "attempts", &rule).key(&key);
             let previous_attempts = cell.count(attempts.saturating_sub(1))?;
             let started_at = cell.column("started_at").timestamp(started_at)?;
@@ -382,15 +407,14 @@ impl SyncStore for Store {
 
     async fn project_id(&self, configured: &str) -> Result<Option<u64>, StoreError> {
         let configured = configured.to_owned();
-        self.with_conn(move |conn| {
-            let id: Option<i64> = conn
-                .query_row(
-                    "SELECT project_id FROM projects WHERE configured = ?1",
-                    [&configured],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(query("reading a project's id"))?;
+        self.read(move |conn| {
+            let id: Option<i64> = one(
+                conn,
+                "SELECT project_id FROM projects WHERE configured = ?1",
+                [&configured],
+                |row| row.get(0),
+                "reading a project's id",
+            )?;
             id.map(|id| {
                 u64::try_from(id).map_err(|_| {
                     Cell::new("projects", "project_id", &configured).corrupt(&id.to_string())
@@ -409,8 +433,9 @@ impl SyncStore for Store {
         let configured = configured.to_owned();
         let project = project.clone();
         let now = format_timestamp(Utc::now());
-        self.with_conn(move |conn| {
-            conn.execute(
+        self.call(Mode::Write, move |conn| {
+            exec(
+                conn,
                 "INSERT INTO projects (configured, project_id, path, resolved_at)
                  VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (configured) DO UPDATE SET
@@ -423,8 +448,8 @@ impl SyncStore for Store {
                     project.path_with_namespace,
                     now
                 ],
-            )
-            .map_err(query("remembering a project's id"))?;
+                "remembering a project's id",
+            )?;
             Ok(())
         })
         .await
@@ -437,20 +462,22 @@ impl SyncStore for Store {
     ) -> Result<Vec<Mapping>, StoreError> {
         let rule = rule.to_owned();
         let before = format_timestamp(written_before);
-        self.with_conn(move |conn| {
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT {MAPPING_COLUMNS} FROM mappings
+        self.read(move |conn| {
+            let raws = all(
+                conn,
+                concat!(
+                    "SELECT ",
+                    mapping_columns!(),
+                    " FROM mappings
                      WHERE rule = ?1 AND state = 'opened' AND jira_id IS NOT NULL
                        AND project_id IS NOT NULL AND replicated_at < ?2
                        AND (scope IS NULL OR scope <> 'deleted')
                      ORDER BY id"
-                ))
-                .map_err(query("listing the mappings to follow"))?;
-            let raws = stmt
-                .query_map(params![rule, before], RawMapping::from_row)
-                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                .map_err(query("listing the mappings to follow"))?;
+                ),
+                params![rule, before],
+                RawMapping::from_row,
+                "listing the mappings to follow",
+            )?;
             raws.into_iter().map(RawMapping::decode).collect()
         })
         .await
@@ -459,14 +486,15 @@ impl SyncStore for Store {
     async fn max_iid(&self, place: &Place) -> Result<Option<u64>, StoreError> {
         // Issues and incidents share a project's iids.
         let project_id = place.project_id;
-        self.with_conn(move |conn| {
-            let max: Option<i64> = conn
-                .query_row(
-                    "SELECT max(iid) FROM mappings WHERE project_id = ?1",
-                    params![Int(project_id)],
-                    |row| row.get(0),
-                )
-                .map_err(query("reading the highest iid"))?;
+        self.read(move |conn| {
+            let max: Option<i64> = one(
+                conn,
+                "SELECT max(iid) FROM mappings WHERE project_id = ?1",
+                params![Int(project_id)],
+                |row| row.get(0),
+                "reading the highest iid",
+            )?
+            .flatten();
             Ok(max.and_then(|m| u64::try_from(m).ok()))
         })
         .await
@@ -498,30 +526,33 @@ impl SyncStore for Store {
                 }
             }
         };
-        self.with_conn(move |conn| {
-            // IMMEDIATE: take the write lock now, so the transaction never fails half-way on
-            // upgrading a read lock (which busy_timeout cannot help with).
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(query("starting a commit"))?;
+        let run = self.writing_run(&rule);
+        // Not durable: a power cut may lose it, and the module doc says why nothing is then
+        // lost or doubled.
+        self.call(Mode::Write, move |conn| {
+            if let Some(run) = &run {
+                runs::ensure_row(conn, run)?;
+            }
             match &change {
                 Change::Replicated(m) => {
-                    record_mapping(&tx, &rule, m, &now)?;
+                    record_mapping(conn, &rule, m, &now)?;
                     let id = m.jira_id.as_ref().map(JiraId::as_str);
                     // The intent of this object, however it was keyed when it was begun.
-                    tx.execute(
+                    exec(
+                        conn,
                         "DELETE FROM intents
                          WHERE (project_id = ?1 AND target = ?2 AND jira_id = ?3)
                             OR (rule = ?4 AND jira_key = ?5 AND jira_id IS NULL)",
                         params![m.project_id.map(Int), m.target, id, rule, m.jira_key],
-                    )
-                    .map_err(query("clearing a create intent"))?;
+                        "clearing a create intent",
+                    )?;
                     // The rule's failure of this issue, under its key then or now.
-                    tx.execute(
+                    exec(
+                        conn,
                         "DELETE FROM failures WHERE rule = ?1 AND (jira_key = ?2 OR jira_id = ?3)",
                         params![rule, m.jira_key, id],
-                    )
-                    .map_err(query("clearing a failure"))?;
+                        "clearing a failure",
+                    )?;
                 }
                 Change::Failed {
                     key,
@@ -530,18 +561,18 @@ impl SyncStore for Store {
                     error,
                 } => {
                     // A forgotten failure failing again (Jira changed it) starts afresh.
-                    let before: Option<i64> = tx
-                        .query_row(
-                            "SELECT attempts FROM failures
-                             WHERE rule = ?1 AND jira_key = ?2 AND forgotten_at IS NULL",
-                            params![rule, key],
-                            |row| row.get(0),
-                        )
-                        .optional()
-                        .map_err(query("recording a failure"))?;
+                    let before: Option<i64> = one(
+                        conn,
+                        "SELECT attempts FROM failures
+                         WHERE rule = ?1 AND jira_key = ?2 AND forgotten_at IS NULL",
+                        params![rule, key],
+                        |row| row.get(0),
+                        "recording a failure",
+                    )?;
                     let attempts = before.map_or(1, |n| n.saturating_add(1));
                     let wait = Failure::backoff(u32::try_from(attempts).unwrap_or(u32::MAX));
-                    tx.execute(
+                    exec(
+                        conn,
                         "INSERT INTO failures (rule, jira_key, jira_id, snapshot, attempts,
                                                last_error, first_failed_at, last_failed_at,
                                                next_attempt_at)
@@ -564,15 +595,14 @@ impl SyncStore for Store {
                             now,
                             format_timestamp(at + wait)
                         ],
-                    )
-                    .map_err(query("recording a failure"))?;
+                        "recording a failure",
+                    )?;
                 }
             }
             if let Some(to) = cursor {
-                move_cursor(&tx, &rule, to, &now)?;
+                move_cursor(conn, &rule, to, &now)?;
             }
-            tx.commit()
-                .map_err(query("committing a replicated or failed issue"))
+            Ok(())
         })
         .await
     }
@@ -580,24 +610,22 @@ impl SyncStore for Store {
     async fn advance_cursor(&self, rule: &str, to: DateTime<Utc>) -> Result<(), StoreError> {
         let rule = rule.to_owned();
         let now = format_timestamp(Utc::now());
-        self.with_conn(move |conn| move_cursor(conn, &rule, to, &now))
+        self.call(Mode::Write, move |conn| move_cursor(conn, &rule, to, &now))
             .await
     }
 
     async fn failures(&self, rule: &str) -> Result<Vec<Failure>, StoreError> {
         let rule = rule.to_owned();
-        self.with_conn(move |conn| {
-            let mut stmt = conn
-                .prepare(
-                    "SELECT jira_key, snapshot, attempts, last_error, last_failed_at,
-                            CASE WHEN forgotten_at IS NULL
-                                 THEN coalesce(next_attempt_at, last_failed_at) END
-                     FROM failures WHERE rule = ?1
-                     ORDER BY first_failed_at, jira_key",
-                )
-                .map_err(query("listing failures"))?;
-            let rows = stmt
-                .query_map([&rule], |row| {
+        self.read(move |conn| {
+            let rows = all(
+                conn,
+                "SELECT jira_key, snapshot, attempts, last_error, last_failed_at,
+                        CASE WHEN forgotten_at IS NULL
+                             THEN coalesce(next_attempt_at, last_failed_at) END
+                 FROM failures WHERE rule = ?1
+                 ORDER BY first_failed_at, jira_key",
+                [&rule],
+                |row| {
                     Ok((
                         row.get::<_, String>(0)?,
                         row.get::<_, String>(1)?,
@@ -606,9 +634,9 @@ impl SyncStore for Store {
                         row.get::<_, String>(4)?,
                         row.get::<_, Option<String>>(5)?,
                     ))
-                })
-                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                .map_err(query("listing failures"))?;
+                },
+                "listing failures",
+            )?;
             rows.into_iter()
                 .map(|(key, json, attempts, last_error, last_failed_at, next)| {
                     let cell = Cell::new("failures", "jira_key", &rule);
@@ -635,17 +663,7 @@ impl SyncStore for Store {
     }
 
     async fn start_run(&self, rule: &str, mode: RunMode) -> Result<i64, StoreError> {
-        let rule = rule.to_owned();
-        let now = format_timestamp(Utc::now());
-        self.with_conn(move |conn| {
-            conn.query_row(
-                "INSERT INTO runs (rule, mode, started_at) VALUES (?1, ?2, ?3) RETURNING id",
-                params![rule, mode, now],
-                |row| row.get(0),
-            )
-            .map_err(query("opening a run-log entry"))
-        })
-        .await
+        Ok(self.begin_run(rule, mode))
     }
 
     async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -663,39 +681,11 @@ impl SyncStore for Store {
         counts: RunCounts,
         error: Option<String>,
     ) -> Result<(), StoreError> {
-        let now = format_timestamp(Utc::now());
-        self.with_conn(move |conn| {
-            let changed = conn
-                .execute(
-                    "UPDATE runs SET finished_at = ?2, outcome = ?3, seen = ?4, created = ?5,
-                                     closed = ?6, reopened = ?7, skipped = ?8, failed = ?9,
-                                     error = ?10, updated = ?11
-                     WHERE id = ?1",
-                    params![
-                        run_id,
-                        now,
-                        outcome,
-                        Int(counts.seen),
-                        Int(counts.created),
-                        Int(counts.closed),
-                        Int(counts.reopened),
-                        Int(counts.skipped),
-                        Int(counts.failed),
-                        error,
-                        Int(counts.updated),
-                    ],
-                )
-                .map_err(query("closing a run-log entry"))?;
-            if changed == 0 {
-                return Err(StoreError::UnknownRun { id: run_id });
-            }
-            Ok(())
-        })
-        .await
+        self.end_run(run_id, outcome, counts, error).await
     }
 }
 
-/// A commit's change, prepared outside the connection lock.
+/// A commit's change, prepared before it is sent to the writer.
 enum Change {
     Replicated(Mapping),
     Failed {
@@ -709,35 +699,28 @@ enum Change {
 /// Writes `m` as replicated by `rule`: onto the row of its object (by project id, target and
 /// Jira id), else onto a row from before ids were kept (by the project as configured, target and
 /// key), else as a new row. The row then carries the ids, the current key and the writing rule.
-fn record_mapping(
-    tx: &rusqlite::Transaction<'_>,
-    rule: &str,
-    m: &Mapping,
-    now: &str,
-) -> Result<(), StoreError> {
+fn record_mapping(conn: &Connection, rule: &str, m: &Mapping, now: &str) -> Result<(), StoreError> {
     let id = m.jira_id.as_ref().map(JiraId::as_str);
     let project_id = m.project_id.map(Int);
     let mut row: Option<i64> = None;
     if let (Some(id), Some(project_id)) = (id, m.project_id) {
-        row = tx
-            .query_row(
-                "SELECT id FROM mappings WHERE project_id = ?1 AND target = ?2 AND jira_id = ?3",
-                params![Int(project_id), m.target, id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(query("recording a mapping"))?;
+        row = one(
+            conn,
+            "SELECT id FROM mappings WHERE project_id = ?1 AND target = ?2 AND jira_id = ?3",
+            params![Int(project_id), m.target, id],
+            |r| r.get(0),
+            "recording a mapping",
+        )?;
     }
     if row.is_none() {
-        row = tx
-            .query_row(
-                "SELECT id FROM mappings
-                 WHERE project = ?1 AND target = ?2 AND jira_key = ?3 AND jira_id IS NULL",
-                params![m.project, m.target, m.jira_key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(query("recording a mapping"))?;
+        row = one(
+            conn,
+            "SELECT id FROM mappings
+             WHERE project = ?1 AND target = ?2 AND jira_key = ?3 AND jira_id IS NULL",
+            params![m.project, m.target, m.jira_key],
+            |r| r.get(0),
+            "recording a mapping",
+        )?;
     }
     let values = params![
         rule,
@@ -777,8 +760,7 @@ fn record_mapping(
                 ?20
          WHERE ?15 IS NULL"
     };
-    tx.execute(sql, values)
-        .map_err(query("recording a mapping"))?;
+    exec(conn, sql, values, "recording a mapping")?;
     Ok(())
 }
 
@@ -790,7 +772,8 @@ fn move_cursor(
     now: &str,
 ) -> Result<(), StoreError> {
     // Text comparison is time comparison: every timestamp has the same fixed-width format.
-    conn.execute(
+    exec(
+        conn,
         "INSERT INTO rule_state (rule, cursor, updated_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (rule) DO UPDATE SET
             updated_at = CASE WHEN rule_state.cursor IS NULL OR excluded.cursor > rule_state.cursor
@@ -798,15 +781,13 @@ fn move_cursor(
             cursor = CASE WHEN rule_state.cursor IS NULL OR excluded.cursor > rule_state.cursor
                           THEN excluded.cursor ELSE rule_state.cursor END",
         params![rule, format_timestamp(to), now],
-    )
-    .map_err(query("moving a rule's cursor"))?;
+        "moving a rule's cursor",
+    )?;
     Ok(())
 }
 
-/// The columns [`RawMapping::from_row`] reads, in its order.
-const MAPPING_COLUMNS: &str = "rule, jira_key, target, project, iid, web_url, state, jira_updated, \
-     created_at, closed_at, content_hash, jira_id, project_id, gone_at, moved_project_id, moved_iid, \
-     jira_resolved_at, scope";
+/// The statement that reads a rule's cursor.
+pub(super) const CURSOR_SQL: &str = "SELECT cursor FROM rule_state WHERE rule = ?1";
 
 /// A `mappings` row as SQLite returned it, before any of it is trusted.
 struct RawMapping {

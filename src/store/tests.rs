@@ -3,6 +3,7 @@
 
 use super::*;
 
+use std::future::Future;
 use std::sync::MutexGuard;
 
 use chrono::{DateTime, Utc};
@@ -818,7 +819,14 @@ async fn rule_status_counts_every_rule() {
         .commit(RULE, Commit::Replicated(gone), None)
         .await
         .unwrap();
-    let only_run = store.start_run("quiet", RunMode::Once).await.unwrap();
+    // A run that writes nothing leaves no row; one that writes gets its row with its first
+    // write, unfinished until it ends.
+    let quiet = store.start_run("quiet", RunMode::Once).await.unwrap();
+    store
+        .finish_run(quiet, RunOutcome::Ok, RunCounts::default(), None)
+        .await
+        .unwrap();
+    store.start_run("pending", RunMode::Once).await.unwrap();
     store
         .begin_intent("pending", &place(), None, &key("DEV-1"))
         .await
@@ -828,8 +836,8 @@ async fn rule_status_counts_every_rule() {
     let rules: Vec<&str> = status.iter().map(|s| s.rule.as_str()).collect();
     assert_eq!(
         rules,
-        [RULE, "pending", "quiet"],
-        "every rule appears once, sorted"
+        [RULE, "pending"],
+        "every rule that wrote appears once, sorted; a run that wrote nothing leaves no trace"
     );
 
     let ops = &status[0];
@@ -847,7 +855,7 @@ async fn rule_status_counts_every_rule() {
         "mappings by state (gone apart), failures and intents are counted"
     );
     let last = ops.last_run.as_ref().expect("the rule has runs");
-    assert_eq!(last.id, run, "the newest run is shown");
+    assert_eq!(last.id, run, "a run's row has the id start_run gave");
     assert_eq!(
         (last.mode, last.outcome, &last.counts, last.error.as_deref()),
         (
@@ -856,32 +864,29 @@ async fn rule_status_counts_every_rule() {
             &counts,
             Some("one failed")
         ),
-        "the run's outcome, counts and error are kept"
+        "the newest run is shown, with its outcome, counts and error"
     );
     assert!(
         last.finished_at.is_some(),
         "a finished run has its end time"
     );
 
+    let pending = &status[1];
     assert_eq!(
-        status[1].pending_intents, 1,
+        pending.pending_intents, 1,
         "a rule with only an intent is listed"
     );
-    assert_eq!(
-        status[1].last_run, None,
-        "a rule with no runs has no last run"
-    );
-    let quiet = status[2]
+    let open = pending
         .last_run
         .as_ref()
-        .expect("a rule with only a run has it");
+        .expect("the run that began the intent has its row");
     assert_eq!(
-        (quiet.id, quiet.outcome, quiet.finished_at),
-        (only_run, None, None),
+        (open.mode, open.outcome, open.finished_at),
+        (RunMode::Once, None, None),
         "an unfinished run has no outcome or end"
     );
     assert_eq!(
-        (status[2].mapped, status[2].cursor),
+        (pending.mapped, pending.cursor),
         (0, None),
         "nothing else for that rule"
     );
@@ -1191,10 +1196,23 @@ async fn runs_left_open_are_closed_as_failed_on_the_next_open() {
     let (_dir, path, store) = temp_store();
     let done = store.start_run(RULE, RunMode::Once).await.unwrap();
     store
+        .commit(
+            RULE,
+            Commit::Replicated(mapping("OPS-1", RemoteState::Opened)),
+            None,
+        )
+        .await
+        .unwrap();
+    store
         .finish_run(done, RunOutcome::Ok, RunCounts::default(), None)
         .await
         .unwrap();
     store.start_run(RULE, RunMode::Backfill).await.unwrap();
+    // Its first write gives the run its row.
+    store
+        .begin_intent(RULE, &place(), None, &key("OPS-2"))
+        .await
+        .unwrap();
     drop(store);
 
     let reader = Store::open_read_only(&path).unwrap();
@@ -1212,7 +1230,7 @@ async fn runs_left_open_are_closed_as_failed_on_the_next_open() {
     assert!(last.finished_at.is_some(), "{last:?}");
     assert_eq!(last.error.as_deref(), Some(ABANDONED_RUN));
     let outcomes: Vec<Option<String>> = store
-        .with_conn(|conn| {
+        .read(|conn| {
             let mut stmt = conn
                 .prepare("SELECT outcome FROM runs ORDER BY id")
                 .unwrap();
@@ -1286,4 +1304,474 @@ async fn new_store_files_are_private() {
         assert_eq!(mode(f), 0o600, "{}", f.display());
     }
     assert_eq!(mode(path.parent().unwrap()), 0o700, "the directory it made");
+}
+
+/// Commits the store counts in `stats`, of the writer's transactions since opening.
+fn stats(store: &Store) -> StoreStats {
+    store.stats()
+}
+
+/// `PRAGMA data_version` as seen from another connection: it changes when any other connection
+/// commits a change to the file.
+fn data_version(other: &Connection) -> i64 {
+    other
+        .query_row("PRAGMA data_version", [], |r| r.get(0))
+        .expect("data_version reads")
+}
+
+/// Every read path of the engine and `status`, and a run that wrote nothing, leave the file
+/// untouched: no change counted, no commit, and another connection sees no new version.
+/// (Reopening an up-to-date store writes nothing either.)
+#[tokio::test]
+async fn reads_and_idle_runs_write_nothing() {
+    let (_dir, path, store) = temp_store();
+    let m = Mapping {
+        jira_id: Some(JiraId::parse("101").unwrap()),
+        project_id: Some(42),
+        ..mapping("OPS-1", RemoteState::Opened)
+    };
+    store
+        .commit(
+            RULE,
+            Commit::Replicated(m),
+            Some(at("2024-05-01T11:00:00Z")),
+        )
+        .await
+        .unwrap();
+    let failed = Commit::Failed {
+        snapshot: snapshot("OPS-2", "2024-05-01T11:00:00Z"),
+        error: "boom".to_owned(),
+    };
+    store.commit(RULE, failed, None).await.unwrap();
+    store.set_meta("zone", "UTC").await.unwrap();
+    drop(store);
+
+    let other = Connection::open(&path).unwrap();
+    let version = data_version(&other);
+    let store = Store::open_with(
+        &path,
+        StoreOptions {
+            keep_runs_days: Some(30),
+        },
+    )
+    .expect("the store reopens");
+    assert_eq!(
+        data_version(&other),
+        version,
+        "reopening an up-to-date store writes nothing"
+    );
+    let changes = raw(&store).total_changes();
+    let before = stats(&store);
+
+    let run = store.start_run(RULE, RunMode::Service).await.unwrap();
+    assert!(store.cursor(RULE).await.unwrap().is_some());
+    let found = store
+        .mappings(
+            &place(),
+            vec![(Some(JiraId::parse("101").unwrap()), key("OPS-1"))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "the mapping is read");
+    assert_eq!(store.failures(RULE).await.unwrap().len(), 1);
+    assert_eq!(
+        SyncStore::meta(&store, "zone").await.unwrap().as_deref(),
+        Some("UTC")
+    );
+    store.project_id("ops/incidents").await.unwrap();
+    store
+        .following(RULE, at("2030-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    store.max_iid(&place()).await.unwrap();
+    store.rule_status().await.unwrap();
+    store.failure_list(RULE).await.unwrap();
+    store.all_mappings(RULE).await.unwrap();
+    store
+        .finish_run(run, RunOutcome::Ok, RunCounts::default(), None)
+        .await
+        .unwrap();
+    let cancelled = store.start_run(RULE, RunMode::Service).await.unwrap();
+    store
+        .finish_run(cancelled, RunOutcome::Cancelled, RunCounts::default(), None)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        raw(&store).total_changes(),
+        changes,
+        "reads and idle runs change no row"
+    );
+    assert_eq!(stats(&store).commits, before.commits, "nothing committed");
+    assert_eq!(
+        data_version(&other),
+        version,
+        "no other connection sees a change"
+    );
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM runs"),
+        0,
+        "a run that wrote nothing leaves no row"
+    );
+}
+
+/// A run that writes gets its row with its first write (unfinished until it ends); a run that
+/// fails before writing gets one at its end, and the same failure again updates that row
+/// instead of adding one a cycle.
+#[tokio::test]
+async fn runs_are_logged_when_they_write_or_fail() {
+    let (_dir, _path, store) = temp_store();
+    let run = store.start_run(RULE, RunMode::Service).await.unwrap();
+    assert_eq!(count(&store, "SELECT count(*) FROM runs"), 0);
+    store
+        .begin_intent(RULE, &place(), None, &key("OPS-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM runs WHERE finished_at IS NULL"
+        ),
+        1,
+        "the first write opens the run's row"
+    );
+    store
+        .commit(
+            RULE,
+            Commit::Replicated(mapping("OPS-1", RemoteState::Opened)),
+            None,
+        )
+        .await
+        .unwrap();
+    let counts = RunCounts {
+        seen: 1,
+        created: 1,
+        ..RunCounts::default()
+    };
+    store
+        .finish_run(run, RunOutcome::Ok, counts.clone(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM runs WHERE created = 1 AND outcome = 'ok'"
+        ),
+        1,
+        "one row, closed with its counts"
+    );
+
+    for _ in 0..3 {
+        let run = store.start_run(RULE, RunMode::Service).await.unwrap();
+        store
+            .finish_run(
+                run,
+                RunOutcome::Failed,
+                RunCounts::default(),
+                Some("cannot reach Jira".to_owned()),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM runs WHERE outcome = 'failed'"),
+        1,
+        "a repeated failure is one row, not one a cycle"
+    );
+    let status = store.rule_status().await.unwrap();
+    let last = status[0].last_run.as_ref().unwrap();
+    assert_eq!(
+        (last.outcome, last.error.as_deref()),
+        (Some(RunOutcome::Failed), Some("cannot reach Jira")),
+        "status shows the failure"
+    );
+    assert_eq!(count(&store, "SELECT count(*) FROM runs"), 2);
+}
+
+/// Inserts a finished run of `rule` that ended `days_ago` days ago.
+fn old_run(store: &Store, rule: &str, days_ago: i64) {
+    let at = format_timestamp(Utc::now() - chrono::Duration::days(days_ago));
+    raw(store)
+        .execute(
+            "INSERT INTO runs (rule, mode, started_at, finished_at, outcome)
+             VALUES (?1, 'service', ?2, ?2, 'ok')",
+            params![rule, at],
+        )
+        .unwrap();
+}
+
+/// Opening with a retention deletes the finished runs older than it, but keeps each rule's
+/// newest run however old (`status` shows it) and runs still open.
+#[tokio::test]
+async fn opening_prunes_runs_past_the_retention() {
+    let (_dir, path, store) = temp_store();
+    for days in [90, 45, 31, 29, 1] {
+        old_run(&store, RULE, days);
+    }
+    old_run(&store, "retired", 400);
+    old_run(&store, "retired", 200);
+    drop(store);
+
+    let store = Store::open_with(
+        &path,
+        StoreOptions {
+            keep_runs_days: Some(30),
+        },
+    )
+    .unwrap();
+    let mut kept: Vec<(String, i64)> = raw(&store)
+        .prepare("SELECT rule, finished_at FROM runs ORDER BY rule, id")
+        .unwrap()
+        .query_map([], |r| {
+            let rule: String = r.get(0)?;
+            let at: String = r.get(1)?;
+            Ok((rule, at))
+        })
+        .unwrap()
+        .map(|r| {
+            let (rule, at) = r.unwrap();
+            let age = (Utc::now() - parse_timestamp(&at).unwrap()).num_days();
+            (rule, age)
+        })
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        [
+            (RULE.to_owned(), 1),
+            (RULE.to_owned(), 29),
+            ("retired".to_owned(), 200)
+        ],
+        "runs within 30 days stay, and each rule's newest"
+    );
+}
+
+/// The writer prunes while it writes once the day is up, inside the write's own transaction.
+#[tokio::test]
+async fn the_writer_prunes_when_due() {
+    let mut conn = Connection::open_in_memory().unwrap();
+    migrate::migrate(&mut conn, Path::new(":memory:")).unwrap();
+    let pruning = Pruning {
+        keep: chrono::Duration::days(7),
+        next: std::time::Instant::now(),
+    };
+    let store = Store::new(conn, Path::new(":memory:"), None, Some(pruning)).unwrap();
+    old_run(&store, RULE, 20);
+    old_run(&store, RULE, 10);
+    old_run(&store, RULE, 2);
+    store.rule_status().await.unwrap();
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM runs"),
+        3,
+        "a read does not prune"
+    );
+    store.set_meta("k", "v").await.unwrap();
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM runs"),
+        1,
+        "the first write prunes what is past the retention"
+    );
+    old_run(&store, RULE, 20);
+    store.set_meta("k", "w").await.unwrap();
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM runs"),
+        2,
+        "at most once a day"
+    );
+}
+
+/// A repeated statement is prepared once and reused from the cache: after three calls the
+/// cached statement has run three times.
+#[tokio::test]
+async fn repeated_statements_come_from_the_cache() {
+    let (_dir, _path, store) = temp_store();
+    store
+        .advance_cursor(RULE, at("2024-05-01T11:00:00Z"))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        store.cursor(RULE).await.unwrap();
+    }
+    let conn = raw(&store);
+    let stmt = conn
+        .prepare_cached(super::sync::CURSOR_SQL)
+        .expect("the statement is cached");
+    assert_eq!(
+        stmt.get_status(rusqlite::StatementStatus::Run),
+        3,
+        "the same prepared statement served every call"
+    );
+}
+
+/// Sends the writer a call that holds it until `gate` yields, and returns once the writer runs
+/// it: calls sent from then on queue behind it, to be batched together.
+async fn hold_writer(
+    store: &Store,
+    gate: std::sync::mpsc::Receiver<()>,
+) -> tokio::task::JoinHandle<Result<(), StoreError>> {
+    let (entered, running) = tokio::sync::oneshot::channel();
+    let holder = store.clone();
+    let held = tokio::spawn(async move {
+        holder
+            .read(move |_| {
+                let _ = entered.send(());
+                gate.recv().ok();
+                Ok(())
+            })
+            .await
+    });
+    running.await.expect("the writer runs the holding call");
+    held
+}
+
+/// Create intents are the only durable (fsynced) commits, and the intents queued together
+/// share one: sixteen begun while the writer is busy cost one fsync.
+#[tokio::test]
+async fn only_intents_are_durable_and_queued_ones_share_a_commit() {
+    let (_dir, _path, store) = temp_store();
+    let before = stats(&store);
+    // What the connection's `synchronous` is after a call (FULL 2, NORMAL 1).
+    let level = |store: &Store| -> i64 {
+        raw(store)
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    };
+    store
+        .begin_intent(RULE, &place(), None, &key("OPS-1"))
+        .await
+        .unwrap();
+    assert_eq!(level(&store), 2, "the intent is committed at FULL");
+    store.set_meta("k", "u").await.unwrap();
+    assert_eq!(level(&store), 1, "other writes at NORMAL");
+    store
+        .begin_intent(RULE, &place(), None, &key("OPS-9"))
+        .await
+        .unwrap();
+    assert_eq!(level(&store), 2, "and the next intent at FULL again");
+    store
+        .commit(
+            RULE,
+            Commit::Replicated(mapping("OPS-1", RemoteState::Opened)),
+            Some(at("2024-05-01T11:00:00Z")),
+        )
+        .await
+        .unwrap();
+    store
+        .advance_cursor(RULE, at("2024-05-01T12:00:00Z"))
+        .await
+        .unwrap();
+    store.set_meta("k", "v").await.unwrap();
+    let after = stats(&store);
+    assert_eq!(
+        (
+            after.commits - before.commits,
+            after.durable_commits - before.durable_commits
+        ),
+        (6, 2),
+        "six commits, of which only the intents' are durable"
+    );
+
+    // Hold the writer in a call of its own while sixteen intents queue behind it.
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let held = hold_writer(&store, gate).await;
+    let mut intents: Vec<_> = (1..=16)
+        .map(|n| {
+            let store = store.clone();
+            Box::pin(async move {
+                let k = key(&format!("DEV-{n}"));
+                store.begin_intent(RULE, &place(), None, &k).await
+            })
+        })
+        .collect();
+    // Poll each once: each sends its call to the writer and waits for the answer.
+    std::future::poll_fn(|cx| {
+        for f in &mut intents {
+            assert!(f.as_mut().poll(cx).is_pending(), "the writer is held");
+        }
+        std::task::Poll::Ready(())
+    })
+    .await;
+    let before = stats(&store);
+    release.send(()).unwrap();
+    held.await.unwrap().unwrap();
+    for f in intents {
+        f.await.unwrap();
+    }
+    let after = stats(&store);
+    assert_eq!(
+        after.durable_commits - before.durable_commits,
+        1,
+        "sixteen queued intents, one fsync"
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM intents WHERE jira_key LIKE 'DEV-%'"
+        ),
+        16
+    );
+}
+
+/// A store call under way, to be polled by hand.
+type PendingCall<'a> = std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + 'a>>;
+
+/// A call that fails rolls back only its own writes, in a batch with others that succeed.
+#[tokio::test]
+async fn a_failing_call_in_a_batch_rolls_back_alone() {
+    let (_dir, _path, store) = temp_store();
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let held = hold_writer(&store, gate).await;
+    let mut calls: Vec<PendingCall<'_>> = vec![
+        Box::pin(store.call(Mode::Write, |conn| {
+            exec(conn, "INSERT INTO meta VALUES ('a', '1')", [], "test")?;
+            Ok(())
+        })),
+        Box::pin(store.call(Mode::Write, |conn| {
+            exec(conn, "INSERT INTO meta VALUES ('b', '1')", [], "test")?;
+            // The key exists: this call fails, and its first insert is undone with it.
+            exec(conn, "INSERT INTO meta VALUES ('a', '2')", [], "test")?;
+            Ok(())
+        })),
+        Box::pin(store.call(Mode::Write, |_| -> Result<(), StoreError> {
+            panic!("a bug in a call")
+        })),
+        Box::pin(store.call(Mode::Write, |conn| {
+            exec(conn, "INSERT INTO meta VALUES ('c', '1')", [], "test")?;
+            Ok(())
+        })),
+    ];
+    std::future::poll_fn(|cx| {
+        for f in &mut calls {
+            assert!(f.as_mut().poll(cx).is_pending(), "the writer is held");
+        }
+        std::task::Poll::Ready(())
+    })
+    .await;
+    let before = stats(&store);
+    release.send(()).unwrap();
+    held.await.unwrap().unwrap();
+    let mut results = Vec::new();
+    for f in calls {
+        results.push(f.await);
+    }
+    assert!(results[0].is_ok() && results[3].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[1], Err(StoreError::Query { .. })),
+        "{results:?}"
+    );
+    assert!(matches!(results[2], Err(StoreError::Writer)), "{results:?}");
+    assert_eq!(
+        stats(&store).commits - before.commits,
+        1,
+        "one transaction for the batch"
+    );
+    let keys: Vec<String> = raw(&store)
+        .prepare("SELECT key || '=' || value FROM meta ORDER BY key")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(keys, ["a=1", "c=1"], "the failed call left nothing behind");
+    store.set_meta("d", "1").await.expect("the writer lives on");
 }
