@@ -305,6 +305,102 @@ async fn a_world_readable_token_file_is_warned_about_once() {
     assert!(out.stderr.is_empty(), "in the table only:\n{text}");
 }
 
+/// The bench's sandbox: `--open` leaves that many of the seed open, `--latency-ms` delays every
+/// answer, `--log-requests` prints each request, and on SIGTERM it says what GitLab holds.
+#[tokio::test]
+async fn sandbox_flags_shape_the_seed_and_report_requests() {
+    use tokio::io::AsyncBufReadExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sandbox = tokio::process::Command::new(env!("CARGO_BIN_EXE_jira-gitlab-sync"))
+        .args([
+            "sandbox",
+            "--count",
+            "4",
+            "--open",
+            "1",
+            "--latency-ms",
+            "50",
+        ])
+        .args(["--log-requests", "--dir"])
+        .arg(dir.path())
+        .env_remove("JIRA_GITLAB_SYNC_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary runs");
+    let mut lines = tokio::io::BufReader::new(sandbox.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    let config = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            printed.push_str(&line);
+            printed.push('\n');
+            if let Some(path) = line.strip_prefix("config: ") {
+                return Some(path.to_owned());
+            }
+        }
+        None
+    })
+    .await
+    .expect("the config path is printed in time")
+    .unwrap_or_else(|| panic!("no config path in:\n{printed}"));
+    assert!(printed.contains("4 incidents seeded"), "{printed}");
+    assert!(printed.contains("1 of them open"), "{printed}");
+    assert!(printed.contains("wait 50 ms"), "{printed}");
+
+    let started = std::time::Instant::now();
+    let once = tokio::process::Command::new(env!("CARGO_BIN_EXE_jira-gitlab-sync"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--once")
+        .env_remove("JIRA_GITLAB_SYNC_CONFIG")
+        .env_remove("RUST_LOG")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(once.status.code(), Some(0), "{}", output_text(&once));
+    // At least a Jira search, then a create and a close for the first incident, one after another.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(150),
+        "answers are delayed: the run took {:?}",
+        started.elapsed()
+    );
+
+    let pid = sandbox.id().expect("the sandbox still runs");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let rest = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let mut rest = String::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            rest.push_str(&line);
+            rest.push('\n');
+        }
+        rest
+    })
+    .await
+    .expect("the sandbox stops on SIGTERM");
+    let creates = rest
+        .lines()
+        .filter(|l| *l == "request gitlab POST /api/v4/projects/1/issues")
+        .count();
+    assert_eq!(creates, 4, "{rest}");
+    assert!(
+        rest.lines()
+            .any(|l| l == "request jira POST /rest/api/3/search/jql"),
+        "{rest}"
+    );
+    assert!(
+        rest.contains("acme/ops holds 4 issues, 3 of them closed"),
+        "{rest}"
+    );
+    let exit = sandbox.wait().await.unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
+
 /// `sandbox` serves a seeded sandbox with a config the real binary can use at once: `check`
 /// passes, `--once` creates the seeded incidents, and SIGTERM stops it with exit 0.
 #[tokio::test]

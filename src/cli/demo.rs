@@ -85,7 +85,7 @@ async fn drive(mut say: impl FnMut(&str)) -> anyhow::Result<DemoOutcome> {
         .context("cannot start the sandbox GitLab")?;
 
     let now = Utc::now();
-    seed(&jira, SEEDED, now);
+    seed(&jira, SEEDED, 2, now);
     say(&format!(
         "sandbox Jira at {} holds {SEEDED} incidents from the last 30 days; sandbox GitLab at {}",
         jira.base_url(),

@@ -122,6 +122,17 @@ pub enum Command {
         /// Incidents seeded in Jira, over the last 30 days.
         #[arg(long, value_name = "N", default_value_t = 24)]
         count: u64,
+        /// How many of them, the most recent, are still open; the others are resolved.
+        #[arg(long, value_name = "N", default_value_t = 2)]
+        open: u64,
+        /// Milliseconds both servers wait before every answer, as a round trip to a distant Jira
+        /// or GitLab would take [default: 0, loopback speed].
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        latency_ms: u64,
+        /// Print a line for each request the servers receive (`request jira GET <path>`), within
+        /// 0.1 s of its arrival, to see what a command costs in requests.
+        #[arg(long)]
+        log_requests: bool,
         /// Which Jira the sandbox plays.
         #[arg(long, value_enum, default_value_t = SandboxDeployment::Cloud)]
         deployment: SandboxDeployment,
@@ -370,9 +381,22 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
         Some(Command::Man { dir }) => generate::man(dir.as_deref()),
         Some(Command::Sandbox {
             count,
+            open,
+            latency_ms,
+            log_requests,
             deployment,
             dir,
-        }) => sandbox(count, deployment, dir, out).await,
+        }) => {
+            let options = SandboxOptions {
+                count,
+                open,
+                latency: std::time::Duration::from_millis(latency_ms),
+                log_requests,
+                deployment,
+                dir,
+            };
+            sandbox(options, out).await
+        }
         Some(Command::Backfill {
             since,
             until,
@@ -762,26 +786,32 @@ async fn demo(out: Out) -> anyhow::Result<Exit> {
     Ok(Exit::Fatal)
 }
 
+/// What `sandbox` serves, from its flags.
+#[cfg_attr(not(feature = "sandbox"), allow(dead_code))]
+pub struct SandboxOptions {
+    /// Incidents seeded.
+    pub count: u64,
+    /// How many of the most recent stay open.
+    pub open: u64,
+    /// Added before every answer of both servers.
+    pub latency: std::time::Duration,
+    /// Print a line per request received.
+    pub log_requests: bool,
+    pub deployment: SandboxDeployment,
+    /// Where the files go (default: a new temporary directory, kept).
+    pub dir: Option<PathBuf>,
+}
+
 /// `sandbox`: serve the seeded sandbox until a signal; exit 0 once stopped.
 #[cfg(feature = "sandbox")]
-async fn sandbox(
-    count: u64,
-    deployment: SandboxDeployment,
-    dir: Option<PathBuf>,
-    _out: Out,
-) -> anyhow::Result<Exit> {
-    sandbox::run(count, deployment, dir).await?;
+async fn sandbox(options: SandboxOptions, _out: Out) -> anyhow::Result<Exit> {
+    sandbox::run(options).await?;
     Ok(Exit::Clean)
 }
 
 /// Without the sandbox there is nothing to serve.
 #[cfg(not(feature = "sandbox"))]
-async fn sandbox(
-    _count: u64,
-    _deployment: SandboxDeployment,
-    _dir: Option<PathBuf>,
-    out: Out,
-) -> anyhow::Result<Exit> {
+async fn sandbox(_options: SandboxOptions, out: Out) -> anyhow::Result<Exit> {
     out.error(
         "this binary was built without the sandbox; rebuild it with default features \
          (cargo build --release) or with --features sandbox",

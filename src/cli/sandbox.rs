@@ -2,6 +2,7 @@
 //! SIGINT or SIGTERM, seeded with incidents, with a ready-to-use config, so every other command
 //! can be tried by hand with no credentials and no network.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,11 +10,12 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use jira_gitlab_sync::domain::RemoteState;
 use jira_gitlab_sync::sandbox::gitlab::{FakeGitLab, FakeGitLabConfig};
 use jira_gitlab_sync::sandbox::jira::{FakeIssue, FakeJira, FakeJiraConfig};
 
-use super::SandboxDeployment;
 use super::signals::cancel_on_signals;
+use super::{SandboxDeployment, SandboxOptions};
 
 /// A small deterministic generator, so every seeding gives the same history.
 struct Lcg(u64);
@@ -34,8 +36,8 @@ pub(super) fn millis(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// Seeds `count` incidents `OPS-1`..`OPS-count` over the 30 days before `now`, the same every
-/// time: all but the last two resolved, after 10 minutes to 8 hours.
-pub(super) fn seed(jira: &FakeJira, count: u64, now: DateTime<Utc>) {
+/// time: all but the last `open` resolved, after 10 minutes to 8 hours.
+pub(super) fn seed(jira: &FakeJira, count: u64, open: u64, now: DateTime<Utc>) {
     let mut rng = Lcg(42);
     for n in 1..=count {
         let created = millis(
@@ -52,7 +54,7 @@ pub(super) fn seed(jira: &FakeJira, count: u64, now: DateTime<Utc>) {
         let mut issue = FakeIssue::new(&format!("OPS-{n}"), summary, created)
             .with_description("Detected by synthetic monitoring.\n\nImpact: customers in EU.")
             .with_priority(Some(["Highest", "High", "Medium"][rng.next(3) as usize]));
-        if n + 2 <= count {
+        if n + open <= count {
             let restore = chrono::Duration::minutes(10 + rng.next(470) as i64);
             issue = issue.resolved_at(created + restore);
         }
@@ -65,11 +67,15 @@ pub(super) fn seed(jira: &FakeJira, count: u64, now: DateTime<Utc>) {
 ///
 /// # Errors
 /// A sandbox server cannot start, or the files cannot be written.
-pub async fn run(
-    count: u64,
-    deployment: SandboxDeployment,
-    dir: Option<PathBuf>,
-) -> anyhow::Result<()> {
+pub async fn run(options: SandboxOptions) -> anyhow::Result<()> {
+    let SandboxOptions {
+        count,
+        open,
+        latency,
+        log_requests,
+        deployment,
+        dir,
+    } = options;
     let dir = match dir {
         Some(d) => {
             std::fs::create_dir_all(&d)
@@ -88,14 +94,20 @@ pub async fn run(
         SandboxDeployment::Cloud => FakeJiraConfig::cloud(),
         SandboxDeployment::Datacenter => FakeJiraConfig::data_center(),
     };
-    let jira = FakeJira::start(jira_config)
-        .await
-        .context("cannot start the sandbox Jira")?;
-    let gitlab = FakeGitLab::start(FakeGitLabConfig::default())
-        .await
-        .context("cannot start the sandbox GitLab")?;
+    let jira = FakeJira::start(FakeJiraConfig {
+        latency,
+        ..jira_config
+    })
+    .await
+    .context("cannot start the sandbox Jira")?;
+    let gitlab = FakeGitLab::start(FakeGitLabConfig {
+        latency,
+        ..FakeGitLabConfig::default()
+    })
+    .await
+    .context("cannot start the sandbox GitLab")?;
     let now = Utc::now();
-    seed(&jira, count, now);
+    seed(&jira, count, open, now);
     let config = write_files(&dir, deployment, &jira, &gitlab, now)?;
     let since = (now - chrono::Duration::days(31)).format("%Y-%m-%d");
     let cfg = config.display();
@@ -105,7 +117,16 @@ pub async fn run(
         jira.base_url()
     );
     println!("sandbox GitLab: {}", gitlab.base_url());
-    println!("{count} incidents seeded in project OPS over the last 30 days");
+    println!(
+        "{count} incidents seeded in project OPS over the last 30 days, {} of them open",
+        open.min(count)
+    );
+    if !latency.is_zero() {
+        println!(
+            "both servers wait {} ms before every answer",
+            latency.as_millis()
+        );
+    }
     println!("config: {cfg}");
     println!();
     println!("try, from another terminal:");
@@ -119,15 +140,69 @@ pub async fn run(
         dir.display()
     );
     // Stdout may be a pipe: whoever reads it must see the lines now, not at exit.
-    use std::io::Write as _;
     let _ = std::io::stdout().flush();
 
     let cancel = CancellationToken::new();
     cancel_on_signals(cancel.clone(), Duration::ZERO);
-    cancel.cancelled().await;
+    if log_requests {
+        let mut log = RequestLog::default();
+        loop {
+            log.print_new(&jira, &gitlab);
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+        log.print_new(&jira, &gitlab);
+    } else {
+        cancel.cancelled().await;
+    }
     jira.shutdown();
     gitlab.shutdown();
+    let issues = gitlab.issues(DEFAULT_PROJECT_ID);
+    let closed = issues
+        .iter()
+        .filter(|i| i.state == RemoteState::Closed)
+        .count();
+    println!(
+        "stopped after {} Jira and {} GitLab requests; {} holds {} issues, {closed} of them closed",
+        jira.requests_since(0).len(),
+        gitlab.requests_since(0).len(),
+        FakeGitLabConfig::DEFAULT_PROJECT,
+        issues.len(),
+    );
+    let _ = std::io::stdout().flush();
     Ok(())
+}
+
+/// The id of [`FakeGitLabConfig::DEFAULT_PROJECT`] in the default configuration.
+const DEFAULT_PROJECT_ID: u64 = 1;
+
+/// How far `--log-requests` has printed each server's requests.
+#[derive(Default)]
+struct RequestLog {
+    jira: usize,
+    gitlab: usize,
+}
+
+impl RequestLog {
+    /// Prints the requests received since the last call, one line each.
+    fn print_new(&mut self, jira: &FakeJira, gitlab: &FakeGitLab) {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let new_jira = jira.requests_since(self.jira);
+        let new_gitlab = gitlab.requests_since(self.gitlab);
+        for (server, seen, new) in [
+            ("jira", &mut self.jira, new_jira),
+            ("gitlab", &mut self.gitlab, new_gitlab),
+        ] {
+            *seen += new.len();
+            for r in new {
+                let _ = writeln!(out, "request {server} {} {}", r.method, r.path);
+            }
+        }
+        let _ = out.flush();
+    }
 }
 
 /// Writes the token files and `config.toml` in `dir`; returns the config's path. `demo` runs on

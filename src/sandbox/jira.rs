@@ -553,6 +553,12 @@ impl FakeJira {
         self.inner.state.recorder.snapshot()
     }
 
+    /// The requests received after the first `from`, in arrival order (indices restart at 0 after
+    /// [`Self::clear_requests`]).
+    pub fn requests_since(&self, from: usize) -> Vec<RecordedRequest> {
+        self.inner.state.recorder.since(from)
+    }
+
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
         self.inner.state.recorder.clear();

@@ -99,6 +99,15 @@ impl Recorder {
         lock(&self.entries).clone()
     }
 
+    /// The requests from the `from`th on (none if there are not that many), so a reader that
+    /// follows the log copies each request once.
+    fn since(&self, from: usize) -> Vec<RecordedRequest> {
+        lock(&self.entries)
+            .get(from..)
+            .map(<[RecordedRequest]>::to_vec)
+            .unwrap_or_default()
+    }
+
     fn clear(&self) {
         lock(&self.entries).clear();
     }
