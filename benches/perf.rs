@@ -857,7 +857,13 @@ fn idle_service(side: &Side, current: &Path, rules: usize) -> Result<Idle, Strin
             .zip(c1)
             .map(|(a, b)| (b.saturating_sub(a)) as f64 / ticks * 1000.0 / cycles as f64),
         rss_mib: rss.iter().max().map(|k| *k as f64 / 1024.0),
-        hwm_mib: hwm.map(|k| k as f64 / 1024.0),
+        // Linux batches RSS counts per thread, so VmHWM can read a little under a VmRSS seen
+        // before it; the peak is the larger.
+        hwm_mib: hwm
+            .into_iter()
+            .chain(rss.iter().copied())
+            .max()
+            .map(|k| k as f64 / 1024.0),
         threads: Some(threads as f64),
         bytes_per_cycle: b0
             .zip(b1)
