@@ -229,8 +229,8 @@ async fn a_re_resolution_moves_closed_at() {
     w.jira
         .insert(FakeIssue::new("OPS-1", "x", ago(120)).resolved_at(ago(60)));
     w.once().await.expect("run 1");
-    w.jira.reopen("OPS-1", ago(30));
-    let again = ago(20);
+    w.jira.reopen("OPS-1", ago(5));
+    let again = ago(3);
     w.jira.resolve("OPS-1", again);
     let report = w.once().await.expect("run 2");
     let issues = w.gitlab_issues();

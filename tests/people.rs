@@ -413,7 +413,7 @@ async fn a_gitlab_outage_stops_the_run() {
     w.once().await.expect("run 1 resolves the project");
     for n in 2..=8 {
         w.jira
-            .insert(FakeIssue::new(&format!("OPS-{n}"), "b", ago(20 - n)));
+            .insert(FakeIssue::new(&format!("OPS-{n}"), "b", ago(9 - n)));
     }
     for _ in 0..500 {
         w.gitlab.push_fault(

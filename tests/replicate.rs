@@ -192,8 +192,8 @@ async fn user_zone_differs_from_response_offset(#[case] zone: chrono_tz::Tz, #[c
     let bound = chrono::NaiveDateTime::parse_from_str(lower, "%Y-%m-%d %H:%M").unwrap();
     let behind = local_now - bound;
     assert!(
-        behind > Duration::minutes(15) && behind < Duration::minutes(25),
-        "the bound {lower} must be about 2 × 10 min lookback behind now in {zone}, got {behind}"
+        behind > Duration::minutes(5) && behind < Duration::minutes(15),
+        "the bound {lower} must be about the 10 min lookback behind now in {zone}, got {behind}"
     );
 }
 

@@ -220,7 +220,12 @@ async fn service_replicates_on_schedule_and_closes_on_resolution() {
 /// next action, and exits 0.
 #[tokio::test]
 async fn sigterm_finishes_the_action_in_flight_and_exits_0() {
-    let w = World::start(Setup::default()).await;
+    // One issue at a time, so that "after the create in flight" is defined.
+    let w = World::start(Setup {
+        sync: "backfill_concurrency = 1".into(),
+        ..Setup::default()
+    })
+    .await;
     w.jira.insert(FakeIssue::new("OPS-1", "first", ago(20)));
     w.jira.insert(FakeIssue::new("OPS-2", "second", ago(10)));
     let release = Arc::new(Notify::new());

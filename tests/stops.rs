@@ -191,7 +191,12 @@ async fn backfill_ends_when_gitlab_refuses_the_token_mid_run() {
 /// `--once` with a create in flight, stopped by `signal`: the create finishes, the run is
 /// recorded as cancelled, and it exits 1 (the next run goes on).
 async fn once_stops_on(signal: Signal) {
-    let w = World::start(Setup::default()).await;
+    // One issue at a time, so that "after the create in flight" is defined.
+    let w = World::start(Setup {
+        sync: "backfill_concurrency = 1".into(),
+        ..Setup::default()
+    })
+    .await;
     w.jira.insert(FakeIssue::new("OPS-1", "first", ago(20)));
     w.jira.insert(FakeIssue::new("OPS-2", "second", ago(10)));
     let (release, arrived) = hold_next_create(&w);
@@ -242,7 +247,12 @@ async fn once_ends_at_the_grace_period() {
 /// the run is recorded as cancelled, exit 0.
 #[tokio::test]
 async fn service_stops_on_sigint() {
-    let w = World::start(Setup::default()).await;
+    // One issue at a time, so that "after the create in flight" is defined.
+    let w = World::start(Setup {
+        sync: "backfill_concurrency = 1".into(),
+        ..Setup::default()
+    })
+    .await;
     w.jira.insert(FakeIssue::new("OPS-1", "first", ago(20)));
     w.jira.insert(FakeIssue::new("OPS-2", "second", ago(10)));
     let (release, arrived) = hold_next_create(&w);

@@ -27,13 +27,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span};
 
 use crate::config::RuleConfig;
-use crate::domain::{IssueSnapshot, JiraKey, RunCounts, RunMode, RunOutcome, UndecodableIssue};
+use crate::domain::{IssueSnapshot, JiraKey, RunCounts, RunMode, RunOutcome};
 
 use super::ports::{GitLabSink, JiraSource, Place, SyncStore};
 
+use super::execute::Ctx;
 use super::walk::PageWalk;
 use super::{
-    EngineError, IssueFailure, PlannedAction, Source, SyncEngine, add_counts, jql, median,
+    EngineError, IssueFailure, PlannedAction, RunLog, Source, SyncEngine, add_counts, jql, median,
 };
 
 /// Pages fetched ahead of the page being written.
@@ -88,13 +89,6 @@ pub struct BackfillReport {
     /// Jira requests sent (the count and the search pages).
     pub jira_requests: u64,
     pub elapsed_ms: u64,
-}
-
-/// One page handed from the producer to the writers.
-struct Page {
-    issues: Vec<IssueSnapshot>,
-    undecodable: Vec<UndecodableIssue>,
-    total: Option<u64>,
 }
 
 fn resume_key(rule: &RuleConfig, since: DateTime<Utc>) -> String {
@@ -152,20 +146,28 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 jira_requests: 0,
                 elapsed_ms: 0,
             };
-            let run_id = match self.open_run(rule, RunMode::Backfill).await {
-                Ok(id) => id,
-                Err(e) => return (report, Some(e)),
-            };
+            // A backfill is asked for by a person: it is recorded from its start.
+            let log = self.begin_run(rule, RunMode::Backfill);
+            if let Err(e) = self.open_log(rule, &log).await {
+                return (report, Some(e));
+            }
             let result = self
                 .within_grace(
                     cancel,
-                    self.backfill_walk(rule, req, progress, cancel, &mut report),
+                    self.backfill_walk(rule, req, progress, cancel, &log, &mut report),
                 )
                 .await
                 .unwrap_or(Ok(false));
             report.elapsed_ms = clock.elapsed().as_millis() as u64;
-            report.outcome = self
-                .close_run(run_id, &result, &report.counts, report.jira_requests, clock)
+            (report.outcome, _) = self
+                .close_run(
+                    rule,
+                    &log,
+                    &result,
+                    &report.counts,
+                    report.jira_requests,
+                    clock,
+                )
                 .await;
             (report, result.err())
         }
@@ -180,6 +182,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         req: &BackfillRequest,
         progress: &dyn Progress,
         cancel: &CancellationToken,
+        log: &RunLog,
         report: &mut BackfillReport,
     ) -> Result<bool, EngineError> {
         let (zone, _) = self.zone(rule).await?;
@@ -208,32 +211,16 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         report.total = counted;
         progress.total(counted);
 
-        let (tx, rx) = mpsc::channel::<Result<Page, EngineError>>(PREFETCH_PAGES);
-        let producer = async move {
-            let mut walk = PageWalk::by_created(lower, zone);
-            loop {
-                let page = walk
-                    .next(&self.jira, |lower, upper| {
-                        let to = upper.map_or(until, |u| u.min(until));
-                        jql::created_between(&rule.jql, lower, to, zone)
-                    })
-                    .await;
-                let item = match page {
-                    Ok(Some(result)) => Ok(Page {
-                        issues: result.issues,
-                        undecodable: result.undecodable,
-                        total: result.total,
-                    }),
-                    Ok(None) => return walk.requests,
-                    Err(e) => Err(EngineError::jira(rule, e)),
-                };
-                let failed = item.is_err();
-                // A send fails only once the writers stopped (and dropped the receiver).
-                if tx.send(item).await.is_err() || failed {
-                    return walk.requests;
-                }
-            }
-        };
+        let (tx, rx) = mpsc::channel(PREFETCH_PAGES);
+        let producer = PageWalk::by_created(lower, zone).prefetch(
+            &self.jira,
+            |lower, upper| {
+                let to = upper.map_or(until, |u| u.min(until));
+                jql::created_between(&rule.jql, lower, to, zone)
+            },
+            tx,
+            cancel,
+        );
 
         let consumer = async {
             // Owned here, so that however the writers stop, the receiver is dropped with them
@@ -245,7 +232,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             let mut first_page = true;
             let mut place: Option<Place> = None;
             while let Some(item) = rx.recv().await {
-                let page = item?;
+                let page = item.map_err(|e| EngineError::jira(rule, e))?;
                 if first_page && report.total.is_none() {
                     report.total = page.total;
                     progress.total(page.total);
@@ -279,8 +266,13 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     };
                     done += fresh.len() as u64;
                     report.counts.seen += fresh.len() as u64;
+                    let cx = Ctx {
+                        rule,
+                        place: &place,
+                        log,
+                    };
                     complete = self
-                        .write_page(rule, &place, fresh, req, cancel, report, &mut restore_times)
+                        .write_page(&cx, fresh, req, cancel, report, &mut restore_times)
                         .await?;
                 }
                 progress.advance(done, &report.counts);
@@ -297,7 +289,8 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 }
             }
             report.median_restore_secs = median(&mut restore_times).map(|d| d.num_seconds());
-            Ok(true)
+            // The producer stops early only when cancelled.
+            Ok(!cancel.is_cancelled())
         };
 
         let (searches, result) = tokio::join!(producer, consumer);
@@ -307,11 +300,9 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
 
     /// Applies one page's new issues, up to `req.concurrency` at once, into `report`; returns
     /// false if cancelled before every issue was applied.
-    #[allow(clippy::too_many_arguments)]
     async fn write_page(
         &self,
-        rule: &RuleConfig,
-        place: &Place,
+        cx: &Ctx<'_>,
         fresh: Vec<IssueSnapshot>,
         req: &BackfillRequest,
         cancel: &CancellationToken,
@@ -324,9 +315,9 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             .collect();
         let mappings = self
             .store
-            .mappings(place, issues)
+            .mappings(cx.place, issues)
             .await
-            .map_err(|e| EngineError::store(rule, e))?;
+            .map_err(|e| EngineError::store(cx.rule, e))?;
         let mut complete = true;
         let mut outcomes = futures_util::stream::iter(fresh)
             .map(|snap| {
@@ -335,10 +326,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     if cancel.is_cancelled() {
                         return None;
                     }
-                    Some(
-                        self.apply(rule, place, snap, mapping, Source::Backfill, None)
-                            .await,
-                    )
+                    Some(self.apply(cx, snap, mapping, Source::Backfill, None).await)
                 }
             })
             .buffer_unordered(req.concurrency.max(1));

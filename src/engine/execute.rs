@@ -32,7 +32,7 @@ use crate::domain::{
 use super::plan::{Action, plan};
 use super::ports::{GitLabSink, JiraSource, Place, PortError, SyncStore};
 use super::{
-    Cause, EngineError, IssueFailure, OUTAGE_STREAK, PlannedAction, Source, SyncEngine,
+    Cause, EngineError, IssueFailure, OUTAGE_STREAK, PlannedAction, RunLog, Source, SyncEngine,
     error_chain, render,
 };
 
@@ -78,10 +78,12 @@ pub(super) struct Outcome {
     pub(super) filed_as_issue: bool,
 }
 
-/// What every step of applying one snapshot needs: the rule and where it writes.
-struct Ctx<'a> {
-    rule: &'a RuleConfig,
-    place: &'a Place,
+/// What every step of applying one snapshot needs: the rule, where it writes, and the run's
+/// log entry, opened before the first write.
+pub(super) struct Ctx<'a> {
+    pub(super) rule: &'a RuleConfig,
+    pub(super) place: &'a Place,
+    pub(super) log: &'a RunLog,
 }
 
 impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
@@ -95,14 +97,13 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     /// row). A failure of this issue alone is recorded and returned in the [`Outcome`].
     pub(super) async fn apply(
         &self,
-        rule: &RuleConfig,
-        place: &Place,
+        cx: &Ctx<'_>,
         snap: IssueSnapshot,
         mapping: Option<Mapping>,
         source: Source,
         cursor: Option<DateTime<Utc>>,
     ) -> Result<Outcome, EngineError> {
-        let cx = &Ctx { rule, place };
+        let (rule, place) = (cx.rule, cx.place);
         // A row from before ids were kept takes them now; a moved issue's row takes its new key
         // (so its title, which shows the key, is rewritten).
         let mapping = mapping.map(|m| Mapping {
@@ -124,6 +125,9 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         let span = info_span!("issue", jira_key = %snap.key, action = action.verb());
         async {
             let mut out = Outcome::default();
+            if !matches!(action, Action::Skip(_)) {
+                self.open_log(rule, cx.log).await?;
+            }
             if action.writes_gitlab() {
                 out.action = Some(PlannedAction {
                     jira_key: snap.key.clone(),
@@ -217,6 +221,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         if let Commit::Replicated(m) = &commit {
             out.mapping = Some(m.clone());
         }
+        self.open_log(cx.rule, cx.log).await?;
         self.store
             .commit(&cx.rule.name, commit, cursor)
             .await

@@ -32,6 +32,7 @@
 
 pub mod backfill;
 mod cycle;
+pub use cycle::{IDLE_CHECKPOINT, checked_meta_key};
 pub mod dry_run;
 mod execute;
 pub mod jql;
@@ -70,6 +71,8 @@ pub const OUTAGE_STREAK: u32 = 3;
 #[derive(Clone, Debug)]
 pub struct EngineSettings {
     pub lookback: Duration,
+    /// Issues applied at once, in a live cycle as in a backfill (`sync.backfill_concurrency`).
+    pub concurrency: usize,
     /// How often open mappings are re-read by id.
     pub reconcile: Duration,
     /// The Jira account's zone, when configured instead of read from `/myself`.
@@ -84,6 +87,7 @@ impl EngineSettings {
     pub fn from_config(cfg: &Config) -> Self {
         Self {
             lookback: cfg.sync.lookback,
+            concurrency: cfg.sync.backfill_concurrency.max(1),
             reconcile: cfg.sync.reconcile,
             time_zone: cfg.jira.time_zone,
             retry: cfg.sync.retry.clone(),
@@ -308,6 +312,8 @@ pub struct SyncEngine<J, G, S> {
     skew: std::sync::Mutex<Option<chrono::Duration>>,
     /// Whether a skew over [`MAX_SKEW`] was warned about (once per process).
     warned_skew: std::sync::atomic::AtomicBool,
+    /// Per rule: what its last cycles earned that idle cycles do not write at once.
+    marks: std::sync::Mutex<HashMap<String, cycle::Mark>>,
 }
 
 /// A difference between Jira's clock and this host's beyond this is warned about.
@@ -328,6 +334,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             adoptable: tokio::sync::Mutex::new(HashMap::new()),
             skew: std::sync::Mutex::new(None),
             warned_skew: std::sync::atomic::AtomicBool::new(false),
+            marks: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -468,28 +475,42 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         }
     }
 
-    /// Opens a run-log entry; the run starts with no outage counted.
-    async fn open_run(&self, rule: &RuleConfig, mode: RunMode) -> Result<i64, EngineError> {
+    /// Starts a run: no outage counted yet, and a run-log entry that is opened only when the run
+    /// first writes ([`RunLog`]).
+    fn begin_run(&self, rule: &RuleConfig, mode: RunMode) -> RunLog {
         self.outages
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&rule.name);
-        self.store
-            .start_run(&rule.name, mode)
+        RunLog::new(mode)
+    }
+
+    /// Opens the run's run-log entry if it is not open yet; called before the run's first write.
+    ///
+    /// # Errors
+    /// The store cannot record the run: nothing may be written then.
+    async fn open_log(&self, rule: &RuleConfig, log: &RunLog) -> Result<i64, EngineError> {
+        log.id
+            .get_or_try_init(|| self.store.start_run(&rule.name, log.mode))
             .await
+            .copied()
             .map_err(|e| EngineError::store(rule, e))
     }
 
-    /// Concludes a run from its walk's result, closes its run-log entry and logs the run's one
-    /// summary line; a failure to record the end is logged, not fatal (the work is committed).
+    /// Concludes a run from its walk's result, logs the run's one summary line and records the
+    /// run's end in the run log, if the run wrote anything or did not end `ok` (an idle cycle
+    /// that found nothing to do leaves no trace in the store). Returns the outcome and the run's
+    /// id in the log, if it has one. A failure to record the end is logged, not fatal (the work
+    /// is committed).
     async fn close_run(
         &self,
-        run_id: i64,
+        rule: &RuleConfig,
+        log: &RunLog,
         result: &Result<bool, EngineError>,
         counts: &RunCounts,
         jira_requests: u64,
         started: std::time::Instant,
-    ) -> RunOutcome {
+    ) -> (RunOutcome, Option<i64>) {
         let (outcome, error) = conclude(result, counts.failed);
         info!(
             outcome = outcome.as_str(),
@@ -504,6 +525,16 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "run finished"
         );
+        if log.id().is_none() && outcome == RunOutcome::Ok {
+            return (outcome, None);
+        }
+        let run_id = match self.open_log(rule, log).await {
+            Ok(id) => id,
+            Err(e) => {
+                error!(cause = %error_chain(&e), "cannot record the run in the store");
+                return (outcome, None);
+            }
+        };
         if let Err(e) = self
             .store
             .finish_run(run_id, outcome, counts.clone(), error)
@@ -511,7 +542,29 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         {
             error!(cause = %error_chain(&e), "cannot record the run's end in the store");
         }
-        outcome
+        (outcome, Some(run_id))
+    }
+}
+
+/// A run's entry in the store's run log. It is opened just before the run's first write (a
+/// GitLab write or a store commit), so a cycle that finds nothing to do writes nothing; a run
+/// that fails or is cancelled before it wrote is recorded at its end.
+pub(crate) struct RunLog {
+    mode: RunMode,
+    id: tokio::sync::OnceCell<i64>,
+}
+
+impl RunLog {
+    fn new(mode: RunMode) -> Self {
+        Self {
+            mode,
+            id: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The entry's id, once it is open.
+    fn id(&self) -> Option<i64> {
+        self.id.get().copied()
     }
 }
 

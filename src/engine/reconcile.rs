@@ -27,6 +27,7 @@ use crate::config::{OnDelete, OnLeave};
 use crate::domain::{Commit, IssueScope, IssueSnapshot, JiraId, Mapping, RemoteState, Target};
 
 use super::cycle::Run;
+use super::execute::Ctx;
 use super::ports::{GitLabSink, JiraSource, MAX_READ_BACK, Place, PortError, SyncStore};
 use super::{Cause, EngineError, IssueFailure, Source, SyncEngine, error_chain};
 
@@ -110,7 +111,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                         .is_some_and(|id| failing.contains(id.as_str()))
             })
             .collect();
-        let cursor = self.store.cursor(&rule.name).await.map_err(store_err)?;
+        let cursor = self.cursor(rule).await?;
         let mut report = ReconcileReport {
             followed: mappings.len() as u64,
             ..ReconcileReport::default()
@@ -198,6 +199,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             && snap.updated > m.jira_updated
             && cursor.is_some_and(|c| snap.updated < c);
         if left {
+            self.open_log(rule, run.log).await?;
             report.left += 1;
             info!(
                 jira_key = %snap.key,
@@ -220,8 +222,13 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 .await
                 .map_err(|e| EngineError::store(rule, e))?;
         }
+        let cx = Ctx {
+            rule,
+            place,
+            log: run.log,
+        };
         let outcome = self
-            .apply(rule, place, snap, Some(m), Source::Reconcile, None)
+            .apply(&cx, snap, Some(m), Source::Reconcile, None)
             .await?;
         run.absorb(outcome);
         Ok(())
@@ -237,6 +244,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         report: &mut ReconcileReport,
     ) -> Result<(), EngineError> {
         let rule = run.rule;
+        self.open_log(rule, run.log).await?;
         report.deleted += 1;
         warn!(
             jira_key = %m.jira_key,

@@ -88,17 +88,23 @@ pub(crate) struct MemJira {
     pub(crate) elsewhere: Mutex<Vec<IssueSnapshot>>,
     /// `issues_by_id` requests, with their sizes.
     pub(crate) read_backs: Mutex<Vec<usize>>,
+    /// Every JQL searched, in order.
+    pub(crate) asked: Mutex<Vec<String>>,
+    /// The `Date` every search answer carries (Jira's clock), if set.
+    pub(crate) date: Mutex<Option<DateTime<Utc>>>,
 }
 
 impl JiraSource for MemJira {
     type Error = MemError;
 
-    async fn search(&self, _jql: &str, _page: &PageCursor) -> Result<SearchPage, MemError> {
+    async fn search(&self, jql: &str, _page: &PageCursor) -> Result<SearchPage, MemError> {
         *lock(&self.searches) += 1;
+        lock(&self.asked).push(jql.to_owned());
         let mut issues = lock(&self.issues).clone();
         issues.sort_by_key(|s| (s.updated, s.key.clone()));
         Ok(SearchPage {
             issues,
+            date: *lock(&self.date),
             ..SearchPage::default()
         })
     }
@@ -210,6 +216,111 @@ pub(crate) struct MemGitLab {
     pub(crate) below_reporter: Mutex<bool>,
     /// Refuses a description longer than this as too large (a proxy's body limit).
     pub(crate) max_description: Mutex<Option<usize>>,
+    /// Every write passes it: it counts the writes in flight and can hold them.
+    pub(crate) gate: Gate,
+}
+
+/// What the gate saw of the writes in flight.
+#[derive(Debug, Default)]
+struct GateState {
+    /// Writes in flight now, by key.
+    by_key: HashMap<JiraKey, u32>,
+    now: usize,
+    /// The most in flight at once.
+    max: usize,
+    /// Keys that had two writes in flight at once.
+    overlapped: Vec<JiraKey>,
+    /// Writes are held until this many are in flight at once (then all pass, for good).
+    open_at: usize,
+    opened: bool,
+    /// Writes for these keys wait for the test's word, then fail with the error it gives.
+    held: HashMap<JiraKey, tokio::sync::oneshot::Receiver<Option<MemError>>>,
+}
+
+/// Observes the GitLab writes in flight, deterministically: how many at once, whether one key
+/// had two, and, on request, holds them until enough are in flight, or holds one key's until
+/// the test releases it.
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    state: Mutex<GateState>,
+    opened: tokio::sync::Notify,
+}
+
+/// A write in flight; it leaves the gate when dropped.
+pub(crate) struct Pass<'a> {
+    gate: &'a Gate,
+    key: JiraKey,
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        let mut st = lock(&self.gate.state);
+        st.now -= 1;
+        if let Some(n) = st.by_key.get_mut(&self.key) {
+            *n -= 1;
+        }
+    }
+}
+
+impl Gate {
+    /// Holds every write until `n` are in flight at once.
+    pub(crate) fn open_at(&self, n: usize) {
+        lock(&self.state).open_at = n;
+    }
+
+    /// Holds the writes for `key` until the sender is used: `Some(e)` fails the held write
+    /// with `e`, `None` lets it through.
+    pub(crate) fn hold(&self, key: &str) -> tokio::sync::oneshot::Sender<Option<MemError>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let key = JiraKey::parse(key).expect("a valid key");
+        lock(&self.state).held.insert(key, rx);
+        tx
+    }
+
+    /// The most writes in flight at once so far.
+    pub(crate) fn max(&self) -> usize {
+        lock(&self.state).max
+    }
+
+    /// Keys that had two writes in flight at once.
+    pub(crate) fn overlapped(&self) -> Vec<JiraKey> {
+        lock(&self.state).overlapped.clone()
+    }
+
+    async fn pass(&self, key: &JiraKey) -> Result<Pass<'_>, MemError> {
+        let held = {
+            let mut st = lock(&self.state);
+            st.now += 1;
+            st.max = st.max.max(st.now);
+            let n = st.by_key.entry(key.clone()).or_insert(0);
+            *n += 1;
+            if *n > 1 {
+                st.overlapped.push(key.clone());
+            }
+            if st.now >= st.open_at {
+                st.opened = true;
+                self.opened.notify_waiters();
+            }
+            st.held.remove(key)
+        };
+        let pass = Pass {
+            gate: self,
+            key: key.clone(),
+        };
+        loop {
+            let opened = self.opened.notified();
+            if lock(&self.state).opened {
+                break;
+            }
+            opened.await;
+        }
+        if let Some(rx) = held
+            && let Ok(Some(e)) = rx.await
+        {
+            return Err(e);
+        }
+        Ok(pass)
+    }
 }
 
 impl MemGitLab {
@@ -334,6 +445,7 @@ impl GitLabSink for MemGitLab {
     }
 
     async fn create(&self, dest: &Destination, obj: &NewObject) -> Result<RemoteObject, MemError> {
+        let _pass = self.gate.pass(&obj.jira_key).await?;
         let fault = self.enter(Call::Create);
         if let Some(Fault::Fail(e)) = fault {
             return Err(e);
@@ -384,6 +496,7 @@ impl GitLabSink for MemGitLab {
         m: &Mapping,
         at: DateTime<Utc>,
     ) -> Result<RemoteObject, MemError> {
+        let _pass = self.gate.pass(&m.jira_key).await?;
         self.modify(Call::Close, m, |o| {
             o.state = RemoteState::Closed;
             o.closed_at = Some(at);
@@ -396,6 +509,7 @@ impl GitLabSink for MemGitLab {
         m: &Mapping,
         obj: &NewObject,
     ) -> Result<RemoteObject, MemError> {
+        let _pass = self.gate.pass(&m.jira_key).await?;
         if let Err(e) = self.fits(obj) {
             lock(&self.calls).push(Call::Update);
             return Err(e);
@@ -435,6 +549,7 @@ impl GitLabSink for MemGitLab {
         _obj: &NewObject,
         _at: DateTime<Utc>,
     ) -> Result<RemoteObject, MemError> {
+        let _pass = self.gate.pass(&m.jira_key).await?;
         self.modify(Call::Reopen, m, |o| {
             if o.moved_to_id.is_none() {
                 o.state = RemoteState::Opened;
@@ -493,6 +608,8 @@ pub(crate) struct MemStore {
     pub(crate) runs: Mutex<Vec<Option<RunOutcome>>>,
     /// When each mapping was last written, by the key it was written under.
     pub(crate) written: Mutex<HashMap<JiraKey, DateTime<Utc>>>,
+    /// Every write call, by method name, in order.
+    pub(crate) writes: Mutex<Vec<&'static str>>,
 }
 
 impl MemStore {
@@ -534,6 +651,11 @@ impl MemStore {
     pub(crate) fn commits(&self) -> Vec<(Commit, Option<DateTime<Utc>>)> {
         lock(&self.commits).clone()
     }
+
+    /// Every write call so far, by method name.
+    pub(crate) fn writes(&self) -> Vec<&'static str> {
+        lock(&self.writes).clone()
+    }
 }
 
 impl SyncStore for MemStore {
@@ -565,6 +687,7 @@ impl SyncStore for MemStore {
         id: Option<&JiraId>,
         key: &JiraKey,
     ) -> Result<Intent, MemError> {
+        lock(&self.writes).push("begin_intent");
         let mut intents = lock(&self.intents);
         let n = intents.entry(ident(place.project_id, id, key)).or_insert(0);
         let previous = *n;
@@ -586,6 +709,7 @@ impl SyncStore for MemStore {
         configured: &str,
         project: &ResolvedProject,
     ) -> Result<(), MemError> {
+        lock(&self.writes).push("remember_project");
         lock(&self.projects).insert(configured.to_owned(), project.clone());
         Ok(())
     }
@@ -627,6 +751,7 @@ impl SyncStore for MemStore {
         commit: Commit,
         cursor: Option<DateTime<Utc>>,
     ) -> Result<(), MemError> {
+        lock(&self.writes).push("commit");
         lock(&self.commits).push((commit.clone(), cursor));
         match commit {
             Commit::Replicated(m) => {
@@ -668,6 +793,7 @@ impl SyncStore for MemStore {
     }
 
     async fn advance_cursor(&self, rule: &str, to: DateTime<Utc>) -> Result<(), MemError> {
+        lock(&self.writes).push("advance_cursor");
         advance(&mut lock(&self.cursors), rule, to);
         Ok(())
     }
@@ -694,11 +820,13 @@ impl SyncStore for MemStore {
     }
 
     async fn set_meta(&self, key: &str, value: &str) -> Result<(), MemError> {
+        lock(&self.writes).push("set_meta");
         lock(&self.meta).insert(key.to_owned(), value.to_owned());
         Ok(())
     }
 
     async fn start_run(&self, _rule: &str, _mode: RunMode) -> Result<i64, MemError> {
+        lock(&self.writes).push("start_run");
         let mut runs = lock(&self.runs);
         runs.push(None);
         Ok(runs.len() as i64)
@@ -711,6 +839,7 @@ impl SyncStore for MemStore {
         _counts: RunCounts,
         _error: Option<String>,
     ) -> Result<(), MemError> {
+        lock(&self.writes).push("finish_run");
         let mut runs = lock(&self.runs);
         let slot = usize::try_from(run_id - 1)
             .ok()

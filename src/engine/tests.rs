@@ -9,7 +9,7 @@ use rstest::rstest;
 use tokio_util::sync::CancellationToken;
 
 use super::dry_run::{DryRunSink, DryRunStore};
-use super::execute::Outcome;
+use super::execute::{Ctx, Outcome};
 use super::ports::Place;
 use super::testkit::{Call, Fault, MemError, MemGitLab, MemJira, MemStore};
 use super::*;
@@ -47,6 +47,7 @@ fn rule() -> RuleConfig {
 fn settings() -> EngineSettings {
     EngineSettings {
         lookback: Duration::from_secs(600),
+        concurrency: 4,
         reconcile: Duration::from_secs(3600),
         time_zone: Some(chrono_tz::UTC),
         retry: RetryPolicy {
@@ -90,9 +91,26 @@ fn snap(summary: &str, updated: i64, resolved: Option<i64>) -> IssueSnapshot {
     }
 }
 
+/// Applies `s` as a run of the test rule would, at the test place.
+async fn apply_as(
+    b: &Bench,
+    s: IssueSnapshot,
+    m: Option<Mapping>,
+    source: Source,
+    cursor: Option<DateTime<Utc>>,
+) -> Result<Outcome, EngineError> {
+    let (rule, place, log) = (rule(), place(), RunLog::new(RunMode::Once));
+    let cx = Ctx {
+        rule: &rule,
+        place: &place,
+        log: &log,
+    };
+    b.apply(&cx, s, m, source, cursor).await
+}
+
 /// Replicates `s` once so the store and GitLab hold it, then forgets the calls it took.
 async fn replicated(b: &Bench, s: IssueSnapshot) -> Mapping {
-    b.apply(&rule(), &place(), s, None, Source::Search, None)
+    apply_as(b, s, None, Source::Search, None)
         .await
         .expect("the first apply runs");
     b.gitlab.calls.lock().expect("unpoisoned").clear();
@@ -100,8 +118,7 @@ async fn replicated(b: &Bench, s: IssueSnapshot) -> Mapping {
 }
 
 async fn apply(b: &Bench, s: IssueSnapshot, m: Option<Mapping>) -> Result<Outcome, EngineError> {
-    b.apply(&rule(), &place(), s, m, Source::Search, Some(at(50)))
-        .await
+    apply_as(b, s, m, Source::Search, Some(at(50))).await
 }
 
 /// Faults before the first apply → the GitLab calls it makes, the objects GitLab then holds,
@@ -335,8 +352,7 @@ async fn a_lost_close_is_retried_from_the_stored_failure() {
         .expect("the apply runs");
     assert_eq!(out.counts.failed, 1);
     let failed = b.store.failure(RULE, "OPS-1").expect("stored").snapshot;
-    let out = b
-        .apply(&rule(), &place(), failed, Some(m), Source::Retry, None)
+    let out = apply_as(&b, failed, Some(m), Source::Retry, None)
         .await
         .expect("the retry runs");
     assert_eq!(out.counts.closed, 1);
@@ -366,15 +382,7 @@ async fn an_obsolete_failure_is_settled_without_a_call() {
         )
         .await
         .expect("stored");
-    let out = b
-        .apply(
-            &rule(),
-            &place(),
-            snap("a", 2, None),
-            Some(newer),
-            Source::Retry,
-            None,
-        )
+    let out = apply_as(&b, snap("a", 2, None), Some(newer), Source::Retry, None)
         .await
         .expect("the retry runs");
     assert_eq!(out.counts.skipped, 1);
@@ -392,9 +400,10 @@ async fn ignored_times_are_reported() {
 }
 
 /// A whole cycle: the changes are replicated and the cursor moves to `start − lookback`; the
-/// next cycle with nothing new makes one search and no GitLab call.
+/// next cycle with nothing new makes one search, no GitLab call and no store write at all (no
+/// run-log entry, no cursor write).
 #[tokio::test]
-async fn an_idle_cycle_costs_one_search() {
+async fn an_idle_cycle_costs_one_search_and_no_write() {
     let b = bench();
     let recent = Utc::now() - chrono::Duration::minutes(5);
     let mut s = snap("a", 0, None);
@@ -408,18 +417,249 @@ async fn an_idle_cycle_costs_one_search() {
         .expect("runs");
     assert_eq!((first.counts.created, first.jira_requests), (1, 1));
     assert_eq!(first.planned.len(), 1, "the create is listed");
+    assert!(first.run_id.is_some(), "a run that wrote is logged");
     b.gitlab.calls.lock().expect("unpoisoned").clear();
+    let before = b.store.writes().len();
     let second = b
         .run_rule(&rule(), RunMode::Once, &cancel)
         .await
         .expect("runs");
     assert_eq!((second.counts.created, second.jira_requests), (0, 1));
+    assert_eq!(second.outcome, RunOutcome::Ok);
     assert!(b.gitlab.calls().is_empty(), "no GitLab call when idle");
     assert_eq!(
-        *b.store.runs.lock().expect("unpoisoned"),
-        vec![Some(RunOutcome::Ok), Some(RunOutcome::Ok)],
-        "both runs are logged and closed"
+        b.store.writes()[before..],
+        [] as [&str; 0],
+        "an idle cycle writes nothing to the store"
     );
+    assert_eq!(second.run_id, None, "and leaves no run-log entry");
+    assert_eq!(
+        *b.store.runs.lock().expect("unpoisoned"),
+        vec![Some(RunOutcome::Ok)],
+        "only the run that wrote is logged, and closed"
+    );
+}
+
+/// An idle cycle still records, every `IDLE_CHECKPOINT`, the cursor it earned and when it
+/// checked, so `status` can tell the rule is being checked.
+#[tokio::test]
+async fn an_idle_rule_is_checkpointed_now_and_then() {
+    let b = bench();
+    let cancel = CancellationToken::new();
+    b.run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("runs");
+    let key = checked_meta_key(RULE);
+    let first = b.store.meta.lock().expect("unpoisoned").get(&key).cloned();
+    assert!(first.is_some(), "a first check is recorded");
+    let before = b.store.writes().len();
+    b.run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("runs");
+    assert_eq!(b.store.writes().len(), before, "not again at once");
+    let long_ago = Utc::now() - IDLE_CHECKPOINT - chrono::Duration::seconds(1);
+    b.marks.lock().expect("unpoisoned").clear();
+    b.store
+        .meta
+        .lock()
+        .expect("unpoisoned")
+        .insert(key.clone(), long_ago.to_rfc3339());
+    b.run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("runs");
+    assert_eq!(
+        b.store.writes()[before..],
+        ["advance_cursor", "set_meta"],
+        "a checkpoint is due"
+    );
+    assert!(
+        b.store.cursor_of(RULE).is_some(),
+        "the cursor the idle walks earned is written"
+    );
+}
+
+/// Each cycle re-reads exactly the look-back: the search starts at the cursor, and a complete
+/// walk leaves the cursor at its start by Jira's clock minus the look-back, written or (idle)
+/// kept in memory.
+#[tokio::test]
+async fn each_cycle_rereads_exactly_the_lookback() {
+    let b = bench();
+    let lookback = chrono::Duration::minutes(10);
+    b.store
+        .cursors
+        .lock()
+        .expect("unpoisoned")
+        .insert(RULE.to_owned(), at(0));
+    let mut s = snap("a", 20, None);
+    s.created = at(20);
+    b.jira.issues.lock().expect("unpoisoned").push(s);
+    let cancel = CancellationToken::new();
+    let lower = |n: usize| {
+        let asked = b.jira.asked.lock().expect("unpoisoned");
+        asked[n]
+            .split("updated >= ")
+            .nth(1)
+            .and_then(|rest| rest.split(" ORDER BY").next())
+            .expect("a lower bound")
+            .to_owned()
+    };
+    let literal = |t| jql::literal(t, chrono_tz::UTC);
+
+    *b.jira.date.lock().expect("unpoisoned") = Some(at(30));
+    let one = b
+        .run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("run 1");
+    assert_eq!(one.counts.created, 1);
+    assert_eq!(
+        lower(0),
+        literal(at(0)),
+        "the first search starts at the cursor"
+    );
+    assert_eq!(
+        b.store.cursor_of(RULE),
+        Some(at(30) - lookback),
+        "the walk that started at minute 30 (Jira's clock) leaves the cursor a look-back before"
+    );
+
+    *b.jira.date.lock().expect("unpoisoned") = Some(at(32));
+    let two = b
+        .run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("run 2");
+    assert_eq!(two.counts.created, 0);
+    assert_eq!(
+        lower(1),
+        literal(at(30) - lookback),
+        "the next search re-reads the look-back before the last walk's start, not twice that"
+    );
+
+    *b.jira.date.lock().expect("unpoisoned") = Some(at(34));
+    b.run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("run 3");
+    assert_eq!(
+        lower(2),
+        literal(at(32) - lookback),
+        "an idle walk's cursor, kept in memory, moves the next search too"
+    );
+}
+
+/// A live cycle with many changes applies several issues at once, up to the concurrency, and
+/// never two writes for one issue at once: an issue's retried change and its newer change read
+/// by the search are applied one after the other, the newer last.
+#[tokio::test(start_paused = true)]
+async fn a_cycle_applies_issues_concurrently_one_write_per_issue() {
+    let b = bench();
+    let old = Utc::now() - chrono::Duration::hours(1);
+    let issues: Vec<IssueSnapshot> = (1..=20)
+        .map(|n| {
+            let mut s = numbered(n, old + chrono::Duration::seconds(n as i64));
+            s.resolved_at = Some(s.updated);
+            s
+        })
+        .collect();
+    *b.jira.issues.lock().expect("unpoisoned") = issues;
+    // OPS-1's creation failed in an earlier run and is due again.
+    b.store
+        .commit(
+            RULE,
+            Commit::Failed {
+                snapshot: numbered(1, old),
+                error: "earlier".into(),
+            },
+            None,
+        )
+        .await
+        .expect("stored");
+    b.store.all_due();
+    // Every write waits until 4 are in flight: the run ends only if 4 run at once.
+    b.gitlab.gate.open_at(4);
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        b.run_rule(&rule(), RunMode::Once, &CancellationToken::new()),
+    )
+    .await
+    .expect("four writes were in flight at once")
+    .expect("the run ends");
+    assert_eq!(b.gitlab.gate.max(), 4, "up to the concurrency, no more");
+    assert_eq!(
+        b.gitlab.gate.overlapped(),
+        Vec::<JiraKey>::new(),
+        "never two writes for one issue in flight"
+    );
+    assert_eq!(
+        (
+            report.counts.created,
+            report.counts.closed,
+            report.counts.failed
+        ),
+        (20, 20, 0),
+        "{report:?}"
+    );
+    let objects = b.gitlab.objects();
+    assert_eq!(objects.len(), 20, "one object per issue");
+    assert!(
+        objects.iter().all(|o| o.state == RemoteState::Closed),
+        "the newer change of OPS-1 was applied after its retry: {objects:?}"
+    );
+    assert!(b.store.failure(RULE, "OPS-1").is_none(), "settled");
+}
+
+/// The cursor never passes a change not finished: while the oldest change's write is held, the
+/// later ones commit with the cursor no further than it; when it then fails in a way that stops
+/// the run, it is not recorded, the cursor is still before it, and the next cycle replicates it.
+#[tokio::test(start_paused = true)]
+async fn the_cursor_stays_before_an_unfinished_change() {
+    let b = bench();
+    let old = Utc::now() - chrono::Duration::hours(1);
+    let issues: Vec<IssueSnapshot> = (1..=6)
+        .map(|n| numbered(n, old + chrono::Duration::seconds(n as i64)))
+        .collect();
+    let oldest = issues[0].updated;
+    *b.jira.issues.lock().expect("unpoisoned") = issues;
+    let release = b.gitlab.gate.hold("OPS-1");
+    let cancel = CancellationToken::new();
+    let the_rule = rule();
+    let run = b.run_rule(&the_rule, RunMode::Once, &cancel);
+    let watch = async {
+        for _ in 0..10_000 {
+            if b.store.mappings.lock().expect("unpoisoned").len() == 5 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            b.store.mappings.lock().expect("unpoisoned").len(),
+            5,
+            "the five later issues are replicated while OPS-1's write is held"
+        );
+        let cursor = b
+            .store
+            .cursor_of(RULE)
+            .expect("the commits carried a cursor");
+        assert!(
+            cursor <= oldest,
+            "the cursor ({cursor}) stays before OPS-1's change ({oldest}), still in flight"
+        );
+        release
+            .send(Some(MemError::Fatal))
+            .expect("the write is held");
+    };
+    let (result, ()) = tokio::join!(run, watch);
+    let err = result.expect_err("a refusal that stops the run stops it");
+    assert!(matches!(err, EngineError::GitLab { .. }), "{err:?}");
+    let cursor = b.store.cursor_of(RULE).expect("a cursor");
+    assert!(cursor <= oldest, "still before OPS-1's change: {cursor}");
+    assert!(b.store.failure(RULE, "OPS-1").is_none(), "not recorded");
+    assert!(b.store.mapping("OPS-1").is_none());
+
+    let next = b
+        .run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("the next cycle runs");
+    assert_eq!(next.counts.created, 1, "OPS-1 is read again and created");
+    assert_eq!(b.gitlab.objects().len(), 6, "nothing twice");
 }
 
 /// A dry run runs the same executor over wrapped ports: it plans what a real run would do
@@ -665,7 +905,11 @@ async fn an_outage_stops_the_run(
                 .iter()
                 .filter(|c| **c == Call::Create)
                 .count();
-            assert_eq!(creates, 3, "OPS-4 and OPS-5 are not tried");
+            assert!(
+                creates <= 3 + 3,
+                "no write starts after the third outage in a row; at most the three others in \
+                 flight with it (concurrency 4) were sent: {creates}"
+            );
         }
     }
 }

@@ -24,6 +24,8 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Timelike, Utc};
 use chrono_tz::Tz;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::domain::{IssueSnapshot, PageCursor, SearchPage};
 
@@ -202,6 +204,38 @@ impl PageWalk {
         }
         self.step(result.next.clone(), result.issues.last().map(self.order))?;
         Ok(Some(result))
+    }
+
+    /// Walks to the end, handing each page to `tx` as soon as it is read, so that the next page
+    /// is fetched while the receiver works on this one (the channel's capacity is how far
+    /// ahead). Stops at Jira's last page, after sending the walk's error on, once `cancel` fires
+    /// (a search in flight is dropped: it is a read), or once the receiver is gone. Returns the
+    /// search requests sent. A receiver that sees the channel close while `cancel` has fired
+    /// cannot tell the end of the walk from the cancellation, and takes it as cancelled.
+    pub(crate) async fn prefetch<J: JiraSource>(
+        mut self,
+        jira: &J,
+        query: impl Fn(DateTime<Utc>, Option<DateTime<Utc>>) -> String,
+        tx: mpsc::Sender<Result<SearchPage, WalkError<J::Error>>>,
+        cancel: &CancellationToken,
+    ) -> u64 {
+        loop {
+            let page = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return self.requests,
+                page = self.next(jira, &query) => page,
+            };
+            let item = match page {
+                Ok(Some(page)) => Ok(page),
+                Ok(None) => return self.requests,
+                Err(e) => Err(e),
+            };
+            let failed = item.is_err();
+            // A send fails only once the receiver stopped (and dropped its end).
+            if tx.send(item).await.is_err() || failed {
+                return self.requests;
+            }
+        }
     }
 
     /// Moves past a page whose server cursor is `next` and whose last issue sorts at `last`.
