@@ -196,7 +196,7 @@ async fn service_replicates_on_schedule_and_closes_on_resolution() {
         .expect("the service stops")
         .expect("the service task does not panic");
     assert!(clean, "an idle worker stops within the grace period");
-    scheduler.shutdown().await.expect("the scheduler stops");
+    scheduler.shutdown().await;
 
     let issues = w.gitlab_issues();
     assert_eq!(

@@ -144,7 +144,7 @@ async fn drive(mut say: impl FnMut(&str)) -> anyhow::Result<DemoOutcome> {
     cancel.cancel();
     let _ = running.await;
     let mut scheduler = scheduler;
-    let _ = scheduler.shutdown().await;
+    scheduler.shutdown().await;
 
     let mappings = engine.store().all_mappings("ops-incidents").await?;
     let gl = gitlab.issues(1);

@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::info;
 
 use jira_gitlab_sync::app::App;
 use jira_gitlab_sync::check::Level;
@@ -658,9 +658,7 @@ where
         }
         clean = &mut run => clean,
     };
-    if let Err(e) = scheduler.shutdown().await {
-        error!(error = %e, "the scheduler did not stop cleanly");
-    }
+    scheduler.shutdown().await;
     // Every run was recorded (cancelled, or abandoned at the end of the grace period): a stop,
     // not a failure. Only a worker that did not even record its run exits 1.
     Ok(if clean { Exit::Clean } else { Exit::Partial })
