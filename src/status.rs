@@ -8,6 +8,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::engine::checked_meta_key;
 use crate::store::{RuleStatus, Store, StoreError, StrayEntry};
 
 /// One failing issue.
@@ -34,6 +35,10 @@ pub struct RuleView {
     pub gone_keys: Vec<String>,
     /// Issues followed by id that the rule's search no longer returns: out of scope or deleted.
     pub strays: Vec<StrayEntry>,
+    /// When the rule last completed a cycle (its whole search), as recorded: by every run that
+    /// wrote something, and while the rule is idle, every
+    /// [`IDLE_CHECKPOINT`](crate::engine::IDLE_CHECKPOINT) (idle cycles write nothing).
+    pub last_checked: Option<DateTime<Utc>>,
 }
 
 /// Everything `status` shows.
@@ -56,6 +61,7 @@ pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, Stor
         failing: Vec::new(),
         gone_keys: Vec::new(),
         strays: Vec::new(),
+        last_checked: None,
     };
     let store = match Store::open_read_only(path) {
         Ok(s) => s,
@@ -104,7 +110,13 @@ pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, Stor
             Vec::new()
         };
         let strays = store.strays(&s.rule).await?;
+        let last_checked = store
+            .get_meta(&checked_meta_key(&s.rule))
+            .await?
+            .and_then(|v| DateTime::parse_from_rfc3339(&v).ok())
+            .map(|t| t.with_timezone(&Utc));
         let v = &mut views[idx];
+        v.last_checked = last_checked;
         v.status = s;
         v.failing = failing;
         v.gone_keys = gone_keys;
@@ -165,6 +177,9 @@ pub fn render(report: &StatusReport) -> String {
             r.closed,
             r.failed
         );
+        if let Some(t) = view.last_checked {
+            let _ = writeln!(out, "    last checked: {}", when(Some(t)));
+        }
         if let Some(run) = &r.last_run {
             let c = &run.counts;
             let _ = writeln!(

@@ -656,6 +656,10 @@ async fn status_json_reports_the_store_after_once() {
         ),
         "two mapped: one left open, one closed: {r:#}"
     );
+    assert!(
+        r["last_checked"].is_string(),
+        "the finished cycle is recorded as the rule's last check: {r:#}"
+    );
     assert_eq!(r["last_run"]["outcome"], "ok", "{r:#}");
     assert_eq!(r["last_run"]["mode"], "once", "{r:#}");
     assert_eq!(r["last_run"]["counts"]["created"], 2, "{r:#}");

@@ -80,6 +80,9 @@ pub(super) struct Mark {
     cursor: Option<DateTime<Utc>>,
     /// When a complete walk was last recorded in the store; `None` until read in this process.
     checkpoint: Option<Option<DateTime<Utc>>>,
+    /// When the rule was last reconciled, as the store holds it; `None` until read in this
+    /// process (then an idle cycle need not ask the store again).
+    pub(super) reconciled: Option<Option<DateTime<Utc>>>,
 }
 
 /// The state of one run in progress.
@@ -301,7 +304,16 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         chrono::Duration::from_std(self.settings.lookback).unwrap_or(chrono::Duration::zero())
     }
 
-    fn mark(&self, rule: &str) -> Mark {
+    /// Changes what the engine remembers of `rule`.
+    pub(super) fn remark(&self, rule: &str, change: impl FnOnce(&mut Mark)) {
+        let mut marks = self
+            .marks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        change(marks.entry(rule.to_owned()).or_default());
+    }
+
+    pub(super) fn mark(&self, rule: &str) -> Mark {
         self.marks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -352,13 +364,10 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 .await
                 .map_err(store_err)?;
         }
-        let mut marks = self
-            .marks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mark = marks.entry(rule.name.clone()).or_default();
-        mark.cursor = mark.cursor.max(Some(run.ceiling));
-        mark.checkpoint = Some(if due { Some(at) } else { checkpoint });
+        self.remark(&rule.name, |mark| {
+            mark.cursor = mark.cursor.max(Some(run.ceiling));
+            mark.checkpoint = Some(if due { Some(at) } else { checkpoint });
+        });
         Ok(())
     }
 

@@ -3,8 +3,9 @@
 //! commits each step with the cursor it covers.
 //!
 //! Guarantees, and how they are kept:
-//! - **Nothing lost.** The search starts `lookback` before the cursor (Jira Cloud's index lags);
-//!   the cursor only advances to what was committed, and never past `start − lookback`. Pages are
+//! - **Nothing lost.** The search starts at the cursor, which only advances to what was committed
+//!   (never past the oldest change still in flight) and never past `start − lookback` (Jira
+//!   Cloud's index lags), so each cycle re-reads the look-back once (`cycle`). Pages are
 //!   walked by re-querying from the last `updated` seen rather than by deep offsets (`walk`), so
 //!   issues that change while we page cannot shift others out of view. A failed issue is stored
 //!   with its snapshot and retried without asking Jira again, once its backoff is over (a

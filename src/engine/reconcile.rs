@@ -73,13 +73,20 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         let now = Utc::now();
         let interval = chrono::Duration::from_std(self.settings.reconcile)
             .unwrap_or_else(|_| chrono::Duration::hours(1));
-        let last = self
-            .store
-            .meta(&key)
-            .await
-            .map_err(store_err)?
-            .and_then(|v| DateTime::parse_from_rfc3339(&v).ok())
-            .map(|t| t.with_timezone(&Utc));
+        let last = match self.mark(&rule.name).reconciled {
+            Some(known) => known,
+            None => {
+                let stored = self
+                    .store
+                    .meta(&key)
+                    .await
+                    .map_err(store_err)?
+                    .and_then(|v| DateTime::parse_from_rfc3339(&v).ok())
+                    .map(|t| t.with_timezone(&Utc));
+                self.remark(&rule.name, |m| m.reconciled = Some(stored));
+                stored
+            }
+        };
         if last.is_some_and(|t| now - t < interval && t <= now) {
             return Ok(true);
         }
@@ -170,6 +177,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             .set_meta(&key, &now.to_rfc3339())
             .await
             .map_err(store_err)?;
+        self.remark(&rule.name, |m| m.reconciled = Some(Some(now)));
         info!(
             followed = report.followed,
             jira_requests = report.jira_requests,

@@ -1027,6 +1027,7 @@ fn reconciliation_due(b: &Bench) {
         *at -= chrono::Duration::days(1);
     }
     b.store.meta.lock().expect("unpoisoned").clear();
+    b.marks.lock().expect("unpoisoned").clear();
 }
 
 fn numbered(n: u64, updated: DateTime<Utc>) -> IssueSnapshot {
