@@ -277,6 +277,11 @@ impl Gate {
         tx
     }
 
+    /// The writes in flight now.
+    pub(crate) fn in_flight(&self) -> usize {
+        lock(&self.state).now
+    }
+
     /// The most writes in flight at once so far.
     pub(crate) fn max(&self) -> usize {
         lock(&self.state).max

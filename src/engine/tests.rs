@@ -606,6 +606,65 @@ async fn a_cycle_applies_issues_concurrently_one_write_per_issue() {
     assert!(b.store.failure(RULE, "OPS-1").is_none(), "settled");
 }
 
+/// A cancellation with every slot busy starts nothing new: the writes in flight finish and
+/// commit, the run is recorded as cancelled, and the cursor stays before what was not started.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_cycle_finishes_what_is_in_flight_and_starts_nothing() {
+    let b = bench();
+    let old = Utc::now() - chrono::Duration::hours(1);
+    let issues: Vec<IssueSnapshot> = (1..=6)
+        .map(|n| numbered(n, old + chrono::Duration::seconds(n as i64)))
+        .collect();
+    let fifth = issues[4].updated;
+    *b.jira.issues.lock().expect("unpoisoned") = issues;
+    let held: Vec<_> = (1..=4)
+        .map(|n| b.gitlab.gate.hold(&format!("OPS-{n}")))
+        .collect();
+    let cancel = CancellationToken::new();
+    let the_rule = rule();
+    let run = b.run_rule(&the_rule, RunMode::Once, &cancel);
+    let watch = async {
+        for _ in 0..10_000 {
+            if b.gitlab.gate.in_flight() == 4 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            b.gitlab.gate.in_flight(),
+            4,
+            "four creates in flight (the concurrency), all held"
+        );
+        cancel.cancel();
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        for release in held {
+            release.send(None).expect("held");
+        }
+    };
+    let (result, ()) = tokio::join!(run, watch);
+    let report = result.expect("a cancelled run is no error");
+    assert_eq!(report.outcome, RunOutcome::Cancelled);
+    assert_eq!(report.counts.created, 4, "the four in flight finished");
+    assert_eq!(
+        b.gitlab.objects().len(),
+        4,
+        "nothing started after the cancel"
+    );
+    assert_eq!(
+        b.store.mappings.lock().expect("unpoisoned").len(),
+        4,
+        "and committed"
+    );
+    let cursor = b.store.cursor_of(RULE).expect("a cursor");
+    assert!(cursor < fifth, "before OPS-5, not started: {cursor}");
+    assert_eq!(
+        *b.store.runs.lock().expect("unpoisoned"),
+        vec![Some(RunOutcome::Cancelled)]
+    );
+}
+
 /// The cursor never passes a change not finished: while the oldest change's write is held, the
 /// later ones commit with the cursor no further than it; when it then fails in a way that stops
 /// the run, it is not recorded, the cursor is still before it, and the next cycle replicates it.
