@@ -78,6 +78,12 @@ pub fn checked_meta_key(rule: &str) -> String {
 pub(super) struct Mark {
     /// The cursor the last complete walk earned, written to the store or not.
     cursor: Option<DateTime<Utc>>,
+    /// The store's cursor is no later than `cursor`: the last run completed its walk, and only
+    /// this process writes the store (its lock). An idle cycle then need not read it.
+    cursor_known: bool,
+    /// The store holds no failure of the rule: the last run completed its walk with none
+    /// recorded or waiting. An idle cycle then need not read them.
+    no_failures: bool,
     /// When a complete walk was last recorded in the store; `None` until read in this process.
     checkpoint: Option<Option<DateTime<Utc>>>,
     /// When the rule was last reconciled, as the store holds it; `None` until read in this
@@ -99,6 +105,8 @@ pub(super) struct Run<'a> {
     ceiling: DateTime<Utc>,
     /// Where the rule writes, resolved on the first issue (an idle run needs no project id).
     place: Option<Place>,
+    /// Stored failures of the rule wait for their backoff (they stay in the store).
+    failures_wait: bool,
 }
 
 impl Run<'_> {
@@ -269,6 +277,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             seen: HashSet::new(),
             ceiling: started + self.skew() - self.lookback(),
             place: None,
+            failures_wait: false,
         };
         let result = self
             .within_grace(cancel, async {
@@ -327,12 +336,16 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         &self,
         rule: &RuleConfig,
     ) -> Result<Option<DateTime<Utc>>, EngineError> {
+        let mark = self.mark(&rule.name);
+        if mark.cursor_known {
+            return Ok(mark.cursor);
+        }
         let stored = self
             .store
             .cursor(&rule.name)
             .await
             .map_err(|e| EngineError::store(rule, e))?;
-        Ok(stored.max(self.mark(&rule.name).cursor))
+        Ok(stored.max(mark.cursor))
     }
 
     /// A complete walk: every change before the run's ceiling is replicated or recorded.
@@ -364,9 +377,12 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 .await
                 .map_err(store_err)?;
         }
+        let no_failures = !run.failures_wait && run.report.failures.is_empty();
         self.remark(&rule.name, |mark| {
             mark.cursor = mark.cursor.max(Some(run.ceiling));
             mark.checkpoint = Some(if due { Some(at) } else { checkpoint });
+            mark.cursor_known = true;
+            mark.no_failures = no_failures;
         });
         Ok(())
     }
@@ -405,11 +421,20 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         }
         debug!(cursor = ?cursor, lower = %lower, zone = %zone, "walking Jira changes");
 
-        let failures = self
-            .store
-            .failures(&rule.name)
-            .await
-            .map_err(|e| EngineError::store(rule, e))?;
+        let failures = if self.mark(&rule.name).no_failures {
+            Vec::new()
+        } else {
+            self.store
+                .failures(&rule.name)
+                .await
+                .map_err(|e| EngineError::store(rule, e))?
+        };
+        // Until this run completes its walk, its commits may move the cursor and record
+        // failures: the store must be read again if it does not.
+        self.remark(&rule.name, |mark| {
+            mark.cursor_known = false;
+            mark.no_failures = false;
+        });
         // Only failures whose backoff is over are retried; a search that reads one of the others
         // again (the lookback window) leaves it waiting, unless Jira changed it since.
         let now = Utc::now();
@@ -420,6 +445,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 "failed issues wait for their next attempt"
             );
         }
+        run.failures_wait = !waiting.is_empty();
         let waiting: HashMap<JiraKey, DateTime<Utc>> = waiting
             .into_iter()
             .map(|f| (f.snapshot.key, f.snapshot.updated))

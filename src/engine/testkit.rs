@@ -615,6 +615,8 @@ pub(crate) struct MemStore {
     pub(crate) written: Mutex<HashMap<JiraKey, DateTime<Utc>>>,
     /// Every write call, by method name, in order.
     pub(crate) writes: Mutex<Vec<&'static str>>,
+    /// Every read call, by method name, in order.
+    pub(crate) reads: Mutex<Vec<&'static str>>,
 }
 
 impl MemStore {
@@ -657,6 +659,11 @@ impl MemStore {
         lock(&self.commits).clone()
     }
 
+    /// Every read call so far, by method name.
+    pub(crate) fn reads(&self) -> Vec<&'static str> {
+        lock(&self.reads).clone()
+    }
+
     /// Every write call so far, by method name.
     pub(crate) fn writes(&self) -> Vec<&'static str> {
         lock(&self.writes).clone()
@@ -667,6 +674,7 @@ impl SyncStore for MemStore {
     type Error = MemError;
 
     async fn cursor(&self, rule: &str) -> Result<Option<DateTime<Utc>>, MemError> {
+        lock(&self.reads).push("cursor");
         Ok(self.cursor_of(rule))
     }
 
@@ -675,6 +683,7 @@ impl SyncStore for MemStore {
         place: &Place,
         issues: Vec<(Option<JiraId>, JiraKey)>,
     ) -> Result<HashMap<JiraKey, Mapping>, MemError> {
+        lock(&self.reads).push("mappings");
         let all = lock(&self.mappings);
         Ok(issues
             .into_iter()
@@ -706,6 +715,7 @@ impl SyncStore for MemStore {
     }
 
     async fn project_id(&self, configured: &str) -> Result<Option<u64>, MemError> {
+        lock(&self.reads).push("project_id");
         Ok(lock(&self.projects).get(configured).map(|p| p.id))
     }
 
@@ -724,6 +734,7 @@ impl SyncStore for MemStore {
         rule: &str,
         written_before: DateTime<Utc>,
     ) -> Result<Vec<Mapping>, MemError> {
+        lock(&self.reads).push("following");
         let written = lock(&self.written).clone();
         let mut out: Vec<Mapping> = lock(&self.mappings)
             .values()
@@ -743,6 +754,7 @@ impl SyncStore for MemStore {
     }
 
     async fn max_iid(&self, place: &Place) -> Result<Option<u64>, MemError> {
+        lock(&self.reads).push("max_iid");
         Ok(lock(&self.mappings)
             .iter()
             .filter(|((project, _), _)| *project == place.project_id)
@@ -804,6 +816,7 @@ impl SyncStore for MemStore {
     }
 
     async fn failures(&self, rule: &str) -> Result<Vec<Failure>, MemError> {
+        lock(&self.reads).push("failures");
         let mut out: Vec<Failure> = lock(&self.failures)
             .iter()
             .filter(|((r, _), _)| r == rule)
@@ -821,6 +834,7 @@ impl SyncStore for MemStore {
     }
 
     async fn meta(&self, key: &str) -> Result<Option<String>, MemError> {
+        lock(&self.reads).push("meta");
         Ok(lock(&self.meta).get(key).cloned())
     }
 

@@ -420,6 +420,7 @@ async fn an_idle_cycle_costs_one_search_and_no_write() {
     assert!(first.run_id.is_some(), "a run that wrote is logged");
     b.gitlab.calls.lock().expect("unpoisoned").clear();
     let before = b.store.writes().len();
+    let read = b.store.reads().len();
     let second = b
         .run_rule(&rule(), RunMode::Once, &cancel)
         .await
@@ -433,6 +434,12 @@ async fn an_idle_cycle_costs_one_search_and_no_write() {
         "an idle cycle writes nothing to the store"
     );
     assert_eq!(second.run_id, None, "and leaves no run-log entry");
+    assert_eq!(
+        b.store.reads()[read..],
+        ["mappings"],
+        "and reads only the mapping of the change it re-read (the cursor, the failures and the \
+         last reconciliation are known from the cycle before)"
+    );
     assert_eq!(
         *b.store.runs.lock().expect("unpoisoned"),
         vec![Some(RunOutcome::Ok)],
