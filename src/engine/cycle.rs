@@ -457,13 +457,20 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         }
 
         let (tx, rx) = mpsc::channel(PREFETCH_PAGES);
+        // Stops the walk when the run is cancelled, or stops for an error (no search in flight
+        // is waited for then).
+        let stop_walk = cancel.child_token();
         let producer = PageWalk::by_updated(lower, zone).prefetch(
             &self.jira,
             |lower, upper| jql::changed_since(&rule.jql, lower, upper, zone),
             tx,
-            cancel,
+            &stop_walk,
         );
-        let consumer = self.apply_all(run, due, &waiting, rx, cancel);
+        let consumer = async {
+            let result = self.apply_all(run, due, &waiting, rx, cancel).await;
+            stop_walk.cancel();
+            result
+        };
         let (requests, result) = tokio::join!(producer, consumer);
         run.report.jira_requests += requests;
         result
