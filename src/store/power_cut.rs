@@ -131,12 +131,16 @@ impl GitLabSink for Shared<MemGitLab> {
     }
 }
 
-/// A config with one incident rule, its token files in `dir`.
-fn config(dir: &Path) -> Config {
+/// A config with one incident rule writing `concurrency` issues at once, its token files in
+/// `dir`.
+fn config(dir: &Path, concurrency: usize) -> Config {
     std::fs::write(dir.join("jira-token"), "jira-secret\n").unwrap();
     std::fs::write(dir.join("gitlab-token"), "gitlab-secret\n").unwrap();
     let text = format!(
         r#"
+[sync]
+backfill_concurrency = {concurrency}
+
 [jira]
 url = "https://jira.example"
 user = "bot@example.com"
@@ -275,12 +279,18 @@ async fn seed_high_iid(db: &Path, gitlab: &MemGitLab) {
 /// Cycles of creates and resolutions, the store rolled back to its last durable commit after
 /// most of them: no Jira issue ends with two GitLab objects or none, and each is closed if and
 /// only if Jira resolved it. Several seeds, each a replayable sequence of cuts. With the intents
-/// committed like the rest (NORMAL), the first cut after a create doubles it.
+/// committed like the rest (NORMAL), the first cut after a create doubles it. One issue at a
+/// time, each seed's cuts are replayable and must take mappings and closes back; several at
+/// once (as cycles apply them), which commits are durable at a cut depends on timing, and only
+/// the outcome is checked.
 #[tokio::test]
 async fn power_cuts_lose_nothing_and_double_nothing() {
-    for seed in [3_u64, 17, 2026] {
+    for (seed, concurrency) in [3_u64, 17, 2026]
+        .into_iter()
+        .flat_map(|seed| [(seed, 1), (seed, 8)])
+    {
         let dir = TempDir::new().unwrap();
-        let cfg = config(dir.path());
+        let cfg = config(dir.path(), concurrency);
         let db = dir.path().join("sync.db");
         let image = dir.path().join("image.db");
         let jira = Arc::new(MemJira::default());
@@ -350,14 +360,16 @@ async fn power_cuts_lose_nothing_and_double_nothing() {
         let calls = gitlab.calls();
         let count = |c: Call| calls.iter().filter(|&&x| x == c).count();
         let resolved = issues.iter().filter(|s| s.resolved_at.is_some()).count();
-        assert!(
-            count(Call::Find) > 0,
-            "seed {seed}: cuts took mappings back, and their intents were looked up"
-        );
-        assert!(
-            count(Call::Close) > resolved,
-            "seed {seed}: cuts took closes back, and they were sent again"
-        );
+        if concurrency == 1 {
+            assert!(
+                count(Call::Find) > 0,
+                "seed {seed}: cuts took mappings back, and their intents were looked up"
+            );
+            assert!(
+                count(Call::Close) > resolved,
+                "seed {seed}: cuts took closes back, and they were sent again"
+            );
+        }
         let objects: Vec<MemObject> = gitlab
             .objects
             .lock()
