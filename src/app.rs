@@ -3,11 +3,13 @@
 //! build their engine here.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::config::{Config, RuleConfig, SyncConfig};
 use crate::engine::dry_run::{DryRunSink, DryRunStore};
 use crate::engine::{EngineSettings, SyncEngine};
 use crate::gitlab::{GitLabClient, GitLabError};
+use crate::http::RequestObserver;
 use crate::jira::{JiraClient, JiraError};
 use crate::store::{Store, StoreError, StoreOptions};
 
@@ -74,7 +76,11 @@ struct Parts {
 }
 
 impl Parts {
-    fn open(cfg: &Config, mode: StoreMode) -> Result<Parts, BuildError> {
+    fn open(
+        cfg: &Config,
+        mode: StoreMode,
+        observer: Option<Arc<dyn RequestObserver>>,
+    ) -> Result<Parts, BuildError> {
         let path = &cfg.store_path;
         let store = match mode {
             StoreMode::Writable => Store::open_with(
@@ -91,10 +97,16 @@ impl Parts {
             mode,
             source,
         })?;
+        let mut jira = JiraClient::new(&cfg.jira, &cfg.sync).map_err(BuildError::Jira)?;
+        let mut gitlab = GitLabClient::new(&cfg.gitlab, &cfg.sync).map_err(BuildError::GitLab)?;
+        if let Some(observer) = observer {
+            jira.observed_by(Arc::clone(&observer));
+            gitlab.observed_by(observer);
+        }
         Ok(Parts {
             store,
-            jira: JiraClient::new(&cfg.jira, &cfg.sync).map_err(BuildError::Jira)?,
-            gitlab: GitLabClient::new(&cfg.gitlab, &cfg.sync).map_err(BuildError::GitLab)?,
+            jira,
+            gitlab,
         })
     }
 }
@@ -106,7 +118,19 @@ impl App<Engine> {
     /// # Errors
     /// The store cannot be opened (or is in use), or a client cannot be built.
     pub fn build(cfg: &Config) -> Result<Self, BuildError> {
-        let p = Parts::open(cfg, StoreMode::Writable)?;
+        Self::build_observed(cfg, None)
+    }
+
+    /// As [`App::build`], with every request to Jira and GitLab told to `observer` (the
+    /// service's and `--once`'s metrics, the watchdog's view of progress).
+    ///
+    /// # Errors
+    /// As [`App::build`].
+    pub fn build_observed(
+        cfg: &Config,
+        observer: Option<Arc<dyn RequestObserver>>,
+    ) -> Result<Self, BuildError> {
+        let p = Parts::open(cfg, StoreMode::Writable, observer)?;
         let settings = EngineSettings::from_config(cfg);
         Ok(App {
             config: cfg.clone(),
@@ -124,7 +148,7 @@ impl App<DryRunEngine> {
     /// As [`App::build`].
     pub fn dry_run(cfg: &Config) -> Result<Self, BuildError> {
         let mode = StoreMode::for_dry_run(cfg);
-        let p = Parts::open(cfg, mode)?;
+        let p = Parts::open(cfg, mode, None)?;
         let settings = EngineSettings::from_config(cfg);
         Ok(App {
             config: cfg.clone(),
@@ -223,7 +247,7 @@ gitlab_project = "acme/ops"
     fn store_error_names_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path());
-        let err = Parts::open(&cfg, StoreMode::ReadOnly)
+        let err = Parts::open(&cfg, StoreMode::ReadOnly, None)
             .err()
             .expect("there is no store to read");
         assert!(

@@ -118,18 +118,20 @@ impl Pacer {
         }
     }
 
+    /// Takes the next turn: the time it starts at (now or later), or `None` when unpaced.
+    async fn reserve(&self) -> Option<Instant> {
+        let interval = self.interval?;
+        let mut next = self.next.lock().await;
+        let at = (*next).max(Instant::now());
+        *next = at + interval;
+        Some(at)
+    }
+
+    #[cfg(test)]
     async fn acquire(&self) {
-        let Some(interval) = self.interval else {
-            return;
-        };
-        let at = {
-            let mut next = self.next.lock().await;
-            let now = Instant::now();
-            let at = (*next).max(now);
-            *next = at + interval;
-            at
-        };
-        tokio::time::sleep_until(at).await;
+        if let Some(at) = self.reserve().await {
+            tokio::time::sleep_until(at).await;
+        }
     }
 }
 
@@ -451,6 +453,37 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Told about every request attempt a client makes and every pause it takes on purpose: how
+/// the service counts requests for its metrics and knows that a rule's run is still moving.
+/// Called from the task that sends the request.
+pub trait RequestObserver: Send + Sync + std::fmt::Debug {
+    /// An attempt to `service` ("Jira", "GitLab") ended: answered with `status`, or `None` when
+    /// no complete answer came (the connection failed, timed out or was cut short).
+    fn attempt(&self, service: &'static str, status: Option<u16>);
+
+    /// The client waits `wait` on purpose before its next attempt to `service`: a
+    /// `Retry-After`, a backoff between retries, or pacing to a rate limit.
+    fn waiting(&self, service: &'static str, wait: Duration);
+}
+
+/// Several observers told the same things, in order.
+#[derive(Debug, Default)]
+pub struct Observers(pub Vec<Arc<dyn RequestObserver>>);
+
+impl RequestObserver for Observers {
+    fn attempt(&self, service: &'static str, status: Option<u16>) {
+        for o in &self.0 {
+            o.attempt(service, status);
+        }
+    }
+
+    fn waiting(&self, service: &'static str, wait: Duration) {
+        for o in &self.0 {
+            o.waiting(service, wait);
+        }
+    }
+}
+
 /// The shared client: one per remote service.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
@@ -464,6 +497,7 @@ pub struct HttpClient {
     blocked_until: Arc<Mutex<Option<Instant>>>,
     secrets: Arc<Vec<Secret>>,
     url_key: &'static str,
+    observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl HttpClient {
@@ -501,7 +535,29 @@ impl HttpClient {
             blocked_until: Arc::new(Mutex::new(None)),
             secrets: Arc::new(secrets),
             url_key: transport.url_key,
+            observer: None,
         })
+    }
+
+    /// Tells `observer` about every attempt and pause from now on.
+    pub fn observed_by(&mut self, observer: Arc<dyn RequestObserver>) {
+        self.observer = Some(observer);
+    }
+
+    fn attempted(&self, status: Option<u16>) {
+        if let Some(o) = &self.observer {
+            o.attempt(self.service, status);
+        }
+    }
+
+    /// Sleeps `wait`, telling the observer first.
+    async fn pause(&self, wait: Duration) {
+        if let Some(o) = &self.observer
+            && !wait.is_zero()
+        {
+            o.waiting(self.service, wait);
+        }
+        tokio::time::sleep(wait).await;
     }
 
     /// Starts a request; finish it with [`HttpClient::send`].
@@ -549,6 +605,7 @@ impl HttpClient {
             let response = match outcome {
                 Ok(r) => r,
                 Err(e) => {
+                    self.attempted(None);
                     if let Some(refused) = cross_origin_cause(&e) {
                         return Err(HttpError::CrossOriginRedirect {
                             service: self.service,
@@ -580,7 +637,7 @@ impl HttpClient {
                     }
                     let delay = self.retry.backoff(attempt, rand::random());
                     warn!(service = self.service, %method, %url, attempt, delay_ms = delay.as_millis() as u64, cause = %err, "request failed, retrying");
-                    tokio::time::sleep(delay).await;
+                    self.pause(delay).await;
                     continue;
                 }
             };
@@ -589,6 +646,7 @@ impl HttpClient {
             let body = match response.bytes().await {
                 Ok(b) => b.to_vec(),
                 Err(e) => {
+                    self.attempted(None);
                     let err = HttpError::NoAnswer {
                         service: self.service,
                         url: url.clone(),
@@ -600,10 +658,11 @@ impl HttpClient {
                     }
                     let delay = self.retry.backoff(attempt, rand::random());
                     warn!(service = self.service, %method, %url, attempt, delay_ms = delay.as_millis() as u64, cause = %err, "answer cut short, retrying");
-                    tokio::time::sleep(delay).await;
+                    self.pause(delay).await;
                     continue;
                 }
             };
+            self.attempted(Some(status.as_u16()));
             let retry_after = parse_retry_after(&headers, chrono::Utc::now());
 
             if status == StatusCode::TOO_MANY_REQUESTS
@@ -645,7 +704,7 @@ impl HttpClient {
                 let delay =
                     retry_after.unwrap_or_else(|| self.retry.backoff(attempt, rand::random()));
                 warn!(service = self.service, %method, %url, attempt, status = status.as_u16(), delay_ms = delay.as_millis() as u64, "server error, retrying");
-                tokio::time::sleep(delay).await;
+                self.pause(delay).await;
                 continue;
             }
             debug!(service = self.service, %method, %url, status = status.as_u16(), "answered");
@@ -661,16 +720,21 @@ impl HttpClient {
         loop {
             let until = *self.blocked_until.lock().await;
             match until {
-                Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
+                Some(t) if t > Instant::now() => self.pause(t - Instant::now()).await,
                 _ => break,
             }
         }
-        match kind {
-            RequestKind::Create => self.creates.acquire().await,
-            RequestKind::Search => self.searches.acquire().await,
-            RequestKind::Idempotent => {}
+        let pacer = match kind {
+            RequestKind::Create => Some(&self.creates),
+            RequestKind::Search => Some(&self.searches),
+            RequestKind::Idempotent => None,
+        };
+        for pacer in pacer.into_iter().chain([&self.requests]) {
+            if let Some(at) = pacer.reserve().await {
+                self.pause(at.saturating_duration_since(Instant::now()))
+                    .await;
+            }
         }
-        self.requests.acquire().await;
     }
 
     async fn block_for(&self, wait: Duration) {

@@ -31,11 +31,11 @@ mod file_error;
 mod raw;
 mod validate;
 
-pub use raw::{RawConfig, RawGitLab, RawJira, RawRule, RawSchedule, RawStore, RawSync};
+pub use raw::{RawConfig, RawGitLab, RawJira, RawMetrics, RawRule, RawSchedule, RawStore, RawSync};
 pub use validate::parse_since;
 use validate::{
-    gitlab_insecure_http, validate_cron, validate_gitlab, validate_jira, validate_rule,
-    validate_sync,
+    gitlab_insecure_http, validate_cron, validate_gitlab, validate_jira, validate_metrics,
+    validate_rule, validate_sync,
 };
 
 /// The environment variable that names the config file when `--config` is not given.
@@ -150,6 +150,22 @@ pub struct SyncConfig {
     pub reconcile: Duration,
 }
 
+/// `[metrics]`: where metrics go; neither set means none are kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// The service serves `GET /metrics` here.
+    pub listen: Option<std::net::SocketAddr>,
+    /// A `.prom` file for node_exporter's textfile collector, rewritten atomically.
+    pub textfile: Option<PathBuf>,
+}
+
+impl MetricsConfig {
+    /// Returns true if and only if metrics go anywhere.
+    pub fn enabled(&self) -> bool {
+        self.listen.is_some() || self.textfile.is_some()
+    }
+}
+
 /// Where one rule writes in GitLab.
 #[derive(Clone, Debug)]
 pub struct Destination {
@@ -211,6 +227,7 @@ pub struct Config {
     pub jira: JiraConfig,
     pub gitlab: GitLabConfig,
     pub rules: Vec<RuleConfig>,
+    pub metrics: MetricsConfig,
     /// Secret files every user may read, each once (by the file read), in config order: the
     /// command warns about them (`check` lists them with its findings).
     pub exposed_secrets: Vec<ExposedSecret>,
@@ -326,6 +343,7 @@ impl Config {
                     ),
                 )
             })?;
+        let metrics = validate_metrics(&raw.metrics)?;
         let exposed_secrets = exposed_secrets(&raw);
         Ok(Config {
             store_path: raw.store.path,
@@ -334,6 +352,7 @@ impl Config {
             jira,
             gitlab,
             rules,
+            metrics,
             exposed_secrets,
         })
     }
@@ -380,19 +399,23 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-/// Parses the text of the config file at `path`, with a relative `[store] path` and `ca_file`
-/// made relative to the file's directory. Every loader parses through here, so all commands find the same store.
+/// Parses the text of the config file at `path`, with a relative `[store] path`, `ca_file` and
+/// `[metrics] textfile` made relative to the file's directory. Every loader parses through here, so all commands find the same store.
 fn parse_file(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
     let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         message: file_error::describe(text, &e),
     })?;
     raw.store.path = beside(path, &raw.store.path);
-    for ca_file in [&mut raw.jira.ca_file, &mut raw.gitlab.ca_file]
-        .into_iter()
-        .flatten()
+    for file in [
+        &mut raw.jira.ca_file,
+        &mut raw.gitlab.ca_file,
+        &mut raw.metrics.textfile,
+    ]
+    .into_iter()
+    .flatten()
     {
-        *ca_file = beside(path, ca_file);
+        *file = beside(path, file);
     }
     Ok(raw)
 }

@@ -18,9 +18,26 @@ pub struct RawConfig {
     pub sync: RawSync,
     pub jira: RawJira,
     pub gitlab: RawGitLab,
+    /// Prometheus metrics: off unless a key is set.
+    #[serde(default)]
+    pub metrics: RawMetrics,
     /// The sync rules: each is one JQL query replicated into one GitLab project.
     #[serde(default)]
     pub rule: Vec<RawRule>,
+}
+
+/// `[metrics]`: where the metrics go, in the Prometheus text format. Both keys are optional and
+/// can be combined; with neither, no metrics are kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// The service serves `GET /metrics` on this address and port (`127.0.0.1:9898`; an IP
+    /// address, `[::1]:9898` for IPv6).
+    pub listen: Option<String>,
+    /// A file rewritten (atomically) after every cycle and at the end of `--once` and
+    /// `backfill`, for node_exporter's textfile collector; it must end in `.prom`. A relative
+    /// path is relative to the config file's directory.
+    pub textfile: Option<PathBuf>,
 }
 
 /// `[store]`

@@ -67,7 +67,11 @@ fn shipped_example_validates() {
         .replace(
             "# ca_file = \"/etc/jira-gitlab-sync/company-ca.pem\"",
             &format!("ca_file = \"{ca}\""),
-        );
+        )
+        // So are the [metrics] keys.
+        .replace("# [metrics]", "[metrics]")
+        .replace("# listen = ", "listen = ")
+        .replace("# textfile = ", "textfile = ");
     let cfg = Config::from_toml(&text, Path::new("config.toml"))
         .unwrap_or_else(|e| panic!("the shipped config.toml must validate: {e}"));
     assert!(
@@ -78,6 +82,49 @@ fn shipped_example_validates() {
         (cfg.jira.extra_roots.len(), cfg.gitlab.extra_roots.len()),
         (1, 1),
         "both sections document ca_file"
+    );
+    assert!(
+        cfg.metrics.listen.is_some() && cfg.metrics.textfile.is_some(),
+        "the example documents both [metrics] keys: {:?}",
+        cfg.metrics
+    );
+}
+
+/// Without `[metrics]` no metrics are kept; its keys are read, a relative textfile beside the
+/// config file.
+#[test]
+fn metrics_are_off_unless_configured() {
+    let cfg = load(RULE).unwrap();
+    assert!(!cfg.metrics.enabled(), "{:?}", cfg.metrics);
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        dir.path(),
+        &format!("{RULE}\n[metrics]\nlisten = \"127.0.0.1:9898\"\ntextfile = \"m/sync.prom\"\n"),
+    );
+    let cfg = Config::from_toml(&text, &dir.path().join("config.toml")).unwrap();
+    assert_eq!(
+        cfg.metrics,
+        MetricsConfig {
+            listen: Some("127.0.0.1:9898".parse().unwrap()),
+            textfile: Some(dir.path().join("m/sync.prom")),
+        }
+    );
+}
+
+/// A bad `[metrics]` value is refused with its key and what would do.
+#[rstest::rstest]
+#[case::host_name("listen = \"localhost:9898\"", "metrics.listen", "IP address and port")]
+#[case::no_port("listen = \"127.0.0.1\"", "metrics.listen", "IP address and port")]
+#[case::port_zero("listen = \"127.0.0.1:0\"", "metrics.listen", "port 0")]
+#[case::not_prom("textfile = \"/tmp/sync.txt\"", "metrics.textfile", "ending in .prom")]
+#[case::directory("textfile = \"/tmp/x.prom/\"", "metrics.textfile", "ending in .prom")]
+#[case::unknown_key("port = 9898", "port", "metrics")]
+fn bad_metrics_keys_are_named(#[case] line: &str, #[case] key: &str, #[case] says: &str) {
+    let err = load(&format!("{RULE}\n[metrics]\n{line}\n")).unwrap_err();
+    let text = chain(&err);
+    assert!(
+        text.contains(key) && text.contains(says),
+        "{line}: the error names {key} and says {says:?}: {text}"
     );
 }
 

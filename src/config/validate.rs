@@ -8,10 +8,10 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use url::Url;
 
-use super::raw::{RawGitLab, RawJira, RawRule, RawSync, default_grace_secs};
+use super::raw::{RawGitLab, RawJira, RawMetrics, RawRule, RawSync, default_grace_secs};
 use super::{
     AlertEndpoint, ConfigError, Deployment, Destination, GitLabConfig, JiraAuth, JiraConfig,
-    OnDelete, OnLeave, RuleConfig, SyncConfig, invalid,
+    MetricsConfig, OnDelete, OnLeave, RuleConfig, SyncConfig, invalid,
 };
 use crate::domain::{Severity, Target, UnknownName};
 use crate::http::{ExtraRoots, Pace, RetryPolicy};
@@ -330,6 +330,48 @@ pub(super) fn validate_sync(raw: &RawSync) -> Result<SyncConfig, ConfigError> {
         backfill_concurrency: raw.backfill_concurrency,
         reconcile: Duration::from_secs(raw.reconcile_secs),
     })
+}
+
+/// `[metrics]`: `listen` an IP address with a port other than 0, `textfile` a `.prom` file.
+pub(super) fn validate_metrics(raw: &RawMetrics) -> Result<MetricsConfig, ConfigError> {
+    let listen = match raw.listen.as_deref().map(str::trim) {
+        None => None,
+        Some(s) => {
+            let addr: std::net::SocketAddr = s.parse().map_err(|_| {
+                invalid(
+                    "metrics.listen",
+                    format!(
+                        "{s:?} is not an IP address and port such as 127.0.0.1:9898 (or \
+                         [::1]:9898; a host name is not accepted)"
+                    ),
+                )
+            })?;
+            if addr.port() == 0 {
+                return Err(invalid(
+                    "metrics.listen",
+                    "port 0 would pick a random port Prometheus could not know: name the port",
+                ));
+            }
+            Some(addr)
+        }
+    };
+    let textfile = match &raw.textfile {
+        None => None,
+        Some(path) => {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let is_dir = path.as_os_str().to_string_lossy().ends_with('/');
+            if is_dir || !name.ends_with(".prom") || name == ".prom" {
+                return Err(invalid(
+                    "metrics.textfile",
+                    "must name a file ending in .prom, such as \
+                     /var/lib/node_exporter/textfile_collector/jira-gitlab-sync.prom \
+                     (node_exporter's textfile collector reads only *.prom files)",
+                ));
+            }
+            Some(path.clone())
+        }
+    };
+    Ok(MetricsConfig { listen, textfile })
 }
 
 pub(super) fn validate_cron(key: &str, cron: &str) -> Result<(), ConfigError> {

@@ -121,6 +121,7 @@ impl Run<'_> {
         if let Some(a) = out.action {
             self.report.planned.push(a);
         }
+        self.report.lags.extend(out.lag);
         self.report.timestamps_ignored |= out.timestamps_ignored;
         self.report.incidents_filed_as_issues |= out.filed_as_issue;
     }
@@ -272,6 +273,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 incidents_filed_as_issues: false,
                 reconcile: None,
                 elapsed_ms: 0,
+                lags: Vec::new(),
             },
             mappings: HashMap::new(),
             seen: HashSet::new(),

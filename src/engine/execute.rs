@@ -76,6 +76,9 @@ pub(super) struct Outcome {
     pub(super) timestamps_ignored: bool,
     /// GitLab filed an incident as a plain issue (the token is below Reporter).
     pub(super) filed_as_issue: bool,
+    /// From the change in Jira to its GitLab write, by Jira's clock, when the snapshot was
+    /// written to GitLab (a live run's change, not a backfill's history).
+    pub(super) lag: Option<std::time::Duration>,
 }
 
 /// What every step of applying one snapshot needs: the rule, where it writes, and the run's
@@ -123,6 +126,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         let hash = render::content_hash(&obj);
         let action = plan(&snap, mapping.as_ref(), &hash);
         let span = info_span!("issue", jira_key = %snap.key, action = action.verb());
+        let changed_at = snap.updated;
         async {
             let mut out = Outcome::default();
             if !matches!(action, Action::Skip(_)) {
@@ -204,6 +208,14 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     self.rewrite(cx, &mut out, snap, m, &obj, hash, cursor)
                         .await?;
                 }
+            }
+            let c = &out.counts;
+            if source != Source::Backfill && c.created + c.closed + c.reopened + c.updated > 0 {
+                out.lag = Some(
+                    (Utc::now() + self.skew() - changed_at)
+                        .to_std()
+                        .unwrap_or_default(),
+                );
             }
             Ok(out)
         }

@@ -239,6 +239,11 @@ pub struct RunReport {
     /// The reconciliation this run made, if one was due.
     pub reconcile: Option<reconcile::ReconcileReport>,
     pub elapsed_ms: u64,
+    /// For each issue the run wrote to GitLab: how long after its change in Jira (the
+    /// snapshot's `updated`, by Jira's clock) the write was done. For the metrics' lag
+    /// histogram; not part of the report's JSON.
+    #[serde(skip)]
+    pub lags: Vec<Duration>,
 }
 
 /// The median as GitLab's DORA computes it: the middle value, or the mean of the two middle ones.

@@ -1227,3 +1227,32 @@ async fn a_failing_issue_is_not_taken_for_one_that_left() {
     let m = b.store.mapping("OPS-1").expect("mapped");
     assert_eq!(m.scope, crate::domain::IssueScope::InScope);
 }
+
+/// Each issue a run writes to GitLab reports how long after its change in Jira it was written
+/// (for the lag histogram); a run that writes nothing reports none.
+#[tokio::test]
+async fn a_write_reports_its_lag_from_the_jira_change() {
+    let b = bench();
+    let changed = Utc::now() - chrono::Duration::minutes(5);
+    let mut s = snap("a", 0, None);
+    s.created = changed;
+    s.updated = changed;
+    b.jira.issues.lock().expect("unpoisoned").push(s);
+    let cancel = CancellationToken::new();
+    let first = b
+        .run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("runs");
+    assert_eq!(first.counts.created, 1);
+    assert_eq!(first.lags.len(), 1, "one write, one lag: {:?}", first.lags);
+    let lag = first.lags[0];
+    assert!(
+        lag >= Duration::from_secs(300) && lag < Duration::from_secs(360),
+        "written about five minutes after the change: {lag:?}"
+    );
+    let second = b
+        .run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("runs");
+    assert!(second.lags.is_empty(), "nothing written: {:?}", second.lags);
+}

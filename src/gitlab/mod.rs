@@ -325,6 +325,11 @@ impl GitLabClient {
         })
     }
 
+    /// Tells `observer` about every request attempt to GitLab and every pause before one.
+    pub fn observed_by(&mut self, observer: std::sync::Arc<dyn crate::http::RequestObserver>) {
+        self.http.observed_by(observer);
+    }
+
     /// `<base>/api/v4/<segments…>`, each segment percent-encoded (a project path's `/` too).
     fn api(&self, segments: &[&str]) -> url::Url {
         let mut url = self.base.clone();

@@ -148,6 +148,11 @@ impl JiraClient {
         })
     }
 
+    /// Tells `observer` about every request attempt to Jira and every pause before one.
+    pub fn observed_by(&mut self, observer: std::sync::Arc<dyn crate::http::RequestObserver>) {
+        self.http.observed_by(observer);
+    }
+
     fn api(&self) -> &'static str {
         match self.deployment {
             Deployment::Cloud => "rest/api/3/",
