@@ -113,6 +113,7 @@ pub async fn run(cfg: &Config, config_path: &Path) -> Vec<Finding> {
         out.push(finding(Level::Warn, "secret", exposed.to_string()));
     }
     check_store(cfg, config_path, &mut out).await;
+    check_metrics(cfg, &mut out);
     match JiraClient::new(&cfg.jira, &sync) {
         Err(e) => out.push(finding(Level::Error, "jira", error_chain(&e))),
         Ok(jira) => check_jira(cfg, &jira, &mut out).await,
@@ -405,6 +406,57 @@ async fn check_store(cfg: &Config, config_path: &Path, out: &mut Vec<Finding>) {
                 rule.name
             ),
         ));
+    }
+}
+
+/// `[metrics]`: the service can listen on `listen` (a port in use is a warning: it may be the
+/// running service's), and the sync can create the `textfile` in its directory.
+fn check_metrics(cfg: &Config, out: &mut Vec<Finding>) {
+    if let Some(addr) = cfg.metrics.listen {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => out.push(finding(
+                Level::Ok,
+                "metrics",
+                format!("metrics.listen: the service can serve GET /metrics on {addr}"),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => out.push(finding(
+                Level::Warn,
+                "metrics",
+                format!(
+                    "metrics.listen: {addr} is in use: fine if the service runs and serves it; \
+                     otherwise another process has the port and the service would not start: \
+                     choose another port"
+                ),
+            )),
+            Err(e) => out.push(finding(
+                Level::Error,
+                "metrics",
+                format!(
+                    "metrics.listen: cannot listen on {addr} ({e}): the service would not \
+                     start; use an address of this machine, and a port above 1023 unless it \
+                     runs as root"
+                ),
+            )),
+        }
+    }
+    if let Some(path) = &cfg.metrics.textfile {
+        match crate::metrics::textfile_unwritable(path) {
+            None => out.push(finding(
+                Level::Ok,
+                "metrics",
+                format!("metrics.textfile: {} can be written", path.display()),
+            )),
+            Some(why) => out.push(finding(
+                Level::Error,
+                "metrics",
+                format!(
+                    "metrics.textfile: {why}: the metrics file {} could not be written; make \
+                     the directory writable by the user the sync runs as, or set \
+                     metrics.textfile elsewhere",
+                    path.display()
+                ),
+            )),
+        }
     }
 }
 

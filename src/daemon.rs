@@ -12,9 +12,16 @@
 //! the service. On shutdown every worker stops between actions, commits, and the service waits
 //! at most the grace period.
 //!
-//! Not here: what a run does (the engine), signals (the CLI), systemd notification (`notify`).
+//! After each run the service reports it (`Reporting`): to the metrics (and their textfile,
+//! if configured) and on systemd's `STATUS=` line. Each run is tracked by [`Liveness`], so the
+//! watchdog ([`spawn_watchdog`]) pings only while every run in flight makes progress.
+//!
+//! Not here: what a run does (the engine), signals (the CLI), the systemd protocol (`notify`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
@@ -26,9 +33,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::RuleConfig;
-use crate::domain::RunMode;
+use crate::domain::{RunMode, RunOutcome};
 use crate::engine::ports::{GitLabSink, JiraSource, SyncStore};
-use crate::engine::{RunReport, SyncEngine, error_chain};
+use crate::engine::{EngineError, RunReport, SyncEngine, error_chain};
+use crate::liveness::Liveness;
+use crate::metrics::Metrics;
+use crate::notify;
 
 /// After the grace period a run abandons its action in flight and records its end; this much
 /// longer is left for that before the service gives up on a worker.
@@ -72,6 +82,8 @@ pub struct Service<J, G, S> {
     ticks: Vec<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
     events: broadcast::Sender<RunEvent>,
     backoff: Backoff,
+    liveness: Arc<Liveness>,
+    reporting: Arc<Reporting>,
 }
 
 /// Sends ticks to one rule's worker.
@@ -103,13 +115,29 @@ where
     pub fn new(engine: Arc<SyncEngine<J, G, S>>, rules: Vec<RuleConfig>, backoff: Backoff) -> Self {
         let ticks = rules.iter().map(|_| mpsc::channel(1)).collect();
         let (events, _) = broadcast::channel(256);
+        let reporting = Arc::new(Reporting::new(&rules, None, None));
         Self {
             engine,
             rules,
             ticks,
             events,
             backoff,
+            liveness: Arc::new(Liveness::new()),
+            reporting,
         }
+    }
+
+    /// Tracks every run with `liveness` (which the HTTP clients should observe too, so it sees
+    /// the runs' progress).
+    pub fn with_liveness(mut self, liveness: Arc<Liveness>) -> Self {
+        self.liveness = liveness;
+        self
+    }
+
+    /// Records every run in `metrics`, and writes them to `textfile` after each run.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>, textfile: Option<PathBuf>) -> Self {
+        self.reporting = Arc::new(Reporting::new(&self.rules, Some(metrics), textfile));
+        self
     }
 
     /// The ticker of the rule at `index` (in config order).
@@ -161,14 +189,18 @@ where
         let tracker = TaskTracker::new();
         let mut workers = Vec::new();
         for (rule, (_, rx)) in self.rules.iter().cloned().zip(self.ticks.drain(..)) {
-            let engine = Arc::clone(&self.engine);
-            let events = self.events.clone();
-            let token = cancel.child_token();
-            let backoff = self.backoff.clone();
-            let name = rule.name.clone();
-            let span = info_span!("worker", rule = %rule.name);
-            let handle =
-                tracker.spawn(worker(engine, rule, rx, events, token, backoff).instrument(span));
+            let worker = Worker {
+                engine: Arc::clone(&self.engine),
+                rule,
+                events: self.events.clone(),
+                cancel: cancel.child_token(),
+                backoff: self.backoff.clone(),
+                liveness: Arc::clone(&self.liveness),
+                reporting: Arc::clone(&self.reporting),
+            };
+            let name = worker.rule.name.clone();
+            let span = info_span!("worker", rule = %name);
+            let handle = tracker.spawn(worker.run(rx).instrument(span));
             workers.push((name, handle));
         }
         tracker.close();
@@ -286,61 +318,322 @@ async fn tick_on_schedule(
     }
 }
 
-async fn worker<J, G, S>(
+/// One rule's worker: what it needs to run the rule and report its runs.
+struct Worker<J, G, S> {
     engine: Arc<SyncEngine<J, G, S>>,
     rule: RuleConfig,
-    mut ticks: mpsc::Receiver<()>,
     events: broadcast::Sender<RunEvent>,
     cancel: CancellationToken,
     backoff: Backoff,
-) where
+    liveness: Arc<Liveness>,
+    reporting: Arc<Reporting>,
+}
+
+impl<J, G, S> Worker<J, G, S>
+where
     J: JiraSource,
     G: GitLabSink,
     S: SyncStore,
 {
-    let mut failures: u32 = 0;
-    let mut not_before: Option<Instant> = None;
-    loop {
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break,
-            tick = ticks.recv() => {
-                if tick.is_none() {
-                    break;
+    async fn run(self, mut ticks: mpsc::Receiver<()>) {
+        let (rule, cancel) = (&self.rule, &self.cancel);
+        let mut failures: u32 = 0;
+        let mut not_before: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                tick = ticks.recv() => {
+                    if tick.is_none() {
+                        break;
+                    }
+                }
+            }
+            if let Some(t) = not_before
+                && Instant::now() < t
+            {
+                debug!(
+                    wait_secs = (t - Instant::now()).as_secs(),
+                    "tick skipped: backing off after a failed run"
+                );
+                continue;
+            }
+            let started = Instant::now();
+            let result = self
+                .liveness
+                .track(
+                    &rule.name,
+                    self.engine.run_rule(rule, RunMode::Service, cancel),
+                )
+                .await;
+            let open_failures = match self.engine.store().failures(&rule.name).await {
+                Ok(f) => Some(f.len()),
+                Err(e) => {
+                    debug!(cause = %error_chain(&e), "cannot count the rule's failing issues");
+                    None
+                }
+            };
+            self.reporting
+                .finished(&rule.name, &result, started.elapsed(), open_failures);
+            match result {
+                Ok(report) => {
+                    failures = 0;
+                    not_before = None;
+                    let _ = self.events.send(RunEvent::Finished(report));
+                }
+                Err(e) => {
+                    failures += 1;
+                    let delay = self.backoff.delay(failures, rand::random());
+                    let message = error_chain(&e);
+                    warn!(error = %message, failures, retry_in_secs = delay.as_secs(), "run failed; backing off");
+                    not_before = Some(Instant::now() + delay);
+                    let _ = self.events.send(RunEvent::Failed {
+                        rule: rule.name.clone(),
+                        error: message,
+                    });
+                }
+            }
+            if cancel.is_cancelled() {
+                break;
+            }
+        }
+    }
+}
+
+/// What the service tells the outside after each run: the metrics (and their textfile), and
+/// systemd's `STATUS=` line.
+#[derive(Debug)]
+struct Reporting {
+    metrics: Option<Arc<Metrics>>,
+    textfile: Option<PathBuf>,
+    /// Whether the last textfile write failed (warned once, until one succeeds again).
+    textfile_failing: AtomicBool,
+    board: Mutex<StatusBoard>,
+}
+
+impl Reporting {
+    fn new(rules: &[RuleConfig], metrics: Option<Arc<Metrics>>, textfile: Option<PathBuf>) -> Self {
+        Self {
+            metrics,
+            textfile,
+            textfile_failing: AtomicBool::new(false),
+            board: Mutex::new(StatusBoard::new(rules.iter().map(|r| r.name.clone()))),
+        }
+    }
+
+    /// A run of `rule` ended after `elapsed`, leaving `open_failures` issues to retry (if
+    /// known).
+    fn finished(
+        &self,
+        rule: &str,
+        result: &Result<RunReport, EngineError>,
+        elapsed: Duration,
+        open_failures: Option<usize>,
+    ) {
+        if let Some(m) = &self.metrics {
+            match result {
+                Ok(report) => m.record_run(report),
+                Err(_) => m.record_failed_run(rule, elapsed),
+            }
+            if let Some(n) = open_failures {
+                m.set_open_failures(rule, n);
+            }
+            if let Some(path) = &self.textfile {
+                match m.write_textfile(path) {
+                    Ok(()) => {
+                        if self.textfile_failing.swap(false, Ordering::Relaxed) {
+                            info!(path = %path.display(), "the metrics file is written again");
+                        }
+                    }
+                    Err(e) => {
+                        if !self.textfile_failing.swap(true, Ordering::Relaxed) {
+                            warn!(cause = %error_chain(&e), "metrics are not written to their file (told once, until it works again)");
+                        }
+                    }
                 }
             }
         }
-        if let Some(t) = not_before
-            && Instant::now() < t
-        {
-            debug!(
-                wait_secs = (t - Instant::now()).as_secs(),
-                "tick skipped: backing off after a failed run"
-            );
-            continue;
-        }
-        match engine.run_rule(&rule, RunMode::Service, &cancel).await {
-            Ok(report) => {
-                failures = 0;
-                not_before = None;
-                let _ = events.send(RunEvent::Finished(report));
-            }
-            Err(e) => {
-                failures += 1;
-                let delay = backoff.delay(failures, rand::random());
-                let message = error_chain(&e);
-                warn!(error = %message, failures, retry_in_secs = delay.as_secs(), "run failed; backing off");
-                not_before = Some(Instant::now() + delay);
-                let _ = events.send(RunEvent::Failed {
-                    rule: rule.name.clone(),
-                    error: message,
-                });
-            }
-        }
-        if cancel.is_cancelled() {
-            break;
+        let line = {
+            let mut board = self.board.lock().unwrap_or_else(PoisonError::into_inner);
+            board.record(rule, result.as_ref().ok(), open_failures, Utc::now());
+            board.line()
+        };
+        notify::status(&line);
+    }
+}
+
+/// How the last run of a rule ended, for the status line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum LastRun {
+    /// It went through (outcome ok or partial), with what it wrote.
+    Done(String),
+    Cancelled,
+    Failed,
+}
+
+/// What systemd's status line says: per rule how its last run ended, the latest run, and the
+/// issues failing in all.
+#[derive(Debug)]
+struct StatusBoard {
+    rules: Vec<String>,
+    last: HashMap<String, LastRun>,
+    failing: HashMap<String, usize>,
+    latest: Option<(String, LastRun, DateTime<Utc>)>,
+}
+
+impl StatusBoard {
+    /// A board for `rules`, none of which has run.
+    fn new(rules: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            rules: rules.into_iter().collect(),
+            last: HashMap::new(),
+            failing: HashMap::new(),
+            latest: None,
         }
     }
+
+    /// A run of `rule` ended at `at` with `report` (`None`: it failed), leaving
+    /// `open_failures` issues to retry (if known).
+    fn record(
+        &mut self,
+        rule: &str,
+        report: Option<&RunReport>,
+        open_failures: Option<usize>,
+        at: DateTime<Utc>,
+    ) {
+        let last = match report {
+            Some(r) if r.outcome == RunOutcome::Cancelled => LastRun::Cancelled,
+            Some(r) => {
+                let c = &r.counts;
+                let did: Vec<String> = [
+                    (c.created, "created"),
+                    (c.closed, "closed"),
+                    (c.reopened, "reopened"),
+                    (c.updated, "updated"),
+                    (c.failed, "failed"),
+                ]
+                .into_iter()
+                .filter(|(n, _)| *n > 0)
+                .map(|(n, what)| format!("{n} {what}"))
+                .collect();
+                LastRun::Done(if did.is_empty() {
+                    "nothing new".to_owned()
+                } else {
+                    did.join(" ")
+                })
+            }
+            None => LastRun::Failed,
+        };
+        self.last.insert(rule.to_owned(), last.clone());
+        if let Some(n) = open_failures {
+            self.failing.insert(rule.to_owned(), n);
+        }
+        self.latest = Some((rule.to_owned(), last, at));
+    }
+
+    /// The line: e.g. `3 rules ok; last: incidents 2 created 1 closed at 12:00:03Z; 0 failing`.
+    fn line(&self) -> String {
+        let ok = self
+            .rules
+            .iter()
+            .filter(|r| matches!(self.last.get(*r), Some(LastRun::Done(_))))
+            .count();
+        let failed: Vec<&str> = self
+            .rules
+            .iter()
+            .filter(|r| matches!(self.last.get(*r), Some(LastRun::Failed)))
+            .map(String::as_str)
+            .collect();
+        let waiting = self
+            .rules
+            .iter()
+            .filter(|r| !self.last.contains_key(*r))
+            .count();
+        let mut line = format!("{ok} rule{} ok", if ok == 1 { "" } else { "s" });
+        if !failed.is_empty() {
+            line.push_str(&format!(", run failed: {}", failed.join(", ")));
+        }
+        if waiting > 0 {
+            line.push_str(&format!(", {waiting} not run yet"));
+        }
+        if let Some((rule, last, at)) = &self.latest {
+            let what = match last {
+                LastRun::Done(did) => did.as_str(),
+                LastRun::Cancelled => "cancelled",
+                LastRun::Failed => "failed",
+            };
+            line.push_str(&format!(
+                "; last: {rule} {what} at {}",
+                at.format("%H:%M:%SZ")
+            ));
+        }
+        let failing: usize = self.failing.values().sum();
+        line.push_str(&format!("; {failing} failing"));
+        line
+    }
+}
+
+/// Pings systemd's watchdog every half `interval` (its `WatchdogSec=`) while no run is stalled:
+/// a run in flight that has shown no progress for longer than `interval` stops the pings, so
+/// systemd restarts the service, and says so on the status line and in the log. The pings
+/// resume if the run moves again before then.
+pub fn spawn_watchdog(liveness: Arc<Liveness>, interval: Duration, cancel: CancellationToken) {
+    let period = (interval / 2).max(Duration::from_millis(100));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        let mut withheld: Vec<String> = Vec::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let stalled = liveness.stalled(interval);
+            if stalled.is_empty() {
+                if !withheld.is_empty() {
+                    info!(rules = %withheld.join(", "), "the stalled run moved again: watchdog pings resume");
+                    withheld.clear();
+                }
+                notify::watchdog_ping();
+                continue;
+            }
+            let names: Vec<String> = stalled.iter().map(|s| s.rule.clone()).collect();
+            if names != withheld {
+                for s in stalled.iter().filter(|s| !withheld.contains(&s.rule)) {
+                    error!(
+                        rule = %s.rule,
+                        quiet_secs = s.quiet.as_secs(),
+                        watchdog_secs = interval.as_secs(),
+                        "the rule's run has made no progress for longer than WatchdogSec: \
+                         watchdog pings stop, so systemd restarts the service"
+                    );
+                }
+                let quiet = stalled.iter().map(|s| s.quiet).max().unwrap_or_default();
+                notify::status(&format!(
+                    "stalled: {} (no progress for {} s); watchdog pings withheld",
+                    names.join(", "),
+                    quiet.as_secs()
+                ));
+                withheld = names;
+            }
+            debug!(rules = %withheld.join(", "), "watchdog ping withheld: a run is stalled");
+        }
+    });
+}
+
+/// Why `interval` (`WatchdogSec=`) is too short for `rules`' requests, if it is: a request may
+/// take `request_bound` (its timeout plus the longest backoff before it) and, all that time,
+/// show no progress.
+pub fn watchdog_too_short(interval: Duration, request_bound: Duration) -> Option<String> {
+    (interval <= request_bound).then(|| {
+        format!(
+            "WatchdogSec ({} s) is not longer than one request may take (timeout_secs plus \
+             retry_max_delay_secs: {} s): a slow answer would be taken for a stalled rule and \
+             the service restarted; raise WatchdogSec",
+            interval.as_secs(),
+            request_bound.as_secs()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -432,5 +725,67 @@ mod tests {
         );
         assert_eq!(b.delay(10, 1.0), Duration::from_secs(600), "capped");
         assert_eq!(b.delay(200, 1.0), Duration::from_secs(600), "no overflow");
+    }
+
+    fn report(rule: &str, outcome: RunOutcome, created: u64, closed: u64) -> RunReport {
+        RunReport {
+            rule: rule.into(),
+            mode: RunMode::Service,
+            run_id: Some(1),
+            outcome,
+            counts: crate::domain::RunCounts {
+                created,
+                closed,
+                ..Default::default()
+            },
+            failures: Vec::new(),
+            planned: Vec::new(),
+            jira_requests: 1,
+            timestamps_ignored: false,
+            incidents_filed_as_issues: false,
+            reconcile: None,
+            elapsed_ms: 10,
+            lags: Vec::new(),
+        }
+    }
+
+    /// The status line says how many rules' last runs went through, what the latest did and
+    /// when, and how many issues fail in all.
+    #[test]
+    fn the_status_line_sums_up_the_last_runs() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let mut board = StatusBoard::new(["incidents", "issues", "alerts"].map(String::from));
+        board.record(
+            "issues",
+            Some(&report("issues", RunOutcome::Ok, 0, 0)),
+            Some(0),
+            at("2026-12-01T11:58:00Z"),
+        );
+        assert_eq!(
+            board.line(),
+            "1 rule ok, 2 not run yet; last: issues nothing new at 11:58:00Z; 0 failing"
+        );
+        board.record(
+            "alerts",
+            Some(&report("alerts", RunOutcome::Partial, 1, 0)),
+            Some(2),
+            at("2026-12-01T11:59:00Z"),
+        );
+        board.record(
+            "incidents",
+            Some(&report("incidents", RunOutcome::Ok, 2, 1)),
+            Some(1),
+            at("2026-12-01T12:00:03Z"),
+        );
+        assert_eq!(
+            board.line(),
+            "3 rules ok; last: incidents 2 created 1 closed at 12:00:03Z; 3 failing"
+        );
+        board.record("alerts", None, None, at("2026-12-01T12:01:00Z"));
+        assert_eq!(
+            board.line(),
+            "2 rules ok, run failed: alerts; last: alerts failed at 12:01:00Z; 3 failing",
+            "a failed run keeps the rule's last known failing count"
+        );
     }
 }

@@ -14,8 +14,12 @@
 //!   Center search, ADF → Markdown; GitLab issues, incidents and alerts; the SQLite store).
 //! - [`http`]: the shared HTTP client: timeouts, pacing, `Retry-After`, backoff, redaction.
 //! - [`app`]: config → store, Jira and GitLab clients, and the engine over them.
-//! - [`daemon`]: service mode: cron ticks → one worker per rule, backoff, graceful stop.
+//! - [`daemon`]: service mode: cron ticks → one worker per rule, backoff, graceful stop; each
+//!   run reported to the metrics and systemd's status line; the watchdog.
 //! - [`check`]: `check`: credentials, JQL, the token's role, production environments.
+//! - [`liveness`]: whether each run in flight makes progress, for the service's watchdog.
+//! - [`metrics`]: Prometheus metrics (`[metrics]`): fed by run reports and the HTTP clients,
+//!   served on `GET /metrics` or written to a node_exporter textfile.
 //! - [`notify`]: systemd `READY=1` / `STOPPING=1` / watchdog.
 //! - [`sandbox`]: in-process fake Jira and GitLab servers, for `demo`, tests and benchmarks
 //!   (feature `sandbox`, on by default).
@@ -32,6 +36,8 @@ pub mod engine;
 pub mod gitlab;
 pub mod http;
 pub mod jira;
+pub mod liveness;
+pub mod metrics;
 pub mod notify;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;

@@ -1,12 +1,11 @@
-//! systemd notification: `READY=1` once the config is valid and the store is open, `STOPPING=1`
-//! when shutdown starts (each with a `STATUS=` line), and `WATCHDOG=1` pings when
-//! `WatchdogSec=` is set.
+//! systemd notification: `READY=1` once the config is valid and the store is open, `STATUS=`
+//! lines (the last cycle's outcome, a stalled rule), `STOPPING=1` when shutdown starts, and
+//! `WATCHDOG=1` pings (the service decides when: see `daemon::spawn_watchdog`).
 //! Every call is a no-op outside systemd (no `NOTIFY_SOCKET`).
 
 use std::time::Duration;
 
 use sd_notify::NotifyState;
-use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 fn send(states: &[NotifyState]) {
@@ -20,24 +19,23 @@ pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// Replaces the status line `systemctl status` shows.
+pub fn status(line: &str) {
+    send(&[NotifyState::Status(line)]);
+}
+
 /// Tells systemd the service is shutting down.
 pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
-/// Pings the watchdog at half its interval until `cancel` fires, if systemd asked for one.
-pub fn spawn_watchdog(cancel: CancellationToken) {
-    let Some(interval) = sd_notify::watchdog_enabled() else {
-        return;
-    };
-    let period = (interval / 2).max(Duration::from_millis(100));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tick.tick() => send(&[NotifyState::Watchdog]),
-            }
-        }
-    });
+/// The watchdog interval systemd asked for (`WatchdogSec=`, as `WATCHDOG_USEC`), if any and if
+/// it is meant for this process (`WATCHDOG_PID`).
+pub fn watchdog_interval() -> Option<Duration> {
+    sd_notify::watchdog_enabled()
+}
+
+/// Tells systemd's watchdog the service is well.
+pub fn watchdog_ping() {
+    send(&[NotifyState::Watchdog]);
 }

@@ -16,17 +16,20 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{error, info};
 
 use jira_gitlab_sync::app::App;
 use jira_gitlab_sync::check::Level;
 use jira_gitlab_sync::config::{self, Config, RuleConfig};
-use jira_gitlab_sync::daemon::{Backoff, Service};
+use jira_gitlab_sync::daemon::{self, Backoff, Service};
 use jira_gitlab_sync::domain::{JiraKey, RunMode, RunOutcome, Target};
 use jira_gitlab_sync::engine::backfill::{BackfillReport, BackfillRequest, Progress};
 use jira_gitlab_sync::engine::ports::{GitLabSink, JiraSource, SyncStore};
-use jira_gitlab_sync::engine::{RunReport, SyncEngine, error_chain};
+use jira_gitlab_sync::engine::{EngineError, RunReport, SyncEngine, error_chain};
 use jira_gitlab_sync::gitlab::{self, GitLabClient};
+use jira_gitlab_sync::http::{Observers, RequestObserver};
+use jira_gitlab_sync::liveness::Liveness;
+use jira_gitlab_sync::metrics::{self, Metrics};
 use jira_gitlab_sync::notify;
 use jira_gitlab_sync::store::{FailureChange, Store};
 use jira_gitlab_sync::telemetry::{self, LogFormat};
@@ -355,15 +358,18 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
             let cfg = load_config_to_sync(&path, out)?;
             let cancel = stop_on_signals(&cfg);
             if cli.dry_run {
-                once(App::dry_run(&cfg)?, true, &cancel, out).await
+                // A dry run writes nothing, metrics included.
+                once(App::dry_run(&cfg)?, None, &cancel, out).await
             } else {
-                once(App::build(&cfg)?, false, &cancel, out).await
+                let metrics = Recorder::new(&cfg);
+                let app = App::build_observed(&cfg, metrics.observer())?;
+                once(app, Some(&metrics), &cancel, out).await
             }
         }
         None | Some(Command::Run) => {
             let cfg = load_config_to_sync(&path, out)?;
             let cancel = stop_on_signals(&cfg);
-            service(&cfg, App::build(&cfg)?, cancel).await
+            service(&cfg, cancel).await
         }
         Some(Command::Check) => {
             let cfg = load_config(&path)?;
@@ -429,6 +435,12 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
                 accept_inexact_times,
                 cancel: &cancel,
                 out,
+                // A dry run writes nothing, metrics included.
+                metrics: if dry_run {
+                    Recorder::none()
+                } else {
+                    Recorder::new(&cfg)
+                },
             };
             backfill(&cfg, &rules, &req, &how).await
         }
@@ -443,8 +455,15 @@ fn stop_on_signals(cfg: &Config) -> CancellationToken {
 }
 
 /// Returns the projects (of issue and incident rules) where GitLab would not keep Jira's times.
-async fn inexact_projects(cfg: &Config, rules: &[RuleConfig]) -> anyhow::Result<Vec<String>> {
-    let gitlab = GitLabClient::new(&cfg.gitlab, &cfg.sync)?;
+async fn inexact_projects(
+    cfg: &Config,
+    rules: &[RuleConfig],
+    observer: Option<Arc<dyn RequestObserver>>,
+) -> anyhow::Result<Vec<String>> {
+    let mut gitlab = GitLabClient::new(&cfg.gitlab, &cfg.sync)?;
+    if let Some(o) = observer {
+        gitlab.observed_by(o);
+    }
     let admin = gitlab
         .current_user()
         .await
@@ -471,12 +490,13 @@ async fn inexact_projects(cfg: &Config, rules: &[RuleConfig]) -> anyhow::Result<
     Ok(out)
 }
 
-/// How a backfill runs: its flags, the stop request, where it prints.
+/// How a backfill runs: its flags, the stop request, where it prints, its metrics.
 struct BackfillRun<'a> {
     dry_run: bool,
     accept_inexact_times: bool,
     cancel: &'a CancellationToken,
     out: Out,
+    metrics: Recorder,
 }
 
 async fn backfill(
@@ -486,7 +506,7 @@ async fn backfill(
     how: &BackfillRun<'_>,
 ) -> anyhow::Result<Exit> {
     let inexact = tokio::select! {
-        inexact = inexact_projects(cfg, rules) => inexact?,
+        inexact = inexact_projects(cfg, rules, how.metrics.observer()) => inexact?,
         () = how.cancel.cancelled() => {
             how.out.note("backfill stopped before it started: nothing was written");
             return Ok(Exit::Partial);
@@ -507,7 +527,10 @@ async fn backfill(
     if how.dry_run {
         backfill_rules(App::dry_run(cfg)?.into_engine(), rules, req, how).await
     } else {
-        backfill_rules(App::build(cfg)?.into_engine(), rules, req, how).await
+        let engine = App::build_observed(cfg, how.metrics.observer())?.into_engine();
+        let exit = backfill_rules(engine, rules, req, how).await;
+        how.metrics.write(how.out);
+        exit
     }
 }
 
@@ -534,6 +557,11 @@ where
         let (report, stopped) = engine.backfill_reporting(rule, req, progress, cancel).await;
         if let Some(b) = &bar {
             b.finish();
+        }
+        if !how.dry_run
+            && let Some(m) = &how.metrics.metrics
+        {
+            m.record_backfill(&report);
         }
         out.result(&report, || backfill_summary(&report, how.dry_run));
         if report.counts.failed > 0 {
@@ -620,30 +648,53 @@ fn backfill_summary(r: &BackfillReport, dry_run: bool) -> String {
     s
 }
 
-/// The long-running service: cron ticks per rule until SIGTERM/SIGINT.
-async fn service<J, G, S>(
-    cfg: &Config,
-    app: App<SyncEngine<J, G, S>>,
-    cancel: CancellationToken,
-) -> anyhow::Result<Exit>
-where
-    J: JiraSource + 'static,
-    G: GitLabSink + 'static,
-    S: SyncStore + 'static,
-{
-    let service = Service::new(
+/// The long-running service: cron ticks per rule until SIGTERM/SIGINT; metrics served and
+/// written as configured; systemd told its status after each run, and its watchdog pinged while
+/// every run in flight makes progress.
+async fn service(cfg: &Config, cancel: CancellationToken) -> anyhow::Result<Exit> {
+    // Bound before the service says it is ready: a port in use fails the start.
+    let listener = match cfg.metrics.listen {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
+    let liveness = Arc::new(Liveness::new());
+    let recorder = Recorder::new(cfg);
+    let mut observers: Vec<Arc<dyn RequestObserver>> = vec![liveness.clone()];
+    observers.extend(recorder.observer());
+    let app = App::build_observed(cfg, Some(Arc::new(Observers(observers))))?;
+    let mut service = Service::new(
         Arc::new(app.into_engine()),
         cfg.rules.clone(),
         Backoff::default(),
-    );
+    )
+    .with_liveness(Arc::clone(&liveness));
+    if let Some(m) = &recorder.metrics {
+        service = service.with_metrics(Arc::clone(m), cfg.metrics.textfile.clone());
+    }
     let mut scheduler = service
         .start_cron()
         .await
         .context("cannot start the scheduler")?;
+    if let (Some(listener), Some(m)) = (listener, &recorder.metrics) {
+        let (m, stop) = (Arc::clone(m), cancel.clone());
+        let addr = listener.local_addr().ok();
+        tokio::spawn(async move {
+            if let Err(e) = m.serve(listener, stop).await {
+                error!(cause = %e, "the metrics endpoint stopped");
+            }
+        });
+        info!(listen = ?addr, "metrics served on GET /metrics");
+    }
     // Ready once the config is valid and the store is open; a Jira or GitLab outage at start is
     // retried by the rules' backoff, not a failed start.
     notify::ready(&format!("syncing {} rule(s)", cfg.rules.len()));
-    notify::spawn_watchdog(cancel.clone());
+    if let Some(interval) = notify::watchdog_interval() {
+        let slowest = cfg.jira.timeout.max(cfg.gitlab.timeout) + cfg.sync.retry.max_delay;
+        if let Some(why) = daemon::watchdog_too_short(interval, slowest) {
+            tracing::warn!("{why}");
+        }
+        daemon::spawn_watchdog(liveness, interval, cancel.clone());
+    }
     info!(rules = cfg.rules.len(), store = %cfg.store_path.display(), "service started");
     // STOPPING=1 as soon as shutdown starts. Not from a spawned task: the service can stop and
     // the runtime drop such a task before it ever runs. `run` only returns after the token
@@ -835,7 +886,7 @@ fn load_config_to_sync(path: &std::path::Path, out: Out) -> anyhow::Result<Confi
 /// rule's summary is its `run finished` log line.
 async fn once<J, G, S>(
     app: App<SyncEngine<J, G, S>>,
-    dry_run: bool,
+    metrics: Option<&Recorder>,
     cancel: &CancellationToken,
     out: Out,
 ) -> anyhow::Result<Exit>
@@ -844,17 +895,28 @@ where
     G: GitLabSink,
     S: SyncStore,
 {
+    let dry_run = metrics.is_none();
     let results: Vec<_> = futures_util::stream::iter(app.rules())
         .map(|rule| {
             let engine = app.engine();
-            async move { engine.run_rule(rule, RunMode::Once, cancel).await }
+            async move {
+                let started = std::time::Instant::now();
+                let result = engine.run_rule(rule, RunMode::Once, cancel).await;
+                (rule, result, started.elapsed())
+            }
         })
         .buffer_unordered(app.sync().rule_concurrency)
         .collect()
         .await;
+    if let Some(m) = metrics {
+        for (rule, result, elapsed) in &results {
+            m.run(app.engine(), rule, result, *elapsed).await;
+        }
+        m.write(out);
+    }
     let mut exit = Exit::Clean;
     let mut reports = Vec::new();
-    for result in results {
+    for (_, result, _) in results {
         match result {
             Ok(report) => {
                 if report.counts.failed > 0 || report.outcome == RunOutcome::Cancelled {
@@ -875,6 +937,72 @@ where
         }
     }
     Ok(exit)
+}
+
+/// The metrics of a command that syncs (`--once`, `backfill`), if `[metrics]` asks for any:
+/// fed by its runs and its HTTP clients, written to the textfile at the end.
+struct Recorder {
+    metrics: Option<Arc<Metrics>>,
+    textfile: Option<PathBuf>,
+}
+
+impl Recorder {
+    fn new(cfg: &Config) -> Self {
+        Self {
+            metrics: cfg
+                .metrics
+                .enabled()
+                .then(|| Arc::new(Metrics::new(cfg.rules.iter().map(|r| r.name.as_str())))),
+            textfile: cfg.metrics.textfile.clone(),
+        }
+    }
+
+    fn none() -> Self {
+        Self {
+            metrics: None,
+            textfile: None,
+        }
+    }
+
+    /// What the HTTP clients tell, if metrics are kept.
+    fn observer(&self) -> Option<Arc<dyn RequestObserver>> {
+        self.metrics
+            .as_ref()
+            .map(|m| Arc::clone(m) as Arc<dyn RequestObserver>)
+    }
+
+    /// Records one run of `rule` and the failing issues it left.
+    async fn run<J, G, S>(
+        &self,
+        engine: &SyncEngine<J, G, S>,
+        rule: &RuleConfig,
+        result: &Result<RunReport, EngineError>,
+        elapsed: std::time::Duration,
+    ) where
+        J: JiraSource,
+        G: GitLabSink,
+        S: SyncStore,
+    {
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        match result {
+            Ok(report) => m.record_run(report),
+            Err(_) => m.record_failed_run(&rule.name, elapsed),
+        }
+        if let Ok(failing) = engine.store().failures(&rule.name).await {
+            m.set_open_failures(&rule.name, failing.len());
+        }
+    }
+
+    /// Writes the textfile, if one is configured; a failure is a warning.
+    fn write(&self, out: Out) {
+        if let (Some(m), Some(path)) = (&self.metrics, &self.textfile)
+            && let Err(e) = m.write_textfile(path)
+        {
+            out.warn(&error_chain(&e));
+        }
+    }
 }
 
 /// A dry run's plan for one rule, for a person.
