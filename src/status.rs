@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::engine::checked_meta_key;
-use crate::store::{RuleStatus, Store, StoreError, StrayEntry};
+use crate::store::{LockState, RuleStatus, Store, StoreError, StrayEntry};
 
 /// One failing issue.
 #[derive(Clone, Debug, Serialize)]
@@ -28,6 +28,10 @@ pub struct FailingKey {
 pub struct RuleView {
     #[serde(flatten)]
     pub status: RuleStatus,
+    /// How its last run stands: its outcome (`ok`, `partial`, `failed`, `cancelled`) once it
+    /// ended; `running` while a process holds the store; `interrupted` when none does (its
+    /// process died: killed, crashed, a power cut); `never` before its first run.
+    pub last_run_state: &'static str,
     /// False for a rule the store knows but the config no longer has.
     pub configured: bool,
     pub failing: Vec<FailingKey>,
@@ -57,6 +61,7 @@ pub struct StatusReport {
 pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, StoreError> {
     let empty = |name: &String| RuleView {
         status: RuleStatus::empty(name),
+        last_run_state: "never",
         configured: true,
         failing: Vec::new(),
         gone_keys: Vec::new(),
@@ -74,7 +79,11 @@ pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, Stor
         }
         Err(e) => return Err(e),
     };
+    // A run without an end is running only while a process holds the store: checked before
+    // and after reading, so a process that started in between is not taken for gone.
+    let held_before = is_held(path);
     let known = store.rule_status().await?;
+    let held = held_before || is_held(path);
     let mut views: Vec<RuleView> = rules.iter().map(empty).collect();
     for s in known {
         let idx = match views.iter().position(|v| v.status.rule == s.rule) {
@@ -117,6 +126,14 @@ pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, Stor
             .map(|t| t.with_timezone(&Utc));
         let v = &mut views[idx];
         v.last_checked = last_checked;
+        v.last_run_state = match &s.last_run {
+            None => "never",
+            Some(run) => match run.outcome {
+                Some(o) => o.as_str(),
+                None if held => "running",
+                None => "interrupted",
+            },
+        };
         v.status = s;
         v.failing = failing;
         v.gone_keys = gone_keys;
@@ -127,6 +144,15 @@ pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, Stor
         store_exists: true,
         rules: views,
     })
+}
+
+/// Whether a process holds the store's lock (an error reading it counts as held: `status`
+/// then says `running`, as it did before it could tell).
+fn is_held(path: &Path) -> bool {
+    !matches!(
+        Store::lock_state(path),
+        Ok(LockState::Free | LockState::NoStore)
+    )
 }
 
 fn when(t: Option<DateTime<Utc>>) -> String {
@@ -148,18 +174,16 @@ pub fn render(report: &StatusReport) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<20} {:<21} {:<21} {:<9} {:>7} {:>6} {:>7} {:>7}",
+        "{:<20} {:<21} {:<21} {:<11} {:>7} {:>6} {:>7} {:>7}",
         "RULE", "CURSOR", "LAST RUN", "OUTCOME", "MAPPED", "OPEN", "CLOSED", "FAILING"
     );
     for view in &report.rules {
         let r = &view.status;
-        let (last, outcome) = match &r.last_run {
-            Some(run) => (
-                when(Some(run.started_at)),
-                run.outcome.map_or("running", |o| o.as_str()).to_owned(),
-            ),
-            None => ("-".to_owned(), "never".to_owned()),
-        };
+        let last = r
+            .last_run
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |run| when(Some(run.started_at)));
+        let outcome = view.last_run_state;
         let name = if view.configured {
             r.rule.clone()
         } else {
@@ -167,7 +191,7 @@ pub fn render(report: &StatusReport) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<20} {:<21} {:<21} {:<9} {:>7} {:>6} {:>7} {:>7}",
+            "{:<20} {:<21} {:<21} {:<11} {:>7} {:>6} {:>7} {:>7}",
             name,
             when(r.cursor),
             last,

@@ -12,11 +12,12 @@ use jira_gitlab_sync::sandbox::gitlab::{
 use jira_gitlab_sync::sandbox::jira::FakeIssue;
 use jira_gitlab_sync::store::Store;
 use serde_json::Value;
-use tokio::net::UnixDatagram;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Finished, GUARD, Running, Setup, World, ago, edit_config, output_text, rule};
+use crate::support::{
+    Finished, GUARD, NotifySocket, Running, Setup, World, ago, edit_config, output_text, rule,
+};
 
 /// The real binary as a service (no `--once`), with human log lines.
 fn daemon(w: &World, env: &[(&str, &Path)]) -> Running {
@@ -49,61 +50,6 @@ async fn next_run(
             RunEvent::Finished(report) if pred(&report) => return report,
             RunEvent::Finished(_) => {}
             RunEvent::Failed { rule, error } => panic!("rule {rule} failed a run: {error}"),
-        }
-    }
-}
-
-/// A datagram socket standing in for systemd's `NOTIFY_SOCKET`.
-struct NotifySocket {
-    socket: UnixDatagram,
-    /// Every message received so far, in order.
-    received: Vec<String>,
-}
-
-impl NotifySocket {
-    fn bind(path: &Path) -> NotifySocket {
-        NotifySocket {
-            socket: UnixDatagram::bind(path).expect("the notify socket binds"),
-            received: Vec::new(),
-        }
-    }
-
-    /// Waits for a message with the line `state` (e.g. `READY=1`).
-    async fn wait_for(&mut self, state: &str) {
-        let mut buf = vec![0u8; 4096];
-        let deadline = tokio::time::Instant::now() + GUARD;
-        loop {
-            if self
-                .received
-                .iter()
-                .any(|m| m.lines().any(|line| line == state))
-            {
-                return;
-            }
-            let n = tokio::time::timeout_at(deadline, self.socket.recv(&mut buf))
-                .await
-                .unwrap_or_else(|_| {
-                    panic!("no {state} within {GUARD:?}; received {:?}", self.received)
-                })
-                .expect("the notify socket reads");
-            self.received
-                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-    }
-}
-
-impl NotifySocket {
-    /// Takes every message already queued, without waiting.
-    fn drain(&mut self) {
-        let mut buf = vec![0u8; 4096];
-        loop {
-            match self.socket.try_recv(&mut buf) {
-                Ok(n) => self
-                    .received
-                    .push(String::from_utf8_lossy(&buf[..n]).into_owned()),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) => panic!("the notify socket reads: {e}"),
-            }
         }
     }
 }

@@ -17,6 +17,9 @@ mod identity;
 mod jira_side;
 /// One message per problem, naming the cause and the fix; JSON lines only with JSON logs.
 mod messages;
+/// Observability: metrics over loopback and in a textfile, systemd status and watchdog,
+/// journal priorities, `status` of a dead run, the backfill bar.
+mod observe;
 /// What packages ship: shell completions and manual pages generated from the command line,
 /// the Debian package's unit, user and config.
 mod packaging;

@@ -2,7 +2,9 @@
 //! (`--log-format json`, or `auto` under journald), JSON lines too, so that a cron log or the
 //! journal holds nothing else. Each problem is told once: here, or in the log, never both.
 
+use jira_gitlab_sync::telemetry;
 use serde::Serialize;
+use tracing::Level;
 
 /// How a command prints what it has to say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,13 +23,14 @@ impl Out {
         self.json
     }
 
-    /// A problem that ends the command (or a rule's run): `error: …` on stderr, or one ERROR
-    /// event in the JSON log. Nothing else reports it.
+    /// A problem that ends the command (or a rule's run): `error: …` on stderr (led by the
+    /// journal's priority prefix when stderr is the journal), or one ERROR event in the JSON
+    /// log. Nothing else reports it.
     pub fn error(self, message: &str) {
         if self.json {
             tracing::error!("{message}");
         } else {
-            eprintln!("error: {message}");
+            telemetry::eprint_lines(Level::ERROR, &format!("error: {message}"));
         }
     }
 
@@ -37,7 +40,7 @@ impl Out {
         if self.json {
             tracing::warn!("{message}");
         } else {
-            eprintln!("warning: {message}");
+            telemetry::eprint_lines(Level::WARN, &format!("warning: {message}"));
         }
     }
 

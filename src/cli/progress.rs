@@ -4,18 +4,24 @@ use std::time::{Duration, Instant};
 
 use jira_gitlab_sync::domain::RunCounts;
 use jira_gitlab_sync::engine::backfill::Progress;
+use jira_gitlab_sync::telemetry;
 use tracing::info;
 
-/// Progress on a terminal: an indicatif bar (done/total, rate, ETA).
+/// Progress on a terminal: an indicatif bar (done/total, rate, ETA). While it shows, the
+/// per-issue INFO log lines are kept for `RUST_LOG=debug`, so they do not drown it.
 pub struct BarProgress {
     bar: indicatif::ProgressBar,
+    _quiet: telemetry::QuietIssues,
 }
 
 impl BarProgress {
     pub fn new() -> Self {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.enable_steady_tick(Duration::from_millis(200));
-        Self { bar }
+        Self {
+            bar,
+            _quiet: telemetry::quiet_issue_logs(),
+        }
     }
 
     pub fn finish(&self) {

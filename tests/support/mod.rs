@@ -269,6 +269,12 @@ pub fn ago(minutes: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(t.timestamp_millis()).expect("a valid time")
 }
 
+/// A loopback port free a moment ago, for a server the test starts in a child.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("a bound address").port()
+}
+
 /// A loopback address nothing listens on: a connection to it is refused at once.
 pub fn refused_url() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -298,6 +304,8 @@ pub fn output_text(o: &Output) -> String {
 pub enum Signal {
     Term,
     Int,
+    /// What `kill -9`, the OOM killer or a power cut leaves: no chance to clean up.
+    Kill,
 }
 
 impl Signal {
@@ -305,6 +313,7 @@ impl Signal {
         match self {
             Signal::Term => "-TERM",
             Signal::Int => "-INT",
+            Signal::Kill => "-KILL",
         }
     }
 }
@@ -397,6 +406,21 @@ impl Running {
         }
     }
 
+    /// Waits until the output holds `needle` at least `count` times.
+    pub async fn wait_for_count(&mut self, needle: &str, count: usize) {
+        let deadline = tokio::time::Instant::now() + GUARD;
+        while self.output().matches(needle).count() < count {
+            match tokio::time::timeout_at(deadline, self.line.recv()).await {
+                Ok(Some(())) => {}
+                Ok(None) => panic!(
+                    "the process closed its output before saying {needle:?} {count} times:\n{}",
+                    self.output()
+                ),
+                Err(_) => panic!("no {count} {needle:?} within {GUARD:?}:\n{}", self.output()),
+            }
+        }
+    }
+
     /// Waits for the process to exit; returns its status and everything it printed.
     pub async fn exit(mut self) -> Finished {
         let status = tokio::time::timeout(GUARD, &mut self.exit)
@@ -438,4 +462,74 @@ fn collect(
             let _ = tx.send(());
         }
     });
+}
+
+/// A datagram socket standing in for systemd's `NOTIFY_SOCKET`.
+pub struct NotifySocket {
+    socket: tokio::net::UnixDatagram,
+    /// Every message received so far, in order.
+    pub received: Vec<String>,
+}
+
+impl NotifySocket {
+    pub fn bind(path: &Path) -> NotifySocket {
+        NotifySocket {
+            socket: tokio::net::UnixDatagram::bind(path).expect("the notify socket binds"),
+            received: Vec::new(),
+        }
+    }
+
+    /// Waits for a message with the line `state` (e.g. `READY=1`).
+    pub async fn wait_for(&mut self, state: &str) {
+        self.wait_for_line(state, |line| line == state).await;
+    }
+
+    /// Waits for a message with a line that satisfies `pred` (`what` names it in a failure),
+    /// received at or after message number `from`; returns that message's number.
+    pub async fn wait_for_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> usize {
+        self.wait_for_line_from(0, what, pred).await
+    }
+
+    /// As [`NotifySocket::wait_for_line`], among the messages from number `from` on.
+    pub async fn wait_for_line_from(
+        &mut self,
+        from: usize,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> usize {
+        let mut buf = vec![0u8; 4096];
+        let deadline = tokio::time::Instant::now() + GUARD;
+        loop {
+            if let Some(i) = self
+                .received
+                .iter()
+                .skip(from)
+                .position(|m| m.lines().any(&pred))
+            {
+                return from + i;
+            }
+            let n = tokio::time::timeout_at(deadline, self.socket.recv(&mut buf))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("no {what} within {GUARD:?}; received {:?}", self.received)
+                })
+                .expect("the notify socket reads");
+            self.received
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+
+    /// Takes every message already queued, without waiting.
+    pub fn drain(&mut self) {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match self.socket.try_recv(&mut buf) {
+                Ok(n) => self
+                    .received
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => panic!("the notify socket reads: {e}"),
+            }
+        }
+    }
 }
