@@ -1,6 +1,7 @@
 //! Where a command's own messages go: plain lines for people, or, when the logs are JSON lines
-//! (`--log-format json`, or `auto` under journald), JSON lines too, so that a cron log or the
-//! journal holds nothing else. Each problem is told once: here, or in the log, never both.
+//! (`--log-format json`, or `auto` when stderr is the journal), JSON lines too, so that a cron
+//! log or the journal holds nothing else. Each problem is told once: here, or in the log, never
+//! both.
 
 use jira_gitlab_sync::telemetry;
 use serde::Serialize;
