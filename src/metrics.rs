@@ -100,6 +100,8 @@ pub struct Metrics {
     lag: Family<RuleLabel, Histogram, fn() -> Histogram>,
     requests: Family<RequestLabels, Counter>,
     rate_limited: Family<ServiceLabel, Counter>,
+    /// One textfile write at a time: the service's workers report their runs concurrently.
+    textfile: std::sync::Mutex<()>,
 }
 
 impl Metrics {
@@ -121,6 +123,7 @@ impl Metrics {
             requests: Family::default(),
             rate_limited: Family::default(),
             registry: Registry::default(),
+            textfile: std::sync::Mutex::new(()),
         };
         registry.register(
             "build",
@@ -264,6 +267,10 @@ impl Metrics {
     /// # Errors
     /// The file cannot be written or renamed into place.
     pub fn write_textfile(&self, path: &Path) -> Result<(), MetricsError> {
+        let _one_at_a_time = self
+            .textfile
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let text = self.render();
         let fail = |source: std::io::Error| MetricsError::Textfile {
             path: path.to_path_buf(),
