@@ -353,21 +353,26 @@ async fn no_watchdog_ping_while_a_rule_is_stuck() {
         &["--log-format", "human"],
         &[
             ("NOTIFY_SOCKET", &socket_path),
-            ("WATCHDOG_USEC", Path::new("1000000")),
+            ("WATCHDOG_USEC", Path::new("2000000")),
             ("RUST_LOG", Path::new("info,jira_gitlab_sync=debug")),
         ],
     );
     socket.wait_for("WATCHDOG=1").await;
     arrived.notified().await;
 
-    let stalled = socket
-        .wait_for_line("the stall on STATUS=", |l| {
-            l.starts_with("STATUS=stalled: ops")
-        })
-        .await;
-    // Two ticks of the watchdog that would have pinged, and did not.
-    daemon.wait_for_count("watchdog ping withheld", 2).await;
+    let is_stall = |l: &str| l.starts_with("STATUS=stalled: ops");
+    socket.wait_for_line("the stall on STATUS=", is_stall).await;
+    // Two more ticks of the watchdog that would have pinged, and did not.
+    const WITHHELD: &str = "watchdog ping withheld";
+    let withheld = daemon.output().matches(WITHHELD).count();
+    daemon.wait_for_count(WITHHELD, withheld + 2).await;
     socket.drain();
+    // The stall began at its last STATUS (an earlier one, on a slow machine, may have ended).
+    let stalled = socket
+        .received
+        .iter()
+        .rposition(|m| m.lines().any(is_stall))
+        .expect("the stall's STATUS");
     assert!(
         !socket.received[stalled..]
             .iter()
