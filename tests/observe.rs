@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use crate::support::{
     Finished, NotifySocket, Running, Setup, Signal, World, ago, edit_config, free_port,
-    output_text, rule,
+    output_text, refused_url, rule,
 };
 
 /// One sample of a text exposition.
@@ -636,4 +636,54 @@ async fn check_tries_the_metrics_port_and_file() {
         "{output}"
     );
     drop(taken);
+}
+
+/// Each attempt the HTTP client makes is told to its observer, an unanswered one too
+/// (`no_answer`), and so is each backoff between them: the metrics count every attempt.
+#[tokio::test]
+async fn unanswered_attempts_are_counted() {
+    use jira_gitlab_sync::engine::ports::JiraSource as _;
+    use jira_gitlab_sync::http::{Observers, RequestObserver};
+    use jira_gitlab_sync::jira::JiraClient;
+    use jira_gitlab_sync::metrics::Metrics;
+
+    let w = World::start(Setup::default()).await;
+    let refused = refused_url();
+    edit_config(
+        &w,
+        &format!("url = \"{}\"", w.jira.base_url()),
+        &format!("url = \"{refused}\""),
+    );
+    /// Counts the pauses it is told of.
+    #[derive(Debug, Default)]
+    struct Pauses(std::sync::atomic::AtomicUsize);
+    impl RequestObserver for Pauses {
+        fn attempt(&self, _: &'static str, _: Option<u16>) {}
+        fn waiting(&self, _: &'static str, _: std::time::Duration) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    let cfg = w.config();
+    let metrics = Arc::new(Metrics::new(["ops"]));
+    let pauses = Arc::new(Pauses::default());
+    let mut jira = JiraClient::new(&cfg.jira, &cfg.sync).expect("a client");
+    jira.observed_by(Arc::new(Observers(vec![metrics.clone(), pauses.clone()])));
+    jira.myself().await.expect_err("nothing listens there");
+    assert_eq!(
+        pauses.0.load(std::sync::atomic::Ordering::Relaxed),
+        cfg.sync.retry.max_attempts as usize - 1,
+        "a backoff before each retry"
+    );
+    let m = parse(&metrics.render());
+    assert_eq!(
+        value(
+            &m,
+            "jira_gitlab_sync_requests_total",
+            &[("service", "jira"), ("status", "no_answer")]
+        ),
+        Some(f64::from(cfg.sync.retry.max_attempts)),
+        "each attempt of the request: {}",
+        metrics.render()
+    );
 }
