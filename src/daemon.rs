@@ -431,10 +431,7 @@ impl Reporting {
         open_failures: Option<usize>,
     ) {
         if let Some(m) = &self.metrics {
-            match result {
-                Ok(report) => m.record_run(report),
-                Err(_) => m.record_failed_run(rule, elapsed),
-            }
+            m.record(rule, result, elapsed);
             if let Some(n) = open_failures {
                 m.set_open_failures(rule, n);
             }

@@ -42,8 +42,8 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{RunCounts, RunOutcome};
-use crate::engine::RunReport;
 use crate::engine::backfill::BackfillReport;
+use crate::engine::{EngineError, RunReport};
 use crate::http::RequestObserver;
 
 /// The `Content-Type` of what [`Metrics::render`] writes (text format 0.0.4).
@@ -215,6 +215,14 @@ impl Metrics {
         self.cycle_duration
             .get_or_create(&rule_label(rule))
             .set(elapsed.as_secs_f64());
+    }
+
+    /// How a run of `rule` ended after `elapsed`: its report, or the error that stopped it.
+    pub fn record(&self, rule: &str, result: &Result<RunReport, EngineError>, elapsed: Duration) {
+        match result {
+            Ok(report) => self.record_run(report),
+            Err(_) => self.record_failed_run(rule, elapsed),
+        }
     }
 
     /// What a backfill of one rule wrote. It is no sync cycle: neither the last success nor

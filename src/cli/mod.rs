@@ -986,10 +986,7 @@ impl Recorder {
         let Some(m) = &self.metrics else {
             return;
         };
-        match result {
-            Ok(report) => m.record_run(report),
-            Err(_) => m.record_failed_run(&rule.name, elapsed),
-        }
+        m.record(&rule.name, result, elapsed);
         if let Ok(failing) = engine.store().failures(&rule.name).await {
             m.set_open_failures(&rule.name, failing.len());
         }
