@@ -16,6 +16,11 @@
 //! if configured) and on systemd's `STATUS=` line. Each run is tracked by [`Liveness`], so the
 //! watchdog ([`spawn_watchdog`]) pings only while every run in flight makes progress.
 //!
+//! At most [`MAX_RUNNING_RULES`] rules run at once; a rule ticked while that many run waits for
+//! one of them to finish (its tick stays queued). Every rule on the same schedule otherwise starts
+//! in the same instant: at 100 rules that was 100 run futures (~25 KB each) and 100 connections
+//! to Jira (~30 KB each) alive together, 5 to 6 MiB of heap that glibc keeps.
+//!
 //! Not here: what a run does (the engine), signals (the CLI), the systemd protocol (`notify`).
 
 use std::collections::HashMap;
@@ -25,7 +30,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio::time::Instant;
 use tokio_cron_scheduler::Job;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +48,13 @@ use crate::notify;
 /// After the grace period a run abandons its action in flight and records its end; this much
 /// longer is left for that before the service gives up on a worker.
 pub const RECORD_MARGIN: Duration = Duration::from_secs(5);
+
+/// How many rules run at once, at most. Enough that rules do not wait on each other in a normal
+/// service (an idle run is one Jira search; the rules share each server's rate limits, so more
+/// runs at once would not go faster where a limit binds), and it bounds the memory and the
+/// connections to Jira and GitLab of a service with many rules: with it the idle service's heap
+/// at 100 rules on a 1 s schedule fell from 11.6 to 6.0 MiB, and its connections from 100 to 16.
+pub const MAX_RUNNING_RULES: usize = 16;
 
 /// How a rule backs off after failed runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,6 +96,8 @@ pub struct Service<J, G, S> {
     backoff: Backoff,
     liveness: Arc<Liveness>,
     reporting: Arc<Reporting>,
+    /// One permit per run in progress ([`MAX_RUNNING_RULES`]).
+    running: Arc<Semaphore>,
 }
 
 /// Sends ticks to one rule's worker.
@@ -124,7 +138,15 @@ where
             backoff,
             liveness: Arc::new(Liveness::new()),
             reporting,
+            running: Arc::new(Semaphore::new(MAX_RUNNING_RULES)),
         }
+    }
+
+    /// At most `n` (≥ 1) rules run at once instead of [`MAX_RUNNING_RULES`].
+    #[must_use]
+    pub fn with_max_running(mut self, n: usize) -> Self {
+        self.running = Arc::new(Semaphore::new(n.max(1)));
+        self
     }
 
     /// Tracks every run with `liveness` (which the HTTP clients should observe too, so it sees
@@ -197,6 +219,7 @@ where
                 backoff: self.backoff.clone(),
                 liveness: Arc::clone(&self.liveness),
                 reporting: Arc::clone(&self.reporting),
+                running: Arc::clone(&self.running),
             };
             let name = worker.rule.name.clone();
             let span = info_span!("worker", rule = %name);
@@ -327,6 +350,7 @@ struct Worker<J, G, S> {
     backoff: Backoff,
     liveness: Arc<Liveness>,
     reporting: Arc<Reporting>,
+    running: Arc<Semaphore>,
 }
 
 impl<J, G, S> Worker<J, G, S>
@@ -358,12 +382,23 @@ where
                 );
                 continue;
             }
+            // The semaphore is never closed; an error would only mean the service is going away.
+            let permit = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                permit = Arc::clone(&self.running).acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
             let started = Instant::now();
+            // Boxed: the run's future (~25 KB) exists only while the rule runs, not in every idle
+            // worker's task for the life of the service.
             let result = self
                 .liveness
                 .track(
                     &rule.name,
-                    self.engine.run_rule(rule, RunMode::Service, cancel),
+                    Box::pin(self.engine.run_rule(rule, RunMode::Service, cancel)),
                 )
                 .await;
             let open_failures = match self.engine.store().failures(&rule.name).await {
@@ -373,6 +408,7 @@ where
                     None
                 }
             };
+            drop(permit);
             self.reporting
                 .finished(&rule.name, &result, started.elapsed(), open_failures);
             match result {

@@ -313,6 +313,69 @@ async fn overlapping_ticks_do_not_overlap_runs() {
     );
 }
 
+/// At most `max_running` rules run at once: a rule ticked while the limit is taken waits for a run
+/// to finish, then runs (its tick is kept, not dropped).
+#[tokio::test]
+async fn rules_beyond_the_running_limit_wait_their_turn() {
+    let w = World::start(Setup {
+        rules: format!(
+            "{}{}",
+            rule("busy", "incident", "project = OPS"),
+            rule("quiet", "incident", "project = OPS AND labels = quiet")
+        ),
+        ..Setup::default()
+    })
+    .await;
+    w.jira.insert(FakeIssue::new("OPS-1", "slow", ago(10)));
+    let release = Arc::new(Notify::new());
+    let arrived = Arc::new(Notify::new());
+    w.gitlab.push_fault(
+        GitLabTarget::CreateIssue,
+        GitLabFault::HoldUntil(Arc::clone(&release), Some(Arc::clone(&arrived))),
+    );
+    let cfg = w.config();
+    let service = Service::new(Arc::new(w.engine()), cfg.rules.clone(), Backoff::default())
+        .with_max_running(1);
+    let (busy, quiet) = (
+        service.ticker(0).expect("two rules"),
+        service.ticker(1).expect("two rules"),
+    );
+    let mut events = service.subscribe();
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn(service.run(cancel.clone(), Duration::from_secs(10)));
+
+    assert!(busy.tick(), "an idle rule accepts a tick");
+    tokio::time::timeout(GUARD, arrived.notified())
+        .await
+        .expect("the busy rule's run reaches the GitLab create");
+    assert!(quiet.tick(), "the waiting rule keeps its tick");
+    // Without the limit the quiet rule's run (one empty search) ends well within this; a slow
+    // machine can only make this check weaker, never fail it.
+    let early = tokio::time::timeout(Duration::from_millis(700), events.recv()).await;
+    assert!(
+        early.is_err(),
+        "no run ended while the one allowed run was held: {early:?}"
+    );
+    release.notify_one();
+    let first = next_run(&mut events, "1", |_| true).await;
+    let second = next_run(&mut events, "2", |_| true).await;
+    assert_eq!(
+        (first.rule.as_str(), first.counts.created),
+        ("busy", 1),
+        "{first:?}"
+    );
+    assert_eq!(
+        second.rule, "quiet",
+        "the waiting rule ran after: {second:?}"
+    );
+    cancel.cancel();
+    let clean = tokio::time::timeout(GUARD, running)
+        .await
+        .expect("the service stops")
+        .expect("the service task does not panic");
+    assert!(clean, "idle workers stop at once");
+}
+
 /// The service tells systemd `READY=1` once it is up and `STOPPING=1` on SIGTERM, then exits 0.
 #[tokio::test]
 async fn sd_notify_ready_and_stopping() {
