@@ -16,7 +16,8 @@
 //! if configured) and on systemd's `STATUS=` line. Each run is tracked by [`Liveness`], so the
 //! watchdog ([`spawn_watchdog`]) pings only while every run in flight makes progress.
 //!
-//! At most [`MAX_RUNNING_RULES`] rules run at once; a rule ticked while that many run waits for
+//! At most [`MAX_RUNNING_RULES`] rules run at once (the service is given `[sync]
+//! rule_concurrency` with [`Service::with_max_running`]); a rule ticked while that many run waits for
 //! one of them to finish (its tick stays queued). Every rule on the same schedule otherwise starts
 //! in the same instant: at 100 rules that was 100 run futures (~25 KB each) and 100 connections
 //! to Jira (~30 KB each) alive together, 5 to 6 MiB of heap that glibc keeps.

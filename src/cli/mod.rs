@@ -667,6 +667,7 @@ async fn service(cfg: &Config, cancel: CancellationToken) -> anyhow::Result<Exit
         cfg.rules.clone(),
         Backoff::default(),
     )
+    .with_max_running(cfg.sync.rule_concurrency)
     .with_liveness(Arc::clone(&liveness));
     if let Some(m) = &recorder.metrics {
         service = service.with_metrics(Arc::clone(m), cfg.metrics.textfile.clone());
