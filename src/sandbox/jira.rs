@@ -688,19 +688,38 @@ impl JiraState {
     }
 
     /// The searchable issues matching `query`, in its order.
-    fn search(&self, query: &Query) -> Vec<(u64, FakeIssue)> {
+    /// How many issues `query` finds, and clones of those in `start..start + len` of its order.
+    ///
+    /// Only the page asked for is cloned: the matching, the order and the count are those of
+    /// filtering and sorting clones of every searchable version (the held one where a key is
+    /// held) as before, since the same versions are filtered in the same (key) order and sorted
+    /// by the same stable sort; a search costing a clone of every issue is the fake's, not
+    /// Jira's.
+    fn search_page(
+        &self,
+        query: &Query,
+        start: usize,
+        len: usize,
+    ) -> (usize, Vec<(u64, FakeIssue)>) {
         let data = lock(&self.data);
-        let mut found: Vec<(u64, FakeIssue)> = data
+        let mut found: Vec<&(u64, FakeIssue)> = data
             .issues
             .iter()
             .filter_map(|(key, current)| match data.held.get(key) {
-                Some(frozen) => frozen.clone(),
-                None => Some(current.clone()),
+                Some(frozen) => frozen.as_ref(),
+                None => Some(current),
             })
             .filter(|(_, issue)| query.matches(issue))
             .collect();
         found.sort_by(|(_, a), (_, b)| query.compare(a, b));
-        found
+        let total = found.len();
+        let start = start.min(total);
+        let end = start.saturating_add(len).min(total);
+        let page = found[start..end]
+            .iter()
+            .map(|&found| found.clone())
+            .collect();
+        (total, page)
     }
 
     fn timestamp(&self, t: DateTime<Utc>) -> String {
@@ -914,10 +933,10 @@ async fn search_jql(
         state.config.cloud_page_cap
     };
     let page_size = params.max_results.unwrap_or(50).clamp(1, cap.max(1) as i64) as usize;
-    let found = state.search(&jql);
-    let start = offset.min(found.len());
-    let end = (start + page_size).min(found.len());
-    let issues: Vec<Value> = found[start..end]
+    let (total, found) = state.search_page(&jql, offset, page_size);
+    let start = offset.min(total);
+    let end = (start + page_size).min(total);
+    let issues: Vec<Value> = found
         .iter()
         .map(|(id, issue)| {
             let mut out = render_issue(&state, &version, *id, issue, &fields);
@@ -927,7 +946,7 @@ async fn search_jql(
             out
         })
         .collect();
-    let is_last = end >= found.len();
+    let is_last = end >= total;
     let mut body = json!({ "issues": issues, "isLast": is_last });
     if !is_last {
         body["nextPageToken"] = Value::String(encode_token(end, jql_hash));
@@ -970,7 +989,7 @@ async fn approximate_count(
         return jira_error(400, "The JQL query is required.");
     };
     match Query::parse(jql, state.config.user_time_zone, state.now()) {
-        Ok(q) => json_response(200, &json!({ "count": state.search(&q).len() })),
+        Ok(q) => json_response(200, &json!({ "count": state.search_page(&q, 0, 0).0 })),
         Err(e) => jira_error(400, &e.0),
     }
 }
@@ -1036,8 +1055,8 @@ async fn search_legacy(
     let start_at = params.start_at.unwrap_or(0).max(0) as u64;
     let requested = params.max_results.unwrap_or(50).max(0) as u64;
     let max_results = requested.min(state.config.dc_page_cap as u64);
-    let found = state.search(&jql);
-    let total = found.len() as u64;
+    let (found_total, found) = state.search_page(&jql, start_at as usize, max_results as usize);
+    let total = found_total as u64;
     if let Some(window) = state.config.dc_max_result_window {
         let reaches = start_at + max_results.min(total.saturating_sub(start_at));
         if reaches > window || (start_at >= window && total > window) {
@@ -1052,9 +1071,7 @@ async fn search_legacy(
         }
     }
     let fields = FieldSelection::new(params.fields.as_deref(), true);
-    let start = (start_at as usize).min(found.len());
-    let end = (start + max_results as usize).min(found.len());
-    let mut issues: Vec<Value> = found[start..end]
+    let mut issues: Vec<Value> = found
         .iter()
         .map(|(id, issue)| {
             let mut out = render_issue(&state, &version, *id, issue, &fields);

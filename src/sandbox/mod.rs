@@ -222,7 +222,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A JSON response with a status.
 pub(crate) fn json_response(status: u16, body: &Value) -> axum::response::Response {
-    let mut resp = axum::response::Response::new(Body::from(body.to_string()));
+    // The same compact text as `body.to_string()` (both are serde_json's compact serializer),
+    // written straight into a Vec instead of through `fmt::Write`.
+    let text = serde_json::to_vec(body).unwrap_or_else(|_| body.to_string().into_bytes());
+    let mut resp = axum::response::Response::new(Body::from(text));
     *resp.status_mut() = axum::http::StatusCode::from_u16(status)
         .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut().insert(
