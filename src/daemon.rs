@@ -403,11 +403,16 @@ where
                     Box::pin(self.engine.run_rule(rule, RunMode::Service, cancel)),
                 )
                 .await;
-            let open_failures = match self.engine.store().failures(&rule.name).await {
-                Ok(f) => Some(f.len()),
-                Err(e) => {
-                    debug!(cause = %error_chain(&e), "cannot count the rule's failing issues");
-                    None
+            // An idle cycle reads no failures from the store; counting them must not either.
+            let open_failures = if self.engine.knows_no_failures(&rule.name) {
+                Some(0)
+            } else {
+                match self.engine.store().failures(&rule.name).await {
+                    Ok(f) => Some(f.len()),
+                    Err(e) => {
+                        debug!(cause = %error_chain(&e), "cannot count the rule's failing issues");
+                        None
+                    }
                 }
             };
             drop(permit);

@@ -324,6 +324,13 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         change(marks.entry(rule.to_owned()).or_default());
     }
 
+    /// The store holds no failure of `rule`, as this process knows without asking it: its last
+    /// run completed its walk with none recorded or waiting (idle cycles then read no failures,
+    /// and a caller counting them need not either).
+    pub fn knows_no_failures(&self, rule: &str) -> bool {
+        self.mark(rule).no_failures
+    }
+
     pub(super) fn mark(&self, rule: &str) -> Mark {
         self.marks
             .lock()

@@ -687,8 +687,8 @@ impl JiraState {
         self.config.deployment == Deployment::Cloud
     }
 
-    /// The searchable issues matching `query`, in its order.
-    /// How many issues `query` finds, and clones of those in `start..start + len` of its order.
+    /// How many searchable issues `query` finds, and clones of those in `start..start + len` of
+    /// its order.
     ///
     /// Only the page asked for is cloned: the matching, the order and the count are those of
     /// filtering and sorting clones of every searchable version (the held one where a key is
