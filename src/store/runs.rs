@@ -31,6 +31,9 @@ pub(super) struct OpenRun {
     pub(super) key: RunKey,
     /// Whether a write of the run has been sent (its row may exist).
     wrote: bool,
+    /// Whether a batch that inserted the run's row has committed: later writes need not insert
+    /// it again. Set only after the commit, since a rolled-back batch takes the row with it.
+    row_committed: bool,
 }
 
 /// What a run's row is opened with.
@@ -66,6 +69,7 @@ impl Store {
                 started_at: format_timestamp(Utc::now()),
             },
             wrote: false,
+            row_committed: false,
         };
         self.inner
             .open_runs
@@ -76,7 +80,9 @@ impl Store {
     }
 
     /// The open run of `rule` (the latest started, if several), marked as having written: a
-    /// write of `rule` is about to insert its row.
+    /// write of `rule` is about to be sent. Returns the row to insert with it, or `None` when
+    /// there is no open run or its row is already committed (the common case: one indexed
+    /// insert per write saved).
     pub(super) fn writing_run(&self, rule: &str) -> Option<RunKey> {
         let mut runs = self
             .inner
@@ -88,7 +94,22 @@ impl Store {
             .filter(|(_, r)| r.key.rule == rule)
             .max_by_key(|(id, _)| **id)?;
         run.wrote = true;
-        Some(run.key.clone())
+        (!run.row_committed).then(|| run.key.clone())
+    }
+
+    /// Notes that a call which inserted the row of `run` (from [`Self::writing_run`]) has
+    /// committed. A run already finished is gone from the map and needs nothing.
+    pub(super) fn run_row_committed(&self, run: Option<&RunKey>) {
+        let Some(run) = run else { return };
+        if let Some(open) = self
+            .inner
+            .open_runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&run.id)
+        {
+            open.row_committed = true;
+        }
     }
 
     /// Closes the run `id`: its row is updated, inserted (a run that failed before writing),

@@ -336,9 +336,10 @@ impl SyncStore for Store {
         let (target, project_id) = (place.target(), place.project_id);
         let now = format_timestamp(Utc::now());
         let run = self.writing_run(&rule);
+        let inserting = run.clone();
         // Durable: the create this intent guards is sent once the call answers, and a power cut
         // must not leave GitLab with an object the store has no trace of.
-        self.call(Mode::Durable, move |conn| {
+        let result = self.call(Mode::Durable, move |conn| {
             if let Some(run) = &run {
                 runs::ensure_row(conn, run)?;
             }
@@ -402,7 +403,11 @@ impl SyncStore for Store {
                 started_at,
             })
         })
-        .await
+        .await;
+        if result.is_ok() {
+            self.run_row_committed(inserting.as_ref());
+        }
+        result
     }
 
     async fn project_id(&self, configured: &str) -> Result<Option<u64>, StoreError> {
@@ -527,9 +532,10 @@ impl SyncStore for Store {
             }
         };
         let run = self.writing_run(&rule);
+        let inserting = run.clone();
         // Not durable: a power cut may lose it, and the module doc says why nothing is then
         // lost or doubled.
-        self.call(Mode::Write, move |conn| {
+        let result = self.call(Mode::Write, move |conn| {
             if let Some(run) = &run {
                 runs::ensure_row(conn, run)?;
             }
@@ -604,7 +610,11 @@ impl SyncStore for Store {
             }
             Ok(())
         })
-        .await
+        .await;
+        if result.is_ok() {
+            self.run_row_committed(inserting.as_ref());
+        }
+        result
     }
 
     async fn advance_cursor(&self, rule: &str, to: DateTime<Utc>) -> Result<(), StoreError> {
