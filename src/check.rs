@@ -281,33 +281,71 @@ async fn check_gitlab(cfg: &Config, gitlab: &GitLabClient, out: &mut Vec<Finding
                 ));
             }
         }
-        match gitlab.environments(project).await {
-            Ok(envs) => {
-                if envs.iter().any(|e| e.tier.as_deref() == Some("production")) {
-                    out.push(finding(
-                        Level::Ok,
-                        &subject,
-                        "has a production-tier environment: DORA counts its incidents",
-                    ));
-                } else {
-                    out.push(finding(
-                        Level::Warn,
-                        &subject,
-                        "no environment in the production tier: DORA ignores this project's \
-                         incidents; deploy to an environment named \"production\" or set an \
-                         environment's deployment_tier to production",
-                    ));
-                }
-            }
-            Err(e) => out.push(finding(
+        // DORA counts incidents (ours, and those alerts open) only in a project with a
+        // production-tier environment (`ee/app/models/dora/watchers/issue_watcher.rb`).
+        if targets.iter().any(|t| *t != Target::Issue) {
+            out.push(production_finding(gitlab, project, &subject).await);
+        }
+    }
+}
+
+/// Whether DORA counts the project's incidents: exactly one production-tier environment. None:
+/// DORA ignores them; more than one: GitLab sums incident counts over every production-tier
+/// environment's daily rows (`ChangeFailureRateMetric.calculation_query`), so a day refreshed
+/// for two of them counts its incidents twice.
+async fn production_finding(gitlab: &GitLabClient, project: &str, subject: &str) -> Finding {
+    let p = match gitlab.environments(project).await {
+        Ok(environments) => crate::dora::ProjectEnvironments {
+            project: project.to_owned(),
+            environments,
+        },
+        Err(e) => {
+            return finding(
                 Level::Warn,
-                &subject,
+                subject,
                 format!(
                     "cannot list environments to check for a production tier: {}",
                     error_chain(&e)
                 ),
-            )),
+            );
         }
+    };
+    let production = p.production();
+    match production.len() {
+        1 => finding(
+            Level::Ok,
+            subject,
+            format!(
+                "has one production-tier environment ({}): DORA counts its incidents",
+                production[0].name
+            ),
+        ),
+        0 => finding(
+            Level::Warn,
+            subject,
+            format!(
+                "no environment in the production tier (environments: {}): DORA ignores this \
+                 project's incidents; create one named \"production\" (backfill \
+                 --create-environment, or Operate > Environments) or set an environment's \
+                 deployment_tier to production, then run repair for the days already imported",
+                p.listed()
+            ),
+        ),
+        _ => finding(
+            Level::Warn,
+            subject,
+            format!(
+                "{} production-tier environments ({}): GitLab sums incident counts over every \
+                 one of them, so change failure rate can count an incident twice; keep one in \
+                 the production tier",
+                production.len(),
+                production
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
     }
 }
 
@@ -352,7 +390,10 @@ async fn check_store(cfg: &Config, config_path: &Path, out: &mut Vec<Finding>) {
     }
     let known = match Store::open_read_only(path) {
         Ok(store) => match store.rule_status().await {
-            Ok(rules) => rules,
+            Ok(rules) => {
+                interrupted_repairs(&store, out).await;
+                rules
+            }
             Err(e) => {
                 out.push(finding(
                     Level::Error,
@@ -462,6 +503,31 @@ fn check_metrics(cfg: &Config, out: &mut Vec<Finding>) {
 
 /// The projects the store resolved before (configured → id and path), read without the lock;
 /// empty when there is no store yet or it cannot be read (the store's own check says why).
+/// Incidents a `repair` reopened and may not have closed again (it was stopped in between).
+async fn interrupted_repairs(store: &Store, out: &mut Vec<Finding>) {
+    let Ok(rows) = store.repairs().await else {
+        return;
+    };
+    for r in rows
+        .iter()
+        .filter(|r| r.state == crate::store::RepairState::Reopening)
+    {
+        out.push(finding(
+            Level::Warn,
+            format!("rule {}", r.rule),
+            format!(
+                "a repair stopped after reopening {} (iid {}, day {}): it may be open in GitLab; \
+                 run `repair --since {}` again to close it at {}",
+                r.jira_key,
+                r.iid,
+                r.day,
+                r.day,
+                r.closed_at.to_rfc3339()
+            ),
+        ));
+    }
+}
+
 async fn known_projects(cfg: &Config) -> BTreeMap<String, (u64, String)> {
     let Ok(store) = Store::open_read_only(&cfg.store_path) else {
         return BTreeMap::new();

@@ -17,6 +17,8 @@
 //! - [`daemon`]: service mode: cron ticks → one worker per rule, backoff, graceful stop; each
 //!   run reported to the metrics and systemd's status line; the watchdog.
 //! - [`check`]: `check`: credentials, JQL, the token's role, production environments.
+//! - [`dora`]: DORA days that count: production environments before backfill, `repair` of the
+//!   days GitLab missed, backfill's value-stream marker.
 //! - [`liveness`]: whether each run in flight makes progress, for the service's watchdog.
 //! - [`metrics`]: Prometheus metrics (`[metrics]`): fed by run reports and the HTTP clients,
 //!   served on `GET /metrics` or written to a node_exporter textfile.
@@ -32,6 +34,7 @@ pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod domain;
+pub mod dora;
 pub mod engine;
 pub mod gitlab;
 pub mod http;

@@ -4,7 +4,7 @@ use std::process::{Command, Output};
 use crate::support::output_text;
 
 /// Every command, as `--help` lists it.
-const COMMANDS: [&str; 10] = [
+const COMMANDS: [&str; 11] = [
     "run",
     "check",
     "status",
@@ -13,6 +13,7 @@ const COMMANDS: [&str; 10] = [
     "demo",
     "sandbox",
     "backfill",
+    "repair",
     "completions",
     "man",
 ];

@@ -10,6 +10,8 @@ mod backfill;
 mod chaos;
 /// The command line: exit codes, config errors, credentials, secrets.
 mod cli;
+/// DORA days that count: production environments before backfill, `repair`, the marker.
+mod dora;
 /// One GitLab object per Jira issue whatever moves: keys, rules, project paths, lost stores;
 /// and Jira text that cannot act on GitLab.
 mod identity;

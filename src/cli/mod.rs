@@ -23,6 +23,7 @@ use jira_gitlab_sync::check::Level;
 use jira_gitlab_sync::config::{self, Config, RuleConfig};
 use jira_gitlab_sync::daemon::{self, Backoff, Service};
 use jira_gitlab_sync::domain::{JiraKey, RunMode, RunOutcome, Target};
+use jira_gitlab_sync::dora;
 use jira_gitlab_sync::engine::backfill::{BackfillReport, BackfillRequest, Progress};
 use jira_gitlab_sync::engine::ports::{GitLabSink, JiraSource, SyncStore};
 use jira_gitlab_sync::engine::{EngineError, RunReport, SyncEngine, error_chain};
@@ -163,8 +164,29 @@ pub enum Command {
         /// imported incidents would carry today's dates.
         #[arg(long)]
         accept_inexact_times: bool,
+        /// Where an incident rule's project has no production-tier environment, create one
+        /// named "production" (tier production) before the first incident; without it backfill
+        /// refuses such a project, since GitLab's DORA would never count what it imports.
+        #[arg(long)]
+        create_environment: bool,
         /// Print what it would do (counts and a sample of actions); write nothing to GitLab or
         /// the store.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Make GitLab's DORA recompute past days it missed (incidents imported before the project
+    /// had a production environment): for each day since --since on which a replicated
+    /// incident was closed, one incident is reopened and closed again at its own closing time.
+    /// Re-running repairs only what is left. Exit 0 done, 1 some days failed, 2 fatal.
+    Repair {
+        /// Days on or after this (YYYY-MM-DD, UTC, or an RFC 3339 time).
+        #[arg(long, value_name = "DATE")]
+        since: String,
+        /// Only this (incident) rule [default: every incident rule].
+        #[arg(long, value_name = "NAME")]
+        rule: Option<String>,
+        /// List the days and the incident each would reopen; write nothing to GitLab or the
+        /// store.
         #[arg(long)]
         dry_run: bool,
     },
@@ -215,6 +237,7 @@ impl Command {
             Command::Demo => "demo",
             Command::Sandbox { .. } => "sandbox",
             Command::Backfill { .. } => "backfill",
+            Command::Repair { .. } => "repair",
             Command::Completions { .. } => "completions",
             Command::Man { .. } => "man",
         }
@@ -260,6 +283,10 @@ impl Cli {
                 Command::Backfill { .. } => {
                     "--dry-run goes after `backfill`: jira-gitlab-sync backfill --since DATE \
                      --dry-run"
+                        .to_owned()
+                }
+                Command::Repair { .. } => {
+                    "--dry-run goes after `repair`: jira-gitlab-sync repair --since DATE --dry-run"
                         .to_owned()
                 }
                 _ => format!("--dry-run does not go with `{name}`: it is for --once and backfill"),
@@ -409,6 +436,7 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
             rule,
             concurrency,
             accept_inexact_times,
+            create_environment,
             dry_run,
         }) => {
             let cfg = load_config_to_sync(&path, out)?;
@@ -433,6 +461,7 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
             let how = BackfillRun {
                 dry_run,
                 accept_inexact_times,
+                create_environment,
                 cancel: &cancel,
                 out,
                 // A dry run writes nothing, metrics included.
@@ -443,6 +472,31 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
                 },
             };
             backfill(&cfg, &rules, &req, &how).await
+        }
+        Some(Command::Repair {
+            since,
+            rule,
+            dry_run,
+        }) => {
+            let cfg = load_config_to_sync(&path, out)?;
+            let since = config::parse_since("--since", &since)?;
+            let rules: Vec<RuleConfig> = match &rule {
+                Some(name) => {
+                    let r = cfg.rule(name)?.clone();
+                    if r.destination.target != Target::Incident {
+                        return Err(dora::DoraError::NotIncidentRule(r.name).into());
+                    }
+                    vec![r]
+                }
+                None => cfg
+                    .rules
+                    .iter()
+                    .filter(|r| r.destination.target == Target::Incident)
+                    .cloned()
+                    .collect(),
+            };
+            let cancel = stop_on_signals(&cfg);
+            repair(&cfg, &rules, since, dry_run, &cancel, out).await
         }
     }
 }
@@ -494,6 +548,7 @@ async fn inexact_projects(
 struct BackfillRun<'a> {
     dry_run: bool,
     accept_inexact_times: bool,
+    create_environment: bool,
     cancel: &'a CancellationToken,
     out: Out,
     metrics: Recorder,
@@ -524,18 +579,161 @@ async fn backfill(
         }
         tracing::warn!(projects = %list, "the token is not Owner: imported objects will not keep Jira's times");
     }
+    // Before anything is written: incidents imported into a project without a production-tier
+    // environment would never be counted by DORA.
+    let mut gitlab = GitLabClient::new(&cfg.gitlab, &cfg.sync)?;
+    if let Some(o) = how.metrics.observer() {
+        gitlab.observed_by(o);
+    }
+    let ensured = tokio::select! {
+        r = dora::ensure_production(&gitlab, rules, how.create_environment, how.dry_run) => r,
+        () = how.cancel.cancelled() => {
+            how.out.note("backfill stopped before it started: nothing was written");
+            return Ok(Exit::Partial);
+        }
+    };
+    match ensured {
+        Ok(notes) => notes.iter().for_each(|n| how.out.note(n)),
+        Err(e @ dora::DoraError::NoProductionEnvironment(_)) if how.dry_run => {
+            how.out.note(&format!("backfill would refuse: {e}"));
+        }
+        Err(e) => return Err(e.into()),
+    }
     if how.dry_run {
-        backfill_rules(App::dry_run(cfg)?.into_engine(), rules, req, how).await
+        let engine = App::dry_run(cfg)?.into_engine();
+        backfill_rules(&engine, rules, req, how).await
     } else {
         let engine = App::build_observed(cfg, how.metrics.observer())?.into_engine();
-        let exit = backfill_rules(engine, rules, req, how).await;
+        let mut exit = backfill_rules(&engine, rules, req, how).await?;
+        if exit != Exit::Fatal && !how.cancel.is_cancelled() {
+            exit = exit.max(mark_backfilled(&gitlab, engine.store(), rules, req, how).await?);
+        }
         how.metrics.write(how.out);
-        exit
+        Ok(exit)
     }
 }
 
+/// Backfill's last step: the value-stream marker on each imported issue ([`dora::mark_backfilled`]).
+async fn mark_backfilled(
+    gitlab: &GitLabClient,
+    store: &Store,
+    rules: &[RuleConfig],
+    req: &BackfillRequest,
+    how: &BackfillRun<'_>,
+) -> anyhow::Result<Exit> {
+    let mut exit = Exit::Clean;
+    for rule in rules
+        .iter()
+        .filter(|r| r.destination.target != Target::Alert)
+    {
+        let r = dora::mark_backfilled(
+            gitlab,
+            store,
+            rule,
+            req.since,
+            req.until,
+            req.concurrency,
+            how.cancel,
+        )
+        .await?;
+        how.out.result(&r, || {
+            let mut s = format!(
+                "  value-stream marker ({}): {} issue(s) labelled now, {} earlier\n",
+                dora::MARKER_LABEL,
+                r.marked,
+                r.already
+            );
+            for (key, error) in &r.failed {
+                let _ = writeln!(
+                    s,
+                    "  marker failed for {key}: {error} (the next backfill adds it)"
+                );
+            }
+            s
+        });
+        if !r.failed.is_empty() {
+            exit = Exit::Partial;
+        }
+    }
+    Ok(exit)
+}
+
+/// `repair`: the days GitLab's DORA missed, recomputed ([`dora::repair`]).
+async fn repair(
+    cfg: &Config,
+    rules: &[RuleConfig],
+    since: chrono::DateTime<chrono::Utc>,
+    dry_run: bool,
+    cancel: &CancellationToken,
+    out: Out,
+) -> anyhow::Result<Exit> {
+    let gitlab = GitLabClient::new(&cfg.gitlab, &cfg.sync)?;
+    let store = if dry_run {
+        match jira_gitlab_sync::app::StoreMode::for_dry_run(cfg) {
+            jira_gitlab_sync::app::StoreMode::InMemory => {
+                out.note("repair: no store yet, so nothing was replicated to repair");
+                return Ok(Exit::Clean);
+            }
+            _ => Store::open_read_only(&cfg.store_path)
+                .with_context(|| format!("cannot use the store {}", cfg.store_path.display()))?,
+        }
+    } else {
+        Store::open(&cfg.store_path)
+            .with_context(|| format!("cannot use the store {}", cfg.store_path.display()))?
+    };
+    let report = dora::repair(&gitlab, &store, rules, since, dry_run, cancel).await?;
+    out.result(&report, || repair_summary(&report, dry_run));
+    Ok(if report.has_failures() || cancel.is_cancelled() {
+        Exit::Partial
+    } else {
+        Exit::Clean
+    })
+}
+
+/// A repair's summary for a person.
+fn repair_summary(r: &dora::RepairReport, dry_run: bool) -> String {
+    use dora::RepairOutcome as O;
+    let mut s = String::new();
+    for d in &r.days {
+        let what = match &d.outcome {
+            O::Planned => "would reopen and close again".to_owned(),
+            O::Repaired => "reopened and closed again".to_owned(),
+            O::Finished => {
+                "closed again (an earlier repair had stopped after reopening it)".to_owned()
+            }
+            O::Open => "not repaired: GitLab holds its incidents open".to_owned(),
+            O::Failed(e) => format!("failed: {e}"),
+        };
+        let _ = writeln!(
+            s,
+            "{} {}  {} #{} closed {}  {what}",
+            d.project,
+            d.day,
+            d.jira_key,
+            d.iid,
+            d.closed_at.format("%H:%M:%S")
+        );
+    }
+    let repaired = r
+        .days
+        .iter()
+        .filter(|d| matches!(d.outcome, O::Repaired | O::Finished))
+        .count();
+    let _ = writeln!(
+        s,
+        "repair: {} day(s) {}, {} repaired before",
+        if dry_run { r.days.len() } else { repaired },
+        if dry_run { "to repair" } else { "repaired" },
+        r.already_repaired
+    );
+    for n in &r.notes {
+        let _ = writeln!(s, "  {n}");
+    }
+    s
+}
+
 async fn backfill_rules<J, G, S>(
-    engine: SyncEngine<J, G, S>,
+    engine: &SyncEngine<J, G, S>,
     rules: &[RuleConfig],
     req: &BackfillRequest,
     how: &BackfillRun<'_>,

@@ -542,6 +542,93 @@ impl GitLabClient {
         .await
     }
 
+    /// Creates environment `name` in tier `tier` (`POST /projects/:id/environments`, Developer
+    /// or more): what DORA needs before it counts a project's incidents.
+    ///
+    /// # Errors
+    /// The project does not exist, the token may not create environments, or GitLab refuses the
+    /// name (one the project already has).
+    pub async fn create_environment(
+        &self,
+        project: &str,
+        name: &str,
+        tier: &str,
+    ) -> Result<Environment, GitLabError> {
+        let subject = Subject::new(
+            Resource::Environments(project.to_owned()),
+            format!("creating environment {name:?} (tier {tier}) in project {project}"),
+        );
+        let r = self
+            .call(
+                RequestKind::Create,
+                Method::POST,
+                self.api(&["projects", project, "environments"]),
+                &[],
+                Some(json!({ "name": name, "tier": tier })),
+                &subject,
+            )
+            .await?;
+        Self::decode(&r, &subject)
+    }
+
+    /// The issue as GitLab holds it now (the copy, once a person moved it).
+    ///
+    /// # Errors
+    /// As [`GitLabSink::close`].
+    pub async fn issue_state(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+    ) -> Result<RemoteObject, GitLabError> {
+        let what = format!("read of {}", mapping.jira_key);
+        self.issue_request(dest, mapping, Method::GET, None, "read")
+            .await?
+            .into_remote(&what)
+    }
+
+    /// Makes GitLab recompute the DORA day of a closed incident: reopens it and closes it again
+    /// at `at` (its own `closed_at`; both back-dated with `updated_at`). GitLab's
+    /// `Dora::Watchers::IssueWatcher` refreshes the day it had been closed on the reopen, and
+    /// the day it is closed on the close (`ee/app/models/dora/watchers/issue_watcher.rb`).
+    ///
+    /// # Errors
+    /// As [`GitLabSink::close`]; an error after the reopen may leave the incident open, and the
+    /// caller must close it ([`GitLabClient::finish_reclose`]).
+    pub async fn reclose_at(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        at: DateTime<Utc>,
+    ) -> Result<RemoteObject, GitLabError> {
+        let body = json!({ "state_event": "reopen", "updated_at": stamp(at) });
+        self.put_issue(dest, mapping, body, "repair reopen").await?;
+        let body = json!({ "state_event": "close", "updated_at": stamp(at) });
+        self.put_issue(dest, mapping, body, "repair close").await
+    }
+
+    /// Closes at `at` an incident a repair reopened, if it is still open (a repair interrupted
+    /// between its reopen and its close). Returns what GitLab holds after.
+    ///
+    /// # Errors
+    /// As [`GitLabSink::close`].
+    pub async fn finish_reclose(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        at: DateTime<Utc>,
+    ) -> Result<RemoteObject, GitLabError> {
+        let what = format!("repair of {}", mapping.jira_key);
+        let current = self
+            .issue_request(dest, mapping, Method::GET, None, "read before repair")
+            .await?
+            .into_remote(&what)?;
+        if current.state == RemoteState::Closed {
+            return Ok(current);
+        }
+        let body = json!({ "state_event": "close", "updated_at": stamp(at) });
+        self.put_issue(dest, mapping, body, "repair close").await
+    }
+
     async fn post_alert(
         &self,
         dest: &Destination,

@@ -30,6 +30,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::gitlab_quick_actions::{self, Command};
+pub use dora::{DailyMetrics, FakeEnvironment};
+use dora::{DoraState, IncidentEvent};
+
+mod dora;
 use super::{
     HandleInner, Listener, ParsedBody, RecordedRequest, Recorder, Reply, ShutdownGuard, Unanswered,
     fts, json_response, lock, query_pairs, raw_response, read_body,
@@ -265,6 +269,8 @@ struct GitLabData {
     next_issue_id: u64,
     /// Old project paths and the project they lead to (GitLab's `RedirectRoute`).
     redirects: Vec<(String, u64)>,
+    /// Environments and per-day DORA rows ([`dora`]).
+    dora: DoraState,
 }
 
 struct ProjectState {
@@ -306,6 +312,7 @@ impl FakeGitLab {
             latency: config.latency,
             data: Mutex::new(GitLabData {
                 tokens: config.tokens,
+                dora: DoraState::new(&config.projects),
                 projects: config.projects.into_iter().map(ProjectState::new).collect(),
                 next_issue_id: 1_000,
                 redirects: Vec::new(),
@@ -457,6 +464,7 @@ impl FakeGitLab {
             return false;
         }
         data.claim_path(&project.path_with_namespace);
+        data.dora.add_project(&project);
         data.projects.push(ProjectState::new(project));
         true
     }
@@ -524,11 +532,16 @@ impl FakeGitLab {
     /// A person deletes issue `iid` (Owners may): later GETs and PUTs answer 404. Returns false
     /// if it did not exist.
     pub fn delete_issue(&self, project_id: u64, iid: u64) -> bool {
-        let mut data = lock(&self.inner.state.data);
-        data.projects
-            .iter_mut()
-            .find(|p| p.cfg.id == project_id)
-            .is_some_and(|p| p.issues.remove(&iid).is_some())
+        let data = &mut *lock(&self.inner.state.data);
+        let Some(project) = data.projects.iter_mut().find(|p| p.cfg.id == project_id) else {
+            return false;
+        };
+        let Some(gone) = project.issues.remove(&iid) else {
+            return false;
+        };
+        data.dora
+            .incident_event(&project.issues, &gone, IncidentEvent::Deleted);
+        true
     }
 
     /// A person sets alert `alert_iid` of the project to Resolved in the UI. The fingerprint then
@@ -614,7 +627,14 @@ fn router(state: Arc<GitLabState>) -> Router {
         .route("/api/v4/user", get(current_user))
         .route("/api/v4/version", get(version))
         .route("/api/v4/projects/{id}", get(project))
-        .route("/api/v4/projects/{id}/environments", get(environments))
+        .route(
+            "/api/v4/projects/{id}/environments",
+            get(dora::list_environments).post(dora::create_environment),
+        )
+        .route(
+            "/api/v4/projects/{id}/dora/metrics",
+            get(dora::dora_metrics),
+        )
         .route(
             "/api/v4/projects/{id}/issues",
             get(list_issues).post(create_issue),
@@ -1486,35 +1506,6 @@ async fn project(
     ))
 }
 
-async fn environments(
-    State(state): State<Arc<GitLabState>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Handled {
-    let user = state.authenticate(&headers)?;
-    let mut data = lock(&state.data);
-    let (project, _) = data.project_for(&id, &user)?;
-    let envs: Vec<Value> = project
-        .cfg
-        .environments
-        .iter()
-        .enumerate()
-        .map(|(i, (name, tier))| {
-            json!({
-                "id": project.cfg.id * 100 + i as u64 + 1,
-                "name": name,
-                "slug": name.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "-"),
-                "external_url": null,
-                "state": "available",
-                "tier": tier,
-                "created_at": "2024-01-01T00:00:00.000Z",
-                "updated_at": "2024-01-01T00:00:00.000Z",
-            })
-        })
-        .collect();
-    Ok(json_response(200, &Value::Array(envs)))
-}
-
 /// `issue_type` as GitLab keeps it: a type the user may not create falls back to `issue`,
 /// silently (`app/services/issues/build_service.rb` `set_work_item_type` and
 /// `Issues::BaseService#filter_params` with `create_issue_type_allowed?` in
@@ -1610,6 +1601,9 @@ async fn create_issue(
     project.issues.insert(iid, issue.clone());
     let path = project.cfg.path_with_namespace.clone();
     data.next_issue_id = issue_id;
+    let issues = &data.projects[pidx].issues;
+    data.dora
+        .incident_event(issues, &issue, IncidentEvent::Created);
     Ok(json_response(201, &state.issue_json(&issue, &path, data)))
 }
 
@@ -1711,7 +1705,11 @@ async fn delete_issue(
     if !rights.owner() {
         return Err(message(403, "403 Forbidden"));
     }
-    data.projects[pidx].issues.remove(&iid);
+    if let Some(gone) = data.projects[pidx].issues.remove(&iid) {
+        let issues = &data.projects[pidx].issues;
+        data.dora
+            .incident_event(issues, &gone, IncidentEvent::Deleted);
+    }
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::NO_CONTENT;
     Ok(r)
@@ -1860,6 +1858,17 @@ async fn update_issue(
         data.move_issue(pidx, iid, target, user.id, now);
     }
     let issue = data.projects[pidx].issues[&iid].clone();
+    let event = match (before.state, issue.state) {
+        (RemoteState::Opened, RemoteState::Closed) => Some(IncidentEvent::Closed),
+        (RemoteState::Closed, RemoteState::Opened) => Some(IncidentEvent::Reopened {
+            closed_at_was: before.closed_at,
+        }),
+        _ => None,
+    };
+    if let Some(event) = event {
+        data.dora
+            .incident_event(&data.projects[pidx].issues, &issue, event);
+    }
     Ok(json_response(200, &state.issue_json(&issue, &path, data)))
 }
 
@@ -2258,6 +2267,9 @@ fn receive_alert(
                 incident.closed_at = Some(now);
                 incident.updated_at = now;
                 incident.closed_by_id = Some(ALERT_BOT_ID);
+                let closed = incident.clone();
+                data.dora
+                    .incident_event(&project.issues, &closed, IncidentEvent::Closed);
             }
             Some(answer)
         }
@@ -2328,6 +2340,10 @@ fn receive_alert(
                 created_at: now,
                 resolved_at: None,
             });
+            if let Some(created) = project.issues.get(&iid) {
+                data.dora
+                    .incident_event(&project.issues, created, IncidentEvent::Created);
+            }
             Some((alert_iid, title))
         }
     };

@@ -102,6 +102,7 @@
 //!
 //! [`SyncStore`]: crate::engine::ports::SyncStore
 mod codec;
+mod dora;
 mod error;
 mod lock;
 mod migrate;
@@ -121,6 +122,7 @@ use rusqlite::{Connection, OpenFlags};
 use lock::lock;
 use writer::{Call, Counters, Mode, Pruning, Writer};
 
+pub use dora::{RepairRow, RepairState};
 pub use error::StoreError;
 pub use lock::LockState;
 pub use status::{FailureEntry, RuleStatus, RunRecord, StrayEntry};

@@ -1,0 +1,534 @@
+//! The fake GitLab's environments and its per-day DORA figures for incidents, as GitLab Ultimate
+//! keeps them: a table of daily rows per environment, written only when something refreshes a
+//! day, and read back by the DORA API.
+//!
+//! What it models, each from GitLab's source (gitlabhq/gitlabhq):
+//! - **Environments** (`GET`/`POST /projects/:id/environments`, `lib/api/environments.rb`): a
+//!   name unique in its project and a `tier` (`production`, `staging`, `testing`, `development`,
+//!   `other`; `app/models/environment.rb` `enum :tier`). A tier not given is guessed from the
+//!   name (`Environment#guess_tier`). Creating one needs Developer (`create_environment`,
+//!   `app/policies/project_policy.rb`).
+//! - **When a day is recomputed** (`ee/app/models/dora/watchers/issue_watcher.rb`): only on an
+//!   incident's create (its `created_at` day), close (its `closed_at` day), reopen (the day it
+//!   had been closed, `closed_at_was`) and delete (both days; newer versions), and only if the
+//!   project has a production-tier environment at that moment (`production_env_id`:
+//!   `issue.project.environments.production.pick(:id)`, one environment, here the lowest id).
+//!   The refresh job (`Dora::DailyMetrics::RefreshWorker`) runs after the commit, so it sees the
+//!   issue as the request left it. Nothing else refreshes a day: an incident imported before the
+//!   environment existed stays uncounted, and changing `issue_type` or `created_at` later
+//!   refreshes nothing (the watcher hooks only the state machine, `after_create` and
+//!   `after_destroy`).
+//! - **What a refresh computes** (`Dora::DailyMetrics.refresh!`, `ee/app/models/dora/
+//!   daily_metrics.rb`, an upsert of the (environment, date) row): time to restore is the median
+//!   (`PERCENTILE_CONT(0.5)`) of `closed_at − created_at` in seconds over the project's closed
+//!   incidents closed that day (`ee/app/models/dora/time_to_restore_service_metric.rb`), NULL
+//!   when there are none; the incident count is the project's incidents created that day, open
+//!   or closed (`ee/app/models/dora/change_failure_rate_metric.rb`). Both only for a
+//!   production-tier environment. The sandbox has no deployments: `deployment_frequency` is 0.
+//! - **The DORA API** (`GET /projects/:id/dora/metrics`, `ee/lib/api/dora/metrics.rb` →
+//!   `ee/app/services/dora/aggregate_metrics_service.rb` → `DailyMetrics.aggregate_for!`): the
+//!   rows of the project's environments in the asked tiers (default `production`) between
+//!   `start_date` (default 3 months ago) and `end_date` (default today), grouped by `interval`
+//!   (`daily`, the default; `monthly`; `all`). A day no refresh wrote has no row and is absent
+//!   from a daily answer. Time to restore aggregates the daily medians by their median; change
+//!   failure rate is `SUM(incidents_count) / GREATEST(SUM(deployment_frequency), 1)`, so two
+//!   production-tier environments whose rows both hold a day's incidents count them twice.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::HeaderMap;
+use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+use super::{
+    FakeGitLab, FakeGitLabIssue, FakeProject, GitLabState, Handled, ParsedBody, access, error,
+    json_response, lock, message, param, query_pairs,
+};
+use crate::domain::RemoteState;
+
+/// An environment of a project, as the fake keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FakeEnvironment {
+    pub id: u64,
+    pub project_id: u64,
+    pub name: String,
+    /// `production`, `staging`, `testing`, `development` or `other`.
+    pub tier: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One `dora_daily_metrics` row: what the last refresh of (environment, date) computed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DailyMetrics {
+    /// The median time to restore of the incidents closed that day, in seconds; `None` (NULL)
+    /// when none was.
+    pub time_to_restore_service_in_seconds: Option<f64>,
+    /// The incidents created that day.
+    pub incidents_count: u64,
+    /// Successful deployments that day (the sandbox has none).
+    pub deployment_frequency: u64,
+}
+
+/// An incident event the watcher hooks (`Dora::Watchers::IssueWatcher.mount`).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum IncidentEvent {
+    /// `after_create`.
+    Created,
+    /// `after_transition any => :closed`.
+    Closed,
+    /// `before_transition closed: any`, with the `closed_at` the issue had.
+    Reopened {
+        closed_at_was: Option<DateTime<Utc>>,
+    },
+    /// `after_destroy`.
+    Deleted,
+}
+
+/// Every project's environments and every environment's daily rows.
+#[derive(Default)]
+pub(super) struct DoraState {
+    next_env_id: u64,
+    environments: Vec<FakeEnvironment>,
+    daily: BTreeMap<(u64, NaiveDate), DailyMetrics>,
+}
+
+/// The tiers GitLab knows (`app/models/environment.rb`, `enum :tier`).
+const TIERS: [&str; 5] = ["production", "staging", "testing", "development", "other"];
+
+impl DoraState {
+    /// The configured projects' environments, created at `now`.
+    pub(super) fn new(projects: &[FakeProject]) -> Self {
+        let mut state = Self::default();
+        for p in projects {
+            state.add_project(p);
+        }
+        state
+    }
+
+    /// Registers a project's configured environments.
+    pub(super) fn add_project(&mut self, project: &FakeProject) {
+        for (name, tier) in &project.environments {
+            self.create(project.id, name, tier);
+        }
+    }
+
+    fn create(&mut self, project_id: u64, name: &str, tier: &str) -> FakeEnvironment {
+        self.next_env_id += 1;
+        let env = FakeEnvironment {
+            id: self.next_env_id,
+            project_id,
+            name: name.to_owned(),
+            tier: tier.to_owned(),
+            created_at: Utc::now(),
+        };
+        self.environments.push(env.clone());
+        env
+    }
+
+    fn of_project(&self, project_id: u64) -> impl Iterator<Item = &FakeEnvironment> {
+        self.environments
+            .iter()
+            .filter(move |e| e.project_id == project_id)
+    }
+
+    /// `issue.project.environments.production.pick(:id)`: one production-tier environment.
+    /// `pick` has no `ORDER BY`; PostgreSQL usually answers the oldest row, the lowest id here.
+    fn production_env_id(&self, project_id: u64) -> Option<u64> {
+        self.of_project(project_id)
+            .filter(|e| e.tier == "production")
+            .map(|e| e.id)
+            .min()
+    }
+
+    /// `Dora::Watchers::IssueWatcher#process`: for an incident of a project that has a
+    /// production-tier environment now, refreshes the days the event touches; otherwise nothing.
+    /// `issues` is the project's issues after the event (the refresh job runs after commit).
+    pub(super) fn incident_event(
+        &mut self,
+        issues: &BTreeMap<u64, FakeGitLabIssue>,
+        issue: &FakeGitLabIssue,
+        event: IncidentEvent,
+    ) {
+        if issue.issue_type != "incident" {
+            return;
+        }
+        let Some(env_id) = self.production_env_id(issue.project_id) else {
+            return;
+        };
+        // `refresh_dates`.
+        let stamps = match event {
+            IncidentEvent::Created => vec![Some(issue.created_at)],
+            IncidentEvent::Closed => vec![issue.closed_at],
+            IncidentEvent::Reopened { closed_at_was } => vec![closed_at_was],
+            IncidentEvent::Deleted => vec![Some(issue.created_at), issue.closed_at],
+        };
+        let mut dates: Vec<NaiveDate> = stamps
+            .into_iter()
+            .flatten()
+            .map(|t| t.date_naive())
+            .collect();
+        dates.dedup();
+        for date in dates {
+            self.refresh(env_id, issue.project_id, issues, date);
+        }
+    }
+
+    /// `Dora::DailyMetrics.refresh!(environment, date)` for a production-tier environment.
+    fn refresh(
+        &mut self,
+        env_id: u64,
+        project_id: u64,
+        issues: &BTreeMap<u64, FakeGitLabIssue>,
+        date: NaiveDate,
+    ) {
+        let incidents = || {
+            issues
+                .values()
+                .filter(move |i| i.project_id == project_id && i.issue_type == "incident")
+        };
+        let durations: Vec<f64> = incidents()
+            .filter(|i| i.state == RemoteState::Closed)
+            .filter_map(|i| {
+                let closed = i.closed_at?;
+                (closed.date_naive() == date)
+                    .then(|| (closed - i.created_at).num_milliseconds() as f64 / 1000.0)
+            })
+            .collect();
+        let row = DailyMetrics {
+            time_to_restore_service_in_seconds: percentile_cont_median(durations),
+            incidents_count: incidents()
+                .filter(|i| i.created_at.date_naive() == date)
+                .count() as u64,
+            deployment_frequency: 0,
+        };
+        self.daily.insert((env_id, date), row);
+    }
+}
+
+/// `PERCENTILE_CONT(0.5)`: the middle value, or the mean of the two middle ones; NULLs are
+/// skipped, and no value gives NULL.
+fn percentile_cont_median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    Some(if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    })
+}
+
+/// `Environment#guess_tier` (`app/models/environment.rb`): the tier a name suggests, checked in
+/// GitLab's order (development, testing, staging, production), `other` otherwise.
+fn guess_tier(name: &str) -> &'static str {
+    let n = name.to_ascii_lowercase();
+    let any = |words: &[&str]| words.iter().any(|w| n.contains(w));
+    if any(&["dev", "review", "trunk"]) {
+        "development"
+    } else if any(&[
+        "test", "tst", "int", "acpt", "accept", "qa", "qc", "control", "quality",
+    ]) {
+        "testing"
+    } else if any(&["stag", "stg", "model", "modl", "pre", "demo", "non"]) {
+        "staging"
+    } else if any(&["prod", "prd", "live"]) {
+        "production"
+    } else {
+        "other"
+    }
+}
+
+fn environment_json(env: &FakeEnvironment) -> Value {
+    let stamp = env
+        .created_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    json!({
+        "id": env.id,
+        "name": env.name,
+        "slug": env.name.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "-"),
+        "external_url": null,
+        "state": "available",
+        "tier": env.tier,
+        "created_at": stamp,
+        "updated_at": stamp,
+    })
+}
+
+/// `GET /projects/:id/environments` (`lib/api/environments.rb`).
+pub(super) async fn list_environments(
+    State(state): State<Arc<GitLabState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Handled {
+    let user = state.authenticate(&headers)?;
+    let data = &mut *lock(&state.data);
+    let (pidx, _) = data.project_at(&id, &user)?;
+    let project_id = data.projects[pidx].cfg.id;
+    let envs: Vec<Value> = data
+        .dora
+        .of_project(project_id)
+        .map(environment_json)
+        .collect();
+    Ok(json_response(200, &Value::Array(envs)))
+}
+
+/// `POST /projects/:id/environments` with `name` (required), `external_url`, `tier`
+/// (`lib/api/environments.rb`; `tier` is a Grape `values:` list of the tiers). 201 with the
+/// environment; a name the project already has is a 400 from the model's uniqueness validation.
+pub(super) async fn create_environment(
+    State(state): State<Arc<GitLabState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Extension(ParsedBody(body)): Extension<ParsedBody>,
+) -> Handled {
+    let user = state.authenticate(&headers)?;
+    let body = body.unwrap_or(Value::Null);
+    let name = param(&body, "name").ok_or_else(|| error(400, "name is missing"))?;
+    let tier = param(&body, "tier");
+    if tier.as_deref().is_some_and(|t| !TIERS.contains(&t)) {
+        return Err(error(400, "tier does not have a valid value"));
+    }
+    let data = &mut *lock(&state.data);
+    let (pidx, level) = data.project_at(&id, &user)?;
+    if level < access::DEVELOPER && !user.admin {
+        return Err(message(403, "403 Forbidden"));
+    }
+    let project_id = data.projects[pidx].cfg.id;
+    // `validates :name, presence, uniqueness: { scope: :project_id }, format:
+    // Gitlab::Regex.environment_name_regex` (letters, digits, `-_/.${} `, not starting or ending
+    // with `/`).
+    let well_formed = !name.trim().is_empty()
+        && !name.starts_with('/')
+        && !name.ends_with('/')
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || "-_/.${} ".contains(c));
+    if !well_formed {
+        return Err(json_response(
+            400,
+            &json!({ "message": { "name": ["can contain only letters, digits, '-', '_', '/', '$', '{', '}', '.', and spaces, but it cannot start or end with '/'"] } }),
+        )
+        .into());
+    }
+    if data.dora.of_project(project_id).any(|e| e.name == name) {
+        return Err(json_response(
+            400,
+            &json!({ "message": { "name": ["has already been taken"] } }),
+        )
+        .into());
+    }
+    let tier = tier.unwrap_or_else(|| guess_tier(&name).to_owned());
+    let env = data.dora.create(project_id, &name, &tier);
+    Ok(json_response(201, &environment_json(&env)))
+}
+
+/// The metrics `Dora::DailyMetrics::AVAILABLE_METRICS` names.
+const METRICS: [&str; 4] = [
+    "deployment_frequency",
+    "lead_time_for_changes",
+    "time_to_restore_service",
+    "change_failure_rate",
+];
+
+/// `Dora::AggregateMetricsService::MAX_RANGE` (`3.months`, in whole days).
+const MAX_RANGE_DAYS: i64 = 91;
+
+fn parse_date(name: &str, text: &str) -> Result<NaiveDate, super::Reply> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .or_else(|| {
+            DateTime::parse_from_rfc3339(text)
+                .ok()
+                .map(|t| t.date_naive())
+        })
+        .ok_or_else(|| error(400, &format!("{name} is invalid")))
+}
+
+/// `GET /projects/:id/dora/metrics?metric=…&start_date=…&end_date=…&interval=…
+/// &environment_tiers[]=…` (`ee/lib/api/dora/metrics.rb`): `[{"date": "YYYY-MM-DD", "value":
+/// …}]`, one element per day (or month) that has rows, `date` null for `interval=all`.
+pub(super) async fn dora_metrics(
+    State(state): State<Arc<GitLabState>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Handled {
+    let user = state.authenticate(&headers)?;
+    let pairs = query_pairs(query.as_deref());
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let metric = get("metric").ok_or_else(|| error(400, "metric is missing"))?;
+    let today = Utc::now().date_naive();
+    let start = get("start_date")
+        .map(|t| parse_date("start_date", &t))
+        .transpose()?
+        .unwrap_or_else(|| today - Months::new(3));
+    let end = get("end_date")
+        .map(|t| parse_date("end_date", &t))
+        .transpose()?
+        .unwrap_or(today);
+    let interval = get("interval").unwrap_or_else(|| "daily".to_owned());
+    // `environment_tier` is kept for backwards compatibility and merged into the list.
+    let mut tiers: Vec<String> = pairs
+        .iter()
+        .filter(|(n, _)| n == "environment_tiers[]" || n == "environment_tier")
+        .map(|(_, v)| v.clone())
+        .collect();
+    if tiers.is_empty() {
+        tiers.push("production".to_owned());
+    }
+    // `AggregateMetricsService#validate`, in its order.
+    if (end - start).num_days() > MAX_RANGE_DAYS {
+        return Err(message(
+            400,
+            &format!("Date range must be shorter than {MAX_RANGE_DAYS} days."),
+        ));
+    }
+    if start >= end {
+        return Err(message(
+            400,
+            "The start date must be earlier than the end date.",
+        ));
+    }
+    if !["all", "monthly", "daily"].contains(&interval.as_str()) {
+        return Err(message(
+            400,
+            "The interval must be one of all,monthly,daily.",
+        ));
+    }
+    if !METRICS.contains(&metric.as_str()) {
+        return Err(message(
+            400,
+            &format!("The metric must be one of {}.", METRICS.join(",")),
+        ));
+    }
+    if let Some(bad) = tiers.iter().find(|t| !TIERS.contains(&t.as_str())) {
+        let _ = bad;
+        return Err(message(
+            400,
+            &format!("The environment tier must be one of {}.", TIERS.join(",")),
+        ));
+    }
+    let data = &mut *lock(&state.data);
+    let (pidx, level) = data.project_at(&id, &user)?;
+    // `read_dora4_analytics`: Reporter and up.
+    if level < access::REPORTER && !user.admin {
+        return Err(message(
+            401,
+            "You do not have permission to access dora metrics.",
+        ));
+    }
+    let project_id = data.projects[pidx].cfg.id;
+    let envs: Vec<u64> = data
+        .dora
+        .of_project(project_id)
+        .filter(|e| tiers.contains(&e.tier))
+        .map(|e| e.id)
+        .collect();
+    // `for_environments(environments).in_range_of(start_date, end_date)`, grouped.
+    let mut groups: BTreeMap<Option<NaiveDate>, Vec<DailyMetrics>> = BTreeMap::new();
+    for ((env, date), row) in &data.dora.daily {
+        if !envs.contains(env) || *date < start || *date > end {
+            continue;
+        }
+        let key = match interval.as_str() {
+            "all" => None,
+            "monthly" => date.with_day(1),
+            _ => Some(*date),
+        };
+        groups.entry(key).or_default().push(*row);
+    }
+    if interval == "all" && groups.is_empty() {
+        groups.insert(None, Vec::new());
+    }
+    let rows: Vec<Value> = groups
+        .into_iter()
+        .map(|(date, rows)| {
+            json!({
+                "date": date.map(|d| d.format("%Y-%m-%d").to_string()),
+                "value": aggregate(&metric, &rows),
+            })
+        })
+        .collect();
+    Ok(json_response(200, &Value::Array(rows)))
+}
+
+/// Each metric's `calculation_query` over a group of rows.
+fn aggregate(metric: &str, rows: &[DailyMetrics]) -> Value {
+    match metric {
+        "time_to_restore_service" => json!(percentile_cont_median(
+            rows.iter()
+                .filter_map(|r| r.time_to_restore_service_in_seconds)
+                .collect()
+        )),
+        "change_failure_rate" => {
+            let incidents: u64 = rows.iter().map(|r| r.incidents_count).sum();
+            let deployments: u64 = rows.iter().map(|r| r.deployment_frequency).sum();
+            json!(incidents as f64 / deployments.max(1) as f64)
+        }
+        "deployment_frequency" => json!(rows.iter().map(|r| r.deployment_frequency).sum::<u64>()),
+        // Merge requests and deployments are not modelled: no lead time.
+        _ => Value::Null,
+    }
+}
+
+impl FakeGitLab {
+    /// A person creates environment `name` in tier `tier` in the UI (Operate > Environments).
+    /// Returns its id; `None` if there is no such project or it already has an environment of
+    /// that name.
+    pub fn add_environment(&self, project_id: u64, name: &str, tier: &str) -> Option<u64> {
+        let data = &mut *lock(&self.inner.state.data);
+        if !data.projects.iter().any(|p| p.cfg.id == project_id)
+            || data.dora.of_project(project_id).any(|e| e.name == name)
+        {
+            return None;
+        }
+        Some(data.dora.create(project_id, name, tier).id)
+    }
+
+    /// The project's environments, oldest first.
+    pub fn environments(&self, project_id: u64) -> Vec<FakeEnvironment> {
+        let data = lock(&self.inner.state.data);
+        data.dora.of_project(project_id).cloned().collect()
+    }
+
+    /// The daily rows of the project's environments: `(environment id, date, row)`, by
+    /// environment then date.
+    pub fn dora_rows(&self, project_id: u64) -> Vec<(u64, NaiveDate, DailyMetrics)> {
+        let data = lock(&self.inner.state.data);
+        let envs: Vec<u64> = data.dora.of_project(project_id).map(|e| e.id).collect();
+        data.dora
+            .daily
+            .iter()
+            .filter(|((env, _), _)| envs.contains(env))
+            .map(|((env, date), row)| (*env, *date, *row))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GitLab's median: the middle value, or the mean of the middle two.
+    #[test]
+    fn median_as_percentile_cont() {
+        assert_eq!(percentile_cont_median(vec![]), None);
+        assert_eq!(percentile_cont_median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(percentile_cont_median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    /// Names suggest tiers in GitLab's order.
+    #[test]
+    fn tiers_guessed_from_names() {
+        assert_eq!(guess_tier("production"), "production");
+        assert_eq!(guess_tier("live"), "production");
+        assert_eq!(guess_tier("staging"), "staging");
+        assert_eq!(guess_tier("review/feature"), "development");
+        assert_eq!(guess_tier("qa"), "testing");
+        assert_eq!(guess_tier("europe"), "other");
+    }
+}
