@@ -24,7 +24,11 @@
 //!   incidents closed that day (`ee/app/models/dora/time_to_restore_service_metric.rb`), NULL
 //!   when there are none; the incident count is the project's incidents created that day, open
 //!   or closed (`ee/app/models/dora/change_failure_rate_metric.rb`). Both only for a
-//!   production-tier environment. The sandbox has no deployments: `deployment_frequency` is 0.
+//!   production-tier environment; `deployment_frequency` counts the environment's successful
+//!   deployments finished that day (`ee/app/models/dora/deployment_frequency_metric.rb`), which
+//!   exist here only through [`FakeGitLab::deploy`].
+//! - **Deployments** refresh their own environment's day when they succeed
+//!   (`ee/app/models/dora/watchers/deployment_watcher.rb`), whatever its tier.
 //! - **The DORA API** (`GET /projects/:id/dora/metrics`, `ee/lib/api/dora/metrics.rb` →
 //!   `ee/app/services/dora/aggregate_metrics_service.rb` → `DailyMetrics.aggregate_for!`): the
 //!   rows of the project's environments in the asked tiers (default `production`) between
@@ -92,6 +96,8 @@ pub(super) struct DoraState {
     next_env_id: u64,
     environments: Vec<FakeEnvironment>,
     daily: BTreeMap<(u64, NaiveDate), DailyMetrics>,
+    /// Successful deployments: (environment id, finished at).
+    deployments: Vec<(u64, DateTime<Utc>)>,
 }
 
 /// The tiers GitLab knows (`app/models/environment.rb`, `enum :tier`).
@@ -175,7 +181,9 @@ impl DoraState {
         }
     }
 
-    /// `Dora::DailyMetrics.refresh!(environment, date)` for a production-tier environment.
+    /// `Dora::DailyMetrics.refresh!(environment, date)`: every metric's `data_queries` for
+    /// the environment and day, upserted; the incident metrics only for a production-tier
+    /// environment ("we assume all Incidents happen on production").
     fn refresh(
         &mut self,
         env_id: u64,
@@ -183,6 +191,10 @@ impl DoraState {
         issues: &BTreeMap<u64, FakeGitLabIssue>,
         date: NaiveDate,
     ) {
+        let production = self
+            .environments
+            .iter()
+            .any(|e| e.id == env_id && e.tier == "production");
         let incidents = || {
             issues
                 .values()
@@ -196,12 +208,23 @@ impl DoraState {
                     .then(|| (closed - i.created_at).num_milliseconds() as f64 / 1000.0)
             })
             .collect();
+        let deployment_frequency = self
+            .deployments
+            .iter()
+            .filter(|(env, at)| *env == env_id && at.date_naive() == date)
+            .count() as u64;
         let row = DailyMetrics {
-            time_to_restore_service_in_seconds: percentile_cont_median(durations),
-            incidents_count: incidents()
-                .filter(|i| i.created_at.date_naive() == date)
-                .count() as u64,
-            deployment_frequency: 0,
+            time_to_restore_service_in_seconds: production
+                .then(|| percentile_cont_median(durations))
+                .flatten(),
+            incidents_count: if production {
+                incidents()
+                    .filter(|i| i.created_at.date_naive() == date)
+                    .count() as u64
+            } else {
+                0
+            },
+            deployment_frequency,
         };
         self.daily.insert((env_id, date), row);
     }
@@ -456,8 +479,11 @@ pub(super) async fn dora_metrics(
     Ok(json_response(200, &Value::Array(rows)))
 }
 
-/// Each metric's `calculation_query` over a group of rows.
+/// Each metric's `calculation_query` over a group of rows (`SUM` over no rows is NULL).
 fn aggregate(metric: &str, rows: &[DailyMetrics]) -> Value {
+    if rows.is_empty() {
+        return Value::Null;
+    }
     match metric {
         "time_to_restore_service" => json!(percentile_cont_median(
             rows.iter()
@@ -489,6 +515,33 @@ impl FakeGitLab {
         Some(data.dora.create(project_id, name, tier).id)
     }
 
+    /// A deployment to environment `env_name` succeeds at `finished_at`: the deployment
+    /// watcher refreshes that environment's day (`ee/app/models/dora/watchers/
+    /// deployment_watcher.rb`; GitLab waits 5 minutes first, the fake does not). Returns false if
+    /// the project has no such environment.
+    pub fn deploy(&self, project_id: u64, env_name: &str, finished_at: DateTime<Utc>) -> bool {
+        let data = &mut *lock(&self.inner.state.data);
+        let Some(env_id) = data
+            .dora
+            .of_project(project_id)
+            .find(|e| e.name == env_name)
+            .map(|e| e.id)
+        else {
+            return false;
+        };
+        let Some(project) = data.projects.iter().find(|p| p.cfg.id == project_id) else {
+            return false;
+        };
+        data.dora.deployments.push((env_id, finished_at));
+        data.dora.refresh(
+            env_id,
+            project_id,
+            &project.issues,
+            finished_at.date_naive(),
+        );
+        true
+    }
+
     /// The project's environments, oldest first.
     pub fn environments(&self, project_id: u64) -> Vec<FakeEnvironment> {
         let data = lock(&self.inner.state.data);
@@ -511,7 +564,276 @@ impl FakeGitLab {
 
 #[cfg(test)]
 mod tests {
+    use super::super::FakeGitLabConfig;
     use super::*;
+    use chrono::TimeZone;
+
+    const TOKEN: &str = FakeGitLabConfig::DEFAULT_TOKEN;
+
+    async fn start(environments: &[(&str, &str)]) -> FakeGitLab {
+        let mut config = FakeGitLabConfig::default();
+        config.projects[0].environments = environments
+            .iter()
+            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+            .collect();
+        FakeGitLab::start(config).await.unwrap()
+    }
+
+    async fn call(
+        gitlab: &FakeGitLab,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = reqwest::Client::new()
+            .request(method, gitlab.base_url().join(path).unwrap())
+            .header("PRIVATE-TOKEN", TOKEN);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    fn at(d: u32, h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 6, d, h, 0, 0).unwrap()
+    }
+
+    fn stamp(t: DateTime<Utc>) -> String {
+        t.to_rfc3339()
+    }
+
+    /// Creates an issue of `issue_type` at `created` (an Owner's `created_at` is kept); returns
+    /// its iid.
+    async fn create(gitlab: &FakeGitLab, issue_type: &str, created: DateTime<Utc>) -> u64 {
+        let (status, body) = call(
+            gitlab,
+            "POST",
+            "api/v4/projects/1/issues",
+            Some(json!({ "title": "outage", "issue_type": issue_type, "created_at": stamp(created) })),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        body["iid"].as_u64().unwrap()
+    }
+
+    async fn put(gitlab: &FakeGitLab, iid: u64, body: Value) {
+        let (status, answer) = call(
+            gitlab,
+            "PUT",
+            &format!("api/v4/projects/1/issues/{iid}"),
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+
+    /// `GET /dora/metrics` for June 2025, daily, as (date, value) pairs.
+    async fn daily(gitlab: &FakeGitLab, metric: &str) -> Vec<(String, Value)> {
+        let (status, body) = call(
+            gitlab,
+            "GET",
+            &format!("api/v4/projects/1/dora/metrics?metric={metric}&start_date=2025-06-01&end_date=2025-06-30"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["date"].as_str().unwrap().to_owned(), r["value"].clone()))
+            .collect()
+    }
+
+    /// `POST /environments` creates with the given tier or the one the name suggests; a name
+    /// taken or a tier unknown is a 400; `GET` lists them.
+    #[tokio::test]
+    async fn environments_api() {
+        let gitlab = start(&[]).await;
+        let path = "api/v4/projects/acme%2Fops/environments";
+        let (status, env) =
+            call(&gitlab, "POST", path, Some(json!({ "name": "production" }))).await;
+        assert_eq!(status, 201, "{env}");
+        assert_eq!(env["tier"], "production", "guessed from the name");
+        let (status, env) = call(
+            &gitlab,
+            "POST",
+            path,
+            Some(json!({ "name": "eu", "tier": "staging" })),
+        )
+        .await;
+        assert_eq!((status, env["tier"].as_str()), (201, Some("staging")));
+        let (status, body) =
+            call(&gitlab, "POST", path, Some(json!({ "name": "production" }))).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["message"]["name"][0], "has already been taken");
+        let (status, _) = call(
+            &gitlab,
+            "POST",
+            path,
+            Some(json!({ "name": "x", "tier": "prod" })),
+        )
+        .await;
+        assert_eq!(status, 400, "tier is one of GitLab's five");
+        let (_, list) = call(&gitlab, "GET", path, None).await;
+        let names: Vec<_> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].clone())
+            .collect();
+        assert_eq!(names, vec![json!("production"), json!("eu")]);
+    }
+
+    /// A day is recomputed only on an incident's create, close, reopen or delete while the
+    /// project has a production-tier environment: not when the environment appears later, not
+    /// when an issue becomes an incident.
+    #[tokio::test]
+    async fn days_recomputed_only_on_incident_events() {
+        let gitlab = start(&[]).await;
+        let first = create(&gitlab, "incident", at(2, 8)).await;
+        put(
+            &gitlab,
+            first,
+            json!({ "state_event": "close", "updated_at": stamp(at(2, 9)) }),
+        )
+        .await;
+        assert!(
+            gitlab.dora_rows(1).is_empty(),
+            "no production environment, no row"
+        );
+
+        assert!(
+            gitlab
+                .add_environment(1, "production", "production")
+                .is_some()
+        );
+        let issue = create(&gitlab, "issue", at(2, 10)).await;
+        put(
+            &gitlab,
+            issue,
+            json!({ "state_event": "close", "updated_at": stamp(at(2, 12)) }),
+        )
+        .await;
+        put(&gitlab, issue, json!({ "issue_type": "incident" })).await;
+        assert!(
+            gitlab.dora_rows(1).is_empty(),
+            "neither the environment nor a new issue_type refreshes a day"
+        );
+        assert!(daily(&gitlab, "time_to_restore_service").await.is_empty());
+
+        // Reopened: the day it had been closed is recomputed without it.
+        put(
+            &gitlab,
+            first,
+            json!({ "state_event": "reopen", "updated_at": stamp(at(2, 9)) }),
+        )
+        .await;
+        assert_eq!(
+            daily(&gitlab, "time_to_restore_service").await,
+            vec![("2025-06-02".to_owned(), json!(7200.0))]
+        );
+        // Closed again at the same time: both incidents count.
+        put(
+            &gitlab,
+            first,
+            json!({ "state_event": "close", "updated_at": stamp(at(2, 9)) }),
+        )
+        .await;
+        assert_eq!(
+            daily(&gitlab, "time_to_restore_service").await,
+            vec![("2025-06-02".to_owned(), json!(5400.0))]
+        );
+        assert_eq!(
+            daily(&gitlab, "change_failure_rate").await,
+            vec![("2025-06-02".to_owned(), json!(2.0))]
+        );
+        // Deleted: both its days are recomputed without it.
+        let (status, _) = call(
+            &gitlab,
+            "DELETE",
+            &format!("api/v4/projects/1/issues/{first}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 204);
+        assert_eq!(
+            daily(&gitlab, "time_to_restore_service").await,
+            vec![("2025-06-02".to_owned(), json!(7200.0))]
+        );
+    }
+
+    /// With two production-tier environments, incidents are refreshed into the first one's rows;
+    /// a deployment to the second refreshes its row too, and the sum counts the day's incidents
+    /// twice.
+    #[tokio::test]
+    async fn two_production_environments_count_twice() {
+        let gitlab = start(&[("production", "production"), ("prod-eu", "production")]).await;
+        create(&gitlab, "incident", at(3, 8)).await;
+        let rows = gitlab.dora_rows(1);
+        assert_eq!(
+            rows.len(),
+            1,
+            "the watcher refreshes one environment: {rows:?}"
+        );
+        assert_eq!(
+            daily(&gitlab, "change_failure_rate").await,
+            vec![("2025-06-03".to_owned(), json!(1.0))]
+        );
+        assert!(gitlab.deploy(1, "prod-eu", at(3, 12)));
+        assert_eq!(
+            daily(&gitlab, "change_failure_rate").await,
+            vec![("2025-06-03".to_owned(), json!(2.0))],
+            "two incidents over one deployment, from one incident"
+        );
+    }
+
+    /// The DORA API's validations, in GitLab's words.
+    #[tokio::test]
+    async fn dora_api_validations() {
+        let gitlab = start(&[("production", "production")]).await;
+        let base = "api/v4/projects/1/dora/metrics";
+        for (query, text) in [
+            (
+                "metric=time_to_restore_service&start_date=2025-01-01&end_date=2025-06-30",
+                "Date range must be shorter than 91 days.",
+            ),
+            (
+                "metric=time_to_restore_service&start_date=2025-06-30&end_date=2025-06-01",
+                "The start date must be earlier than the end date.",
+            ),
+            (
+                "metric=time_to_restore_service&interval=weekly&start_date=2025-06-01&end_date=2025-06-30",
+                "The interval must be one of all,monthly,daily.",
+            ),
+            (
+                "metric=mttr&start_date=2025-06-01&end_date=2025-06-30",
+                "The metric must be one of",
+            ),
+        ] {
+            let (status, body) = call(&gitlab, "GET", &format!("{base}?{query}"), None).await;
+            assert_eq!(status, 400, "{query}");
+            assert!(
+                body["message"].as_str().unwrap().starts_with(text),
+                "{body}"
+            );
+        }
+        let (status, body) = call(
+            &gitlab,
+            "GET",
+            &format!("{base}?metric=change_failure_rate&interval=all"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            body,
+            json!([{ "date": null, "value": null }]),
+            "one row for all, NULL over no rows"
+        );
+    }
 
     /// GitLab's median: the middle value, or the mean of the middle two.
     #[test]
