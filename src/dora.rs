@@ -329,7 +329,7 @@ pub struct RepairDay {
 
 /// How a day's repair ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "outcome", content = "error")]
+#[serde(rename_all = "snake_case")]
 pub enum RepairOutcome {
     /// A dry run: it would be reopened and closed again.
     Planned,
@@ -337,8 +337,8 @@ pub enum RepairOutcome {
     Repaired,
     /// An earlier repair was interrupted after the reopen; the incident is closed again now.
     Finished,
-    /// GitLab holds every replicated incident of that day open (a person reopened them):
-    /// nothing written.
+    /// GitLab holds none of the day's replicated incidents closed on that day (a person
+    /// reopened them, or closed them at another time): nothing written.
     Open,
     /// It failed; the error says why. A reopen that was sent is finished by the next repair.
     Failed(String),

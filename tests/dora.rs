@@ -338,3 +338,49 @@ async fn check_names_the_environments() {
         assert!(text.contains(needle), "{needle:?} in {text}");
     }
 }
+
+/// An incident a person reopened is left open: the day is repaired with another of its
+/// incidents.
+#[tokio::test]
+async fn repair_leaves_a_reopened_incident_alone() {
+    let w = world(Vec::new()).await;
+    seed(&w);
+    let once = w.binary(&["--once"]).await;
+    assert_eq!(once.status.code(), Some(0), "{}", output_text(&once));
+    w.gitlab
+        .add_environment(PROJECT, "production", "production");
+    let first = w
+        .gitlab_issues()
+        .into_iter()
+        .find(|i| i.title.contains("OPS-1"))
+        .unwrap();
+    let url = w
+        .gitlab
+        .base_url()
+        .join(&format!("api/v4/projects/{PROJECT}/issues/{}", first.iid))
+        .unwrap();
+    let reopened = reqwest::Client::new()
+        .put(url)
+        .header("PRIVATE-TOKEN", FakeGitLabConfig::DEFAULT_TOKEN)
+        .json(&serde_json::json!({ "state_event": "reopen" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reopened.status().as_u16(), 200);
+
+    let out = w.binary(&["repair", "--since", "2025-06-01"]).await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("2025-06-02  OPS-2"),
+        "the day's other incident: {text}"
+    );
+    let still = w.gitlab.issue(PROJECT, first.iid).unwrap();
+    assert_eq!(still.state, RemoteState::Opened, "a person's reopen stands");
+    let day = NaiveDate::from_ymd_opt(2025, 6, 2).unwrap();
+    assert_eq!(
+        ttrs(&dora(&w, "time_to_restore_service").await).get(&day),
+        Some(&10_800.0),
+        "the day counts the incident still closed (3 h)"
+    );
+}

@@ -701,7 +701,11 @@ fn repair_summary(r: &dora::RepairReport, dry_run: bool) -> String {
             O::Finished => {
                 "closed again (an earlier repair had stopped after reopening it)".to_owned()
             }
-            O::Open => "not repaired: GitLab holds its incidents open".to_owned(),
+            O::Open => {
+                "not repaired: GitLab holds none of its incidents closed on that day (a person \
+                 reopened them or closed them at another time)"
+                    .to_owned()
+            }
             O::Failed(e) => format!("failed: {e}"),
         };
         let _ = writeln!(
