@@ -718,9 +718,10 @@ mod tests {
         )
         .await;
         put(&gitlab, issue, json!({ "issue_type": "incident" })).await;
+        put(&gitlab, first, json!({ "created_at": stamp(at(2, 7)) })).await;
         assert!(
             gitlab.dora_rows(1).is_empty(),
-            "neither the environment nor a new issue_type refreshes a day"
+            "neither the environment, a new issue_type nor a new created_at refreshes a day"
         );
         assert!(daily(&gitlab, "time_to_restore_service").await.is_empty());
 
