@@ -1145,15 +1145,23 @@ impl GitLabData {
             moved_to_id: None,
             ..original.clone()
         };
-        target.issues.insert(new_iid, copy);
+        target.issues.insert(new_iid, copy.clone());
+        self.dora
+            .incident_event(&target.issues, &copy, IncidentEvent::Created);
         let old = self.projects[from].issues.get_mut(&iid)?;
-        if old.state == RemoteState::Opened {
+        let closing = old.state == RemoteState::Opened;
+        if closing {
             old.state = RemoteState::Closed;
             old.closed_at = Some(now);
             old.closed_by_id = Some(actor);
         }
         old.moved_to_id = Some(id);
         old.updated_at = now;
+        if closing {
+            let closed = old.clone();
+            self.dora
+                .incident_event(&self.projects[from].issues, &closed, IncidentEvent::Closed);
+        }
         Some(new_iid)
     }
 }

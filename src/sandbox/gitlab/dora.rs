@@ -13,7 +13,10 @@
 //!   had been closed, `closed_at_was`) and delete (both days; newer versions), and only if the
 //!   project has a production-tier environment at that moment (`production_env_id`:
 //!   `issue.project.environments.production.pick(:id)`, one environment, here the lowest id).
-//!   The refresh job (`Dora::DailyMetrics::RefreshWorker`) runs after the commit, so it sees the
+//!   A move counts as the copy's create and the original's close
+//!   (`app/services/issues/move_service.rb` creates one and closes the other); an alert's
+//!   incident counts as any other. The refresh job (`Dora::DailyMetrics::RefreshWorker`) runs
+//!   after the commit (a refresh asked twice computes the same row), so it sees the
 //!   issue as the request left it. Nothing else refreshes a day: an incident imported before the
 //!   environment existed stays uncounted, and changing `issue_type` or `created_at` later
 //!   refreshes nothing (the watcher hooks only the state machine, `after_create` and
