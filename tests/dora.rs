@@ -145,6 +145,39 @@ async fn backfill_without_production_environment_refuses_and_writes_nothing() {
     assert_eq!(writes(&w), 0, "nothing was written to GitLab");
     assert!(w.gitlab_issues().is_empty());
     assert!(!w.store_path().exists(), "the store was not even created");
+
+    // A dry run says what the real run would do, and writes nothing either.
+    let dry = w
+        .binary(&["backfill", "--since", "2025-06-01", "--dry-run"])
+        .await;
+    let dry_text = output_text(&dry);
+    assert_eq!(dry.status.code(), Some(0), "{dry_text}");
+    assert!(dry_text.contains("backfill would refuse"), "{dry_text}");
+    let dry = w
+        .binary(&[
+            "backfill",
+            "--since",
+            "2025-06-01",
+            "--dry-run",
+            "--create-environment",
+        ])
+        .await;
+    let dry_text = output_text(&dry);
+    assert!(
+        dry_text
+            .contains("would create environment production (tier production) in project acme/ops"),
+        "{dry_text}"
+    );
+    assert!(
+        dry_text.contains("would get the label jira-backfilled"),
+        "{dry_text}"
+    );
+    assert_eq!(writes(&w), 0, "a dry run writes nothing");
+    assert_eq!(
+        w.gitlab.environments(PROJECT).len(),
+        1,
+        "no environment created"
+    );
 }
 
 /// `--create-environment` creates `production` (tier production) before the first incident,

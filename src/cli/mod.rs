@@ -601,7 +601,15 @@ async fn backfill(
     }
     if how.dry_run {
         let engine = App::dry_run(cfg)?.into_engine();
-        backfill_rules(&engine, rules, req, how).await
+        let exit = backfill_rules(&engine, rules, req, how).await;
+        if rules.iter().any(|r| r.destination.target != Target::Alert) {
+            how.out.note(&format!(
+                "  then each imported issue would get the label {} (one write without \
+                 updated_at, for value-stream analytics)",
+                dora::MARKER_LABEL
+            ));
+        }
+        exit
     } else {
         let engine = App::build_observed(cfg, how.metrics.observer())?.into_engine();
         let mut exit = backfill_rules(&engine, rules, req, how).await?;
