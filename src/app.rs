@@ -97,7 +97,9 @@ impl Parts {
             mode,
             source,
         })?;
-        let mut jira = JiraClient::new(&cfg.jira, &cfg.sync).map_err(BuildError::Jira)?;
+        let mut jira = JiraClient::new(&cfg.jira, &cfg.sync)
+            .map_err(BuildError::Jira)?
+            .with_fields(cfg.rules.iter().flat_map(|r| r.history.field_ids()));
         let mut gitlab = GitLabClient::new(&cfg.gitlab, &cfg.sync).map_err(BuildError::GitLab)?;
         if let Some(observer) = observer {
             jira.observed_by(Arc::clone(&observer));

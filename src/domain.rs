@@ -209,6 +209,58 @@ pub struct IssueSnapshot {
     pub priority: Option<String>,
     pub labels: Vec<String>,
     pub issue_type: Option<String>,
+    /// The values of the extra fields the rules read (`created_from`/`closed_from =
+    /// "field:<id>"`), by field id, as Jira gave them (a date or date-time text); a field that
+    /// is empty is absent.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fields: std::collections::BTreeMap<String, String>,
+    /// The issue's status transitions, oldest first, once read from its changelog (only for
+    /// rules that need them); `None` when not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transitions: Option<Vec<Transition>>,
+}
+
+/// One status transition read from Jira's changelog (a `Changelog` entry's `status` item).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// The entry's `created`: when the issue changed status.
+    pub at: DateTime<Utc>,
+    /// The status left (`fromString`), if the entry says.
+    pub from: Option<String>,
+    /// The status entered (`toString`).
+    pub to: String,
+    /// Whether the status entered is in the Done category (`/status`'s `statusCategory.key`).
+    pub to_done: bool,
+}
+
+/// One label event GitLab holds for an issue (`resource_label_events`): a label added or
+/// removed, and when GitLab recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabelEvent {
+    pub label: String,
+    /// `add` (true) or `remove` (false).
+    pub added: bool,
+    pub at: DateTime<Utc>,
+}
+
+/// One stage step replayed to a GitLab issue: a label added and/or one removed, at a Jira
+/// transition's time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StageStep {
+    pub at: DateTime<Utc>,
+    pub add: Option<String>,
+    pub remove: Option<String>,
+}
+
+/// What the store knows of an object's stage replay.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StageState {
+    /// The steps GitLab answered for, oldest first.
+    pub done: Vec<StageStep>,
+    /// Steps sent (or about to be) whose answer was not recorded.
+    pub pending: Vec<StageStep>,
+    /// The Jira `updated` whose status history was fully applied.
+    pub history_updated: Option<DateTime<Utc>>,
 }
 
 impl IssueSnapshot {

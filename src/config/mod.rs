@@ -13,6 +13,8 @@
 //!   omitted keys.
 //! - `validate`: each table → its typed counterpart, the value parsers ([`parse_since`], URLs,
 //!   cron, enum names) and reading the secrets the file names.
+//! - `history`: a rule's keys that read Jira's workflow history (`stage_labels`,
+//!   `created_from`, `closed_from`).
 //! - `file_error`: TOML errors about the file, naming the key and never quoting a value.
 //! - `tests`: the unit tests.
 
@@ -28,9 +30,11 @@ use crate::http::{ExtraRoots, Pace, RetryPolicy};
 use crate::secret::{ExposedSecret, Secret, SecretError, SecretSource};
 
 mod file_error;
+mod history;
 mod raw;
 mod validate;
 
+pub use history::{ClosedFrom, CreatedFrom, HistoryConfig};
 pub use raw::{RawConfig, RawGitLab, RawJira, RawMetrics, RawRule, RawSchedule, RawStore, RawSync};
 pub use validate::parse_since;
 use validate::{
@@ -203,6 +207,8 @@ pub struct RuleConfig {
     pub severity: BTreeMap<String, Severity>,
     pub on_leave: OnLeave,
     pub on_delete: OnDelete,
+    /// `stage_labels`, `created_from`, `closed_from`.
+    pub history: HistoryConfig,
 }
 
 impl RuleConfig {

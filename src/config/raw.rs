@@ -284,6 +284,16 @@ pub struct RawRule {
     /// deletion was seen, with the label `jira::deleted`), `delete` (the GitLab object is
     /// deleted; needs an Owner token) or `keep`.
     pub on_delete: Option<String>,
+    /// Jira status name → GitLab label: each transition into a mapped status is replayed as that
+    /// label added at the transition's time; one into an unmapped status removes it.
+    #[serde(default)]
+    pub stage_labels: BTreeMap<String, String>,
+    /// Where `created_at` comes from: `created` (default) or `field:<id>` (a date or date-time
+    /// field; empty: `created`).
+    pub created_from: Option<String>,
+    /// What counts as resolved: `resolution` (default), `status:<name>` (the latest entry into
+    /// that status) or `field:<id>` (a date or date-time field; empty: the resolution).
+    pub closed_from: Option<String>,
 }
 
 fn default_title() -> String {

@@ -521,6 +521,13 @@ pub(super) fn validate_rule(
     }
     let cron = raw.cron.clone().unwrap_or_else(|| default_cron.to_owned());
     validate_cron(&k("cron"), &cron)?;
+    let history = super::history::validate_history(
+        &k,
+        target == Target::Alert,
+        &raw.stage_labels,
+        raw.created_from.as_deref(),
+        raw.closed_from.as_deref(),
+    )?;
     Ok(RuleConfig {
         name: name.to_owned(),
         jql: jql.to_owned(),
@@ -552,5 +559,6 @@ pub(super) fn validate_rule(
             .map(|s| parse_name(&k("on_delete"), "on_delete", s))
             .transpose()?
             .unwrap_or(OnDelete::Close),
+        history,
     })
 }

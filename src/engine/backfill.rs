@@ -318,6 +318,8 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             .mappings(cx.place, issues)
             .await
             .map_err(|e| EngineError::store(cx.rule, e))?;
+        let mut fresh = fresh;
+        self.prefetch_transitions(cx, &mut fresh, &mappings).await?;
         let mut complete = true;
         let mut outcomes = futures_util::stream::iter(fresh)
             .map(|snap| {

@@ -629,6 +629,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         if !unknown.is_empty() {
             self.load_mappings(run, unknown).await?;
         }
+        let mut fresh = Vec::with_capacity(page.issues.len());
         for snap in page.issues {
             if !run.seen.insert((snap.key.clone(), snap.updated)) {
                 continue;
@@ -642,6 +643,19 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 run.report.counts.skipped += 1;
                 continue;
             }
+            fresh.push(snap);
+        }
+        if run.rule.history.needs_transitions() && !fresh.is_empty() {
+            let place = self.run_place(run).await?;
+            let cx = Ctx {
+                rule: run.rule,
+                place: &place,
+                log: run.log,
+            };
+            self.prefetch_transitions(&cx, &mut fresh, &run.mappings)
+                .await?;
+        }
+        for snap in fresh {
             flight.hand_in(snap, Source::Search);
         }
         Ok(())

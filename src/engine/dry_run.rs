@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Destination;
 use crate::domain::{
-    Commit, Failure, Intent, JiraId, JiraKey, Mapping, NewObject, RemoteObject, RemoteState,
-    RunCounts, RunMode, RunOutcome,
+    Commit, Failure, Intent, JiraId, JiraKey, LabelEvent, Mapping, NewObject, RemoteObject,
+    RemoteState, RunCounts, RunMode, RunOutcome, StageState, StageStep,
 };
 
 use super::ports::{GitLabSink, Place, ResolvedProject, SyncStore};
@@ -99,6 +99,29 @@ impl<G: GitLabSink> GitLabSink for DryRunSink<G> {
         Ok(simulated(mapping, mapping.state, mapping.closed_at))
     }
 
+    async fn relabel(
+        &self,
+        _dest: &Destination,
+        mapping: &Mapping,
+        _add: Option<&str>,
+        _remove: Option<&str>,
+        _at: DateTime<Utc>,
+    ) -> Result<RemoteObject, Self::Error> {
+        Ok(simulated(mapping, mapping.state, mapping.closed_at))
+    }
+
+    /// A read; an object the dry run only simulated has none.
+    async fn label_events(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+    ) -> Result<Vec<LabelEvent>, Self::Error> {
+        if mapping.iid.is_none() {
+            return Ok(Vec::new());
+        }
+        self.0.label_events(dest, mapping).await
+    }
+
     async fn delete(&self, _dest: &Destination, _mapping: &Mapping) -> Result<(), Self::Error> {
         Ok(())
     }
@@ -148,6 +171,8 @@ struct Overlay {
     cursors: HashMap<String, DateTime<Utc>>,
     meta: HashMap<String, String>,
     runs: i64,
+    /// Stage replay, by object (project id, iid).
+    stages: HashMap<(u64, u64), StageState>,
 }
 
 /// A store whose writes stay in memory, over the real store's reads.
@@ -307,6 +332,56 @@ impl<S: SyncStore> SyncStore for DryRunStore<S> {
         Ok(())
     }
 
+    async fn stages(&self, project_id: u64, iid: u64) -> Result<StageState, Self::Error> {
+        if let Some(s) = self.overlay().stages.get(&(project_id, iid)) {
+            return Ok(s.clone());
+        }
+        self.inner.stages(project_id, iid).await
+    }
+
+    async fn record_stage(
+        &self,
+        project_id: u64,
+        iid: u64,
+        step: &StageStep,
+        done: bool,
+    ) -> Result<(), Self::Error> {
+        let known = self.overlay().stages.contains_key(&(project_id, iid));
+        let mut state = if known {
+            StageState::default()
+        } else {
+            self.inner.stages(project_id, iid).await?
+        };
+        let mut overlay = self.overlay();
+        let entry = overlay
+            .stages
+            .entry((project_id, iid))
+            .or_insert_with(|| std::mem::take(&mut state));
+        put_stage(entry, step, done);
+        Ok(())
+    }
+
+    async fn history_done(
+        &self,
+        project_id: u64,
+        iid: u64,
+        updated: DateTime<Utc>,
+    ) -> Result<(), Self::Error> {
+        let known = self.overlay().stages.contains_key(&(project_id, iid));
+        let mut state = if known {
+            StageState::default()
+        } else {
+            self.inner.stages(project_id, iid).await?
+        };
+        let mut overlay = self.overlay();
+        let entry = overlay
+            .stages
+            .entry((project_id, iid))
+            .or_insert_with(|| std::mem::take(&mut state));
+        entry.history_updated = entry.history_updated.max(Some(updated));
+        Ok(())
+    }
+
     async fn start_run(&self, _rule: &str, _mode: RunMode) -> Result<i64, Self::Error> {
         let mut overlay = self.overlay();
         overlay.runs += 1;
@@ -328,4 +403,16 @@ impl<S: SyncStore> SyncStore for DryRunStore<S> {
 pub(super) fn advance(cursors: &mut HashMap<String, DateTime<Utc>>, rule: &str, to: DateTime<Utc>) {
     let c = cursors.entry(rule.to_owned()).or_insert(to);
     *c = (*c).max(to);
+}
+
+/// Applies a stage record to a [`StageState`] kept in memory, as the store does.
+pub(crate) fn put_stage(state: &mut StageState, step: &StageStep, done: bool) {
+    state.done.retain(|s| s != step);
+    state.pending.retain(|s| s != step);
+    if done {
+        state.done.push(step.clone());
+        state.done.sort_by_key(|s| s.at);
+    } else {
+        state.pending.push(step.clone());
+    }
 }

@@ -121,6 +121,17 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             },
             ..m
         });
+        // The rule's history keys: transitions read, `created`/`resolved_at` from their
+        // sources; a snapshot with stage steps to replay holds the cursor back until they are.
+        let shaped = self.shape(cx, snap, mapping.as_ref()).await?;
+        let (snap, history) = (shaped.snap, shaped.history);
+        let staged = history.is_some() && !rule.history.stage_labels.is_empty();
+        let before = history.as_ref().and(mapping.clone());
+        let (cursor, final_cursor) = if staged {
+            (None, cursor)
+        } else {
+            (cursor, cursor)
+        };
         let browse = self.jira.browse_url(&snap.key);
         let obj = render::new_object(rule, &snap, &browse);
         let hash = render::content_hash(&obj);
@@ -209,6 +220,10 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                         .await?;
                 }
             }
+            if let Some(h) = history {
+                self.finish_history(cx, &mut out, h, before, final_cursor, staged)
+                    .await?;
+            }
             let c = &out.counts;
             if source != Source::Backfill && c.created + c.closed + c.reopened + c.updated > 0 {
                 out.lag = Some(
@@ -223,7 +238,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         .await
     }
 
-    async fn commit(
+    pub(super) async fn commit(
         &self,
         cx: &Ctx<'_>,
         out: &mut Outcome,
@@ -243,7 +258,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     /// Records a per-issue failure (or stops the run if GitLab refuses everything, or looks
     /// down: the [`OUTAGE_STREAK`]th outage in a row is not recorded, so the cursor stays
     /// before it and the next cycle reads it again).
-    async fn fail(
+    pub(super) async fn fail(
         &self,
         cx: &Ctx<'_>,
         out: &mut Outcome,
@@ -560,7 +575,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
 
     /// Records that the object of `m` is gone from GitLab: warned once, here, and never written
     /// again (the plan skips it), so no failure is kept either.
-    async fn gone(
+    pub(super) async fn gone(
         &self,
         cx: &Ctx<'_>,
         out: &mut Outcome,
@@ -714,7 +729,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     }
 
     /// GitLab answered for `rule` (whatever it said): the outages in a row start again.
-    fn answered(&self, rule: &str) {
+    pub(super) fn answered(&self, rule: &str) {
         self.outages
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -24,6 +24,8 @@
 //!   becomes in GitLab. [`jql`]: the queries.
 //! - `cycle`: the live run ([`SyncEngine::run_rule`]); [`backfill`]: history; [`reconcile`]:
 //!   following every replicated issue by id until it is resolved.
+//! - [`history`]: `[rule.stage_labels]`, `created_from` and `closed_from` from Jira's
+//!   changelog.
 //! - `walk`: the page walker both share. `execute`: the executor both share. `zone`: the Jira
 //!   account's time zone.
 //! - [`dry_run`]: `--dry-run` as wrappers over the ports, so a dry run executes the same code.
@@ -36,6 +38,7 @@ mod cycle;
 pub use cycle::{IDLE_CHECKPOINT, checked_meta_key};
 pub mod dry_run;
 mod execute;
+pub mod history;
 pub mod jql;
 pub mod plan;
 pub mod ports;
@@ -320,6 +323,8 @@ pub struct SyncEngine<J, G, S> {
     warned_skew: std::sync::atomic::AtomicBool,
     /// Per rule: what its last cycles earned that idle cycles do not write at once.
     marks: std::sync::Mutex<HashMap<String, cycle::Mark>>,
+    /// Rule, key and setting of each empty `field:<id>` source warned about (once per issue).
+    warned_fields: std::sync::Mutex<HashSet<String>>,
 }
 
 /// A difference between Jira's clock and this host's beyond this is warned about.
@@ -341,6 +346,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             skew: std::sync::Mutex::new(None),
             warned_skew: std::sync::atomic::AtomicBool::new(false),
             marks: std::sync::Mutex::new(HashMap::new()),
+            warned_fields: std::sync::Mutex::new(HashSet::new()),
         }
     }
 

@@ -129,6 +129,8 @@ mod tests {
             priority: None,
             labels: vec![],
             issue_type: None,
+            fields: Default::default(),
+            transitions: None,
         }
     }
 

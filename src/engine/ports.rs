@@ -13,8 +13,9 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Destination;
 use crate::domain::{
-    Commit, Failure, Intent, JiraId, JiraKey, JiraUser, Mapping, NewObject, PageCursor, ReadBack,
-    RemoteObject, RunCounts, RunMode, RunOutcome, SearchPage, Target,
+    Commit, Failure, Intent, JiraId, JiraKey, JiraUser, LabelEvent, Mapping, NewObject, PageCursor,
+    ReadBack, RemoteObject, RunCounts, RunMode, RunOutcome, SearchPage, StageState, StageStep,
+    Target, Transition,
 };
 
 /// Where a rule's objects live once its project is resolved: the rule's destination, whose
@@ -132,6 +133,14 @@ pub trait JiraSource: Send + Sync {
         ids: &[JiraId],
     ) -> impl Future<Output = Result<ReadBack, Self::Error>> + Send;
 
+    /// The status transitions of `ids`, each issue's oldest first, read from Jira's changelog
+    /// (asked only for rules that need them). An issue Jira does not answer for (deleted since)
+    /// is absent.
+    fn transitions(
+        &self,
+        ids: &[JiraId],
+    ) -> impl Future<Output = Result<HashMap<JiraId, Vec<Transition>>, Self::Error>> + Send;
+
     /// The account behind the credentials, with its profile time zone.
     fn myself(&self) -> impl Future<Output = Result<JiraUser, Self::Error>> + Send;
 
@@ -215,6 +224,25 @@ pub trait GitLabSink: Send + Sync {
         mapping: &Mapping,
         label: &str,
     ) -> impl Future<Output = Result<RemoteObject, Self::Error>> + Send;
+
+    /// Adds `add` and removes `remove` (issues and incidents) in one write that asks GitLab to
+    /// record it at `at`: the label events take that time where the token may back-date
+    /// (Owner).
+    fn relabel(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        add: Option<&str>,
+        remove: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<RemoteObject, Self::Error>> + Send;
+
+    /// The label events GitLab holds for the object, oldest first (issues and incidents).
+    fn label_events(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+    ) -> impl Future<Output = Result<Vec<LabelEvent>, Self::Error>> + Send;
 
     /// Deletes the object (issues and incidents; GitLab lets only Owners and administrators).
     fn delete(
@@ -324,6 +352,33 @@ pub trait SyncStore: Send + Sync {
         &self,
         rule: &str,
     ) -> impl Future<Output = Result<Vec<Failure>, Self::Error>> + Send;
+
+    /// What the store knows of the stage replay of the object `project_id`/`iid` (a mapping's
+    /// identity).
+    fn stages(
+        &self,
+        project_id: u64,
+        iid: u64,
+    ) -> impl Future<Output = Result<StageState, Self::Error>> + Send;
+
+    /// Records `step` of the object `project_id`/`iid` as about to be sent (`done` false) or
+    /// answered by GitLab (`done` true).
+    fn record_stage(
+        &self,
+        project_id: u64,
+        iid: u64,
+        step: &StageStep,
+        done: bool,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Records that the status history of the Jira change at `updated` is fully applied to the
+    /// object `project_id`/`iid` (never moving it back).
+    fn history_done(
+        &self,
+        project_id: u64,
+        iid: u64,
+        updated: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// A small remembered value (e.g. the Jira account's time zone, with when it was read).
     fn meta(&self, key: &str) -> impl Future<Output = Result<Option<String>, Self::Error>> + Send;

@@ -212,6 +212,8 @@ mod tests {
             priority: None,
             labels: vec![],
             issue_type: None,
+            fields: Default::default(),
+            transitions: None,
         }
     }
 
@@ -278,6 +280,7 @@ mod tests {
             severity: Default::default(),
             on_leave: crate::config::OnLeave::Label,
             on_delete: crate::config::OnDelete::Close,
+            history: Default::default(),
         };
         let text = "one\ntwo\n```\n/code\nmore code\n```\nafter";
         let obj = new_object(&rule, &snap("x", Some(text)), "https://j/browse/OPS-7");

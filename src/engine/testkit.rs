@@ -92,6 +92,10 @@ pub(crate) struct MemJira {
     pub(crate) asked: Mutex<Vec<String>>,
     /// The `Date` every search answer carries (Jira's clock), if set.
     pub(crate) date: Mutex<Option<DateTime<Utc>>>,
+    /// Each issue's status transitions, by id, for [`JiraSource::transitions`].
+    pub(crate) history: Mutex<HashMap<JiraId, Vec<crate::domain::Transition>>>,
+    /// `transitions` requests, with their sizes.
+    pub(crate) history_reads: Mutex<Vec<usize>>,
 }
 
 impl JiraSource for MemJira {
@@ -129,6 +133,18 @@ impl JiraSource for MemJira {
         })
     }
 
+    async fn transitions(
+        &self,
+        ids: &[JiraId],
+    ) -> Result<HashMap<JiraId, Vec<crate::domain::Transition>>, MemError> {
+        lock(&self.history_reads).push(ids.len());
+        let history = lock(&self.history);
+        Ok(ids
+            .iter()
+            .filter_map(|id| Some((id.clone(), history.get(id)?.clone())))
+            .collect())
+    }
+
     async fn myself(&self) -> Result<JiraUser, MemError> {
         Ok(JiraUser {
             display_name: "sync bot".into(),
@@ -163,6 +179,10 @@ pub(crate) enum Call {
     /// The look for where a moved issue went.
     Follow,
     Label,
+    /// A stage label change (`relabel`).
+    Relabel,
+    /// A read of the label events.
+    LabelEvents,
     Delete,
 }
 
@@ -184,6 +204,8 @@ pub(crate) struct MemObject {
     /// The copy's global id, once a person moved it.
     pub(crate) moved_to_id: Option<u64>,
     pub(crate) labels: Vec<String>,
+    /// Every label added or removed by `relabel`, at the time it asked for.
+    pub(crate) label_events: Vec<crate::domain::LabelEvent>,
 }
 
 impl MemObject {
@@ -471,6 +493,7 @@ impl GitLabSink for MemGitLab {
             incident: dest.target == Target::Incident && !*lock(&self.below_reporter),
             moved_to_id: None,
             labels: obj.labels.clone(),
+            label_events: Vec::new(),
         };
         objects.push(created.clone());
         match fault {
@@ -536,6 +559,58 @@ impl GitLabSink for MemGitLab {
                 o.labels.push(label.to_owned());
             }
         })
+    }
+
+    /// Labels change as the port says: `remove` goes, `add` comes, each a label event at `at`
+    /// when it changed something.
+    async fn relabel(
+        &self,
+        _dest: &Destination,
+        m: &Mapping,
+        add: Option<&str>,
+        remove: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<RemoteObject, MemError> {
+        let _pass = self.gate.pass(&m.jira_key).await?;
+        self.modify(Call::Relabel, m, |o| {
+            if let Some(r) = remove
+                && Some(r) != add
+                && o.labels.iter().any(|l| l == r)
+            {
+                o.labels.retain(|l| l != r);
+                o.label_events.push(crate::domain::LabelEvent {
+                    label: r.to_owned(),
+                    added: false,
+                    at,
+                });
+            }
+            if let Some(a) = add
+                && !o.labels.iter().any(|l| l == a)
+            {
+                o.labels.push(a.to_owned());
+                o.label_events.push(crate::domain::LabelEvent {
+                    label: a.to_owned(),
+                    added: true,
+                    at,
+                });
+            }
+        })
+    }
+
+    async fn label_events(
+        &self,
+        _dest: &Destination,
+        m: &Mapping,
+    ) -> Result<Vec<crate::domain::LabelEvent>, MemError> {
+        if let Some(Fault::Fail(e)) = self.enter(Call::LabelEvents) {
+            return Err(e);
+        }
+        let (project_id, iid) = m.address();
+        lock(&self.objects)
+            .iter()
+            .find(|o| Some(o.project_id) == project_id && Some(o.iid) == iid)
+            .map(|o| o.label_events.clone())
+            .ok_or(MemError::Gone)
     }
 
     async fn delete(&self, _dest: &Destination, m: &Mapping) -> Result<(), MemError> {
@@ -617,6 +692,8 @@ pub(crate) struct MemStore {
     pub(crate) writes: Mutex<Vec<&'static str>>,
     /// Every read call, by method name, in order.
     pub(crate) reads: Mutex<Vec<&'static str>>,
+    /// Stage replay, by object (project id, iid).
+    pub(crate) stages: Mutex<HashMap<(u64, u64), crate::domain::StageState>>,
 }
 
 impl MemStore {
@@ -841,6 +918,44 @@ impl SyncStore for MemStore {
     async fn set_meta(&self, key: &str, value: &str) -> Result<(), MemError> {
         lock(&self.writes).push("set_meta");
         lock(&self.meta).insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+
+    async fn stages(
+        &self,
+        project_id: u64,
+        iid: u64,
+    ) -> Result<crate::domain::StageState, MemError> {
+        lock(&self.reads).push("stages");
+        Ok(lock(&self.stages)
+            .get(&(project_id, iid))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn record_stage(
+        &self,
+        project_id: u64,
+        iid: u64,
+        step: &crate::domain::StageStep,
+        done: bool,
+    ) -> Result<(), MemError> {
+        lock(&self.writes).push("record_stage");
+        let mut stages = lock(&self.stages);
+        super::dry_run::put_stage(stages.entry((project_id, iid)).or_default(), step, done);
+        Ok(())
+    }
+
+    async fn history_done(
+        &self,
+        project_id: u64,
+        iid: u64,
+        updated: DateTime<Utc>,
+    ) -> Result<(), MemError> {
+        lock(&self.writes).push("history_done");
+        let mut stages = lock(&self.stages);
+        let s = stages.entry((project_id, iid)).or_default();
+        s.history_updated = s.history_updated.max(Some(updated));
         Ok(())
     }
 

@@ -41,6 +41,7 @@ fn rule() -> RuleConfig {
         severity: BTreeMap::new(),
         on_leave: crate::config::OnLeave::Label,
         on_delete: crate::config::OnDelete::Close,
+        history: Default::default(),
     }
 }
 
@@ -88,6 +89,8 @@ fn snap(summary: &str, updated: i64, resolved: Option<i64>) -> IssueSnapshot {
         priority: None,
         labels: Vec::new(),
         issue_type: None,
+        fields: Default::default(),
+        transitions: None,
     }
 }
 

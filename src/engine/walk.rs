@@ -396,6 +396,16 @@ mod tests {
             Err(MemError::Refused)
         }
 
+        async fn transitions(
+            &self,
+            _ids: &[crate::domain::JiraId],
+        ) -> Result<
+            std::collections::HashMap<crate::domain::JiraId, Vec<crate::domain::Transition>>,
+            MemError,
+        > {
+            Err(MemError::Refused)
+        }
+
         async fn myself(&self) -> Result<JiraUser, MemError> {
             Err(MemError::Refused)
         }
@@ -418,6 +428,8 @@ mod tests {
             priority: None,
             labels: Vec::new(),
             issue_type: None,
+            fields: Default::default(),
+            transitions: None,
         }
     }
 

@@ -15,7 +15,7 @@ use serde_json::json;
 use tracing::instrument;
 
 use crate::config::{Destination, GitLabConfig, SyncConfig};
-use crate::domain::{JiraKey, Mapping, NewObject, RemoteObject, RemoteState, Target};
+use crate::domain::{JiraKey, LabelEvent, Mapping, NewObject, RemoteObject, RemoteState, Target};
 use crate::engine::ports::{GitLabSink, PortError, ResolvedProject};
 use crate::http::{DecodeError, HttpClient, HttpError, RequestKind, Response, Transport};
 
@@ -1092,6 +1092,93 @@ impl GitLabSink for GitLabClient {
     ) -> Result<RemoteObject, GitLabError> {
         let body = json!({ "add_labels": label });
         self.put_issue(dest, mapping, body, "label").await
+    }
+
+    /// `PUT /projects/:id/issues/:iid` with `add_labels`, `remove_labels` and `updated_at`:
+    /// `ResourceEvents::ChangeLabelsService` stamps the label events with the issue's
+    /// `system_note_timestamp`, which is the `updated_at` an administrator or owner sent
+    /// (`Issuable#system_note_timestamp`, `IssuableBaseService#filter_params`). Never with
+    /// `created_at`, which would win over `updated_at` for that timestamp.
+    #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err)]
+    async fn relabel(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        add: Option<&str>,
+        remove: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<RemoteObject, GitLabError> {
+        let mut body = json!({ "updated_at": stamp(at) });
+        if let Some(a) = add {
+            body["add_labels"] = json!(a);
+        }
+        if let Some(r) = remove.filter(|r| Some(*r) != add) {
+            body["remove_labels"] = json!(r);
+        }
+        self.put_issue(dest, mapping, body, "stage label").await
+    }
+
+    /// `GET /projects/:id/issues/:iid/resource_label_events` (GitLab's "Resource label events"
+    /// API: `id`, `created_at`, `label` {`name`, …}, `action` `add`|`remove`), paged by
+    /// `x-next-page`.
+    #[instrument(level = "debug", skip_all, fields(jira_key = %mapping.jira_key), err)]
+    async fn label_events(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+    ) -> Result<Vec<LabelEvent>, GitLabError> {
+        let (project, iid) = match (mapping.moved_to, mapping.iid) {
+            (Some(to), _) => (to.project_id.to_string(), to.iid),
+            (None, Some(iid)) => (project_ref(dest), iid),
+            (None, None) => {
+                return Err(GitLabError::Unsendable {
+                    what: format!("label events of {}", mapping.jira_key),
+                    reason: "the mapping holds no GitLab iid",
+                });
+            }
+        };
+        let subject = Subject::new(
+            Resource::Issue {
+                project: dest.project.clone(),
+                iid,
+            },
+            format!(
+                "label events of {}#{iid} ({})",
+                dest.project, mapping.jira_key
+            ),
+        );
+        let iid_text = iid.to_string();
+        let mut out = Vec::new();
+        let mut page = 1u32;
+        loop {
+            let r = self
+                .call(
+                    RequestKind::Idempotent,
+                    Method::GET,
+                    self.api(&[
+                        "projects",
+                        &project,
+                        "issues",
+                        &iid_text,
+                        "resource_label_events",
+                    ]),
+                    &[("per_page", "100".to_owned()), ("page", page.to_string())],
+                    None,
+                    &subject,
+                )
+                .await?;
+            let events: Vec<wire::LabelEvent> = Self::decode(&r, &subject)?;
+            out.extend(events.into_iter().filter_map(wire::LabelEvent::into_domain));
+            match r
+                .header("x-next-page")
+                .and_then(|v| v.trim().parse::<u32>().ok())
+            {
+                Some(next) if next > page => page = next,
+                _ => break,
+            }
+        }
+        out.sort_by_key(|e| e.at);
+        Ok(out)
     }
 
     /// `DELETE /projects/:id/issues/:iid` ("only for administrators and project owners",

@@ -10,6 +10,36 @@ use crate::http::{DecodeError, Response};
 
 use super::GitLabError;
 
+/// One of `GET …/issues/:iid/resource_label_events` (`Entities::ResourceLabelEvent`:
+/// `created_at`, `label` — `nil` once the label was deleted —, `action` `add` or `remove`).
+#[derive(Debug, Deserialize)]
+pub(super) struct LabelEvent {
+    created_at: DateTime<Utc>,
+    label: Option<LabelRef>,
+    action: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct LabelRef {
+    name: String,
+}
+
+impl LabelEvent {
+    /// The domain's event; `None` for a deleted label or an action other than add or remove.
+    pub(super) fn into_domain(self) -> Option<crate::domain::LabelEvent> {
+        let added = match self.action.as_str() {
+            "add" => true,
+            "remove" => false,
+            _ => return None,
+        };
+        Some(crate::domain::LabelEvent {
+            label: self.label?.name,
+            added,
+            at: self.created_at,
+        })
+    }
+}
+
 /// The fields of `Entities::Issue` the sync reads back.
 #[derive(Debug, Deserialize)]
 pub(super) struct Issue {

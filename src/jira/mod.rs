@@ -17,7 +17,7 @@ use serde_json::json;
 use tracing::instrument;
 
 use crate::config::{Deployment, JiraAuth, JiraConfig, SyncConfig};
-use crate::domain::{JiraId, JiraUser, PageCursor, ReadBack, SearchPage};
+use crate::domain::{JiraId, JiraUser, PageCursor, ReadBack, SearchPage, Transition};
 use crate::engine::ports::{JiraSource, PortError};
 use crate::http::{DecodeError, HttpClient, HttpError, Pace, RequestKind, Response, Transport};
 use crate::secret::Secret;
@@ -34,6 +34,11 @@ pub const SEARCH_FIELDS: &[&str] = &[
     "labels",
     "issuetype",
 ];
+
+/// The most issues one Cloud `changelog/bulkfetch` request names: it takes up to 1,000 issue
+/// ids or keys (`issueIdsOrKeys`; `maxResults` defaults to 1000, Atlassian's OpenAPI
+/// `swagger-v3.v3.json`).
+pub const MAX_BULK_CHANGELOG: usize = 1000;
 
 /// Why a Jira call failed.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +97,8 @@ pub struct JiraClient {
     deployment: Deployment,
     auth: HeaderValue,
     page_size: u32,
+    /// Fields asked for beyond [`SEARCH_FIELDS`] (the rules' `field:<id>` sources).
+    extra_fields: Vec<String>,
     /// Status id → whether its category is Done, read once when first needed.
     statuses: std::sync::Arc<tokio::sync::Mutex<Option<std::collections::HashMap<String, bool>>>>,
 }
@@ -144,8 +151,30 @@ impl JiraClient {
             deployment: cfg.deployment,
             auth,
             page_size: cfg.page_size,
+            extra_fields: Vec::new(),
             statuses: std::sync::Arc::default(),
         })
+    }
+
+    /// Also asks every search and read-back for `ids` (the rules' `created_from`/`closed_from =
+    /// "field:<id>"`), whose values snapshots then carry in `fields`.
+    #[must_use]
+    pub fn with_fields(mut self, ids: impl IntoIterator<Item = String>) -> Self {
+        for id in ids {
+            if !SEARCH_FIELDS.contains(&id.as_str()) && !self.extra_fields.contains(&id) {
+                self.extra_fields.push(id);
+            }
+        }
+        self
+    }
+
+    /// The fields a search asks for: [`SEARCH_FIELDS`] and the rules' extra ones.
+    fn fields(&self) -> Vec<&str> {
+        SEARCH_FIELDS
+            .iter()
+            .copied()
+            .chain(self.extra_fields.iter().map(String::as_str))
+            .collect()
     }
 
     /// Tells `observer` about every request attempt to Jira and every pause before one.
@@ -254,7 +283,7 @@ impl JiraSource for JiraClient {
                 // `expand` is "a comma-delimited string" on `search/jql` (Atlassian's OpenAPI).
                 let mut body = json!({
                     "jql": jql,
-                    "fields": SEARCH_FIELDS,
+                    "fields": self.fields(),
                     "maxResults": self.page_size,
                     "expand": "changelog",
                 });
@@ -274,7 +303,7 @@ impl JiraSource for JiraClient {
                         "jql": jql,
                         "startAt": start_at,
                         "maxResults": self.page_size,
-                        "fields": SEARCH_FIELDS,
+                        "fields": self.fields(),
                         "expand": ["changelog"],
                     }),
                 )
@@ -326,7 +355,7 @@ impl JiraSource for JiraClient {
                 let path = "rest/api/3/issue/bulkfetch";
                 let body = json!({
                     "issueIdsOrKeys": ids.iter().map(JiraId::as_str).collect::<Vec<_>>(),
-                    "fields": SEARCH_FIELDS,
+                    "fields": self.fields(),
                     "expand": ["changelog"],
                 });
                 let response = self
@@ -353,7 +382,7 @@ impl JiraSource for JiraClient {
                         "jql": jql,
                         "startAt": start_at,
                         "maxResults": ids.len(),
-                        "fields": SEARCH_FIELDS,
+                        "fields": self.fields(),
                         "expand": ["changelog"],
                         "validateQuery": "warn",
                     });
@@ -421,6 +450,66 @@ impl JiraSource for JiraClient {
             source,
         })?;
         Ok(Some(count.count))
+    }
+
+    #[instrument(level = "debug", skip_all, fields(ids = ids.len()), err)]
+    async fn transitions(
+        &self,
+        ids: &[JiraId],
+    ) -> Result<std::collections::HashMap<JiraId, Vec<Transition>>, JiraError> {
+        let mut changes: std::collections::HashMap<JiraId, Vec<wire::StatusChange>> =
+            std::collections::HashMap::new();
+        match self.deployment {
+            Deployment::Cloud => {
+                for chunk in ids.chunks(MAX_BULK_CHANGELOG) {
+                    self.bulk_changelog(chunk, &mut changes).await?;
+                }
+            }
+            Deployment::DataCenter => {
+                for id in ids {
+                    // `GET /rest/api/2/issue/{issueIdOrKey}?expand=changelog` embeds every entry
+                    // on Data Center; an issue deleted since answers 404 and is left out.
+                    let path = format!("rest/api/2/issue/{id}?expand=changelog&fields=status");
+                    let response = match self
+                        .call(Method::GET, &path, None, RequestKind::Idempotent)
+                        .await
+                    {
+                        Err(JiraError::NotFound { .. }) => continue,
+                        other => other?,
+                    };
+                    let found = wire::decode_issue_changelog(&response).map_err(|source| {
+                        JiraError::Decode {
+                            endpoint: format!("/{path}"),
+                            source,
+                        }
+                    })?;
+                    changes.insert(id.clone(), found);
+                }
+            }
+        }
+        let all: Vec<wire::StatusChange> = changes.values().flatten().cloned().collect();
+        let done = self.done_statuses(&all).await?;
+        Ok(changes
+            .into_iter()
+            .map(|(id, mut list)| {
+                list.sort_by_key(|c| c.at);
+                let transitions = list
+                    .into_iter()
+                    .filter_map(|c| {
+                        let to_done =
+                            c.to.as_deref()
+                                .is_some_and(|t| done.get(t).copied().unwrap_or(false));
+                        Some(Transition {
+                            at: c.at,
+                            from: c.from_name,
+                            to: c.to_name?,
+                            to_done,
+                        })
+                    })
+                    .collect();
+                (id, transitions)
+            })
+            .collect())
     }
 
     #[instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -507,6 +596,48 @@ impl JiraClient {
             *cached = Some(map);
         }
         Ok(cached.clone().unwrap_or_default())
+    }
+
+    /// The status changes of up to [`MAX_BULK_CHANGELOG`] issues, added to `into` by issue id:
+    /// Cloud `POST /rest/api/3/changelog/bulkfetch` (`BulkChangelogRequestBean` in Atlassian's
+    /// OpenAPI: `issueIdsOrKeys`, `fieldIds` to filter the entries, `maxResults` "per page",
+    /// default 1000, and `nextPageToken`), paged until no `nextPageToken` comes back.
+    async fn bulk_changelog(
+        &self,
+        ids: &[JiraId],
+        into: &mut std::collections::HashMap<JiraId, Vec<wire::StatusChange>>,
+    ) -> Result<(), JiraError> {
+        let path = "rest/api/3/changelog/bulkfetch";
+        let mut token: Option<String> = None;
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let mut body = json!({
+                "issueIdsOrKeys": ids.iter().map(JiraId::as_str).collect::<Vec<_>>(),
+                "fieldIds": ["status"],
+                "maxResults": MAX_BULK_CHANGELOG,
+            });
+            if let Some(t) = &token {
+                body["nextPageToken"] = json!(t);
+            }
+            let response = self
+                .call(Method::POST, path, Some(body), RequestKind::Idempotent)
+                .await?;
+            let (logs, next) =
+                wire::decode_bulk_changelog(&response).map_err(|source| JiraError::Decode {
+                    endpoint: format!("/{path}"),
+                    source,
+                })?;
+            for (id, list) in logs {
+                if let Ok(id) = JiraId::parse(&id) {
+                    into.entry(id).or_default().extend(list);
+                }
+            }
+            match next {
+                // A token already followed would page in a circle: what came is what there is.
+                Some(t) if seen.insert(t.clone()) => token = Some(t),
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// The issue's whole changelog: Cloud `GET /rest/api/3/issue/{id}/changelog`, paged

@@ -50,6 +50,9 @@ pub(super) struct StatusChange {
     pub at: DateTime<Utc>,
     pub from: Option<String>,
     pub to: Option<String>,
+    /// The status names (`fromString`, `toString`), as Jira wrote them at the change.
+    pub from_name: Option<String>,
+    pub to_name: Option<String>,
 }
 
 /// A Done-category issue without `resolutiondate`, whose resolution time is read from its
@@ -82,10 +85,15 @@ pub(super) fn status_changes(entries: &[Value]) -> Vec<StatusChange> {
                 items
                     .iter()
                     .filter(|i| i.get("field").and_then(Value::as_str) == Some("status"))
-                    .map(move |i| StatusChange {
-                        at,
-                        from: i.get("from").and_then(Value::as_str).map(str::to_owned),
-                        to: i.get("to").and_then(Value::as_str).map(str::to_owned),
+                    .map(move |i| {
+                        let text = |k: &str| i.get(k).and_then(Value::as_str).map(str::to_owned);
+                        StatusChange {
+                            at,
+                            from: text("from"),
+                            to: text("to"),
+                            from_name: text("fromString"),
+                            to_name: text("toString"),
+                        }
                     }),
             )
         })
@@ -159,6 +167,36 @@ pub(super) fn decode_changelog_page(
         is_last || values.is_empty(),
         values.len(),
     ))
+}
+
+/// A page of Cloud's `POST /rest/api/3/changelog/bulkfetch` (`BulkChangelogResponseBean` in
+/// Atlassian's OpenAPI, `swagger-v3.v3.json`): `issueChangeLogs` (`IssueChangeLog`: `issueId`,
+/// `changeHistories`, a list of `Changelog`), and `nextPageToken`, "null" on "the last or the
+/// only page". One issue's entries may continue on the next page.
+pub(super) fn decode_bulk_changelog(
+    response: &Response,
+) -> Result<(Vec<(String, Vec<StatusChange>)>, Option<String>), DecodeError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Page {
+        #[serde(default)]
+        issue_change_logs: Vec<IssueChangeLog>,
+        next_page_token: Option<String>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct IssueChangeLog {
+        issue_id: Option<String>,
+        #[serde(default)]
+        change_histories: Vec<Value>,
+    }
+    let page: Page = response.json()?;
+    let logs = page
+        .issue_change_logs
+        .into_iter()
+        .filter_map(|l| Some((l.issue_id?, status_changes(&l.change_histories))))
+        .collect();
+    Ok((logs, page.next_page_token.filter(|t| !t.is_empty())))
 }
 
 /// Data Center's `GET /rest/api/2/issue/{key}?expand=changelog`: every status change.
@@ -421,9 +459,28 @@ fn snapshot(raw: &Value) -> Result<(IssueSnapshot, bool), UndecodableIssue> {
             priority: name_of("priority"),
             labels,
             issue_type: name_of("issuetype"),
+            fields: extra_fields(fields),
+            transitions: None,
         },
         done_without_resolution,
     ))
+}
+
+/// The fields beyond [`super::SEARCH_FIELDS`] that an issue carries (the rules' `field:<id>`
+/// sources; only asked-for fields are returned), as text: a date field's value is `YYYY-MM-DD`
+/// and a date-time field's an ISO 8601 text (`FieldMetadata.schema.type` `date` / `datetime` in
+/// Atlassian's OpenAPI). Empty fields (`null`, `""`) are left out.
+fn extra_fields(
+    fields: &serde_json::Map<String, Value>,
+) -> std::collections::BTreeMap<String, String> {
+    fields
+        .iter()
+        .filter(|(k, _)| !super::SEARCH_FIELDS.contains(&k.as_str()))
+        .filter_map(|(k, v)| match v {
+            Value::String(s) if !s.trim().is_empty() => Some((k.clone(), s.trim().to_owned())),
+            _ => None,
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]

@@ -34,11 +34,14 @@ pub use dora::{DailyMetrics, FakeEnvironment};
 use dora::{DoraState, IncidentEvent};
 
 mod dora;
+#[path = "gitlab_labels.rs"]
+mod labels;
 use super::{
     HandleInner, Listener, ParsedBody, RecordedRequest, Recorder, Reply, ShutdownGuard, Unanswered,
     fts, json_response, lock, query_pairs, raw_response, read_body,
 };
 use crate::domain::RemoteState;
+pub use labels::FakeLabelEvent;
 
 /// GitLab's access levels.
 pub mod access {
@@ -267,6 +270,8 @@ struct GitLabData {
     tokens: Vec<(String, FakeUser)>,
     projects: Vec<ProjectState>,
     next_issue_id: u64,
+    /// The last label event id given.
+    next_label_event_id: u64,
     /// Old project paths and the project they lead to (GitLab's `RedirectRoute`).
     redirects: Vec<(String, u64)>,
     /// Environments and per-day DORA rows ([`dora`]).
@@ -281,6 +286,8 @@ struct ProjectState {
     /// The project's labels: created when first used through the API (`labels`, `add_labels`)
     /// or by [`FakeGitLab::create_label`]; `/label` only finds existing ones.
     labels: BTreeSet<String>,
+    /// Every label added to or removed from its issues (`labels`).
+    label_events: Vec<FakeLabelEvent>,
 }
 
 impl ProjectState {
@@ -291,6 +298,7 @@ impl ProjectState {
             next_iid: 1,
             alerts: Vec::new(),
             labels: BTreeSet::new(),
+            label_events: Vec::new(),
         }
     }
 }
@@ -315,6 +323,7 @@ impl FakeGitLab {
                 dora: DoraState::new(&config.projects),
                 projects: config.projects.into_iter().map(ProjectState::new).collect(),
                 next_issue_id: 1_000,
+                next_label_event_id: 0,
                 redirects: Vec::new(),
             }),
             faults: Mutex::new(VecDeque::new()),
@@ -642,6 +651,10 @@ fn router(state: Arc<GitLabState>) -> Router {
         .route(
             "/api/v4/projects/{id}/issues/{iid}",
             get(get_issue).put(update_issue).delete(delete_issue),
+        )
+        .route(
+            "/api/v4/projects/{id}/issues/{iid}/resource_label_events",
+            get(labels::resource_label_events),
         )
         .route("/api/v4/issues", get(list_all_issues))
         .route("/api/v4/issues/{id}", get(get_issue_by_id))
@@ -1606,6 +1619,16 @@ async fn create_issue(
     }
     let project = &mut data.projects[pidx];
     project.next_iid = project.next_iid.max(iid + 1);
+    let given = issue.labels.clone();
+    labels::exclusive(&mut issue.labels, &given);
+    labels::record(
+        &mut project.label_events,
+        &mut data.next_label_event_id,
+        issue.id,
+        (&[], &issue.labels),
+        issue.created_at,
+        user.id,
+    );
     project.issues.insert(iid, issue.clone());
     let path = project.cfg.path_with_namespace.clone();
     data.next_issue_id = issue_id;
@@ -1783,6 +1806,11 @@ async fn update_issue(
     }
     let issue_type = allowed_issue_type(wanted_type, rights);
     let honoured = updated_at.filter(|_| rights.owner());
+    // The label events' time: `system_note_timestamp` (see `labels`).
+    let created_at = param(&body, "created_at")
+        .map(|t| parse_time("created_at", &t))
+        .transpose()?
+        .filter(|_| rights.owner());
     let now = Utc::now();
     let when = honoured.unwrap_or(now);
     // Quick actions run only when the request carries a description
@@ -1834,6 +1862,13 @@ async fn update_issue(
     if let Some(d) = description {
         issue.description = Some(d);
     }
+    let selected: Vec<String> = [&label_params.0, &label_params.1]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .chain(&quick.add_labels)
+        .cloned()
+        .collect();
     if let Some(l) = label_params.0 {
         issue.labels = l;
     }
@@ -1859,6 +1894,15 @@ async fn update_issue(
     };
     apply_quick_updates(issue, &quick_without_state, user.id, when);
     change_state(issue, event, user.id, when);
+    labels::exclusive(&mut issue.labels, &selected);
+    labels::record(
+        &mut project.label_events,
+        &mut data.next_label_event_id,
+        issue.id,
+        (&before.labels, &issue.labels),
+        created_at.or(honoured).unwrap_or(now),
+        user.id,
+    );
     if *issue != before || honoured.is_some() {
         issue.updated_at = when;
     }

@@ -24,6 +24,9 @@ use chrono_tz::Tz;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+#[path = "jira_changelog.rs"]
+mod changelog;
+
 use super::jql::{Query, key_order};
 use super::{
     HandleInner, Listener, ParsedBody, RecordedRequest, Recorder, Reply, ShutdownGuard,
@@ -158,6 +161,11 @@ pub struct FakeIssue {
     /// OpenAPI). Status changes made through [`FakeJira`] and [`FakeIssue::resolved_at`] are
     /// recorded here.
     pub history: Vec<FakeHistory>,
+    /// Custom fields by id (`customfield_10042`), as Jira renders them: a date field's value is
+    /// `"2025-03-01"`, a date-time field's `"2025-03-01T10:15:00.000+0100"`.
+    pub fields: BTreeMap<String, Value>,
+    /// The category key of every status the issue has been in (`/status` lists them).
+    pub categories: BTreeMap<String, String>,
 }
 
 /// One changelog entry (`Changelog` in Atlassian's OpenAPI): when, and the items changed.
@@ -254,7 +262,29 @@ impl FakeIssue {
             labels: Vec::new(),
             id: None,
             history: Vec::new(),
+            fields: BTreeMap::new(),
+            categories: BTreeMap::new(),
         }
+    }
+
+    /// Sets the custom field `id` to `value` (`Value::Null` empties it).
+    pub fn with_field(mut self, id: &str, value: Value) -> Self {
+        self.fields.insert(id.to_owned(), value);
+        self
+    }
+
+    /// Moves the issue to `status` (of `category`) at `at`, as a person does in the workflow:
+    /// the changelog records it at that time, `updated` moves to it if later, and entering the
+    /// `done` category resolves it then (leaving it clears the resolution).
+    pub fn transitioned(mut self, at: DateTime<Utc>, status: &str, category: &str) -> Self {
+        self.set_status(at, status, category);
+        if category == "done" {
+            self.resolutiondate = Some(at);
+        } else {
+            self.resolutiondate = None;
+        }
+        self.updated = self.updated.max(at);
+        self
     }
 
     /// Sets the description text.
@@ -300,6 +330,10 @@ impl FakeIssue {
             self.history
                 .push(FakeHistory::status(at, &self.status, status));
         }
+        self.categories
+            .insert(self.status.clone(), self.status_category.clone());
+        self.categories
+            .insert(status.to_owned(), category.to_owned());
         self.status = status.to_owned();
         self.status_category = category.to_owned();
     }
@@ -587,6 +621,10 @@ fn router(state: Arc<JiraState>) -> Router {
             "/rest/api/{version}/issue/{id_or_key}/changelog",
             get(get_changelog),
         )
+        .route(
+            "/rest/api/{version}/changelog/bulkfetch",
+            post(changelog::bulk_fetch),
+        )
         .route("/rest/api/{version}/serverInfo", get(server_info))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), front))
@@ -871,29 +909,52 @@ const ALL_FIELDS: [&str; 11] = [
 ];
 
 /// Which of [`ALL_FIELDS`] a request asked for.
-struct FieldSelection(Vec<&'static str>);
+/// The system fields asked for, and the custom fields (`customfield_…`, any name Jira does not
+/// know as a system field) asked for by name, or all of the issue's with `*all`.
+struct FieldSelection(Vec<&'static str>, CustomFields);
+
+/// Which custom fields a request asked for.
+enum CustomFields {
+    Named(Vec<String>),
+    All,
+}
 
 impl FieldSelection {
     /// Reads `fields`: names, `*all`, `*navigable`, `-name` exclusions; `default_all` when absent.
     fn new(requested: Option<&[String]>, default_all: bool) -> Self {
         let Some(requested) = requested.filter(|r| !r.is_empty()) else {
-            return Self(if default_all {
-                ALL_FIELDS.to_vec()
+            return if default_all {
+                Self(ALL_FIELDS.to_vec(), CustomFields::All)
             } else {
-                Vec::new()
-            });
+                Self(Vec::new(), CustomFields::Named(Vec::new()))
+            };
         };
         let all = requested.iter().any(|f| f == "*all" || f == "*navigable");
         let wanted = |name: &str| {
             let excluded = requested.iter().any(|f| f.strip_prefix('-') == Some(name));
             !excluded && (all || requested.iter().any(|f| f == name))
         };
-        Self(ALL_FIELDS.iter().copied().filter(|f| wanted(f)).collect())
+        let custom = if all {
+            CustomFields::All
+        } else {
+            CustomFields::Named(
+                requested
+                    .iter()
+                    .filter(|f| !f.starts_with('-') && !f.starts_with('*'))
+                    .filter(|f| !ALL_FIELDS.contains(&f.as_str()))
+                    .cloned()
+                    .collect(),
+            )
+        };
+        Self(
+            ALL_FIELDS.iter().copied().filter(|f| wanted(f)).collect(),
+            custom,
+        )
     }
 
     /// Returns true if and only if nothing beyond `id`/`key` was asked.
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.is_empty() && matches!(&self.1, CustomFields::Named(n) if n.is_empty())
     }
 }
 
@@ -1344,6 +1405,18 @@ fn render_issue(
         };
         f.insert((*name).to_owned(), value);
     }
+    // A custom field asked for is always in `fields`, `null` while empty, as Jira renders it.
+    match &fields.1 {
+        CustomFields::All => f.extend(issue.fields.iter().map(|(k, v)| (k.clone(), v.clone()))),
+        CustomFields::Named(names) => {
+            for name in names {
+                f.insert(
+                    name.clone(),
+                    issue.fields.get(name).cloned().unwrap_or(Value::Null),
+                );
+            }
+        }
+    }
     out["fields"] = Value::Object(f);
     out
 }
@@ -1579,6 +1652,9 @@ async fn statuses(
         .map(|(id, name, cat)| ((*id).to_owned(), ((*name).to_owned(), (*cat).to_owned())))
         .collect();
     for (_, issue) in lock(&state.data).issues.values() {
+        for (name, cat) in &issue.categories {
+            all.insert(status_id(name), (name.clone(), cat.clone()));
+        }
         all.insert(
             status_id(&issue.status),
             (issue.status.clone(), issue.status_category.clone()),

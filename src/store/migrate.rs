@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0003_identity.sql"),
     include_str!("../../schema/0004_people.sql"),
     include_str!("../../schema/0005_jira_side.sql"),
+    include_str!("../../schema/0006_stages.sql"),
     include_str!("../../schema/0007_dora.sql"),
 ];
 

@@ -107,6 +107,7 @@ mod error;
 mod lock;
 mod migrate;
 mod runs;
+mod stages;
 mod status;
 mod sync;
 mod writer;

@@ -41,6 +41,13 @@ impl JiraSource for Shared<MemJira> {
         self.0.issues_by_id(ids).await
     }
 
+    async fn transitions(
+        &self,
+        ids: &[JiraId],
+    ) -> Result<std::collections::HashMap<JiraId, Vec<crate::domain::Transition>>, MemError> {
+        self.0.transitions(ids).await
+    }
+
     async fn myself(&self) -> Result<JiraUser, MemError> {
         self.0.myself().await
     }
@@ -105,6 +112,25 @@ impl GitLabSink for Shared<MemGitLab> {
         label: &str,
     ) -> Result<RemoteObject, MemError> {
         self.0.add_label(dest, mapping, label).await
+    }
+
+    async fn relabel(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        add: Option<&str>,
+        remove: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<RemoteObject, MemError> {
+        self.0.relabel(dest, mapping, add, remove, at).await
+    }
+
+    async fn label_events(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+    ) -> Result<Vec<crate::domain::LabelEvent>, MemError> {
+        self.0.label_events(dest, mapping).await
     }
 
     async fn delete(&self, dest: &Destination, mapping: &Mapping) -> Result<(), MemError> {
@@ -212,6 +238,8 @@ fn issue(n: i64, updated: i64, resolved: Option<i64>) -> IssueSnapshot {
         priority: None,
         labels: Vec::new(),
         issue_type: Some("Incident".into()),
+        fields: Default::default(),
+        transitions: None,
     }
 }
 
@@ -248,6 +276,7 @@ async fn seed_high_iid(db: &Path, gitlab: &MemGitLab) {
         incident: true,
         moved_to_id: None,
         labels: Vec::new(),
+        label_events: Vec::new(),
     });
     let store = Store::open(db).unwrap();
     let mapping = Mapping {

@@ -13,7 +13,7 @@ use super::writer::Mode;
 use super::{Store, StoreError, all, exec, one, runs};
 use crate::domain::{
     Commit, Failure, Intent, IssueScope, IssueSnapshot, JiraId, JiraKey, Mapping, MovedTo,
-    RemoteState, RunCounts, RunMode, RunOutcome, Target,
+    RemoteState, RunCounts, RunMode, RunOutcome, StageState, StageStep, Target,
 };
 use crate::engine::ports::{Place, ResolvedProject, SyncStore};
 
@@ -678,6 +678,29 @@ impl SyncStore for Store {
 
     async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.get_meta(key).await
+    }
+
+    async fn stages(&self, project_id: u64, iid: u64) -> Result<StageState, StoreError> {
+        self.stage_state(project_id, iid).await
+    }
+
+    async fn record_stage(
+        &self,
+        project_id: u64,
+        iid: u64,
+        step: &StageStep,
+        done: bool,
+    ) -> Result<(), StoreError> {
+        self.put_stage(project_id, iid, step, done).await
+    }
+
+    async fn history_done(
+        &self,
+        project_id: u64,
+        iid: u64,
+        updated: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.put_history_mark(project_id, iid, updated).await
     }
 
     async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {

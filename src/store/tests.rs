@@ -43,6 +43,8 @@ fn snapshot(k: &str, updated: &str) -> IssueSnapshot {
         priority: Some("High".to_owned()),
         labels: vec!["prod".to_owned()],
         issue_type: Some("Incident".to_owned()),
+        fields: Default::default(),
+        transitions: None,
     }
 }
 
