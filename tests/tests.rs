@@ -36,6 +36,8 @@ mod resilience;
 /// Service mode (schedule, shutdown, systemd notification), the operator commands (`check`,
 /// `status`, `demo`) and the shipped deployment files.
 mod service;
+/// Jira's workflow in GitLab: stage labels from the changelog, restore time from a status.
+mod stages;
 /// Every stop stops: signals, fatal errors and hung writes end every mode within the grace
 /// period, with the run recorded.
 mod stops;

@@ -1259,3 +1259,79 @@ async fn a_write_reports_its_lag_from_the_jira_change() {
         .expect("runs");
     assert!(second.lags.is_empty(), "nothing written: {:?}", second.lags);
 }
+
+/// A rule replaying `To Do` and `In Progress` as the stage labels `wf::todo` and `wf::doing`.
+fn staged_rule() -> RuleConfig {
+    let mut history = crate::config::HistoryConfig::default();
+    history
+        .stage_labels
+        .insert("To Do".into(), "wf::todo".into());
+    history
+        .stage_labels
+        .insert("In Progress".into(), "wf::doing".into());
+    RuleConfig {
+        history,
+        ..rule()
+    }
+}
+
+/// A stage write whose answer was lost is looked up in GitLab's label events on the retry and
+/// not sent again; the next step follows, each label event once, at the transition's time.
+#[tokio::test(start_paused = true)]
+async fn a_stage_step_whose_answer_was_lost_is_not_sent_twice() {
+    let b = bench();
+    let mut s = snap("stages", 5, None);
+    s.status = "In Progress".into();
+    *b.jira.issues.lock().expect("unpoisoned") = vec![s];
+    b.jira.history.lock().expect("unpoisoned").insert(
+        JiraId::parse("10001").expect("an id"),
+        vec![crate::domain::Transition {
+            at: at(3),
+            from: Some("To Do".into()),
+            to: "In Progress".into(),
+            to_done: false,
+        }],
+    );
+    b.gitlab.fault(Call::Relabel, Fault::ApplyThenLose);
+    let cancel = CancellationToken::new();
+    let first = b
+        .run_rule(&staged_rule(), RunMode::Once, &cancel)
+        .await
+        .expect("run 1");
+    assert_eq!(first.counts.failed, 1, "the lost answer fails the issue");
+    b.store.all_due();
+    let second = b
+        .run_rule(&staged_rule(), RunMode::Once, &cancel)
+        .await
+        .expect("run 2");
+    assert_eq!(second.counts.failed, 0, "{second:?}");
+    let calls = b.gitlab.calls();
+    let count = |c: Call| calls.iter().filter(|x| **x == c).count();
+    assert_eq!(count(Call::Relabel), 2, "the lost step is not sent again: {calls:?}");
+    assert_eq!(count(Call::LabelEvents), 1, "looked up once");
+    let events: Vec<(String, bool, DateTime<Utc>)> = b.gitlab.objects()[0]
+        .label_events
+        .iter()
+        .map(|e| (e.label.clone(), e.added, e.at))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            ("wf::todo".into(), true, at(0)),
+            ("wf::todo".into(), false, at(3)),
+            ("wf::doing".into(), true, at(3)),
+        ],
+        "each label event once, at the transition's time"
+    );
+    let third = b
+        .run_rule(&staged_rule(), RunMode::Once, &cancel)
+        .await
+        .expect("run 3");
+    assert_eq!(count(Call::Relabel), 2, "a re-read writes nothing: {third:?}");
+    assert_eq!(
+        b.jira.history_reads.lock().expect("unpoisoned").len(),
+        1,
+        "the changelog is read once: the stored failure keeps the transitions, and a re-read \
+         of an applied change needs none"
+    );
+}
