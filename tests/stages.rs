@@ -325,3 +325,54 @@ async fn restore_times_from_fields() {
     assert_eq!(two.created_at, created, "empty: Jira's created");
     assert_eq!(two.closed_at, Some(resolved), "empty: Jira's resolution");
 }
+
+/// Cloud's bulk changelog answering a few entries a page: the client follows `nextPageToken`
+/// until the last page, and one issue's entries split across pages are joined in order.
+#[tokio::test]
+async fn bulk_changelog_pages_are_followed() {
+    let mut jira = FakeJiraConfig::cloud();
+    jira.bulk_changelog_page_cap = 2;
+    let w = World::start(staged(jira)).await;
+    let mut expected = HashMap::new();
+    for i in 1..=3usize {
+        let created = crate::support::ago(50 - i as i64 * 10);
+        let ms = |n: i64| Duration::milliseconds(n);
+        let h = History {
+            created,
+            progress: created + ms(1_001),
+            mitigated: created + ms(2_002),
+            done: created + ms(3_003),
+        };
+        insert(&w, i, &h);
+        expected.insert(format!("OPS-{i}"), h);
+    }
+    let r = w.once().await.expect("a cycle");
+    assert_eq!((r.counts.created, r.counts.failed), (3, 0), "{r:?}");
+    let pages: Vec<_> = w
+        .jira
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/changelog/bulkfetch"))
+        .collect();
+    assert_eq!(pages.len(), 5, "9 entries, 2 a page");
+    assert!(
+        pages[1..]
+            .iter()
+            .all(|p| p.body.as_ref().is_some_and(|b| b["nextPageToken"].is_string())),
+        "each later page asks with the token the last one gave"
+    );
+    for (key, h) in &expected {
+        assert_eq!(
+            stage_events(&w, key),
+            vec![
+                ev("todo", true, h.created),
+                ev("todo", false, h.progress),
+                ev("in progress", true, h.progress),
+                ev("in progress", false, h.mitigated),
+                ev("mitigated", true, h.mitigated),
+                ev("mitigated", false, h.done),
+            ],
+            "{key}"
+        );
+    }
+}

@@ -213,6 +213,36 @@ fn unknown_key_is_named() {
     "target = \"incident\"\non_delete = \"archive\"",
     "on_delete"
 )]
+#[case::bad_created_from(
+    "target = \"incident\"",
+    "target = \"incident\"\ncreated_from = \"status:Open\"",
+    "created_from"
+)]
+#[case::bad_closed_from(
+    "target = \"incident\"",
+    "target = \"incident\"\nclosed_from = \"mitigated\"",
+    "closed_from"
+)]
+#[case::empty_closed_status(
+    "target = \"incident\"",
+    "target = \"incident\"\nclosed_from = \"status: \"",
+    "closed_from"
+)]
+#[case::bad_field_id(
+    "target = \"incident\"",
+    "target = \"incident\"\nclosed_from = \"field:impact end\"",
+    "closed_from"
+)]
+#[case::comma_stage_label(
+    "gitlab_project = \"acme/ops\"",
+    "gitlab_project = \"acme/ops\"\n[rule.stage_labels]\n\"To Do\" = \"a,b\"",
+    "stage_labels.\"To Do\""
+)]
+#[case::alert_stages(
+    "target = \"incident\"\ngitlab_project = \"acme/ops\"",
+    "target = \"alert\"\ngitlab_project = \"acme/ops\"\nalert_url = \"https://gitlab.example/a.json\"\nalert_token_env = \"PATH\"\n[rule.stage_labels]\n\"To Do\" = \"wf::todo\"",
+    "stage_labels"
+)]
 fn invalid_rule_values_are_named(#[case] from: &str, #[case] to: &str, #[case] named: &str) {
     let err = load(&RULE.replace(from, to)).unwrap_err().to_string();
     assert!(err.contains(named), "{err:?} should name {named}");
@@ -565,4 +595,24 @@ fn keep_runs_days_is_a_range_of_days() {
             "{bad}: {err}"
         );
     }
+}
+
+/// The history keys parse into their typed values; by default a rule reads no changelog.
+#[test]
+fn history_keys_parse() {
+    use crate::config::{ClosedFrom, CreatedFrom};
+    let cfg = load(RULE).unwrap();
+    assert!(cfg.rules[0].history.is_default());
+    assert!(!cfg.rules[0].history.needs_transitions());
+    let cfg = load(&format!(
+        "{RULE}created_from = \"field:customfield_10042\"\nclosed_from = \"status:Mitigated\"\n\
+         [rule.stage_labels]\n\"In Progress\" = \"workflow::in progress\"\n"
+    ))
+    .unwrap();
+    let h = &cfg.rules[0].history;
+    assert_eq!(h.created_from, CreatedFrom::Field("customfield_10042".into()));
+    assert_eq!(h.closed_from, ClosedFrom::Status("Mitigated".into()));
+    assert_eq!(h.stage_label("In Progress"), Some("workflow::in progress"));
+    assert!(h.needs_transitions());
+    assert_eq!(h.field_ids(), vec!["customfield_10042".to_owned()]);
 }

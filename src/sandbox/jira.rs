@@ -68,6 +68,9 @@ pub struct FakeJiraConfig {
     /// recent" and, for bulk fetch, "a maximum of 40 changelogs". Data Center embeds them all,
     /// oldest first.
     pub cloud_changelog_cap: usize,
+    /// Cloud's bulk changelog answers at most this many entries a page, whatever `maxResults`
+    /// asks (a server may answer fewer than asked; `nextPageToken` says there is more).
+    pub bulk_changelog_page_cap: usize,
     /// `/myself`'s `displayName`.
     pub display_name: String,
     /// `/myself`'s `emailAddress`.
@@ -126,6 +129,7 @@ impl Default for FakeJiraConfig {
             dc_window_error_status: 400,
             latency: Duration::ZERO,
             cloud_changelog_cap: 40,
+            bulk_changelog_page_cap: 1000,
             display_name: "Sync Bot".to_owned(),
             email_address: Self::DEFAULT_EMAIL.to_owned(),
             clock_offset: chrono::Duration::zero(),

@@ -60,7 +60,8 @@ pub(super) async fn bulk_fetch(
     let max = body["maxResults"]
         .as_u64()
         .map_or(MAX_RESULTS, |m| m as usize)
-        .clamp(1, MAX_RESULTS);
+        .clamp(1, MAX_RESULTS)
+        .min(state.config.bulk_changelog_page_cap.max(1));
     let start = match body["nextPageToken"].as_str() {
         None => 0,
         Some(t) => match offset(t) {
