@@ -110,7 +110,12 @@ async fn backfill_replays_stages_and_restores_from_mitigated() {
         sample: 5,
     };
     let report = engine
-        .backfill(&cfg.rules[0], &request, &NoProgress, &CancellationToken::new())
+        .backfill(
+            &cfg.rules[0],
+            &request,
+            &NoProgress,
+            &CancellationToken::new(),
+        )
         .await
         .expect("backfill");
     assert_eq!(report.counts.failed, 0, "{report:?}");
@@ -148,8 +153,15 @@ async fn backfill_replays_stages_and_restores_from_mitigated() {
             .find(|i| i.title.starts_with(&format!("[{key}]")))
             .expect("replicated");
         assert_eq!(issue.state, RemoteState::Closed, "{key}");
-        assert_eq!(issue.created_at, h.created, "{key}: created at Jira's created");
-        assert_eq!(issue.closed_at, Some(h.mitigated), "{key}: closed when mitigated");
+        assert_eq!(
+            issue.created_at, h.created,
+            "{key}: created at Jira's created"
+        );
+        assert_eq!(
+            issue.closed_at,
+            Some(h.mitigated),
+            "{key}: closed when mitigated"
+        );
         if let Some(closed) = issue.closed_at {
             gitlab_restore.push(closed - issue.created_at);
         }
@@ -185,14 +197,22 @@ async fn backfill_replays_stages_and_restores_from_mitigated() {
     w.gitlab.clear_requests();
     w.jira.clear_requests();
     let again = engine
-        .backfill(&cfg.rules[0], &request, &NoProgress, &CancellationToken::new())
+        .backfill(
+            &cfg.rules[0],
+            &request,
+            &NoProgress,
+            &CancellationToken::new(),
+        )
         .await
         .expect("backfill again");
     assert_eq!(again.counts.created + again.counts.closed, 0, "{again:?}");
     let live = crate::support::run(&engine, &cfg)
         .await
         .expect("a live cycle");
-    assert!(live.counts.seen >= 3, "the live cycle read the recent ones: {live:?}");
+    assert!(
+        live.counts.seen >= 3,
+        "the live cycle read the recent ones: {live:?}"
+    );
     let writes: Vec<_> = w
         .gitlab
         .requests()
@@ -206,7 +226,10 @@ async fn backfill_replays_stages_and_restores_from_mitigated() {
         .sum();
     assert_eq!(events_after, events_before, "no label event twice");
     assert!(
-        !w.jira.requests().iter().any(|r| r.path.contains("changelog")),
+        !w.jira
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("changelog")),
         "an applied change's changelog is not read again"
     );
 }
@@ -247,12 +270,19 @@ async fn live_transitions_move_labels_and_the_restore_time() {
     assert_eq!(gitlab.closed_at, Some(mitigated));
     let back = step("In Progress", "indeterminate");
     let r = cycle().await;
-    assert_eq!(r.counts.reopened, 1, "back to an open status reopens: {r:?}");
+    assert_eq!(
+        r.counts.reopened, 1,
+        "back to an open status reopens: {r:?}"
+    );
     assert_eq!(w.gitlab_issues()[0].state, RemoteState::Opened);
     let again = step("Mitigated", "indeterminate");
     cycle().await;
     let gitlab = &w.gitlab_issues()[0];
-    assert_eq!(gitlab.closed_at, Some(again), "the latest entry into Mitigated counts");
+    assert_eq!(
+        gitlab.closed_at,
+        Some(again),
+        "the latest entry into Mitigated counts"
+    );
     assert_eq!(
         stage_events(&w, "OPS-1"),
         vec![
@@ -274,13 +304,26 @@ async fn live_transitions_move_labels_and_the_restore_time() {
         .iter()
         .filter(|r| r.path.contains("/issue/") && r.query.contains("expand=changelog"))
         .count();
-    assert_eq!(changelog_reads, 6, "Data Center: one changelog read per change");
+    assert_eq!(
+        changelog_reads, 6,
+        "Data Center: one changelog read per change"
+    );
     // A cycle with nothing new writes nothing and reads no changelog.
     w.gitlab.clear_requests();
     w.jira.clear_requests();
     cycle().await;
-    assert!(w.gitlab.requests().iter().all(|r| r.method == axum::http::Method::GET));
-    assert!(!w.jira.requests().iter().any(|r| r.query.contains("changelog")));
+    assert!(
+        w.gitlab
+            .requests()
+            .iter()
+            .all(|r| r.method == axum::http::Method::GET)
+    );
+    assert!(
+        !w.jira
+            .requests()
+            .iter()
+            .any(|r| r.query.contains("changelog"))
+    );
 }
 
 /// `created_from` and `closed_from` from date fields: a date-time keeps its offset, a date is
@@ -304,7 +347,10 @@ async fn restore_times_from_fields() {
         FakeIssue::new("OPS-1", "fields", created)
             .with_field(
                 "customfield_10042",
-                serde_json::json!(format!("{}", (created - Duration::minutes(30)).format("%Y-%m-%dT%H:%M:%S%.3f+0000"))),
+                serde_json::json!(format!(
+                    "{}",
+                    (created - Duration::minutes(30)).format("%Y-%m-%dT%H:%M:%S%.3f+0000")
+                )),
             )
             .with_field("customfield_10043", serde_json::json!("2030-01-02"))
             .resolved_at(resolved),
@@ -314,14 +360,24 @@ async fn restore_times_from_fields() {
     let r = w.once().await.expect("a cycle");
     assert_eq!(r.counts.failed, 0, "{r:?}");
     let issues = w.gitlab_issues();
-    let one = issues.iter().find(|i| i.title.starts_with("[OPS-1]")).expect("OPS-1");
-    assert_eq!(one.created_at, created - Duration::minutes(30), "impact start");
+    let one = issues
+        .iter()
+        .find(|i| i.title.starts_with("[OPS-1]"))
+        .expect("OPS-1");
+    assert_eq!(
+        one.created_at,
+        created - Duration::minutes(30),
+        "impact start"
+    );
     assert_eq!(
         one.closed_at.map(|t| t.to_rfc3339()),
         Some("2030-01-01T23:00:00+00:00".to_owned()),
         "a date is midnight in the account's zone (Berlin)"
     );
-    let two = issues.iter().find(|i| i.title.starts_with("[OPS-2]")).expect("OPS-2");
+    let two = issues
+        .iter()
+        .find(|i| i.title.starts_with("[OPS-2]"))
+        .expect("OPS-2");
     assert_eq!(two.created_at, created, "empty: Jira's created");
     assert_eq!(two.closed_at, Some(resolved), "empty: Jira's resolution");
 }
@@ -356,9 +412,10 @@ async fn bulk_changelog_pages_are_followed() {
         .collect();
     assert_eq!(pages.len(), 5, "9 entries, 2 a page");
     assert!(
-        pages[1..]
-            .iter()
-            .all(|p| p.body.as_ref().is_some_and(|b| b["nextPageToken"].is_string())),
+        pages[1..].iter().all(|p| p
+            .body
+            .as_ref()
+            .is_some_and(|b| b["nextPageToken"].is_string())),
         "each later page asks with the token the last one gave"
     );
     for (key, h) in &expected {

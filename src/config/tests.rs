@@ -610,7 +610,10 @@ fn history_keys_parse() {
     ))
     .unwrap();
     let h = &cfg.rules[0].history;
-    assert_eq!(h.created_from, CreatedFrom::Field("customfield_10042".into()));
+    assert_eq!(
+        h.created_from,
+        CreatedFrom::Field("customfield_10042".into())
+    );
     assert_eq!(h.closed_from, ClosedFrom::Status("Mitigated".into()));
     assert_eq!(h.stage_label("In Progress"), Some("workflow::in progress"));
     assert!(h.needs_transitions());

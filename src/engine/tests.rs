@@ -1269,10 +1269,7 @@ fn staged_rule() -> RuleConfig {
     history
         .stage_labels
         .insert("In Progress".into(), "wf::doing".into());
-    RuleConfig {
-        history,
-        ..rule()
-    }
+    RuleConfig { history, ..rule() }
 }
 
 /// A stage write whose answer was lost is looked up in GitLab's label events on the retry and
@@ -1307,7 +1304,11 @@ async fn a_stage_step_whose_answer_was_lost_is_not_sent_twice() {
     assert_eq!(second.counts.failed, 0, "{second:?}");
     let calls = b.gitlab.calls();
     let count = |c: Call| calls.iter().filter(|x| **x == c).count();
-    assert_eq!(count(Call::Relabel), 2, "the lost step is not sent again: {calls:?}");
+    assert_eq!(
+        count(Call::Relabel),
+        2,
+        "the lost step is not sent again: {calls:?}"
+    );
     assert_eq!(count(Call::LabelEvents), 1, "looked up once");
     let events: Vec<(String, bool, DateTime<Utc>)> = b.gitlab.objects()[0]
         .label_events
@@ -1327,7 +1328,11 @@ async fn a_stage_step_whose_answer_was_lost_is_not_sent_twice() {
         .run_rule(&staged_rule(), RunMode::Once, &cancel)
         .await
         .expect("run 3");
-    assert_eq!(count(Call::Relabel), 2, "a re-read writes nothing: {third:?}");
+    assert_eq!(
+        count(Call::Relabel),
+        2,
+        "a re-read writes nothing: {third:?}"
+    );
     assert_eq!(
         b.jira.history_reads.lock().expect("unpoisoned").len(),
         1,
