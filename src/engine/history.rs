@@ -2,12 +2,12 @@
 //! at the transitions' times, and `created_from` / `closed_from`, which move the moments GitLab
 //! counts time to restore from and to.
 //!
-//! How it fits the executor: before a snapshot is planned, [`SyncEngine::shape`] reads the
+//! How it fits the executor: before a snapshot is planned, `shape` reads the
 //! issue's transitions when the rule needs them and they are not known yet (a page's issues are
-//! read in one request beforehand, [`SyncEngine::prefetch_transitions`]), and rewrites the
+//! read in one request beforehand, `prefetch_transitions`), and rewrites the
 //! snapshot's `created` and `resolved_at` from the configured sources; the plan then closes,
 //! reopens or closes again at those times as it does for Jira's own. After the plan's writes,
-//! [`SyncEngine::finish_history`] replays the stage steps not yet replayed and records that the
+//! `finish_history` replays the stage steps not yet replayed and records that the
 //! change's history is applied.
 //!
 //! Never twice: each step is recorded `pending` before its write and `done` after GitLab
@@ -128,7 +128,7 @@ fn holds(events: &[LabelEvent], step: &StageStep) -> bool {
         .any(|e| e.added == added && e.label == *label && (e.at - step.at).abs() <= EVENT_TOLERANCE)
 }
 
-/// What [`SyncEngine::shape`] found: whether the snapshot's history is to be applied after the
+/// What `shape` found: whether the snapshot's history is to be applied after the
 /// plan's writes.
 pub(super) struct Shaped {
     pub(super) snap: IssueSnapshot,

@@ -169,13 +169,15 @@ pub(super) fn decode_changelog_page(
     ))
 }
 
+/// One page of the bulk changelog: each issue id with its status changes on the page, and the
+/// token of the next page, if there is one.
+pub(super) type BulkChangelogPage = (Vec<(String, Vec<StatusChange>)>, Option<String>);
+
 /// A page of Cloud's `POST /rest/api/3/changelog/bulkfetch` (`BulkChangelogResponseBean` in
 /// Atlassian's OpenAPI, `swagger-v3.v3.json`): `issueChangeLogs` (`IssueChangeLog`: `issueId`,
 /// `changeHistories`, a list of `Changelog`), and `nextPageToken`, "null" on "the last or the
 /// only page". One issue's entries may continue on the next page.
-pub(super) fn decode_bulk_changelog(
-    response: &Response,
-) -> Result<(Vec<(String, Vec<StatusChange>)>, Option<String>), DecodeError> {
+pub(super) fn decode_bulk_changelog(response: &Response) -> Result<BulkChangelogPage, DecodeError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Page {
