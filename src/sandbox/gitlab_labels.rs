@@ -233,4 +233,127 @@ mod tests {
             "the scope is up to the last ::"
         );
     }
+
+    /// Over HTTP, as GitLab does: events at an owner's `updated_at`, `created_at` winning over
+    /// it, a non-owner's at the time of the request; a scoped label replacing its scope's
+    /// other one; the list oldest first, paged.
+    #[tokio::test]
+    async fn label_events_over_http() {
+        use super::super::{FakeGitLab, FakeGitLabConfig, FakeUser, access};
+        let mut config = FakeGitLabConfig::default();
+        config.tokens.push((
+            "glpat-dev".to_owned(),
+            FakeUser {
+                id: 2,
+                username: "dev".to_owned(),
+                name: "Dev".to_owned(),
+                admin: false,
+            },
+        ));
+        config.projects[0].members.push((2, access::DEVELOPER));
+        let gitlab = FakeGitLab::start(config).await.expect("starts");
+        let client = reqwest::Client::new();
+        let owner = FakeGitLabConfig::DEFAULT_TOKEN;
+        let issues = gitlab.base_url().join("api/v4/projects/1/issues").unwrap();
+        let created: Value = client
+            .post(issues.clone())
+            .header("PRIVATE-TOKEN", owner)
+            .json(&json!({ "title": "a", "labels": "jira", "created_at": "2025-02-15T09:00:00Z" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let issue = issues.join(&format!("issues/{}", created["iid"])).unwrap();
+        let put = |token: &'static str, body: Value| {
+            let (client, issue) = (client.clone(), issue.clone());
+            async move {
+                let r = client
+                    .put(issue)
+                    .header("PRIVATE-TOKEN", token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "{body}");
+            }
+        };
+        put(
+            owner,
+            json!({ "add_labels": "workflow::a", "updated_at": "2025-02-15T10:00:00Z" }),
+        )
+        .await;
+        put(
+            owner,
+            json!({ "add_labels": "workflow::b", "updated_at": "2025-02-15T11:00:00Z" }),
+        )
+        .await;
+        put(
+            owner,
+            json!({ "add_labels": "x", "updated_at": "2025-02-15T12:00:00Z", "created_at": "2025-02-15T12:30:00Z" }),
+        )
+        .await;
+        let before = Utc::now();
+        put(
+            "glpat-dev",
+            json!({ "remove_labels": "x", "updated_at": "2025-02-15T13:00:00Z" }),
+        )
+        .await;
+        let events = gitlab.label_events(1, 1);
+        let shown: Vec<(&str, bool, String)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.label.as_str(),
+                    e.added,
+                    e.created_at.format("%H:%M").to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown[..5],
+            [
+                ("jira", true, "09:00".to_owned()),
+                ("workflow::a", true, "10:00".to_owned()),
+                ("workflow::a", false, "11:00".to_owned()),
+                ("workflow::b", true, "11:00".to_owned()),
+                ("x", true, "12:30".to_owned()),
+            ],
+            "owner times, created_at over updated_at, scoped labels replaced"
+        );
+        assert!(
+            !events[5].added && events[5].created_at >= before,
+            "a developer's updated_at is ignored: the event is at the request's time"
+        );
+        let page = |n: u32| {
+            let url = issue
+                .join(&format!(
+                    "{}/resource_label_events?per_page=4&page={n}",
+                    created["iid"]
+                ))
+                .unwrap();
+            client.get(url).header("PRIVATE-TOKEN", owner).send()
+        };
+        let first = page(1).await.unwrap();
+        assert_eq!(first.headers()["x-next-page"], "2");
+        let body: Value = first.json().await.unwrap();
+        assert_eq!(body.as_array().map(Vec::len), Some(4));
+        assert_eq!(
+            (
+                &body[0]["label"]["name"],
+                &body[0]["action"],
+                &body[0]["created_at"]
+            ),
+            (
+                &json!("jira"),
+                &json!("add"),
+                &json!("2025-02-15T09:00:00.000Z")
+            )
+        );
+        let second = page(2).await.unwrap();
+        assert_eq!(second.headers()["x-next-page"], "");
+        let body: Value = second.json().await.unwrap();
+        assert_eq!(body[1]["action"], "remove");
+    }
 }
