@@ -1,7 +1,9 @@
 //! The fake Jira: Cloud (`/rest/api/{2,3}/search/jql` with `nextPageToken`, 410 on the removed
 //! `/search`) or Data Center (`/rest/api/2/search` with `startAt`, a silent page-size cap and a
 //! max result window), `/myself`, `/serverInfo`, JQL with dates read in the user's zone, index
-//! lag, and injected faults.
+//! lag, and injected faults; each issue's changelog (every status transition at its time),
+//! embedded (`expand=changelog`), paged per issue, and in bulk (`jira_changelog.rs`); custom
+//! fields.
 //!
 //! Issues live in memory and are changed through the [`FakeJira`] handle. Every search evaluates
 //! the query afresh, so issues that change between two pages move between pages just as they do
