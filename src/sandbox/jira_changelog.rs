@@ -112,3 +112,76 @@ pub(super) async fn bulk_fetch(
     }
     json_response(200, &out)
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Duration, Utc};
+    use serde_json::{Value, json};
+
+    use super::super::{FakeHistory, FakeIssue, FakeJira, FakeJiraConfig};
+
+    async fn bulk(jira: &FakeJira, body: Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(
+                jira.base_url()
+                    .join("rest/api/3/changelog/bulkfetch")
+                    .unwrap(),
+            )
+            .header("Authorization", jira.authorization().unwrap())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `fieldIds` filters the entries, issues that are not there are left out, the entries of
+    /// one issue come oldest first and page on by `nextPageToken`, and over 1,000 issues is a 400.
+    #[tokio::test]
+    async fn bulk_changelog_filters_and_pages() {
+        let jira = FakeJira::start(FakeJiraConfig::cloud()).await.unwrap();
+        let t0: DateTime<Utc> = DateTime::from_timestamp(1_750_000_000, 0).unwrap();
+        let mut issue = FakeIssue::new("OPS-1", "a", t0)
+            .transitioned(t0 + Duration::minutes(1), "In Progress", "indeterminate")
+            .transitioned(t0 + Duration::minutes(3), "Done", "done");
+        issue.history.insert(
+            1,
+            FakeHistory::field(t0 + Duration::minutes(2), "labels", "", "x"),
+        );
+        jira.insert(issue);
+        let id = jira.get("OPS-1").unwrap().id.unwrap().to_string();
+        let (status, all) = bulk(&jira, json!({ "issueIdsOrKeys": [id, "OPS-404"] })).await;
+        assert_eq!(status, 200);
+        let logs = all["issueChangeLogs"].as_array().unwrap();
+        assert_eq!(logs.len(), 1, "a missing issue is left out: {all}");
+        assert_eq!(logs[0]["issueId"], json!(id));
+        assert_eq!(logs[0]["changeHistories"].as_array().unwrap().len(), 3);
+        assert!(all.get("nextPageToken").is_none(), "one page: {all}");
+        let (_, first) = bulk(
+            &jira,
+            json!({ "issueIdsOrKeys": ["OPS-1"], "fieldIds": ["status"], "maxResults": 1 }),
+        )
+        .await;
+        let histories = &first["issueChangeLogs"][0]["changeHistories"];
+        assert_eq!(histories[0]["items"][0]["toString"], "In Progress");
+        let token = first["nextPageToken"]
+            .as_str()
+            .expect("more to come")
+            .to_owned();
+        let (_, second) = bulk(
+            &jira,
+            json!({ "issueIdsOrKeys": ["OPS-1"], "fieldIds": ["status"], "maxResults": 1,
+                    "nextPageToken": token }),
+        )
+        .await;
+        let histories = &second["issueChangeLogs"][0]["changeHistories"];
+        assert_eq!(
+            histories[0]["items"][0]["toString"], "Done",
+            "labels filtered out"
+        );
+        assert!(second.get("nextPageToken").is_none(), "the last page");
+        let many: Vec<String> = (0..1001).map(|n| format!("OPS-{n}")).collect();
+        let (status, _) = bulk(&jira, json!({ "issueIdsOrKeys": many })).await;
+        assert_eq!(status, 400, "over 1,000 issues");
+    }
+}
