@@ -1,9 +1,10 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use jira_gitlab_sync::domain::RemoteState;
 use jira_gitlab_sync::engine::backfill::{BackfillRequest, NoProgress};
 use jira_gitlab_sync::engine::median;
+use jira_gitlab_sync::sandbox::gitlab::FakeGitLabConfig;
 use jira_gitlab_sync::sandbox::jira::{FakeIssue, FakeJiraConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +44,34 @@ fn ev(label: &str, added: bool, at: DateTime<Utc>) -> (String, bool, DateTime<Ut
     (format!("workflow::{label}"), added, at)
 }
 
+/// `GET /projects/:id/dora/metrics` (time to restore, daily) from the sandbox GitLab: each day
+/// with a figure → seconds.
+async fn dora_daily_restore(w: &World, start: &str, end: &str) -> BTreeMap<NaiveDate, f64> {
+    let url = w
+        .gitlab
+        .base_url()
+        .join(&format!(
+            "api/v4/projects/{PROJECT}/dora/metrics?metric=time_to_restore_service\
+             &interval=daily&start_date={start}&end_date={end}"
+        ))
+        .expect("a URL");
+    let rows: Vec<serde_json::Value> = reqwest::Client::new()
+        .get(url)
+        .header("PRIVATE-TOKEN", FakeGitLabConfig::DEFAULT_TOKEN)
+        .send()
+        .await
+        .expect("the DORA API answers")
+        .json()
+        .await
+        .expect("a JSON list");
+    rows.iter()
+        .filter_map(|r| {
+            let day = NaiveDate::parse_from_str(r["date"].as_str()?, "%Y-%m-%d").ok()?;
+            Some((day, r["value"].as_f64()?))
+        })
+        .collect()
+}
+
 /// One incident's history: created in To Do, then In Progress, Mitigated and Done.
 struct History {
     created: DateTime<Utc>,
@@ -64,8 +93,9 @@ fn insert(w: &World, n: usize, h: &History) {
 
 /// 200 incidents (To Do → In Progress → Mitigated → Done at varied times) backfilled with
 /// `closed_from = "status:Mitigated"`: each stage is a label event at its transition's exact
-/// time, each incident closed when it entered Mitigated, so GitLab's median time to restore is
-/// the one Jira's changelog gives, to the second; backfill again and a live cycle write nothing.
+/// time, each incident closed when it entered Mitigated, so GitLab's median time to restore (of
+/// the incidents, and each day's DORA figure) is the one Jira's changelog gives, to the second;
+/// backfill again and a live cycle write nothing.
 #[tokio::test]
 async fn backfill_replays_stages_and_restores_from_mitigated() {
     let w = World::start(staged(FakeJiraConfig::cloud())).await;
@@ -188,6 +218,39 @@ async fn backfill_replays_stages_and_restores_from_mitigated() {
         "GitLab's median time to restore is Jira's, to the second"
     );
     assert_eq!(report.median_restore_secs, Some(jira_median.num_seconds()));
+    // GitLab's own DORA figures (the sandbox's per-day rows, as GitLab Ultimate keeps them):
+    // each day's time to restore is the median over the incidents closed that day, and it is
+    // the one Jira's changelog gives for the incidents mitigated that day, to the second.
+    let mut by_day: BTreeMap<NaiveDate, Vec<f64>> = BTreeMap::new();
+    for h in histories
+        .values()
+        .filter(|h| h.created < start + Duration::days(60))
+    {
+        by_day
+            .entry(h.mitigated.date_naive())
+            .or_default()
+            .push((h.mitigated - h.created).num_milliseconds() as f64 / 1000.0);
+    }
+    let dora = dora_daily_restore(&w, "2025-03-01", "2025-03-31").await;
+    assert_eq!(
+        dora.keys().collect::<Vec<_>>(),
+        by_day.keys().collect::<Vec<_>>(),
+        "a DORA time to restore for each day incidents were mitigated"
+    );
+    for (day, mut secs) in by_day {
+        secs.sort_by(f64::total_cmp);
+        let mid = secs.len() / 2;
+        let expected = if secs.len() % 2 == 1 {
+            secs[mid]
+        } else {
+            (secs[mid - 1] + secs[mid]) / 2.0
+        };
+        assert!(
+            (dora[&day] - expected).abs() < 1.0,
+            "{day}: DORA {} s, Jira's changelog {expected} s",
+            dora[&day]
+        );
+    }
 
     // Again, and a live cycle (which reads the three recent ones again): nothing twice.
     let events_before: usize = issues

@@ -10,7 +10,7 @@
 //! It also models what people and GitLab itself do to the objects the sync wrote: `search` is
 //! PostgreSQL full-text search (`super::fts`), quick actions in descriptions run and vanish
 //! (`super::gitlab_quick_actions`), label changes are kept as resource label events with their
-//! times and scoped labels replace each other (`gitlab_labels.rs`), projects are renamed (old paths redirect until taken),
+//! times and scoped labels replace each other (`gitlab/labels.rs`), projects are renamed (old paths redirect until taken),
 //! issues are moved, deleted or written by other users, alerts are resolved by hand. Every
 //! behaviour names its GitLab source (a path in gitlabhq/gitlabhq) where it is modelled.
 
@@ -35,7 +35,6 @@ pub use dora::{DailyMetrics, FakeEnvironment};
 use dora::{DoraState, IncidentEvent};
 
 mod dora;
-#[path = "gitlab_labels.rs"]
 mod labels;
 use super::{
     HandleInner, Listener, ParsedBody, RecordedRequest, Recorder, Reply, ShutdownGuard, Unanswered,

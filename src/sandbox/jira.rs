@@ -2,7 +2,7 @@
 //! `/search`) or Data Center (`/rest/api/2/search` with `startAt`, a silent page-size cap and a
 //! max result window), `/myself`, `/serverInfo`, JQL with dates read in the user's zone, index
 //! lag, and injected faults; each issue's changelog (every status transition at its time),
-//! embedded (`expand=changelog`), paged per issue, and in bulk (`jira_changelog.rs`); custom
+//! embedded (`expand=changelog`), paged per issue, and in bulk (`jira/changelog.rs`); custom
 //! fields.
 //!
 //! Issues live in memory and are changed through the [`FakeJira`] handle. Every search evaluates
@@ -26,7 +26,6 @@ use chrono_tz::Tz;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-#[path = "jira_changelog.rs"]
 mod changelog;
 
 use super::jql::{Query, key_order};
