@@ -784,6 +784,7 @@ mod tests {
             timestamps_ignored: false,
             incidents_filed_as_issues: false,
             reconcile: None,
+            links: Default::default(),
             elapsed_ms: 10,
             lags: Vec::new(),
         }

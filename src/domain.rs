@@ -548,6 +548,42 @@ string_enum! {
     }
 }
 
+/// A remote link on a Jira issue that points at the GitLab issue or incident replicated from
+/// it (`[jira] link_back`): everything the link shows, so it can be sent whole (Jira sets the
+/// fields a request leaves out to null).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteLink {
+    /// The Jira issue the link is on: its id, or its key when the id is not known.
+    pub issue: String,
+    /// The issue's key, for messages.
+    pub jira_key: JiraKey,
+    /// `gitlab:<gitlab host>:<project id>:<iid>`, of the object as the store identifies it:
+    /// Jira updates the link with this id in place instead of adding another.
+    pub global_id: String,
+    /// The GitLab object's page.
+    pub url: String,
+    /// `<project path>#<iid> <title>`.
+    pub title: String,
+    /// Jira has the issue resolved: Jira shows the link struck through.
+    pub resolved: bool,
+}
+
+/// A remote link that is due to be sent, and how many attempts at it failed so far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueLink {
+    pub link: RemoteLink,
+    pub attempts: u32,
+}
+
+/// What a look at a rule's pending remote links found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DueLinks {
+    /// Links whose wanted state Jira has not accepted yet and whose backoff is over.
+    pub due: Vec<DueLink>,
+    /// When the next link still waiting on a backoff is due, if one is.
+    pub next_due: Option<DateTime<Utc>>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -450,6 +450,7 @@ mod tests {
             timestamps_ignored: false,
             incidents_filed_as_issues: false,
             reconcile: None,
+            links: Default::default(),
             elapsed_ms: 1_500,
             lags: lags.iter().map(|s| Duration::from_secs(*s)).collect(),
         }

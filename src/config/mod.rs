@@ -128,6 +128,8 @@ pub struct JiraConfig {
     pub time_zone: Option<chrono_tz::Tz>,
     /// `ca_file`'s certificates, trusted besides the system's.
     pub extra_roots: ExtraRoots,
+    /// `link_back`: put a remote link to each GitLab issue or incident on its Jira issue.
+    pub link_back: bool,
 }
 
 #[derive(Clone, Debug)]

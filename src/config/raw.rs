@@ -210,6 +210,11 @@ pub struct RawJira {
     /// A PEM file of CA certificates trusted besides the operating system's store (a company CA).
     /// A relative path is relative to the config file's directory.
     pub ca_file: Option<PathBuf>,
+    /// After a GitLab issue or incident is created, put a remote link to it on the Jira issue
+    /// (needs "Browse projects" and "Link issues"); off by default, when the sync writes nothing
+    /// to Jira.
+    #[serde(default)]
+    pub link_back: bool,
 }
 
 /// `[gitlab]`

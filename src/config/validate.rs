@@ -204,6 +204,7 @@ pub(super) fn validate_jira(raw: &RawJira) -> Result<JiraConfig, ConfigError> {
         page_size: raw.page_size,
         time_zone,
         extra_roots: read_ca_file("jira.ca_file", raw.ca_file.as_ref())?,
+        link_back: raw.link_back,
     })
 }
 

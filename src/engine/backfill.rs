@@ -88,6 +88,8 @@ pub struct BackfillReport {
     pub median_restore_secs: Option<i64>,
     /// Jira requests sent (the count and the search pages).
     pub jira_requests: u64,
+    /// The remote links on Jira the backfill sent (`[jira] link_back`).
+    pub links: super::link_back::LinkReport,
     pub elapsed_ms: u64,
 }
 
@@ -144,6 +146,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 incidents_filed_as_issues: false,
                 median_restore_secs: None,
                 jira_requests: 0,
+                links: Default::default(),
                 elapsed_ms: 0,
             };
             // A backfill is asked for by a person: it is recorded from its start.
@@ -158,6 +161,10 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 )
                 .await
                 .unwrap_or(Ok(false));
+            // After every GitLab write, whatever the walk did.
+            if !cancel.is_cancelled() {
+                report.links = self.send_links(rule, cancel).await;
+            }
             report.elapsed_ms = clock.elapsed().as_millis() as u64;
             (report.outcome, _) = self
                 .close_run(

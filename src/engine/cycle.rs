@@ -272,6 +272,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 timestamps_ignored: false,
                 incidents_filed_as_issues: false,
                 reconcile: None,
+                links: Default::default(),
                 elapsed_ms: 0,
                 lags: Vec::new(),
             },
@@ -294,6 +295,11 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             })
             .await
             .unwrap_or(Ok(false));
+        // After every GitLab write, whatever the walk did: links wait for nothing else, and
+        // nothing waits for them.
+        if !cancel.is_cancelled() {
+            run.report.links = self.send_links(rule, cancel).await;
+        }
         let (outcome, run_id) = self
             .close_run(
                 rule,

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Destination;
 use crate::domain::{
-    Commit, Failure, Intent, JiraId, JiraKey, LabelEvent, Mapping, NewObject, RemoteObject,
-    RemoteState, RunCounts, RunMode, RunOutcome, StageState, StageStep,
+    Commit, DueLinks, Failure, Intent, JiraId, JiraKey, LabelEvent, Mapping, NewObject,
+    RemoteLink, RemoteObject, RemoteState, RunCounts, RunMode, RunOutcome, StageState, StageStep,
 };
 
 use super::ports::{GitLabSink, Place, ResolvedProject, SyncStore};
@@ -379,6 +379,34 @@ impl<S: SyncStore> SyncStore for DryRunStore<S> {
             .entry((project_id, iid))
             .or_insert_with(|| std::mem::take(&mut state));
         entry.history_updated = entry.history_updated.max(Some(updated));
+        Ok(())
+    }
+
+    /// A dry run sends nothing to Jira either: no link is ever wanted, so none is due.
+    async fn want_link(&self, _rule: &str, _link: &RemoteLink) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
+    /// None: even links the real store holds as due wait for a run that writes.
+    async fn due_links(
+        &self,
+        _rule: &str,
+        _now: DateTime<Utc>,
+        _limit: usize,
+    ) -> Result<DueLinks, Self::Error> {
+        Ok(DueLinks::default())
+    }
+
+    async fn link_sent(&self, _link: &RemoteLink) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    async fn link_failed(
+        &self,
+        _link: &RemoteLink,
+        _error: &str,
+        _gone: bool,
+    ) -> Result<(), Self::Error> {
         Ok(())
     }
 

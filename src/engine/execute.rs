@@ -79,6 +79,9 @@ pub(super) struct Outcome {
     /// From the change in Jira to its GitLab write, by Jira's clock, when the snapshot was
     /// written to GitLab (a live run's change, not a backfill's history).
     pub(super) lag: Option<std::time::Duration>,
+    /// With `[jira] link_back`: the GitLab title, and whether Jira has the issue resolved, for
+    /// the remote link each commit of a mapping wants first.
+    pub(super) link: Option<(String, bool)>,
 }
 
 /// What every step of applying one snapshot needs: the rule, where it writes, and the run's
@@ -139,7 +142,14 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         let span = info_span!("issue", jira_key = %snap.key, action = action.verb());
         let changed_at = snap.updated;
         async {
-            let mut out = Outcome::default();
+            let mut out = Outcome {
+                link: self
+                    .settings
+                    .link_back
+                    .as_ref()
+                    .map(|_| (obj.title.clone(), snap.resolved_at.is_some())),
+                ..Outcome::default()
+            };
             if !matches!(action, Action::Skip(_)) {
                 self.open_log(rule, cx.log).await?;
             }
@@ -245,10 +255,12 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         commit: Commit,
         cursor: Option<DateTime<Utc>>,
     ) -> Result<(), EngineError> {
+        self.open_log(cx.rule, cx.log).await?;
         if let Commit::Replicated(m) = &commit {
             out.mapping = Some(m.clone());
+            // Before the mapping: a mapping the store holds never lacks its link.
+            self.want_link(cx, out, m).await?;
         }
-        self.open_log(cx.rule, cx.log).await?;
         self.store
             .commit(&cx.rule.name, commit, cursor)
             .await

@@ -26,6 +26,7 @@
 //!   following every replicated issue by id until it is resolved.
 //! - [`history`]: `[rule.stage_labels]`, `created_from` and `closed_from` from Jira's
 //!   changelog.
+//! - [`link_back`]: remote links on Jira issues to their GitLab objects (`[jira] link_back`).
 //! - `walk`: the page walker both share. `execute`: the executor both share. `zone`: the Jira
 //!   account's time zone.
 //! - [`dry_run`]: `--dry-run` as wrappers over the ports, so a dry run executes the same code.
@@ -40,6 +41,7 @@ pub mod dry_run;
 mod execute;
 pub mod history;
 pub mod jql;
+pub mod link_back;
 pub mod plan;
 pub mod ports;
 pub mod reconcile;
@@ -85,6 +87,8 @@ pub struct EngineSettings {
     /// Once a run is asked to stop, how long the action in flight may take before it is
     /// abandoned and the run recorded as cancelled.
     pub shutdown_grace: Duration,
+    /// With `[jira] link_back`: what a remote link to a GitLab object needs.
+    pub link_back: Option<link_back::LinkBackSettings>,
 }
 
 impl EngineSettings {
@@ -96,6 +100,10 @@ impl EngineSettings {
             time_zone: cfg.jira.time_zone,
             retry: cfg.sync.retry.clone(),
             shutdown_grace: cfg.sync.shutdown_grace,
+            link_back: cfg
+                .jira
+                .link_back
+                .then(|| link_back::LinkBackSettings::new(&cfg.gitlab.url)),
         }
     }
 }
@@ -241,6 +249,8 @@ pub struct RunReport {
     pub incidents_filed_as_issues: bool,
     /// The reconciliation this run made, if one was due.
     pub reconcile: Option<reconcile::ReconcileReport>,
+    /// The remote links on Jira the run sent (`[jira] link_back`).
+    pub links: link_back::LinkReport,
     pub elapsed_ms: u64,
     /// For each issue the run wrote to GitLab: how long after its change in Jira (the
     /// snapshot's `updated`, by Jira's clock) the write was done. For the metrics' lag
@@ -325,6 +335,8 @@ pub struct SyncEngine<J, G, S> {
     marks: std::sync::Mutex<HashMap<String, cycle::Mark>>,
     /// Rule, key and setting of each empty `field:<id>` source warned about (once per issue).
     warned_fields: std::sync::Mutex<HashSet<String>>,
+    /// Per rule: when its remote links are due, as known in this process (absent: ask the store).
+    links_due: std::sync::Mutex<HashMap<String, link_back::LinksDue>>,
 }
 
 /// A difference between Jira's clock and this host's beyond this is warned about.
@@ -347,6 +359,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             warned_skew: std::sync::atomic::AtomicBool::new(false),
             marks: std::sync::Mutex::new(HashMap::new()),
             warned_fields: std::sync::Mutex::new(HashSet::new()),
+            links_due: std::sync::Mutex::new(HashMap::new()),
         }
     }
 

@@ -13,9 +13,9 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Destination;
 use crate::domain::{
-    Commit, Failure, Intent, JiraId, JiraKey, JiraUser, LabelEvent, Mapping, NewObject, PageCursor,
-    ReadBack, RemoteObject, RunCounts, RunMode, RunOutcome, SearchPage, StageState, StageStep,
-    Target, Transition,
+    Commit, DueLinks, Failure, Intent, JiraId, JiraKey, JiraUser, LabelEvent, Mapping, NewObject,
+    PageCursor, ReadBack, RemoteLink, RemoteObject, RunCounts, RunMode, RunOutcome, SearchPage,
+    StageState, StageStep, Target, Transition,
 };
 
 /// Where a rule's objects live once its project is resolved: the rule's destination, whose
@@ -143,6 +143,14 @@ pub trait JiraSource: Send + Sync {
 
     /// The account behind the credentials, with its profile time zone.
     fn myself(&self) -> impl Future<Output = Result<JiraUser, Self::Error>> + Send;
+
+    /// Creates the remote link `link` on its Jira issue, or updates the one with its global id,
+    /// sending every field (Jira sets those a request leaves out to null): the only write the
+    /// sync makes to Jira, and only with `[jira] link_back`. Sending it again is harmless.
+    fn put_remote_link(
+        &self,
+        link: &RemoteLink,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// What precedes the key in the link a person follows to an issue (`<url>/browse/`).
     fn browse_base(&self) -> String;
@@ -388,6 +396,37 @@ pub trait SyncStore: Send + Sync {
         &self,
         key: &str,
         value: &str,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Records the remote link `link` as the one its Jira issue should have (`[jira]
+    /// link_back`), on behalf of `rule`; returns true if and only if it differs from what was
+    /// wanted before (it is then due to be sent). Written before the commit of the mapping it
+    /// comes from, so a mapping the store holds never lacks its link.
+    fn want_link(
+        &self,
+        rule: &str,
+        link: &RemoteLink,
+    ) -> impl Future<Output = Result<bool, Self::Error>> + Send;
+
+    /// The rule's remote links whose wanted state Jira has not accepted yet and whose backoff
+    /// is over at `now`, at most `limit` of them, with when the next waiting one is due.
+    fn due_links(
+        &self,
+        rule: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> impl Future<Output = Result<DueLinks, Self::Error>> + Send;
+
+    /// Jira accepted `link` as sent: it is not sent again until a different one is wanted.
+    fn link_sent(&self, link: &RemoteLink) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Sending `link` failed with `error`: it is tried again after a backoff, or, when `gone`
+    /// (the Jira issue is no longer there), not until a different link is wanted.
+    fn link_failed(
+        &self,
+        link: &RemoteLink,
+        error: &str,
+        gone: bool,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Starts a run of `rule`; returns the id its run-log entry has, if it gets one. Costs no

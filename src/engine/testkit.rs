@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Destination;
 use crate::domain::{
-    Commit, Failure, Intent, IssueSnapshot, JiraId, JiraKey, JiraUser, Mapping, NewObject,
-    PageCursor, ReadBack, RemoteObject, RemoteState, RunCounts, RunMode, RunOutcome, SearchPage,
-    Target,
+    Commit, DueLink, DueLinks, Failure, Intent, IssueSnapshot, JiraId, JiraKey, JiraUser,
+    Mapping, NewObject, PageCursor, ReadBack, RemoteLink, RemoteObject, RemoteState, RunCounts,
+    RunMode, RunOutcome, SearchPage, Target,
 };
 
 use super::dry_run::advance;
@@ -96,6 +96,12 @@ pub(crate) struct MemJira {
     pub(crate) history: Mutex<HashMap<JiraId, Vec<crate::domain::Transition>>>,
     /// `transitions` requests, with their sizes.
     pub(crate) history_reads: Mutex<Vec<usize>>,
+    /// Remote links, by global id, as Jira keeps them (the last one sent with each id).
+    pub(crate) links: Mutex<HashMap<String, RemoteLink>>,
+    /// Every remote link sent, accepted or not.
+    pub(crate) links_sent: Mutex<Vec<RemoteLink>>,
+    /// Errors the next remote-link requests fail with, in order.
+    pub(crate) link_faults: Mutex<VecDeque<MemError>>,
 }
 
 impl JiraSource for MemJira {
@@ -143,6 +149,15 @@ impl JiraSource for MemJira {
             .iter()
             .filter_map(|id| Some((id.clone(), history.get(id)?.clone())))
             .collect())
+    }
+
+    async fn put_remote_link(&self, link: &RemoteLink) -> Result<(), MemError> {
+        lock(&self.links_sent).push(link.clone());
+        if let Some(e) = lock(&self.link_faults).pop_front() {
+            return Err(e);
+        }
+        lock(&self.links).insert(link.global_id.clone(), link.clone());
+        Ok(())
     }
 
     async fn myself(&self) -> Result<JiraUser, MemError> {
@@ -694,6 +709,19 @@ pub(crate) struct MemStore {
     pub(crate) reads: Mutex<Vec<&'static str>>,
     /// Stage replay, by object (project id, iid).
     pub(crate) stages: Mutex<HashMap<(u64, u64), crate::domain::StageState>>,
+    /// Remote links by global id: (rule, wanted, sent, failed attempts, next attempt, gone).
+    pub(crate) links: Mutex<HashMap<String, MemLink>>,
+}
+
+/// A remote link as the in-memory store keeps it.
+#[derive(Clone, Debug)]
+pub(crate) struct MemLink {
+    pub(crate) rule: String,
+    pub(crate) wanted: RemoteLink,
+    pub(crate) sent: Option<RemoteLink>,
+    pub(crate) attempts: u32,
+    pub(crate) next_attempt_at: Option<DateTime<Utc>>,
+    pub(crate) gone: bool,
 }
 
 impl MemStore {
@@ -956,6 +984,81 @@ impl SyncStore for MemStore {
         let mut stages = lock(&self.stages);
         let s = stages.entry((project_id, iid)).or_default();
         s.history_updated = s.history_updated.max(Some(updated));
+        Ok(())
+    }
+
+    async fn want_link(&self, rule: &str, link: &RemoteLink) -> Result<bool, MemError> {
+        lock(&self.writes).push("want_link");
+        let mut links = lock(&self.links);
+        if let Some(l) = links.get(&link.global_id)
+            && l.wanted == *link
+        {
+            return Ok(false);
+        }
+        let sent = links.get(&link.global_id).and_then(|l| l.sent.clone());
+        let pending = sent.as_ref() != Some(link);
+        links.insert(
+            link.global_id.clone(),
+            MemLink {
+                rule: rule.to_owned(),
+                wanted: link.clone(),
+                sent,
+                attempts: 0,
+                next_attempt_at: None,
+                gone: false,
+            },
+        );
+        Ok(pending)
+    }
+
+    async fn due_links(
+        &self,
+        rule: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<DueLinks, MemError> {
+        lock(&self.reads).push("due_links");
+        let links = lock(&self.links);
+        let pending = || {
+            links
+                .values()
+                .filter(|l| l.rule == rule && !l.gone && l.sent.as_ref() != Some(&l.wanted))
+        };
+        let mut due: Vec<DueLink> = pending()
+            .filter(|l| l.next_attempt_at.is_none_or(|t| t <= now))
+            .map(|l| DueLink {
+                link: l.wanted.clone(),
+                attempts: l.attempts,
+            })
+            .collect();
+        due.sort_by(|a, b| a.link.global_id.cmp(&b.link.global_id));
+        due.truncate(limit);
+        let next_due = pending()
+            .filter_map(|l| l.next_attempt_at)
+            .filter(|t| *t > now)
+            .min();
+        Ok(DueLinks { due, next_due })
+    }
+
+    async fn link_sent(&self, link: &RemoteLink) -> Result<(), MemError> {
+        lock(&self.writes).push("link_sent");
+        if let Some(l) = lock(&self.links).get_mut(&link.global_id) {
+            l.sent = Some(link.clone());
+            l.attempts = 0;
+            l.next_attempt_at = None;
+        }
+        Ok(())
+    }
+
+    async fn link_failed(&self, link: &RemoteLink, _error: &str, gone: bool) -> Result<(), MemError> {
+        lock(&self.writes).push("link_failed");
+        if let Some(l) = lock(&self.links).get_mut(&link.global_id)
+            && l.wanted == *link
+        {
+            l.attempts += 1;
+            l.next_attempt_at = Some(Utc::now() + Failure::backoff(l.attempts));
+            l.gone = gone;
+        }
         Ok(())
     }
 

@@ -56,6 +56,7 @@ fn settings() -> EngineSettings {
             ..RetryPolicy::default()
         },
         shutdown_grace: Duration::from_secs(30),
+        link_back: None,
     }
 }
 

@@ -410,6 +410,11 @@ mod tests {
             Err(MemError::Refused)
         }
 
+        /// A walk writes nothing to Jira.
+        async fn put_remote_link(&self, _link: &crate::domain::RemoteLink) -> Result<(), MemError> {
+            Err(MemError::Refused)
+        }
+
         fn browse_base(&self) -> String {
             String::new()
         }

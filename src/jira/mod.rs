@@ -7,8 +7,11 @@
 
 pub mod adf;
 mod markdown;
+mod remote_link;
 pub mod wiki;
 mod wire;
+
+pub use remote_link::{LINK_PERMISSIONS, remote_link_body};
 
 use base64::Engine as _;
 use reqwest::Method;
@@ -75,6 +78,17 @@ pub enum JiraError {
         #[source]
         source: DecodeError,
     },
+    #[error(
+        "Jira refused the remote link on {jira_key} (HTTP 403: {message}): the account needs the \
+         \"Browse projects\" and \"Link issues\" permissions in the issue's project, and issue \
+         linking must be on"
+    )]
+    LinkForbidden { jira_key: String, message: String },
+    #[error(
+        "Jira has no issue {jira_key} to put the remote link on (HTTP 404): it was deleted, or the \
+         account lacks \"Browse projects\" there"
+    )]
+    LinkIssueGone { jira_key: String },
 }
 
 impl PortError for JiraError {
@@ -86,6 +100,11 @@ impl PortError for JiraError {
             JiraError::Decode { .. } => true,
             _ => false,
         }
+    }
+
+    /// The issue a remote link was for is not there (deleted, or hidden from the account).
+    fn is_gone(&self) -> bool {
+        matches!(self, JiraError::LinkIssueGone { .. })
     }
 }
 
@@ -522,6 +541,11 @@ impl JiraSource for JiraClient {
             endpoint: format!("/{path}"),
             source,
         })
+    }
+
+    #[instrument(level = "debug", skip_all, fields(jira_key = %link.jira_key), err(level = "debug"))]
+    async fn put_remote_link(&self, link: &crate::domain::RemoteLink) -> Result<(), JiraError> {
+        self.put_link(link).await
     }
 
     fn browse_base(&self) -> String {

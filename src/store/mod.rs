@@ -16,6 +16,7 @@
 //! - `migrate`: the schema migrations.
 //! - `sync`: the [`SyncStore`] impl, the inherent mapping and meta accessors, `retry` and
 //!   `forget` of a failing issue ([`FailureChange`]), and their helpers.
+//! - `links`: remote links on Jira issues (`[jira] link_back`): wanted, sent, due.
 //! - `runs`: the run log: a row per run that wrote something, and its retention.
 //! - `status`: the read-only views `status` shows: [`RuleStatus`], [`RunRecord`],
 //!   [`FailureEntry`]; and the keys of objects gone from GitLab.
@@ -104,6 +105,7 @@
 mod codec;
 mod dora;
 mod error;
+mod links;
 mod lock;
 mod migrate;
 mod runs;
@@ -125,6 +127,7 @@ use writer::{Call, Counters, Mode, Pruning, Writer};
 
 pub use dora::{RepairRow, RepairState};
 pub use error::StoreError;
+pub use links::LinkCounts;
 pub use lock::LockState;
 pub use status::{FailureEntry, RuleStatus, RunRecord, StrayEntry};
 pub use sync::FailureChange;

@@ -52,6 +52,10 @@ impl JiraSource for Shared<MemJira> {
         self.0.myself().await
     }
 
+    async fn put_remote_link(&self, link: &crate::domain::RemoteLink) -> Result<(), MemError> {
+        self.0.put_remote_link(link).await
+    }
+
     fn browse_base(&self) -> String {
         self.0.browse_base()
     }

@@ -12,8 +12,9 @@ use super::error::query;
 use super::writer::Mode;
 use super::{Store, StoreError, all, exec, one, runs};
 use crate::domain::{
-    Commit, Failure, Intent, IssueScope, IssueSnapshot, JiraId, JiraKey, Mapping, MovedTo,
-    RemoteState, RunCounts, RunMode, RunOutcome, StageState, StageStep, Target,
+    Commit, DueLinks, Failure, Intent, IssueScope, IssueSnapshot, JiraId, JiraKey, Mapping,
+    MovedTo, RemoteLink, RemoteState, RunCounts, RunMode, RunOutcome, StageState, StageStep,
+    Target,
 };
 use crate::engine::ports::{Place, ResolvedProject, SyncStore};
 
@@ -670,6 +671,32 @@ impl SyncStore for Store {
                 .collect()
         })
         .await
+    }
+
+    async fn want_link(&self, rule: &str, link: &RemoteLink) -> Result<bool, StoreError> {
+        self.want_remote_link(rule, link).await
+    }
+
+    async fn due_links(
+        &self,
+        rule: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<DueLinks, StoreError> {
+        self.due_remote_links(rule, now, limit).await
+    }
+
+    async fn link_sent(&self, link: &RemoteLink) -> Result<(), StoreError> {
+        self.remote_link_sent(link).await
+    }
+
+    async fn link_failed(
+        &self,
+        link: &RemoteLink,
+        error: &str,
+        gone: bool,
+    ) -> Result<(), StoreError> {
+        self.remote_link_failed(link, error, gone).await
     }
 
     async fn start_run(&self, rule: &str, mode: RunMode) -> Result<i64, StoreError> {
