@@ -18,7 +18,7 @@ use crate::engine::error_chain;
 use crate::engine::ports::JiraSource;
 use crate::gitlab::{GitLabClient, OWNER, REPORTER};
 use crate::http::RetryPolicy;
-use crate::jira::JiraClient;
+use crate::jira::{JiraClient, LINK_PERMISSIONS};
 use crate::store::{LockState, Store, StoreError};
 
 /// How bad a finding is.
@@ -148,11 +148,21 @@ async fn check_jira(cfg: &Config, jira: &JiraClient, out: &mut Vec<Finding>) {
             return;
         }
     }
+    // The Jira projects the rules' issues are in, for `link_back`'s permissions.
+    let mut projects: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut unknown_projects = false;
     for rule in &cfg.rules {
         let jql = format!("({}) ORDER BY updated DESC", rule.jql);
         let subject = format!("rule {}", rule.name);
         match jira.search(&jql, &PageCursor::First).await {
             Ok(page) => {
+                projects.extend(page.issues.iter().filter_map(|i| {
+                    i.key
+                        .as_str()
+                        .rsplit_once('-')
+                        .map(|(project, _)| project.to_owned())
+                }));
+                unknown_projects |= page.issues.is_empty();
                 let count = match page.total {
                     Some(total) => format!("{total} issue(s) match"),
                     None if page.next.is_some() => {
@@ -172,6 +182,69 @@ async fn check_jira(cfg: &Config, jira: &JiraClient, out: &mut Vec<Finding>) {
                 out.push(finding(level, subject, message));
             }
             Err(e) => out.push(finding(Level::Error, subject, error_chain(&e))),
+        }
+    }
+    if cfg.jira.link_back {
+        check_link_permissions(jira, &projects, unknown_projects, out).await;
+    }
+}
+
+/// With `[jira] link_back`: whether the account has "Browse projects" and "Link issues" in each
+/// project the rules' issues are in (`mypermissions`), or, for a rule whose JQL matches nothing
+/// yet, in any project. A missing one is a warning: the sync runs, but its links fail.
+async fn check_link_permissions(
+    jira: &JiraClient,
+    projects: &std::collections::BTreeSet<String>,
+    unknown_projects: bool,
+    out: &mut Vec<Finding>,
+) {
+    let keys: Vec<&str> = LINK_PERMISSIONS.iter().map(|(k, _)| *k).collect();
+    let mut contexts: Vec<Option<&str>> = projects.iter().map(|p| Some(p.as_str())).collect();
+    if unknown_projects || projects.is_empty() {
+        contexts.push(None);
+    }
+    for project in contexts {
+        let (subject, place) = match project {
+            Some(p) => (format!("link_back {p}"), format!("in project {p}")),
+            None => (
+                "link_back".to_owned(),
+                "in any project (a rule matches no issue yet, so its projects are unknown)"
+                    .to_owned(),
+            ),
+        };
+        match jira.my_permissions(project, &keys).await {
+            Ok(have) => {
+                let missing: Vec<&str> = LINK_PERMISSIONS
+                    .iter()
+                    .filter(|(k, _)| !have.get(*k).copied().unwrap_or(false))
+                    .map(|(_, name)| *name)
+                    .collect();
+                if missing.is_empty() {
+                    out.push(finding(
+                        Level::Ok,
+                        subject,
+                        format!(
+                            "the account may put remote links on issues {place} (\"Browse \
+                             projects\" and \"Link issues\")"
+                        ),
+                    ));
+                } else {
+                    let names: Vec<String> = missing.iter().map(|n| format!("\"{n}\"")).collect();
+                    out.push(finding(
+                        Level::Warn,
+                        subject,
+                        format!(
+                            "the Jira account lacks the {} permission{} {place}: jira.link_back's \
+                             remote links there will fail (GitLab is not affected); grant {} in \
+                             the project's permission scheme",
+                            names.join(" and "),
+                            if missing.len() > 1 { "s" } else { "" },
+                            if missing.len() > 1 { "them" } else { "it" },
+                        ),
+                    ));
+                }
+            }
+            Err(e) => out.push(finding(Level::Warn, subject, error_chain(&e))),
         }
     }
 }

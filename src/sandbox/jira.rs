@@ -3,7 +3,7 @@
 //! max result window), `/myself`, `/serverInfo`, JQL with dates read in the user's zone, index
 //! lag, and injected faults; each issue's changelog (every status transition at its time),
 //! embedded (`expand=changelog`), paged per issue, and in bulk (`jira/changelog.rs`); custom
-//! fields.
+//! fields; remote issue links and `mypermissions` (`jira/links.rs`).
 //!
 //! Issues live in memory and are changed through the [`FakeJira`] handle. Every search evaluates
 //! the query afresh, so issues that change between two pages move between pages just as they do
@@ -29,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 mod changelog;
 
 use super::jql::{Query, key_order};
+
+/// Remote issue links and the account's permissions (`[jira] link_back`, `check`).
+mod links;
 use super::{
     HandleInner, Listener, ParsedBody, RecordedRequest, Recorder, Reply, ShutdownGuard,
     json_response, lock, query_pairs, raw_response, read_body,
@@ -399,6 +402,7 @@ struct JiraState {
     data: Mutex<JiraData>,
     faults: Mutex<VecDeque<(FaultTarget, Fault)>>,
     recorder: Recorder,
+    links: links::RemoteLinks,
 }
 
 #[derive(Default)]
@@ -428,6 +432,7 @@ impl FakeJira {
             }),
             faults: Mutex::new(VecDeque::new()),
             recorder: Recorder::default(),
+            links: links::RemoteLinks::default(),
         });
         listener.serve(router(Arc::clone(&state)), shutdown.clone());
         Ok(Self {
@@ -631,6 +636,11 @@ fn router(state: Arc<JiraState>) -> Router {
             post(changelog::bulk_fetch),
         )
         .route("/rest/api/{version}/serverInfo", get(server_info))
+        .route(
+            "/rest/api/{version}/issue/{id_or_key}/remotelink",
+            get(links::list_remote_links).post(links::put_remote_link),
+        )
+        .route("/rest/api/{version}/mypermissions", get(links::my_permissions))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), front))
         .with_state(state)

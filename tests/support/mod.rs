@@ -46,6 +46,8 @@ pub struct Setup {
     pub rules: String,
     /// Extra lines for `[sync]`.
     pub sync: String,
+    /// Extra lines for `[jira]`.
+    pub jira_lines: String,
     /// The Jira token written to the token file (default: the fake's).
     pub jira_token: Option<String>,
     pub gitlab_token: Option<String>,
@@ -58,6 +60,7 @@ impl Default for Setup {
             gitlab: FakeGitLabConfig::default(),
             rules: rule("ops", "incident", "project = OPS"),
             sync: String::new(),
+            jira_lines: String::new(),
             jira_token: None,
             gitlab_token: None,
         }
@@ -134,6 +137,7 @@ url = "{jira_url}"
 deployment = "{deployment}"
 {user}token_file = "{dir}/jira-token"
 timeout_secs = 5
+{jira_lines}
 
 [gitlab]
 url = "{gitlab_url}"
@@ -144,6 +148,7 @@ timeout_secs = 5
 "#,
             dir = d.display(),
             sync = setup.sync,
+            jira_lines = setup.jira_lines,
             jira_url = jira.base_url(),
             gitlab_url = gitlab.base_url(),
         );
