@@ -100,6 +100,8 @@ pub struct Metrics {
     lag: Family<RuleLabel, Histogram, fn() -> Histogram>,
     requests: Family<RequestLabels, Counter>,
     rate_limited: Family<ServiceLabel, Counter>,
+    /// Remote links on Jira (`link_back`), by rule and outcome (`sent`, `failed`).
+    links: Family<RunLabels, Counter>,
     /// One textfile write at a time: the service's workers report their runs concurrently.
     textfile: std::sync::Mutex<()>,
 }
@@ -122,6 +124,7 @@ impl Metrics {
             lag: Family::new_with_constructor(lag_histogram),
             requests: Family::default(),
             rate_limited: Family::default(),
+            links: Family::default(),
             registry: Registry::default(),
             textfile: std::sync::Mutex::new(()),
         };
@@ -182,6 +185,12 @@ impl Metrics {
             "429 Too Many Requests answers, by service",
             m.rate_limited.clone(),
         );
+        registry.register(
+            "remote_links",
+            "Remote links put on Jira issues (jira.link_back), by outcome: sent, or failed (each \
+             failed attempt; retried after a backoff)",
+            m.links.clone(),
+        );
         for rule in rules {
             let l = rule_label(rule);
             for family in [&m.created, &m.closed, &m.reopened, &m.updated, &m.failed] {
@@ -206,6 +215,21 @@ impl Metrics {
         for d in &report.lags {
             lag.observe(d.as_secs_f64());
         }
+        self.count_links(&report.rule, &report.links);
+    }
+
+    /// What a run's link pass did (`link_back`); nothing shows until a link was sent or failed.
+    fn count_links(&self, rule: &str, links: &crate::engine::link_back::LinkReport) {
+        for (outcome, n) in [("sent", links.sent), ("failed", links.failed)] {
+            if n > 0 {
+                self.links
+                    .get_or_create(&RunLabels {
+                        rule: rule.to_owned(),
+                        outcome: outcome.to_owned(),
+                    })
+                    .inc_by(n);
+            }
+        }
     }
 
     /// A run of `rule` that stopped with an error (Jira or GitLab down, a refused token…),
@@ -229,6 +253,7 @@ impl Metrics {
     /// the cycle's duration moves, and history's lag is not replication lag.
     pub fn record_backfill(&self, report: &BackfillReport) {
         self.add_counts(&rule_label(&report.rule), &report.counts);
+        self.count_links(&report.rule, &report.links);
     }
 
     /// How many issues of `rule` wait for a retry.

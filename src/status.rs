@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::engine::checked_meta_key;
-use crate::store::{LockState, RuleStatus, Store, StoreError, StrayEntry};
+use crate::store::{LinkCounts, LockState, RuleStatus, Store, StoreError, StrayEntry};
 
 /// One failing issue.
 #[derive(Clone, Debug, Serialize)]
@@ -43,6 +43,9 @@ pub struct RuleView {
     /// wrote something, and while the rule is idle, every
     /// [`IDLE_CHECKPOINT`](crate::engine::IDLE_CHECKPOINT) (idle cycles write nothing).
     pub last_checked: Option<DateTime<Utc>>,
+    /// Remote links on Jira issues (`[jira] link_back`): linked, pending (not yet accepted in
+    /// their current state), failing (retried after a backoff, or given up: the issue is gone).
+    pub remote_links: LinkCounts,
 }
 
 /// Everything `status` shows.
@@ -67,6 +70,7 @@ pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, Stor
         gone_keys: Vec::new(),
         strays: Vec::new(),
         last_checked: None,
+        remote_links: LinkCounts::default(),
     };
     let store = match Store::open_read_only(path) {
         Ok(s) => s,
@@ -119,6 +123,7 @@ pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, Stor
             Vec::new()
         };
         let strays = store.strays(&s.rule).await?;
+        let remote_links = store.link_counts(&s.rule).await?;
         let last_checked = store
             .get_meta(&checked_meta_key(&s.rule))
             .await?
@@ -138,6 +143,7 @@ pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, Stor
         v.failing = failing;
         v.gone_keys = gone_keys;
         v.strays = strays;
+        v.remote_links = remote_links;
     }
     Ok(StatusReport {
         store: path.display().to_string(),
@@ -253,6 +259,14 @@ pub fn render(report: &StatusReport) -> String {
                     .as_deref()
                     .map(|u| format!(": {u}"))
                     .unwrap_or_default()
+            );
+        }
+        let links = &view.remote_links;
+        if links.linked + links.pending + links.failing > 0 {
+            let _ = writeln!(
+                out,
+                "    remote links on Jira: {} linked, {} pending, {} failing",
+                links.linked, links.pending, links.failing
             );
         }
         if r.pending_intents > 0 {

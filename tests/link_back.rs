@@ -216,6 +216,16 @@ async fn a_refused_link_blocks_nothing_and_is_retried() {
     assert_eq!(gitlab_writes, 0, "the GitLab side is not repeated");
     assert!(link_posts(&w.jira).is_empty(), "the link waits for its backoff");
 
+    // `status --json` counts it as failing.
+    let out = w.binary(&["status", "--json"]).await;
+    let status: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --json ({e}): {}", output_text(&out)));
+    assert_eq!(
+        status["rules"][0]["remote_links"],
+        serde_json::json!({ "linked": 0, "pending": 1, "failing": 1 }),
+        "{status:#}"
+    );
+
     // The backoff is over (set in the store, as a minute passing would) and the permission is
     // back: the link is made.
     w.jira.grant_all_permissions();
@@ -242,6 +252,12 @@ async fn a_refused_link_blocks_nothing_and_is_retried() {
     let report = w.once().await.expect("the cycle runs");
     assert_eq!(report.links.sent, 1, "{report:?}");
     only_link(&w.jira, "OPS-1");
+    let out = w.binary(&["status", "--json"]).await;
+    let status: Value = serde_json::from_slice(&out.stdout).expect("status --json prints JSON");
+    assert_eq!(
+        status["rules"][0]["remote_links"],
+        serde_json::json!({ "linked": 1, "pending": 0, "failing": 0 })
+    );
 }
 
 /// `check` with `link_back` on reports a missing "Link issues" permission, naming it and the
