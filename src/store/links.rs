@@ -238,3 +238,89 @@ impl Store {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, Utc};
+
+    use super::*;
+    use crate::domain::JiraKey;
+    use crate::engine::ports::SyncStore;
+
+    fn link(resolved: bool) -> RemoteLink {
+        RemoteLink {
+            issue: "10001".into(),
+            jira_key: JiraKey::parse("OPS-1").expect("a key"),
+            global_id: "gitlab:gitlab.example.com:7:3".into(),
+            url: "https://gitlab.example.com/acme/ops/-/issues/3".into(),
+            title: "acme/ops#3 [OPS-1] down".into(),
+            resolved,
+        }
+    }
+
+    /// A wanted link is due until sent; wanting it again unchanged is not a change; a new state
+    /// (resolved) is due again; wanting the state Jira already has is nothing to send.
+    #[tokio::test]
+    async fn wanted_sent_and_changed() {
+        let store = Store::open_in_memory().expect("a store");
+        let now = Utc::now();
+        assert!(store.want_link("ops", &link(false)).await.expect("want"));
+        assert!(!store.want_link("ops", &link(false)).await.expect("want"));
+        let due = store.due_links("ops", now, 10).await.expect("due");
+        assert_eq!(due.due.len(), 1);
+        assert!(
+            store.due_links("other", now, 10).await.expect("due").due.is_empty(),
+            "another rule's links are its own"
+        );
+        store.link_sent(&link(false)).await.expect("sent");
+        assert!(store.due_links("ops", now, 10).await.expect("due").due.is_empty());
+        assert!(store.want_link("ops", &link(true)).await.expect("want"));
+        assert_eq!(
+            store.due_links("ops", now, 10).await.expect("due").due[0].link,
+            link(true)
+        );
+        assert!(
+            !store.want_link("ops", &link(false)).await.expect("want"),
+            "back to what Jira has: nothing to send"
+        );
+        let counts = store.link_counts("ops").await.expect("counts");
+        assert_eq!((counts.linked, counts.pending, counts.failing), (1, 0, 0));
+    }
+
+    /// A failed link waits for its backoff, then is due with its attempts; a gone one is given
+    /// up until another link is wanted.
+    #[tokio::test]
+    async fn failures_back_off_and_gone_gives_up() {
+        let store = Store::open_in_memory().expect("a store");
+        store.want_link("ops", &link(false)).await.expect("want");
+        store
+            .link_failed(&link(false), "HTTP 503", false)
+            .await
+            .expect("failed");
+        let now = Utc::now();
+        let due = store.due_links("ops", now, 10).await.expect("due");
+        assert!(due.due.is_empty(), "waits for its backoff");
+        let next = due.next_due.expect("the next attempt is known");
+        assert!(next > now && next <= now + Duration::minutes(2), "{next}");
+        let later = store
+            .due_links("ops", next + Duration::seconds(1), 10)
+            .await
+            .expect("due");
+        assert_eq!(later.due[0].attempts, 1);
+        let counts = store.link_counts("ops").await.expect("counts");
+        assert_eq!((counts.pending, counts.failing), (1, 1));
+
+        store
+            .link_failed(&link(false), "no such issue", true)
+            .await
+            .expect("failed");
+        let far = Utc::now() + Duration::days(1);
+        assert!(store.due_links("ops", far, 10).await.expect("due").due.is_empty());
+        assert!(store.want_link("ops", &link(true)).await.expect("want"));
+        assert_eq!(
+            store.due_links("ops", Utc::now(), 10).await.expect("due").due.len(),
+            1,
+            "another link is tried again at once"
+        );
+    }
+}

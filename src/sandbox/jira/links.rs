@@ -335,3 +335,126 @@ pub(super) async fn my_permissions(
     }
     json_response(200, &json!({ "permissions": permissions }))
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use serde_json::{Value, json};
+
+    use crate::sandbox::jira::{FakeIssue, FakeJira, FakeJiraConfig};
+
+    async fn send(
+        jira: &FakeJira,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let url = jira.base_url().join(path).expect("a path");
+        let mut req = reqwest::Client::new()
+            .request(method, url)
+            .header("Authorization", jira.authorization().expect("a credential"));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("the fake answers");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn with_issue() -> FakeJira {
+        let jira = FakeJira::start(FakeJiraConfig::cloud())
+            .await
+            .expect("the fake starts");
+        jira.insert(FakeIssue::new("OPS-1", "down", Utc::now()));
+        jira
+    }
+
+    const PATH: &str = "rest/api/3/issue/OPS-1/remotelink";
+
+    /// A global id creates once (201) and then updates (200) the same link; a field the update
+    /// leaves out is null afterwards, as Jira documents.
+    #[tokio::test]
+    async fn create_then_update_by_global_id_nulls_what_is_left_out() {
+        let jira = with_issue().await;
+        let first = json!({
+            "globalId": "g1",
+            "relationship": "causes",
+            "application": { "name": "GitLab" },
+            "object": { "url": "https://x/1", "title": "one" },
+        });
+        let (status, created) = send(&jira, reqwest::Method::POST, PATH, Some(first)).await;
+        assert_eq!(status, 201);
+        let again = json!({ "globalId": "g1", "object": { "url": "https://x/1", "title": "two" } });
+        let (status, updated) = send(&jira, reqwest::Method::POST, PATH, Some(again)).await;
+        assert_eq!(status, 200, "the same global id updates");
+        assert_eq!(created["id"], updated["id"]);
+        let links = jira.remote_links("OPS-1");
+        assert_eq!(links.len(), 1, "{links:#?}");
+        assert_eq!(links[0]["object"]["title"], "two");
+        assert!(links[0].get("relationship").is_none(), "nulled: {:#}", links[0]);
+        assert!(links[0].get("application").is_none(), "nulled: {:#}", links[0]);
+        // Without a global id every request creates another link.
+        let plain = json!({ "object": { "url": "https://x/2", "title": "three" } });
+        let (status, _) = send(&jira, reqwest::Method::POST, PATH, Some(plain)).await;
+        assert_eq!(status, 201);
+        let (status, listed) = send(&jira, reqwest::Method::GET, PATH, None).await;
+        assert_eq!(status, 200);
+        assert_eq!(listed.as_array().map(Vec::len), Some(2));
+        let (status, one) = send(
+            &jira,
+            reqwest::Method::GET,
+            &format!("{PATH}?globalId=g1"),
+            None,
+        )
+        .await;
+        assert_eq!((status, &one["object"]["title"]), (200, &json!("two")));
+    }
+
+    /// `object.title` and `object.url` are required (400); a missing issue is 404; without
+    /// "Link issues" a link is 403 and `mypermissions` says so.
+    #[tokio::test]
+    async fn refusals() {
+        let jira = with_issue().await;
+        let no_title = json!({ "object": { "url": "https://x/1" } });
+        let (status, body) = send(&jira, reqwest::Method::POST, PATH, Some(no_title)).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["errors"]["title"], "'title' is required.");
+        let ok = json!({ "object": { "url": "https://x/1", "title": "t" } });
+        let (status, _) = send(
+            &jira,
+            reqwest::Method::POST,
+            "rest/api/3/issue/OPS-9/remotelink",
+            Some(ok.clone()),
+        )
+        .await;
+        assert_eq!(status, 404);
+
+        let ask = "rest/api/3/mypermissions?projectKey=OPS&permissions=BROWSE_PROJECTS,LINK_ISSUES";
+        let (status, body) = send(&jira, reqwest::Method::GET, ask, None).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["permissions"]["LINK_ISSUES"]["havePermission"], true);
+        jira.deny_permission("LINK_ISSUES");
+        let (_, body) = send(&jira, reqwest::Method::GET, ask, None).await;
+        assert_eq!(body["permissions"]["LINK_ISSUES"]["havePermission"], false);
+        assert_eq!(body["permissions"]["BROWSE_PROJECTS"]["havePermission"], true);
+        let (status, _) = send(&jira, reqwest::Method::POST, PATH, Some(ok)).await;
+        assert_eq!(status, 403);
+
+        let (status, _) = send(
+            &jira,
+            reqwest::Method::GET,
+            "rest/api/3/mypermissions?permissions=NOT_A_PERMISSION",
+            None,
+        )
+        .await;
+        assert_eq!(status, 400, "an invalid key");
+        let (status, _) = send(
+            &jira,
+            reqwest::Method::GET,
+            "rest/api/3/mypermissions?projectKey=NOPE&permissions=LINK_ISSUES",
+            None,
+        )
+        .await;
+        assert_eq!(status, 404, "no such project");
+    }
+}
