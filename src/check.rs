@@ -3,7 +3,8 @@
 //! from now for want of `since`), authenticates to Jira and GitLab, runs each rule's JQL once,
 //! and checks each GitLab project: the token's role (Owner keeps Jira's exact times; below
 //! Reporter, incidents become plain issues), a `production`-tier environment (without one DORA
-//! ignores incidents), and alert settings. Writes nothing anywhere (but a file created in the
+//! ignores incidents), and alert settings; with `[jira] link_back`, the Jira permissions its
+//! remote links need ("Browse projects", "Link issues"). Writes nothing anywhere (but a file created in the
 //! store's directory and removed at once, to prove the directory takes new files).
 
 use std::collections::BTreeMap;

@@ -23,7 +23,11 @@ fn linked_world(setup: Setup) -> Setup {
 /// The one remote link on `key`, failing the test if there is not exactly one.
 fn only_link(jira: &FakeJira, key: &str) -> Value {
     let links = jira.remote_links(key);
-    assert_eq!(links.len(), 1, "{key} has exactly one remote link: {links:#?}");
+    assert_eq!(
+        links.len(),
+        1,
+        "{key} has exactly one remote link: {links:#?}"
+    );
     links.into_iter().next().expect("one link")
 }
 
@@ -83,7 +87,10 @@ async fn link_follows_create_resolve_and_reopen() {
     w.jira.clear_requests();
     let idle = w.once().await.expect("the idle cycle runs");
     assert_eq!(idle.links.sent, 0, "{idle:?}");
-    assert!(link_posts(&w.jira).is_empty(), "an unchanged link is not sent again");
+    assert!(
+        link_posts(&w.jira).is_empty(),
+        "an unchanged link is not sent again"
+    );
 
     w.jira.resolve("OPS-1", ago(10));
     let report = w.once().await.expect("the cycle runs");
@@ -125,7 +132,8 @@ async fn backfill_links_issues_and_not_alerts() {
     .await;
     w.jira
         .insert(FakeIssue::new("OPS-1", "old outage", ago(600)).resolved_at(ago(500)));
-    w.jira.insert(FakeIssue::new("OPS-2", "still open", ago(400)));
+    w.jira
+        .insert(FakeIssue::new("OPS-2", "still open", ago(400)));
     w.jira.insert(FakeIssue::new("ALR-1", "an alert", ago(300)));
 
     let engine = w.engine();
@@ -174,7 +182,12 @@ async fn link_back_off_writes_nothing_to_jira() {
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
     assert_eq!(w.gitlab_issues().len(), 2);
 
-    let reads = ["/search/jql", "/search", "/search/approximate-count", "/issue/bulkfetch"];
+    let reads = [
+        "/search/jql",
+        "/search",
+        "/search/approximate-count",
+        "/issue/bulkfetch",
+    ];
     let writes: Vec<_> = w
         .jira
         .requests()
@@ -197,7 +210,10 @@ async fn a_refused_link_blocks_nothing_and_is_retried() {
 
     let report = w.once().await.expect("the cycle runs");
     assert_eq!(report.counts.created, 1, "{report:?}");
-    assert_eq!(report.counts.failed, 0, "the issue itself did not fail: {report:?}");
+    assert_eq!(
+        report.counts.failed, 0,
+        "the issue itself did not fail: {report:?}"
+    );
     assert_eq!(report.links.failed, 1, "{report:?}");
     assert_eq!(report.outcome.as_str(), "ok");
     assert!(w.jira.remote_links("OPS-1").is_empty());
@@ -214,7 +230,10 @@ async fn a_refused_link_blocks_nothing_and_is_retried() {
         .filter(|r| r.method != "GET")
         .count();
     assert_eq!(gitlab_writes, 0, "the GitLab side is not repeated");
-    assert!(link_posts(&w.jira).is_empty(), "the link waits for its backoff");
+    assert!(
+        link_posts(&w.jira).is_empty(),
+        "the link waits for its backoff"
+    );
 
     // `status --json` counts it as failing.
     let out = w.binary(&["status", "--json"]).await;
@@ -231,11 +250,9 @@ async fn a_refused_link_blocks_nothing_and_is_retried() {
     w.jira.grant_all_permissions();
     let conn = rusqlite::Connection::open(w.store_path()).expect("the store opens");
     let failing: (i64, String) = conn
-        .query_row(
-            "SELECT attempts, last_error FROM remote_links",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row("SELECT attempts, last_error FROM remote_links", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .expect("the link is recorded");
     assert_eq!(failing.0, 1, "one failed attempt");
     assert!(
@@ -371,7 +388,10 @@ async fn kills_leave_exactly_one_link_per_issue() {
             if child.try_wait().expect("the child can be polled").is_some() {
                 break;
             }
-            assert!(Instant::now() < deadline, "the child neither wrote nor ended");
+            assert!(
+                Instant::now() < deadline,
+                "the child neither wrote nor ended"
+            );
             // Polling on the write count, not waiting for time to pass.
             tokio::time::sleep(Duration::from_millis(1)).await;
         }

@@ -15,11 +15,11 @@ mod dora;
 /// One GitLab object per Jira issue whatever moves: keys, rules, project paths, lost stores;
 /// and Jira text that cannot act on GitLab.
 mod identity;
+/// Nothing lost on the Jira side: complete walks, Jira's clock, exact resolutions, issues followed.
+mod jira_side;
 /// `[jira] link_back`: remote links on Jira issues to their GitLab objects, once, never in the
 /// way of GitLab.
 mod link_back;
-/// Nothing lost on the Jira side: complete walks, Jira's clock, exact resolutions, issues followed.
-mod jira_side;
 /// One message per problem, naming the cause and the fix; JSON lines only with JSON logs.
 mod messages;
 /// Observability: metrics over loopback and in a textfile, systemd status and watchdog,

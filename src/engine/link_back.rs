@@ -6,7 +6,7 @@
 //! - **Wanted, then sent.** The link an object should have is recorded in the store
 //!   ([`SyncStore::want_link`]) just before each commit of its mapping, so a mapping the store
 //!   holds never lacks it, whatever a crash interrupts. Links are sent by a pass at the end of
-//!   each run ([`SyncEngine::send_links`]), after every GitLab write and apart from the cursor: a
+//!   each run (`SyncEngine::send_links`), after every GitLab write and apart from the cursor: a
 //!   link that fails is logged, counted and retried after a backoff (a minute, doubling, at most
 //!   six hours), and never fails an issue or a run, nor makes a GitLab write happen again.
 //! - **Once.** Jira creates or updates a remote link by its global id, and every request sends

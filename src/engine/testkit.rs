@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Destination;
 use crate::domain::{
-    Commit, DueLink, DueLinks, Failure, Intent, IssueSnapshot, JiraId, JiraKey, JiraUser,
-    Mapping, NewObject, PageCursor, ReadBack, RemoteLink, RemoteObject, RemoteState, RunCounts,
-    RunMode, RunOutcome, SearchPage, Target,
+    Commit, DueLink, DueLinks, Failure, Intent, IssueSnapshot, JiraId, JiraKey, JiraUser, Mapping,
+    NewObject, PageCursor, ReadBack, RemoteLink, RemoteObject, RemoteState, RunCounts, RunMode,
+    RunOutcome, SearchPage, Target,
 };
 
 use super::dry_run::advance;
@@ -1050,7 +1050,12 @@ impl SyncStore for MemStore {
         Ok(())
     }
 
-    async fn link_failed(&self, link: &RemoteLink, _error: &str, gone: bool) -> Result<(), MemError> {
+    async fn link_failed(
+        &self,
+        link: &RemoteLink,
+        _error: &str,
+        gone: bool,
+    ) -> Result<(), MemError> {
         lock(&self.writes).push("link_failed");
         if let Some(l) = lock(&self.links).get_mut(&link.global_id)
             && l.wanted == *link

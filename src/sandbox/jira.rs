@@ -640,7 +640,10 @@ fn router(state: Arc<JiraState>) -> Router {
             "/rest/api/{version}/issue/{id_or_key}/remotelink",
             get(links::list_remote_links).post(links::put_remote_link),
         )
-        .route("/rest/api/{version}/mypermissions", get(links::my_permissions))
+        .route(
+            "/rest/api/{version}/mypermissions",
+            get(links::my_permissions),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), front))
         .with_state(state)

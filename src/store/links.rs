@@ -269,11 +269,23 @@ mod tests {
         let due = store.due_links("ops", now, 10).await.expect("due");
         assert_eq!(due.due.len(), 1);
         assert!(
-            store.due_links("other", now, 10).await.expect("due").due.is_empty(),
+            store
+                .due_links("other", now, 10)
+                .await
+                .expect("due")
+                .due
+                .is_empty(),
             "another rule's links are its own"
         );
         store.link_sent(&link(false)).await.expect("sent");
-        assert!(store.due_links("ops", now, 10).await.expect("due").due.is_empty());
+        assert!(
+            store
+                .due_links("ops", now, 10)
+                .await
+                .expect("due")
+                .due
+                .is_empty()
+        );
         assert!(store.want_link("ops", &link(true)).await.expect("want"));
         assert_eq!(
             store.due_links("ops", now, 10).await.expect("due").due[0].link,
@@ -315,10 +327,22 @@ mod tests {
             .await
             .expect("failed");
         let far = Utc::now() + Duration::days(1);
-        assert!(store.due_links("ops", far, 10).await.expect("due").due.is_empty());
+        assert!(
+            store
+                .due_links("ops", far, 10)
+                .await
+                .expect("due")
+                .due
+                .is_empty()
+        );
         assert!(store.want_link("ops", &link(true)).await.expect("want"));
         assert_eq!(
-            store.due_links("ops", Utc::now(), 10).await.expect("due").due.len(),
+            store
+                .due_links("ops", Utc::now(), 10)
+                .await
+                .expect("due")
+                .due
+                .len(),
             1,
             "another link is tried again at once"
         );

@@ -46,7 +46,12 @@ const PERMISSIONS: &[(&str, &str, &str, &str)] = &[
         "Create Issues",
         "Ability to create issues.",
     ),
-    ("EDIT_ISSUES", "12", "Edit Issues", "Ability to edit issues."),
+    (
+        "EDIT_ISSUES",
+        "12",
+        "Edit Issues",
+        "Ability to edit issues.",
+    ),
 ];
 
 /// One remote link as Jira keeps it: `RemoteIssueLink` without `self`, which is derived.
@@ -166,7 +171,11 @@ pub(super) async fn put_remote_link(
     let body = body.unwrap_or(Value::Null);
     let object = body.get("object").cloned().unwrap_or(Value::Null);
     for field in ["title", "url"] {
-        if object.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
+        if object
+            .get(field)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
             return json_response(
                 400,
                 &json!({ "errorMessages": [], "errors": { field: format!("'{field}' is required.") } }),
@@ -312,7 +321,10 @@ pub(super) async fn my_permissions(
             .keys()
             .any(|k| k.rsplit_once('-').is_some_and(|(p, _)| p == project));
         if !known {
-            return jira_error(404, &format!("No project could be found with key '{project}'."));
+            return jira_error(
+                404,
+                &format!("No project could be found with key '{project}'."),
+            );
         }
     }
     let mut permissions = Map::new();
@@ -391,8 +403,16 @@ mod tests {
         let links = jira.remote_links("OPS-1");
         assert_eq!(links.len(), 1, "{links:#?}");
         assert_eq!(links[0]["object"]["title"], "two");
-        assert!(links[0].get("relationship").is_none(), "nulled: {:#}", links[0]);
-        assert!(links[0].get("application").is_none(), "nulled: {:#}", links[0]);
+        assert!(
+            links[0].get("relationship").is_none(),
+            "nulled: {:#}",
+            links[0]
+        );
+        assert!(
+            links[0].get("application").is_none(),
+            "nulled: {:#}",
+            links[0]
+        );
         // Without a global id every request creates another link.
         let plain = json!({ "object": { "url": "https://x/2", "title": "three" } });
         let (status, _) = send(&jira, reqwest::Method::POST, PATH, Some(plain)).await;
@@ -436,7 +456,10 @@ mod tests {
         jira.deny_permission("LINK_ISSUES");
         let (_, body) = send(&jira, reqwest::Method::GET, ask, None).await;
         assert_eq!(body["permissions"]["LINK_ISSUES"]["havePermission"], false);
-        assert_eq!(body["permissions"]["BROWSE_PROJECTS"]["havePermission"], true);
+        assert_eq!(
+            body["permissions"]["BROWSE_PROJECTS"]["havePermission"],
+            true
+        );
         let (status, _) = send(&jira, reqwest::Method::POST, PATH, Some(ok)).await;
         assert_eq!(status, 403);
 
