@@ -441,3 +441,45 @@ async fn kills_leave_exactly_one_link_per_issue() {
         );
     }
 }
+
+/// On Data Center the link goes through `/rest/api/2/…/remotelink`, the same resource.
+#[tokio::test]
+async fn data_center_links_through_api_2() {
+    let w = World::start(linked_world(Setup {
+        jira: jira_gitlab_sync::sandbox::jira::FakeJiraConfig::data_center(),
+        ..Setup::default()
+    }))
+    .await;
+    w.jira
+        .insert(FakeIssue::new("OPS-1", "down", ago(30)).resolved_at(ago(10)));
+    let report = w.once().await.expect("the cycle runs");
+    assert_eq!(report.links.sent, 1, "{report:?}");
+    assert_eq!(only_link(&w.jira, "OPS-1")["object"]["status"]["resolved"], true);
+    let posts = link_posts(&w.jira);
+    assert!(
+        posts.iter().all(|r| r.path.starts_with("/rest/api/2/")),
+        "{posts:?}"
+    );
+}
+
+/// A dry run with `link_back` on plans GitLab writes and sends no link, even one the store
+/// holds as due.
+#[tokio::test]
+async fn dry_run_sends_no_link() {
+    let w = World::start(linked_world(Setup::default())).await;
+    w.jira.deny_permission("LINK_ISSUES");
+    w.jira.insert(FakeIssue::new("OPS-1", "down", ago(30)));
+    w.once().await.expect("the cycle runs");
+    // The refused link is due again at once, as far as the store is concerned.
+    let conn = rusqlite::Connection::open(w.store_path()).expect("the store opens");
+    conn.execute("UPDATE remote_links SET next_attempt_at = NULL", [])
+        .expect("made due");
+    drop(conn);
+    w.jira.grant_all_permissions();
+    w.jira.insert(FakeIssue::new("OPS-2", "also down", ago(20)));
+    w.jira.clear_requests();
+    let out = w.binary(&["--once", "--dry-run"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(link_posts(&w.jira).is_empty(), "a dry run writes nothing to Jira");
+    assert!(w.jira.remote_links("OPS-1").is_empty());
+}

@@ -17,6 +17,7 @@
 //!   of the object as the store identifies it (the original's, after a person moved it): the
 //!   link's address and title follow a move, and it stays one link.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -181,6 +182,8 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         }
         // Failures in a row that look like Jira being down end the pass: the rest stay due.
         let mut outages = 0u32;
+        // Each link is sent once per pass at most, whatever the store answers.
+        let mut tried: HashSet<String> = HashSet::new();
         loop {
             if cancel.is_cancelled() {
                 // Not known any more: the next run reads what is due.
@@ -206,8 +209,18 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 );
                 break;
             }
+            let fresh: Vec<DueLink> = due
+                .due
+                .into_iter()
+                .filter(|d| tried.insert(d.link.global_id.clone()))
+                .collect();
+            if fresh.is_empty() {
+                // Still due after this pass sent them (wanted anew meanwhile): the next run.
+                self.set_links_due(&rule.name, None);
+                break;
+            }
             let concurrency = self.settings.concurrency.max(1);
-            let mut sends = futures_util::stream::iter(due.due)
+            let mut sends = futures_util::stream::iter(fresh)
                 .map(|d| async move {
                     let result = self.jira.put_remote_link(&d.link).await;
                     (d, result)
