@@ -454,7 +454,10 @@ async fn data_center_links_through_api_2() {
         .insert(FakeIssue::new("OPS-1", "down", ago(30)).resolved_at(ago(10)));
     let report = w.once().await.expect("the cycle runs");
     assert_eq!(report.links.sent, 1, "{report:?}");
-    assert_eq!(only_link(&w.jira, "OPS-1")["object"]["status"]["resolved"], true);
+    assert_eq!(
+        only_link(&w.jira, "OPS-1")["object"]["status"]["resolved"],
+        true
+    );
     let posts = link_posts(&w.jira);
     assert!(
         posts.iter().all(|r| r.path.starts_with("/rest/api/2/")),
@@ -480,6 +483,9 @@ async fn dry_run_sends_no_link() {
     w.jira.clear_requests();
     let out = w.binary(&["--once", "--dry-run"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
-    assert!(link_posts(&w.jira).is_empty(), "a dry run writes nothing to Jira");
+    assert!(
+        link_posts(&w.jira).is_empty(),
+        "a dry run writes nothing to Jira"
+    );
     assert!(w.jira.remote_links("OPS-1").is_empty());
 }
