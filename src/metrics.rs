@@ -488,6 +488,32 @@ mod tests {
             .and_then(|v| v.parse().ok())
     }
 
+    /// The remote links a run sent and failed (`link_back`) count under its rule and outcome.
+    #[test]
+    fn remote_links_are_counted() {
+        let m = Metrics::new(["ops"]);
+        let mut r = report("ops", RunOutcome::Ok, 1, &[]);
+        r.links = crate::engine::link_back::LinkReport { sent: 3, failed: 1 };
+        m.record_run(&r);
+        m.record_run(&r);
+        let text = m.render();
+        assert_eq!(
+            sample(
+                &text,
+                "jira_gitlab_sync_remote_links_total{rule=\"ops\",outcome=\"sent\"}"
+            ),
+            Some(6.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "jira_gitlab_sync_remote_links_total{rule=\"ops\",outcome=\"failed\"}"
+            ),
+            Some(2.0)
+        );
+    }
+
     /// A run's report moves its rule's counters, duration, last success and lag histogram.
     #[test]
     fn a_run_is_counted_under_its_rule() {

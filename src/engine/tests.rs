@@ -1341,3 +1341,98 @@ async fn a_stage_step_whose_answer_was_lost_is_not_sent_twice() {
          of an applied change needs none"
     );
 }
+
+/// With `link_back` on: the create wants its link just before the mapping is committed and the
+/// run sends it after its writes; a link Jira refuses fails neither the issue nor the run; the
+/// next idle cycle sends nothing and reads nothing more from the store than without links (when
+/// links are due is known); once the backoff is over the link is sent, once.
+#[tokio::test]
+async fn link_back_after_the_write_and_idle_costs_nothing() {
+    let b = SyncEngine::new(
+        MemJira::default(),
+        MemGitLab::default(),
+        MemStore::default(),
+        EngineSettings {
+            link_back: Some(super::link_back::LinkBackSettings::new(
+                &url::Url::parse("https://gitlab.example/").expect("a URL"),
+            )),
+            ..settings()
+        },
+    );
+    let recent = Utc::now() - chrono::Duration::minutes(5);
+    let mut s = snap("a", 0, None);
+    s.created = recent;
+    s.updated = recent;
+    b.jira.issues.lock().expect("unpoisoned").push(s);
+    b.jira
+        .link_faults
+        .lock()
+        .expect("unpoisoned")
+        .push_back(MemError::Refused);
+    let cancel = CancellationToken::new();
+    let first = b
+        .run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("runs");
+    assert_eq!(first.counts.created, 1, "{first:?}");
+    assert_eq!(
+        first.counts.failed, 0,
+        "a refused link is not the issue's failure"
+    );
+    assert_eq!(first.outcome, RunOutcome::Ok);
+    assert_eq!((first.links.sent, first.links.failed), (0, 1));
+    let writes = b.store.writes();
+    let wanted = writes
+        .iter()
+        .position(|w| *w == "want_link")
+        .expect("the link is wanted");
+    assert_eq!(
+        writes[wanted + 1],
+        "commit",
+        "wanted just before the mapping's commit: {writes:?}"
+    );
+    assert!(b.jira.links.lock().expect("unpoisoned").is_empty());
+
+    let before = b.store.writes().len();
+    let read = b.store.reads().len();
+    let second = b
+        .run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("runs");
+    assert_eq!((second.links.sent, second.links.failed), (0, 0));
+    assert_eq!(
+        b.jira.links_sent.lock().expect("unpoisoned").len(),
+        1,
+        "the refused link waits for its backoff"
+    );
+    assert_eq!(b.store.writes()[before..], [] as [&str; 0]);
+    assert_eq!(
+        b.store.reads()[read..],
+        ["mappings"],
+        "when the links are due is known without asking the store"
+    );
+
+    // The backoff is over (in the store, and in what the engine knows of it, as a minute
+    // passing would make it): the link is sent, once.
+    let past = Utc::now() - chrono::Duration::seconds(1);
+    for l in b.store.links.lock().expect("unpoisoned").values_mut() {
+        l.next_attempt_at = Some(past);
+    }
+    b.links_due
+        .lock()
+        .expect("unpoisoned")
+        .insert(rule().name, super::link_back::LinksDue::At(past));
+    let third = b
+        .run_rule(&rule(), RunMode::Once, &cancel)
+        .await
+        .expect("runs");
+    assert_eq!((third.links.sent, third.links.failed), (1, 0));
+    let links = b.jira.links.lock().expect("unpoisoned").clone();
+    assert_eq!(links.len(), 1);
+    let link = links.values().next().expect("one link");
+    assert!(
+        link.global_id.starts_with("gitlab:gitlab.example:1:"),
+        "{link:?}"
+    );
+    assert!(!link.resolved);
+}
