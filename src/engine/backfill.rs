@@ -163,7 +163,10 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 .unwrap_or(Ok(false));
             // After every GitLab write, whatever the walk did.
             if !cancel.is_cancelled() {
-                report.links = self.send_links(rule, cancel).await;
+                report.links = self
+                    .within_grace(cancel, self.send_links(rule, cancel))
+                    .await
+                    .unwrap_or_default();
             }
             report.elapsed_ms = clock.elapsed().as_millis() as u64;
             (report.outcome, _) = self

@@ -298,7 +298,10 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         // After every GitLab write, whatever the walk did: links wait for nothing else, and
         // nothing waits for them.
         if !cancel.is_cancelled() {
-            run.report.links = self.send_links(rule, cancel).await;
+            run.report.links = self
+                .within_grace(cancel, self.send_links(rule, cancel))
+                .await
+                .unwrap_or_default();
         }
         let (outcome, run_id) = self
             .close_run(

@@ -164,7 +164,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     }
 
     /// Sends `rule`'s due remote links to Jira, up to `concurrency` at once, until none is due
-    /// or `cancel` fires. Never fails: a link that fails is logged, counted and retried after a
+    /// or `cancel` fires (callers bound it by the grace period too). Never fails: a link that fails is logged, counted and retried after a
     /// backoff; a store that fails ends the pass (the links stay due).
     pub(super) async fn send_links(
         &self,
@@ -231,6 +231,12 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 if let Err(e) = self.link_done(&mut report, &mut outages, d, result).await {
                     error!(cause = %error_chain(&e), "cannot record a remote link's outcome; it is sent again by a later run");
                     stop = true;
+                }
+                // Asked to stop: the links in flight are dropped (each is sent again by a later
+                // run, which Jira applies to the same link).
+                if cancel.is_cancelled() {
+                    stop = true;
+                    break;
                 }
             }
             if stop || outages >= OUTAGE_STREAK {
