@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Destination;
 use crate::domain::{
-    Commit, DueLinks, Failure, Intent, JiraId, JiraKey, LabelEvent, Mapping, NewObject,
-    RemoteLink, RemoteObject, RemoteState, RunCounts, RunMode, RunOutcome, StageState, StageStep,
+    Commit, DueLinks, Failure, Intent, JiraId, JiraKey, LabelEvent, Mapping, NewObject, RemoteLink,
+    RemoteObject, RemoteState, RunCounts, RunMode, RunOutcome, StageState, StageStep,
 };
 
 use super::ports::{GitLabSink, Place, ResolvedProject, SyncStore};
