@@ -115,6 +115,7 @@ pub async fn run(cfg: &Config, config_path: &Path) -> Vec<Finding> {
     }
     check_store(cfg, config_path, &mut out).await;
     check_metrics(cfg, &mut out);
+    check_webhook(cfg, &mut out);
     match JiraClient::new(&cfg.jira, &sync) {
         Err(e) => out.push(finding(Level::Error, "jira", error_chain(&e))),
         Ok(jira) => check_jira(cfg, &jira, &mut out).await,
@@ -572,6 +573,54 @@ fn check_metrics(cfg: &Config, out: &mut Vec<Finding>) {
                 ),
             )),
         }
+    }
+}
+
+/// `[webhook]`: the service can listen on `listen` (in use is a warning: it may be the running
+/// service's), and its secret can be read.
+fn check_webhook(cfg: &Config, out: &mut Vec<Finding>) {
+    let Some(w) = &cfg.webhook else {
+        return;
+    };
+    let addr = w.listen;
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => out.push(finding(
+            Level::Ok,
+            "webhook",
+            format!(
+                "webhook.listen: the service can receive POST {} on {addr}",
+                crate::webhook::PATH
+            ),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => out.push(finding(
+            Level::Warn,
+            "webhook",
+            format!(
+                "webhook.listen: {addr} is in use: fine if the service runs and receives there;                  otherwise another process has the port and the service would not start:                  choose another port"
+            ),
+        )),
+        Err(e) => out.push(finding(
+            Level::Error,
+            "webhook",
+            format!(
+                "webhook.listen: cannot listen on {addr} ({e}): the service would not start;                  use an address of this machine, and a port above 1023 unless it runs as root"
+            ),
+        )),
+    }
+    match w.read_secret() {
+        Ok(_) => out.push(finding(
+            Level::Ok,
+            "webhook",
+            format!("{}: the webhook secret can be read", w.secret_key),
+        )),
+        Err(e) => out.push(finding(
+            Level::Error,
+            "webhook",
+            format!(
+                "{}: the service would not start; give it the secret registered with the                  Jira webhook",
+                error_chain(&e)
+            ),
+        )),
     }
 }
 

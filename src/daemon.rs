@@ -22,6 +22,15 @@
 //! in the same instant: at 100 rules that was 100 run futures (~25 KB each) and 100 connections
 //! to Jira (~30 KB each) alive together, 5 to 6 MiB of heap that glibc keeps.
 //!
+//! With `[webhook]`, webhooks wake rules too ([`Service::with_wakes`]): the receiver
+//! (`webhook`) records which rules a webhook concerns and the issue it names; a waker task
+//! ([`Service::spawn_waker`]) ticks those rules [`webhook::DEBOUNCE`] after the first webhook of
+//! a burst, through the same one-slot channels, so a run in flight is followed by one more run,
+//! never two at once. Each run takes the issues waiting for its rule and its search reads them
+//! consistently (`reconcileIssues`); the time from a webhook to the write of its issue is
+//! measured. The webhook counts are written to the store's meta in batches
+//! ([`Service::spawn_webhook_counts`]) for `status`.
+//!
 //! Not here: what a run does (the engine), signals (the CLI), the systemd protocol (`notify`).
 
 use std::collections::HashMap;
@@ -45,10 +54,16 @@ use crate::engine::{EngineError, RunReport, SyncEngine, error_chain};
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::notify;
+use crate::webhook::{self, Wakes, WebhookCounts, WebhookTotals};
 
 /// After the grace period a run abandons its action in flight and records its end; this much
 /// longer is left for that before the service gives up on a worker.
 pub const RECORD_MARGIN: Duration = Duration::from_secs(5);
+
+/// How often, at most, the webhook counts are written to the store while webhooks come: one
+/// small write per interval however many arrive (a flood of forged ones included), none while
+/// none do.
+pub const WEBHOOK_COUNTS_EVERY: Duration = Duration::from_secs(5);
 
 /// How many rules run at once, at most. Enough that rules do not wait on each other in a normal
 /// service (an idle run is one Jira search; the rules share each server's rate limits, so more
@@ -100,6 +115,8 @@ pub struct Service<J, G, S> {
     reporting: Arc<Reporting>,
     /// One permit per run in progress ([`MAX_RUNNING_RULES`]).
     running: Arc<Semaphore>,
+    /// What webhooks woke, with `[webhook]`.
+    wakes: Option<Arc<Wakes>>,
 }
 
 /// Sends ticks to one rule's worker.
@@ -141,7 +158,90 @@ where
             liveness: Arc::new(Liveness::new()),
             reporting,
             running: Arc::new(Semaphore::new(MAX_RUNNING_RULES)),
+            wakes: None,
         }
+    }
+
+    /// Runs of each rule read the issues webhooks named for it (`wakes`, fed by the receiver)
+    /// consistently; [`Service::spawn_waker`] ticks the rules they woke.
+    #[must_use]
+    pub fn with_wakes(mut self, wakes: Arc<Wakes>) -> Self {
+        self.wakes = Some(wakes);
+        self
+    }
+
+    /// Ticks the rules webhooks woke, [`webhook::DEBOUNCE`] after the first webhook of each
+    /// burst, until `cancel` fires. Nothing without [`Service::with_wakes`].
+    pub fn spawn_waker(&self, cancel: CancellationToken) {
+        let Some(wakes) = self.wakes.clone() else {
+            return;
+        };
+        let tickers: Vec<Ticker> = (0..self.rules.len())
+            .filter_map(|i| self.ticker(i))
+            .collect();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return,
+                    () = wakes.notified() => {}
+                }
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(webhook::DEBOUNCE) => {}
+                }
+                for i in wakes.woken() {
+                    if let Some(t) = tickers.get(i) {
+                        debug!(rule = %t.rule, "woken by a webhook");
+                        t.tick();
+                    }
+                }
+            }
+        });
+    }
+
+    /// Keeps `counts` in the store for `status`: starts them from what the store holds, then
+    /// writes them at most every [`WEBHOOK_COUNTS_EVERY`] while webhooks come, and once more
+    /// when `cancel` fires (await the handle for that last write).
+    pub fn spawn_webhook_counts(
+        &self,
+        counts: Arc<WebhookCounts>,
+        cancel: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let engine = Arc::clone(&self.engine);
+        tokio::spawn(async move {
+            let store = engine.store();
+            match store.meta(webhook::COUNTS_META_KEY).await {
+                Ok(Some(v)) => match serde_json::from_str::<WebhookTotals>(&v) {
+                    Ok(base) => counts.set_base(base),
+                    Err(e) => {
+                        debug!(cause = %e, "the stored webhook counts are unreadable; counting from 0")
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => debug!(cause = %error_chain(&e), "cannot read the stored webhook counts"),
+            }
+            let write = || async {
+                if !counts.dirty() {
+                    return;
+                }
+                let text = serde_json::to_string(&counts.totals()).unwrap_or_default();
+                if let Err(e) = store.set_meta(webhook::COUNTS_META_KEY, &text).await {
+                    debug!(cause = %error_chain(&e), "cannot write the webhook counts");
+                }
+            };
+            let mut every = tokio::time::interval(WEBHOOK_COUNTS_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => break,
+                    _ = every.tick() => write().await,
+                }
+            }
+            write().await;
+        })
     }
 
     /// At most `n` (≥ 1) rules run at once instead of [`MAX_RUNNING_RULES`].
@@ -212,8 +312,16 @@ where
     pub async fn run(mut self, cancel: CancellationToken, grace: Duration) -> bool {
         let tracker = TaskTracker::new();
         let mut workers = Vec::new();
-        for (rule, (_, rx)) in self.rules.iter().cloned().zip(self.ticks.drain(..)) {
+        for (index, (rule, (_, rx))) in self
+            .rules
+            .iter()
+            .cloned()
+            .zip(self.ticks.drain(..))
+            .enumerate()
+        {
             let worker = Worker {
+                index,
+                wakes: self.wakes.clone(),
                 engine: Arc::clone(&self.engine),
                 rule,
                 events: self.events.clone(),
@@ -345,6 +453,9 @@ async fn tick_on_schedule(
 
 /// One rule's worker: what it needs to run the rule and report its runs.
 struct Worker<J, G, S> {
+    /// The rule's place in the config (its slot in `wakes`).
+    index: usize,
+    wakes: Option<Arc<Wakes>>,
     engine: Arc<SyncEngine<J, G, S>>,
     rule: RuleConfig,
     events: broadcast::Sender<RunEvent>,
@@ -394,15 +505,28 @@ where
                 },
             };
             let started = Instant::now();
+            // The issues webhooks named since the last run began: this run reads them.
+            let named = self
+                .wakes
+                .as_ref()
+                .map(|w| w.take(self.index))
+                .unwrap_or_default();
+            let ids: Vec<_> = named.iter().map(|(id, _)| id.clone()).collect();
             // Boxed: the run's future (~25 KB) exists only while the rule runs, not in every idle
             // worker's task for the life of the service.
             let result = self
                 .liveness
                 .track(
                     &rule.name,
-                    Box::pin(self.engine.run_rule(rule, RunMode::Service, cancel)),
+                    Box::pin(self.engine.run_rule_reconciling(
+                        rule,
+                        RunMode::Service,
+                        cancel,
+                        &ids,
+                    )),
                 )
                 .await;
+            self.webhook_lags(&result, named);
             // An idle cycle reads no failures from the store; counting them must not either.
             let open_failures = if self.engine.knows_no_failures(&rule.name) {
                 Some(0)
@@ -438,6 +562,46 @@ where
             }
             if cancel.is_cancelled() {
                 break;
+            }
+        }
+    }
+}
+
+impl<J, G, S> Worker<J, G, S> {
+    /// Measures, for each issue a webhook `named` that the run wrote, the time from the webhook
+    /// to the write; a failed run gives the issues back for the next one.
+    fn webhook_lags(
+        &self,
+        result: &Result<RunReport, EngineError>,
+        named: Vec<(crate::domain::JiraId, std::time::Instant)>,
+    ) {
+        if named.is_empty() {
+            return;
+        }
+        let report = match result {
+            Ok(r) => r,
+            Err(_) => {
+                if let Some(w) = &self.wakes {
+                    w.put_back(self.index, named);
+                }
+                return;
+            }
+        };
+        let named: HashMap<String, std::time::Instant> = named
+            .into_iter()
+            .map(|(id, at)| (id.as_str().to_owned(), at))
+            .collect();
+        for (issue, written) in &report.written {
+            if let Some(received) = named.get(issue) {
+                let lag = written.saturating_duration_since(*received);
+                debug!(
+                    jira_id = %issue,
+                    lag_ms = lag.as_millis() as u64,
+                    "written after its webhook"
+                );
+                if let Some(m) = &self.reporting.metrics {
+                    m.webhook_lag(&self.rule.name, lag);
+                }
             }
         }
     }
@@ -787,6 +951,7 @@ mod tests {
             links: Default::default(),
             elapsed_ms: 10,
             lags: Vec::new(),
+            written: Vec::new(),
         }
     }
 

@@ -28,6 +28,8 @@
 //! - [`status`]: `status`: what the store says about each rule.
 //! - [`secret`]: the redacting `Secret` type and where secrets are read from.
 //! - [`telemetry`]: logging setup (human on a terminal, JSON under systemd).
+//! - [`webhook`]: `[webhook]`: the service's `POST /webhook/jira`, verified and deduplicated,
+//!   waking the rules an issue could concern.
 
 pub mod app;
 pub mod check;
@@ -48,3 +50,4 @@ pub mod secret;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+pub mod webhook;

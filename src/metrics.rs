@@ -21,6 +21,11 @@
 //! - `requests_total{service,status}`: request attempts to `jira` or `gitlab`, by status class
 //!   (`2xx`, `3xx`, `4xx`, `5xx`, or `no_answer` when none came); retries count each attempt.
 //! - `rate_limited_total{service}`: 429 answers.
+//! - `webhooks_received_total`: requests to the service's `POST /webhook/jira` (`[webhook]`);
+//!   `webhooks_rejected_total{reason}` (`unsigned`, `bad_signature`, `too_large`, `malformed`)
+//!   and `webhooks_ignored_total{reason}` (`repeated`, `no_issue`) are among them.
+//! - `webhook_lag_seconds{rule}`: a histogram of the time from a webhook's receipt to the GitLab
+//!   write of the issue it named, by the run it woke.
 //! - `build_info{version}`: 1.
 //!
 //! Counters count from the start of the process: for the service, since it started; in a
@@ -74,6 +79,19 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+/// The webhook lag histogram's buckets, in seconds: the service wakes a rule within 250 ms of a
+/// webhook, and its run writes within a second or two; the long tail is a run already going.
+const WEBHOOK_LAG_BUCKETS: [f64; 10] = [0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+fn webhook_lag_histogram() -> Histogram {
+    Histogram::new(WEBHOOK_LAG_BUCKETS)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServiceLabel {
     service: String,
 }
@@ -102,6 +120,10 @@ pub struct Metrics {
     rate_limited: Family<ServiceLabel, Counter>,
     /// Remote links on Jira (`link_back`), by rule and outcome (`sent`, `failed`).
     links: Family<RunLabels, Counter>,
+    webhooks_received: Counter,
+    webhooks_rejected: Family<ReasonLabel, Counter>,
+    webhooks_ignored: Family<ReasonLabel, Counter>,
+    webhook_lag: Family<RuleLabel, Histogram, fn() -> Histogram>,
     /// One textfile write at a time: the service's workers report their runs concurrently.
     textfile: std::sync::Mutex<()>,
 }
@@ -125,6 +147,10 @@ impl Metrics {
             requests: Family::default(),
             rate_limited: Family::default(),
             links: Family::default(),
+            webhooks_received: Counter::default(),
+            webhooks_rejected: Family::default(),
+            webhooks_ignored: Family::default(),
+            webhook_lag: Family::new_with_constructor(webhook_lag_histogram),
             registry: Registry::default(),
             textfile: std::sync::Mutex::new(()),
         };
@@ -191,6 +217,26 @@ impl Metrics {
              failed attempt; retried after a backoff)",
             m.links.clone(),
         );
+        registry.register(
+            "webhooks_received",
+            "Requests to POST /webhook/jira ([webhook]), whatever became of them",
+            m.webhooks_received.clone(),
+        );
+        registry.register(
+            "webhooks_rejected",
+            "Webhook requests refused: unsigned, bad_signature (401), too_large (413), malformed (400)",
+            m.webhooks_rejected.clone(),
+        );
+        registry.register(
+            "webhooks_ignored",
+            "Webhook requests answered 200 that woke nothing: repeated (a retry), no_issue",
+            m.webhooks_ignored.clone(),
+        );
+        registry.register(
+            "webhook_lag_seconds",
+            "From a webhook's receipt to the GitLab write of the issue it named",
+            m.webhook_lag.clone(),
+        );
         for rule in rules {
             let l = rule_label(rule);
             for family in [&m.created, &m.closed, &m.reopened, &m.updated, &m.failed] {
@@ -254,6 +300,26 @@ impl Metrics {
     pub fn record_backfill(&self, report: &BackfillReport) {
         self.add_counts(&rule_label(&report.rule), &report.counts);
         self.count_links(&report.rule, &report.links);
+    }
+
+    /// A request to the webhook endpoint, and why it was refused or ignored, if it was.
+    pub fn webhook(&self, reason: &str, rejected: bool, ignored: bool) {
+        self.webhooks_received.inc();
+        let l = ReasonLabel {
+            reason: reason.to_owned(),
+        };
+        if rejected {
+            self.webhooks_rejected.get_or_create(&l).inc();
+        } else if ignored {
+            self.webhooks_ignored.get_or_create(&l).inc();
+        }
+    }
+
+    /// A run of `rule` wrote an issue `lag` after a webhook named it.
+    pub fn webhook_lag(&self, rule: &str, lag: Duration) {
+        self.webhook_lag
+            .get_or_create(&rule_label(rule))
+            .observe(lag.as_secs_f64());
     }
 
     /// How many issues of `rule` wait for a retry.
@@ -478,6 +544,7 @@ mod tests {
             links: Default::default(),
             elapsed_ms: 1_500,
             lags: lags.iter().map(|s| Duration::from_secs(*s)).collect(),
+            written: Vec::new(),
         }
     }
 

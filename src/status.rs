@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::engine::checked_meta_key;
 use crate::store::{LinkCounts, LockState, RuleStatus, Store, StoreError, StrayEntry};
+use crate::webhook::{COUNTS_META_KEY, WebhookTotals};
 
 /// One failing issue.
 #[derive(Clone, Debug, Serialize)]
@@ -55,6 +56,11 @@ pub struct StatusReport {
     /// False when no sync has run with this store path yet.
     pub store_exists: bool,
     pub rules: Vec<RuleView>,
+    /// What the service's webhook endpoint (`[webhook]`) received since the store began:
+    /// `received` counts every request, `rejected` (unsigned, wrongly signed, too large,
+    /// malformed) and `ignored` (a retry already received, an event naming no issue) are among
+    /// them. Written by the service every few seconds while webhooks come.
+    pub webhooks: WebhookTotals,
 }
 
 /// Reads the store at `path` for the configured `rules` (and any other rule it holds).
@@ -79,6 +85,7 @@ pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, Stor
                 store: path.display().to_string(),
                 store_exists: false,
                 rules: rules.iter().map(empty).collect(),
+                webhooks: WebhookTotals::default(),
             });
         }
         Err(e) => return Err(e),
@@ -145,10 +152,16 @@ pub async fn collect(path: &Path, rules: &[String]) -> Result<StatusReport, Stor
         v.strays = strays;
         v.remote_links = remote_links;
     }
+    let webhooks = store
+        .get_meta(COUNTS_META_KEY)
+        .await?
+        .and_then(|v| serde_json::from_str(&v).ok())
+        .unwrap_or_default();
     Ok(StatusReport {
         store: path.display().to_string(),
         store_exists: true,
         rules: views,
+        webhooks,
     })
 }
 
@@ -277,6 +290,14 @@ pub fn render(report: &StatusReport) -> String {
                 r.pending_intents
             );
         }
+    }
+    let w = &report.webhooks;
+    if w.received > 0 {
+        let _ = writeln!(
+            out,
+            "webhooks: {} received, {} rejected, {} ignored",
+            w.received, w.rejected, w.ignored
+        );
     }
     out
 }

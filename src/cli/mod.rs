@@ -34,6 +34,7 @@ use jira_gitlab_sync::metrics::{self, Metrics};
 use jira_gitlab_sync::notify;
 use jira_gitlab_sync::store::{FailureChange, Store};
 use jira_gitlab_sync::telemetry::{self, LogFormat};
+use jira_gitlab_sync::webhook::{self, Receiver, Wakes, WebhookCounts};
 
 use self::output::Out;
 use self::progress::{BarProgress, LogProgress};
@@ -383,6 +384,7 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
     match cli.command {
         None if cli.once => {
             let cfg = load_config_to_sync(&path, out)?;
+            webhook_unused(&cfg, "--once");
             let cancel = stop_on_signals(&cfg);
             if cli.dry_run {
                 // A dry run writes nothing, metrics included.
@@ -440,6 +442,7 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
             dry_run,
         }) => {
             let cfg = load_config_to_sync(&path, out)?;
+            webhook_unused(&cfg, "backfill");
             let since = config::parse_since("--since", &since)?;
             let until = until
                 .map(|u| config::parse_since("--until", &u))
@@ -867,6 +870,11 @@ async fn service(cfg: &Config, cancel: CancellationToken) -> anyhow::Result<Exit
         Some(addr) => Some(metrics::bind(addr).await?),
         None => None,
     };
+    // The webhook receiver too, with its secret read now: a start without it fails.
+    let webhook = match &cfg.webhook {
+        Some(w) => Some((w.read_secret()?, webhook::bind(w.listen).await?)),
+        None => None,
+    };
     let liveness = Arc::new(Liveness::new());
     let recorder = Recorder::new(cfg);
     let mut observers: Vec<Arc<dyn RequestObserver>> = vec![liveness.clone()];
@@ -881,6 +889,28 @@ async fn service(cfg: &Config, cancel: CancellationToken) -> anyhow::Result<Exit
     .with_liveness(Arc::clone(&liveness));
     if let Some(m) = &recorder.metrics {
         service = service.with_metrics(Arc::clone(m), cfg.metrics.textfile.clone());
+    }
+    let mut counts_written = None;
+    if let Some((secret, listener)) = webhook {
+        let wakes = Arc::new(Wakes::new(&cfg.rules));
+        let counts = Arc::new(WebhookCounts::default());
+        service = service.with_wakes(Arc::clone(&wakes));
+        service.spawn_waker(cancel.clone());
+        counts_written = Some(service.spawn_webhook_counts(Arc::clone(&counts), cancel.clone()));
+        let receiver = Arc::new(Receiver::new(
+            secret,
+            wakes,
+            counts,
+            recorder.metrics.clone(),
+        ));
+        let addr = listener.local_addr().ok();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            if let Err(e) = receiver.serve(listener, stop).await {
+                error!(cause = %e, "the webhook endpoint stopped");
+            }
+        });
+        info!(listen = ?addr, path = webhook::PATH, "webhooks received");
     }
     let mut scheduler = service
         .start_cron()
@@ -921,6 +951,11 @@ async fn service(cfg: &Config, cancel: CancellationToken) -> anyhow::Result<Exit
         clean = &mut run => clean,
     };
     scheduler.shutdown().await;
+    if let Some(task) = counts_written
+        && let Err(e) = task.await
+    {
+        error!(error = %e, "the webhook counts were not written at the end");
+    }
     // Every run was recorded (cancelled, or abandoned at the end of the grace period): a stop,
     // not a failure. Only a worker that did not even record its run exits 1.
     Ok(if clean { Exit::Clean } else { Exit::Partial })
@@ -1090,6 +1125,14 @@ fn load_config_to_sync(path: &std::path::Path, out: Out) -> anyhow::Result<Confi
         out.warn(&exposed.to_string());
     }
     Ok(cfg)
+}
+
+/// `[webhook]` is the service's: `mode` (`--once`, `backfill`) neither reads its secret nor
+/// listens, and says so (at info: the same config serves both, that is no mistake).
+fn webhook_unused(cfg: &Config, mode: &str) {
+    if cfg.webhook.is_some() {
+        info!("[webhook] is used by the service only: {mode} ignores it");
+    }
 }
 
 /// One cycle of every rule (`--once`). Stopped by a signal, it exits 1: the next run goes on.

@@ -33,6 +33,7 @@ mod file_error;
 mod history;
 mod raw;
 mod validate;
+mod webhook;
 
 pub use history::{ClosedFrom, CreatedFrom, HistoryConfig};
 pub use raw::{RawConfig, RawGitLab, RawJira, RawMetrics, RawRule, RawSchedule, RawStore, RawSync};
@@ -41,6 +42,7 @@ use validate::{
     gitlab_insecure_http, validate_cron, validate_gitlab, validate_jira, validate_metrics,
     validate_rule, validate_sync,
 };
+pub use webhook::{RawWebhook, WebhookConfig};
 
 /// The environment variable that names the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "JIRA_GITLAB_SYNC_CONFIG";
@@ -236,6 +238,8 @@ pub struct Config {
     pub gitlab: GitLabConfig,
     pub rules: Vec<RuleConfig>,
     pub metrics: MetricsConfig,
+    /// `[webhook]`: Jira webhooks wake the service's rules; `None` without the table.
+    pub webhook: Option<WebhookConfig>,
     /// Secret files every user may read, each once (by the file read), in config order: the
     /// command warns about them (`check` lists them with its findings).
     pub exposed_secrets: Vec<ExposedSecret>,
@@ -255,6 +259,12 @@ fn exposed_secrets(raw: &RawConfig) -> Vec<ExposedSecret> {
             .token_file
             .iter()
             .map(|f| ("gitlab.token_file".to_owned(), f)),
+    );
+    files.extend(
+        raw.webhook
+            .iter()
+            .filter_map(|w| w.secret_file.as_ref())
+            .map(|f| ("webhook.secret_file".to_owned(), f)),
     );
     for r in &raw.rule {
         files.extend(
@@ -352,6 +362,11 @@ impl Config {
                 )
             })?;
         let metrics = validate_metrics(&raw.metrics)?;
+        let webhook = raw
+            .webhook
+            .as_ref()
+            .map(webhook::validate_webhook)
+            .transpose()?;
         let exposed_secrets = exposed_secrets(&raw);
         Ok(Config {
             store_path: raw.store.path,
@@ -361,6 +376,7 @@ impl Config {
             gitlab,
             rules,
             metrics,
+            webhook,
             exposed_secrets,
         })
     }

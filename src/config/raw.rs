@@ -21,6 +21,8 @@ pub struct RawConfig {
     /// Prometheus metrics: off unless a key is set.
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// Jira webhooks as a "sync now" signal for the service: off unless the table is there.
+    pub webhook: Option<super::webhook::RawWebhook>,
     /// The sync rules: each is one JQL query replicated into one GitLab project.
     #[serde(default)]
     pub rule: Vec<RawRule>,

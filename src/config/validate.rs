@@ -130,7 +130,7 @@ fn secret_source(
 
 /// Returns true if and only if `s` is an environment variable name as shells and systemd write
 /// them: ASCII letters, digits and `_`, not starting with a digit.
-fn is_env_name(s: &str) -> bool {
+pub(super) fn is_env_name(s: &str) -> bool {
     s.chars().next().is_some_and(|c| !c.is_ascii_digit())
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

@@ -46,7 +46,9 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::RuleConfig;
 use crate::domain::SearchPage;
-use crate::domain::{Failure, IssueSnapshot, JiraKey, Mapping, RunCounts, RunMode, RunOutcome};
+use crate::domain::{
+    Failure, IssueSnapshot, JiraId, JiraKey, Mapping, RunCounts, RunMode, RunOutcome,
+};
 
 use super::backfill::PREFETCH_PAGES;
 use super::execute::{Ctx, Outcome};
@@ -241,9 +243,25 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         mode: RunMode,
         cancel: &CancellationToken,
     ) -> Result<RunReport, EngineError> {
+        self.run_rule_reconciling(rule, mode, cancel, &[]).await
+    }
+
+    /// As [`SyncEngine::run_rule`], with every page of the search asking Jira to read the
+    /// issues `reconcile` names consistently (those a webhook just named; Cloud's search may not
+    /// show their change yet otherwise). They are only read: what the search answers decides.
+    ///
+    /// # Errors
+    /// As [`SyncEngine::run_rule`].
+    pub async fn run_rule_reconciling(
+        &self,
+        rule: &RuleConfig,
+        mode: RunMode,
+        cancel: &CancellationToken,
+        reconcile: &[JiraId],
+    ) -> Result<RunReport, EngineError> {
         let run_id = uuid_like();
         let span = info_span!("sync_cycle", rule = %rule.name, mode = %mode, run_id = %run_id);
-        self.run_rule_inner(rule, mode, cancel)
+        self.run_rule_inner(rule, mode, cancel, reconcile)
             .instrument(span)
             .await
     }
@@ -253,6 +271,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         rule: &RuleConfig,
         mode: RunMode,
         cancel: &CancellationToken,
+        reconcile: &[JiraId],
     ) -> Result<RunReport, EngineError> {
         let clock = std::time::Instant::now();
         let started = Utc::now();
@@ -275,6 +294,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 links: Default::default(),
                 elapsed_ms: 0,
                 lags: Vec::new(),
+                written: Vec::new(),
             },
             mappings: HashMap::new(),
             seen: HashSet::new(),
@@ -284,7 +304,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         };
         let result = self
             .within_grace(cancel, async {
-                match self.walk(&mut run, started, cancel).await {
+                match self.walk(&mut run, started, cancel, reconcile).await {
                     // Only after a complete walk: the cursor then says what the search covered.
                     Ok(true) => {
                         self.walked(&run, started).await?;
@@ -411,6 +431,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         run: &mut Run<'_>,
         started: DateTime<Utc>,
         cancel: &CancellationToken,
+        reconcile: &[JiraId],
     ) -> Result<bool, EngineError> {
         let rule = run.rule;
         let lookback = self.lookback();
@@ -478,12 +499,20 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         // Stops the walk when the run is cancelled, or stops for an error (no search in flight
         // is waited for then).
         let stop_walk = cancel.child_token();
-        let producer = PageWalk::by_updated(lower, zone).prefetch(
-            &self.jira,
-            |lower, upper| jql::changed_since(&rule.jql, lower, upper, zone),
-            tx,
-            &stop_walk,
-        );
+        if !reconcile.is_empty() {
+            debug!(
+                issues = reconcile.len(),
+                "the search reads the issues webhooks named consistently"
+            );
+        }
+        let producer = PageWalk::by_updated(lower, zone)
+            .reconciling(reconcile)
+            .prefetch(
+                &self.jira,
+                |lower, upper| jql::changed_since(&rule.jql, lower, upper, zone),
+                tx,
+                &stop_walk,
+            );
         let consumer = async {
             let result = self.apply_all(run, due, &waiting, rx, cancel).await;
             stop_walk.cancel();
@@ -572,7 +601,13 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 Some(done) = flight.running.next(), if !flight.running.is_empty() => {
                     flight.finish(&done);
                     match done.result {
-                        Ok(out) => run.absorb(out),
+                        Ok(out) => {
+                            if out.lag.is_some() {
+                                let at = std::time::Instant::now();
+                                run.report.written.extend(done.issue.into_iter().map(|i| (i, at)));
+                            }
+                            run.absorb(out);
+                        }
                         Err(e) if stopped.is_none() => stopped = Some(e),
                         Err(e) => {
                             warn!(cause = %error_chain(&e), "another issue failed while the run was stopping");

@@ -108,6 +108,10 @@ pub trait PortError: std::error::Error + Send + Sync + 'static {
 /// to 100 issues").
 pub const MAX_READ_BACK: usize = 100;
 
+/// The most issue ids one search asks Jira to read consistently (`reconcileIssues` "accepts
+/// max 50 ids", Atlassian's OpenAPI).
+pub const MAX_RECONCILE: usize = 50;
+
 /// The read side: what the engine needs from Jira.
 pub trait JiraSource: Send + Sync {
     /// Why a request failed.
@@ -119,6 +123,21 @@ pub trait JiraSource: Send + Sync {
         jql: &str,
         page: &PageCursor,
     ) -> impl Future<Output = Result<SearchPage, Self::Error>> + Send;
+
+    /// As [`JiraSource::search`], asking Jira to read the issues `reconcile` names (at most
+    /// [`MAX_RECONCILE`] ids) consistently: Cloud's search is eventually consistent, and its
+    /// `reconcileIssues` makes it answer those issues as they are now, if they match (Atlassian,
+    /// "Search and reconcile"; OpenAPI `SearchAndReconcileRequestBean.reconcileIssues`). A Jira
+    /// without it (Data Center, whose search is consistent) searches as `search` does.
+    fn search_reconciling(
+        &self,
+        jql: &str,
+        page: &PageCursor,
+        reconcile: &[JiraId],
+    ) -> impl Future<Output = Result<SearchPage, Self::Error>> + Send {
+        let _ = reconcile;
+        self.search(jql, page)
+    }
 
     /// How many issues `jql` (without `ORDER BY`) matches, where Jira can say cheaply (Cloud's
     /// approximate count); `None` where it cannot.

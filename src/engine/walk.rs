@@ -27,10 +27,10 @@ use chrono_tz::Tz;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{IssueSnapshot, PageCursor, SearchPage};
+use crate::domain::{IssueSnapshot, JiraId, PageCursor, SearchPage};
 
 use super::jql;
-use super::ports::{JiraSource, PortError};
+use super::ports::{JiraSource, MAX_RECONCILE, PortError};
 
 /// How many times an empty page that is not the last is asked again before the walk fails.
 pub(crate) const EMPTY_PAGE_RETRIES: u32 = 3;
@@ -104,6 +104,9 @@ pub(crate) struct PageWalk {
     minute: Option<MinuteCheck>,
     /// Every page token Jira gave in this walk.
     tokens: HashSet<String>,
+    /// Issues every page asks Jira to read consistently (`reconcileIssues`): those a webhook
+    /// named. The OpenAPI asks for the same list "with each paginated request".
+    reconcile: Vec<JiraId>,
     done: bool,
     /// Search requests sent so far.
     pub(crate) requests: u64,
@@ -133,6 +136,7 @@ impl PageWalk {
             check_minutes,
             minute: None,
             tokens: HashSet::new(),
+            reconcile: Vec::new(),
             done: false,
             requests: 0,
         }
@@ -142,6 +146,14 @@ impl PageWalk {
     /// is edited, so minutes walked by offset are checked.
     pub(crate) fn by_updated(from: DateTime<Utc>, zone: Tz) -> Self {
         Self::new(from, zone, |s| s.updated, true)
+    }
+
+    /// Every page of the walk asks Jira to read `ids` consistently (at most
+    /// [`MAX_RECONCILE`], the first ones).
+    #[must_use]
+    pub(crate) fn reconciling(mut self, ids: &[JiraId]) -> Self {
+        self.reconcile = ids.iter().take(MAX_RECONCILE).cloned().collect();
+        self
     }
 
     /// A walk over `created`, as backfill orders its search (`created` never moves).
@@ -171,10 +183,13 @@ impl PageWalk {
         let mut empty = 0;
         let result = loop {
             self.requests += 1;
-            let result = jira
-                .search(&jql, &self.page)
-                .await
-                .map_err(WalkError::Search)?;
+            let result = if self.reconcile.is_empty() {
+                jira.search(&jql, &self.page).await
+            } else {
+                jira.search_reconciling(&jql, &self.page, &self.reconcile)
+                    .await
+            }
+            .map_err(WalkError::Search)?;
             let is_empty = result.issues.is_empty() && result.undecodable.is_empty();
             if !is_empty || result.next.is_none() {
                 break result;

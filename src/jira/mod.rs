@@ -21,7 +21,7 @@ use tracing::instrument;
 
 use crate::config::{Deployment, JiraAuth, JiraConfig, SyncConfig};
 use crate::domain::{JiraId, JiraUser, PageCursor, ReadBack, SearchPage, Transition};
-use crate::engine::ports::{JiraSource, PortError};
+use crate::engine::ports::{JiraSource, MAX_RECONCILE, PortError};
 use crate::http::{DecodeError, HttpClient, HttpError, Pace, RequestKind, Response, Transport};
 use crate::secret::Secret;
 
@@ -295,8 +295,20 @@ fn error_message(response: &Response) -> String {
 impl JiraSource for JiraClient {
     type Error = JiraError;
 
-    #[instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn search(&self, jql: &str, page: &PageCursor) -> Result<SearchPage, JiraError> {
+        self.search_reconciling(jql, page, &[]).await
+    }
+
+    /// Cloud sends the ids as `reconcileIssues` (numbers, at most [`MAX_RECONCILE`]: Atlassian's
+    /// OpenAPI, `SearchAndReconcileRequestBean`); Data Center has no such field (its search is
+    /// consistent), so it is not sent there.
+    #[instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn search_reconciling(
+        &self,
+        jql: &str,
+        page: &PageCursor,
+        reconcile: &[JiraId],
+    ) -> Result<SearchPage, JiraError> {
         let (path, body) = match (self.deployment, page) {
             (Deployment::Cloud, cursor) => {
                 // `expand` is "a comma-delimited string" on `search/jql` (Atlassian's OpenAPI).
@@ -308,6 +320,14 @@ impl JiraSource for JiraClient {
                 });
                 if let PageCursor::Token(t) = cursor {
                     body["nextPageToken"] = json!(t);
+                }
+                let ids: Vec<u64> = reconcile
+                    .iter()
+                    .filter_map(|id| id.as_str().parse().ok())
+                    .take(MAX_RECONCILE)
+                    .collect();
+                if !ids.is_empty() {
+                    body["reconcileIssues"] = json!(ids);
                 }
                 ("rest/api/3/search/jql", body)
             }

@@ -5,6 +5,11 @@
 //! embedded (`expand=changelog`), paged per issue, and in bulk (`jira/changelog.rs`); custom
 //! fields; remote issue links and `mypermissions` (`jira/links.rs`).
 //!
+//! Cloud's search lag is modelled two ways: by hand ([`FakeJira::hold_index`]) and, with
+//! [`FakeJiraConfig::index_lag`], for every change made through the handle; a search naming an
+//! issue in `reconcileIssues` sees it as it is now. With a webhook target set, changes are posted
+//! to it, signed (`webhooks`).
+//!
 //! Issues live in memory and are changed through the [`FakeJira`] handle. Every search evaluates
 //! the query afresh, so issues that change between two pages move between pages just as they do
 //! against a real offset or token.
@@ -27,6 +32,9 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 mod changelog;
+mod webhooks;
+
+pub use webhooks::{Forgery, WebhookDelivery, WebhookTarget};
 
 use super::jql::{Query, key_order};
 
@@ -83,6 +91,13 @@ pub struct FakeJiraConfig {
     /// `Date` header (RFC 9110 §6.6.1: an origin server with a clock sends the time the answer
     /// was generated), `serverInfo`'s `serverTime`, and what JQL's `now()` means.
     pub clock_offset: chrono::Duration,
+    /// Cloud's search index lag: a change made through the handle (a create or an edit) reaches
+    /// search this long after it was made (search shows the version before it until then; a
+    /// later change restarts the wait). Atlassian, "Search and reconcile"
+    /// (developer.atlassian.com/cloud/jira/platform/search-and-reconcile): "subsequent search
+    /// operations … without the reconcileIssues parameter may return stale or outdated data …
+    /// from a few seconds to minutes". Zero (the default): search sees every change at once.
+    pub index_lag: Duration,
 }
 
 impl FakeJiraConfig {
@@ -137,6 +152,7 @@ impl Default for FakeJiraConfig {
             display_name: "Sync Bot".to_owned(),
             email_address: Self::DEFAULT_EMAIL.to_owned(),
             clock_offset: chrono::Duration::zero(),
+            index_lag: Duration::ZERO,
         }
     }
 }
@@ -403,6 +419,7 @@ struct JiraState {
     faults: Mutex<VecDeque<(FaultTarget, Fault)>>,
     recorder: Recorder,
     links: links::RemoteLinks,
+    hooks: webhooks::Hooks,
 }
 
 #[derive(Default)]
@@ -412,6 +429,40 @@ struct JiraData {
     next_id: u64,
     /// Keys whose searchable version is frozen: `None` while the key is not indexed at all.
     held: HashMap<String, Option<(u64, FakeIssue)>>,
+    /// Keys held by the index lag, not by hand, with when search catches up with them.
+    lagging: HashMap<String, std::time::Instant>,
+}
+
+impl JiraData {
+    /// With an index `lag`, search keeps the version of `key` before the change about to be
+    /// made (none for a new issue) until `lag` has passed. A key held by hand stays so.
+    fn lag_change(&mut self, key: &str, lag: Duration) {
+        if lag.is_zero() || (self.held.contains_key(key) && !self.lagging.contains_key(key)) {
+            return;
+        }
+        let before = self.issues.get(key).cloned();
+        self.held.entry(key.to_owned()).or_insert(before);
+        self.lagging
+            .insert(key.to_owned(), std::time::Instant::now() + lag);
+    }
+
+    /// Lets search see the keys whose lag has passed.
+    fn catch_up(&mut self) {
+        if self.lagging.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let due: Vec<String> = self
+            .lagging
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            self.lagging.remove(&k);
+            self.held.remove(&k);
+        }
+    }
 }
 
 impl FakeJira {
@@ -433,6 +484,7 @@ impl FakeJira {
             faults: Mutex::new(VecDeque::new()),
             recorder: Recorder::default(),
             links: links::RemoteLinks::default(),
+            hooks: webhooks::Hooks::default(),
         });
         listener.serve(router(Arc::clone(&state)), shutdown.clone());
         Ok(Self {
@@ -466,16 +518,20 @@ impl FakeJira {
 
     /// Adds the issue, or replaces the one with the same key (keeping its id).
     pub fn insert(&self, mut issue: FakeIssue) {
-        let mut data = lock(&self.inner.state.data);
-        let id = match data.issues.get(&issue.key) {
-            Some((id, _)) => *id,
+        let state = &self.inner.state;
+        let mut data = lock(&state.data);
+        let (id, event) = match data.issues.get(&issue.key) {
+            Some((id, _)) => (*id, "jira:issue_updated"),
             None => {
                 data.next_id += 1;
-                data.next_id
+                (data.next_id, "jira:issue_created")
             }
         };
         issue.id = Some(id);
-        data.issues.insert(issue.key.clone(), (id, issue));
+        data.lag_change(&issue.key, state.config.index_lag);
+        data.issues.insert(issue.key.clone(), (id, issue.clone()));
+        drop(data);
+        state.webhook(event, id, &issue);
     }
 
     /// Deletes the issue, as a person with the Delete Issues permission does: it is gone from
@@ -484,7 +540,16 @@ impl FakeJira {
     pub fn delete(&self, key: &str) -> bool {
         let mut data = lock(&self.inner.state.data);
         data.held.remove(key);
-        data.issues.remove(key).is_some()
+        data.lagging.remove(key);
+        let removed = data.issues.remove(key);
+        drop(data);
+        match removed {
+            Some((id, issue)) => {
+                self.inner.state.webhook("jira:issue_deleted", id, &issue);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Resolves the issue at `at` (status `Done`, category `done`, `updated = at`).
@@ -523,11 +588,18 @@ impl FakeJira {
         at: DateTime<Utc>,
         change: impl FnOnce(&mut FakeIssue),
     ) -> Option<FakeIssue> {
-        let mut data = lock(&self.inner.state.data);
-        let (_, issue) = data.issues.get_mut(key)?;
+        let state = &self.inner.state;
+        let mut data = lock(&state.data);
+        if data.issues.contains_key(key) {
+            data.lag_change(key, state.config.index_lag);
+        }
+        let (id, issue) = data.issues.get_mut(key)?;
         change(issue);
         issue.updated = at;
-        Some(issue.clone())
+        let (id, issue) = (*id, issue.clone());
+        drop(data);
+        state.webhook("jira:issue_updated", id, &issue);
+        Some(issue)
     }
 
     /// Moves the issue to another project at `at`, as a person does with Jira's "Move": it gets
@@ -548,7 +620,9 @@ impl FakeJira {
         issue.key = moved.key;
         issue.project = moved.project;
         issue.updated = at;
-        data.issues.insert(new_key.to_owned(), (id, issue));
+        data.issues.insert(new_key.to_owned(), (id, issue.clone()));
+        drop(data);
+        self.inner.state.webhook("jira:issue_updated", id, &issue);
         true
     }
 
@@ -757,11 +831,27 @@ impl JiraState {
         start: usize,
         len: usize,
     ) -> (usize, Vec<(u64, FakeIssue)>) {
-        let data = lock(&self.data);
+        self.search_page_reconciling(query, start, len, &[])
+    }
+
+    /// As [`JiraState::search_page`], with the issues whose ids are in `reconcile` searched as
+    /// they are now, whatever the index holds ("consistency is ensured only for the specified
+    /// issues": Atlassian, "Search and reconcile").
+    fn search_page_reconciling(
+        &self,
+        query: &Query,
+        start: usize,
+        len: usize,
+        reconcile: &[u64],
+    ) -> (usize, Vec<(u64, FakeIssue)>) {
+        let mut data = lock(&self.data);
+        data.catch_up();
+        let data = data;
         let mut found: Vec<&(u64, FakeIssue)> = data
             .issues
             .iter()
             .filter_map(|(key, current)| match data.held.get(key) {
+                Some(_) if reconcile.contains(&current.0) => Some(current),
                 Some(frozen) => frozen.as_ref(),
                 None => Some(current),
             })
@@ -835,6 +925,8 @@ struct SearchParams {
     expand: Vec<String>,
     /// Data Center `validateQuery`: `strict` (the default), `warn` or `none`.
     validate_query: Option<String>,
+    /// Cloud `reconcileIssues`: issue ids searched consistently (at most 50).
+    reconcile: Vec<u64>,
 }
 
 impl SearchParams {
@@ -869,6 +961,18 @@ impl SearchParams {
                 }
             }
             p.next_page_token = body["nextPageToken"].as_str().map(str::to_owned);
+            match &body["reconcileIssues"] {
+                Value::Null => {}
+                Value::Array(ids) => {
+                    for v in ids {
+                        p.reconcile.push(
+                            v.as_u64()
+                                .ok_or_else(|| bad("reconcileIssues", &v.to_string()))?,
+                        );
+                    }
+                }
+                v => return Err(bad("reconcileIssues", &v.to_string())),
+            }
             p.validate_query = match &body["validateQuery"] {
                 Value::String(s) => Some(s.clone()),
                 Value::Bool(b) => Some(if *b { "strict" } else { "none" }.to_owned()),
@@ -895,6 +999,11 @@ impl SearchParams {
                     "nextPageToken" => p.next_page_token = Some(v),
                     "expand" => p.expand.extend(split_fields(&v)),
                     "validateQuery" => p.validate_query = Some(v),
+                    "reconcileIssues" => {
+                        for id in split_fields(&v) {
+                            p.reconcile.push(id.parse().map_err(|_| bad(&k, &v))?);
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -1003,6 +1112,10 @@ async fn search_jql(
             None => return jira_error(400, "The provided next page token is invalid or expired."),
         },
     };
+    // "Accepts max 50 ids" (OpenAPI, `SearchAndReconcileRequestBean.reconcileIssues`).
+    if params.reconcile.len() > 50 {
+        return jira_error(400, "reconcileIssues accepts at most 50 issue ids.");
+    }
     let fault = req.extensions().get::<PageFault>().map(|f| f.0.clone());
     let fields = FieldSelection::new(params.fields.as_deref(), false);
     // Cloud serves up to 5000 ids a page, but far fewer full issues.
@@ -1012,7 +1125,7 @@ async fn search_jql(
         state.config.cloud_page_cap
     };
     let page_size = params.max_results.unwrap_or(50).clamp(1, cap.max(1) as i64) as usize;
-    let (total, found) = state.search_page(&jql, offset, page_size);
+    let (total, found) = state.search_page_reconciling(&jql, offset, page_size, &params.reconcile);
     let start = offset.min(total);
     let end = (start + page_size).min(total);
     let issues: Vec<Value> = found
