@@ -46,3 +46,6 @@ mod stages;
 mod stops;
 /// Transport safety: redirects stay within one origin; what the config refuses.
 mod transport;
+/// Jira webhooks as a "sync now" signal: seconds from a change to GitLab, nothing from a forged
+/// or replayed request.
+mod webhooks;

@@ -604,7 +604,12 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                         Ok(out) => {
                             if out.lag.is_some() {
                                 let at = std::time::Instant::now();
-                                run.report.written.extend(done.issue.into_iter().map(|i| (i, at)));
+                                run.report.written.extend(
+                                    done.issue
+                                        .iter()
+                                        .filter_map(|i| i.strip_prefix("id:"))
+                                        .map(|id| (id.to_owned(), at)),
+                                );
                             }
                             run.absorb(out);
                         }

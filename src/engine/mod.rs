@@ -257,9 +257,9 @@ pub struct RunReport {
     /// histogram; not part of the report's JSON.
     #[serde(skip)]
     pub lags: Vec<Duration>,
-    /// The issues the run wrote to GitLab from its search (live runs), each by its key and by
-    /// its Jira id (one entry each), with when the write was done: the service measures from a
-    /// webhook naming the issue to its write. Not part of the report's JSON.
+    /// The issues the run wrote to GitLab (live runs), by their Jira ids, with when the write
+    /// was done: the service measures from a webhook naming the issue to its write. Not part of
+    /// the report's JSON.
     #[serde(skip)]
     pub written: Vec<(String, std::time::Instant)>,
 }
