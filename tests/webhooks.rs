@@ -78,7 +78,10 @@ fn is_create_of(r: &RecordedRequest, key: &str) -> bool {
     r.method == "POST"
         && r.path.ends_with("/issues")
         && r.status == Some(201)
-        && r.body.as_ref().and_then(|b| b["title"].as_str()).is_some_and(|t| t.contains(&format!("[{key}]")))
+        && r.body
+            .as_ref()
+            .and_then(|b| b["title"].as_str())
+            .is_some_and(|t| t.contains(&format!("[{key}]")))
 }
 
 fn is_close_of(r: &RecordedRequest, iid: u64) -> bool {
@@ -119,8 +122,14 @@ async fn oversized(port: u16, body: &[u8]) -> String {
         jira_gitlab_sync::webhook::signature(SECRET, body),
         body.len()
     );
-    stream.write_all(head.as_bytes()).await.expect("the head is sent");
-    stream.write_all(&body[..1024]).await.expect("a little body is sent");
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("the head is sent");
+    stream
+        .write_all(&body[..1024])
+        .await
+        .expect("a little body is sent");
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(GUARD, stream.read_to_end(&mut answer)).await;
     String::from_utf8_lossy(&answer)
@@ -180,7 +189,11 @@ async fn webhooks_bring_each_change_to_gitlab_within_two_seconds() {
         .requests()
         .iter()
         .filter(|r| r.path.ends_with("/search/jql"))
-        .filter(|r| r.body.as_ref().is_some_and(|b| b["reconcileIssues"].is_array()))
+        .filter(|r| {
+            r.body
+                .as_ref()
+                .is_some_and(|b| b["reconcileIssues"].is_array())
+        })
         .count();
     assert!(
         reconciled >= 40,
@@ -274,7 +287,10 @@ async fn forged_replayed_unsigned_and_oversized_webhooks_write_nothing_and_are_c
         if text.lines().any(|l| l == lag_line) {
             break text;
         }
-        assert!(Instant::now() < deadline, "no {lag_line} within {GUARD:?}:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "no {lag_line} within {GUARD:?}:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     for line in [

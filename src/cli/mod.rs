@@ -145,6 +145,19 @@ pub enum Command {
         /// directory, kept].
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// Post a signed Jira webhook to URL for every change the sandbox Jira makes, as Jira
+        /// Cloud's admin webhooks do (e.g. http://127.0.0.1:8787/webhook/jira); the config
+        /// written gets a [webhook] table receiving there.
+        #[arg(long, value_name = "URL")]
+        webhook_url: Option<url::Url>,
+        /// The file holding the webhook's secret [default: a new random one, written to
+        /// webhook-secret in --dir].
+        #[arg(long, value_name = "FILE", requires = "webhook_url")]
+        webhook_secret_file: Option<PathBuf>,
+        /// Every SECS seconds, create an incident and resolve the oldest open one, as people
+        /// would (with --webhook-url, each change is posted).
+        #[arg(long, value_name = "SECS")]
+        change_every: Option<u64>,
     },
     /// Replicate historical issues (created in [--since, --until)) with their original times.
     /// Resumable: re-run the same command after an interruption.
@@ -421,6 +434,9 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
             log_requests,
             deployment,
             dir,
+            webhook_url,
+            webhook_secret_file,
+            change_every,
         }) => {
             let options = SandboxOptions {
                 count,
@@ -429,6 +445,11 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
                 log_requests,
                 deployment,
                 dir,
+                webhook_url,
+                webhook_secret_file,
+                change_every: change_every
+                    .filter(|s| *s > 0)
+                    .map(std::time::Duration::from_secs),
             };
             sandbox(options, out).await
         }
@@ -1095,6 +1116,12 @@ pub struct SandboxOptions {
     pub deployment: SandboxDeployment,
     /// Where the files go (default: a new temporary directory, kept).
     pub dir: Option<PathBuf>,
+    /// Where the sandbox Jira posts its webhooks, if anywhere.
+    pub webhook_url: Option<url::Url>,
+    /// The file holding their secret (default: generated into `dir`).
+    pub webhook_secret_file: Option<PathBuf>,
+    /// How often the sandbox creates an incident and resolves the oldest open one.
+    pub change_every: Option<std::time::Duration>,
 }
 
 /// `sandbox`: serve the seeded sandbox until a signal; exit 0 once stopped.

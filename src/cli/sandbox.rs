@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use jira_gitlab_sync::domain::RemoteState;
 use jira_gitlab_sync::sandbox::gitlab::{FakeGitLab, FakeGitLabConfig};
-use jira_gitlab_sync::sandbox::jira::{FakeIssue, FakeJira, FakeJiraConfig};
+use jira_gitlab_sync::sandbox::jira::{FakeIssue, FakeJira, FakeJiraConfig, WebhookTarget};
 
 use super::signals::cancel_on_signals;
 use super::{SandboxDeployment, SandboxOptions};
@@ -75,6 +75,9 @@ pub async fn run(options: SandboxOptions) -> anyhow::Result<()> {
         log_requests,
         deployment,
         dir,
+        webhook_url,
+        webhook_secret_file,
+        change_every,
     } = options;
     let dir = match dir {
         Some(d) => {
@@ -109,6 +112,13 @@ pub async fn run(options: SandboxOptions) -> anyhow::Result<()> {
     let now = Utc::now();
     seed(&jira, count, open, now);
     let config = write_files(&dir, deployment, &jira, &gitlab, now)?;
+    if let Some(url) = &webhook_url {
+        let secret = webhooks(&jira, &dir, &config, url, webhook_secret_file.as_deref())?;
+        println!(
+            "webhooks: every change is posted to {url}, signed with the secret in {}",
+            secret.display()
+        );
+    }
     let since = (now - chrono::Duration::days(31)).format("%Y-%m-%d");
     let cfg = config.display();
     println!(
@@ -144,6 +154,14 @@ pub async fn run(options: SandboxOptions) -> anyhow::Result<()> {
 
     let cancel = CancellationToken::new();
     cancel_on_signals(cancel.clone(), Duration::ZERO);
+    if let Some(every) = change_every {
+        println!(
+            "every {} s an incident is created and the oldest open one resolved",
+            every.as_secs()
+        );
+        let _ = std::io::stdout().flush();
+        tokio::spawn(change(jira.clone(), count, every, cancel.clone()));
+    }
     if log_requests {
         let mut log = RequestLog::default();
         loop {
@@ -173,6 +191,94 @@ pub async fn run(options: SandboxOptions) -> anyhow::Result<()> {
     );
     let _ = std::io::stdout().flush();
     Ok(())
+}
+
+/// Points the sandbox Jira's webhooks at `url`, signed with the secret in `secret_file` (or a
+/// new random one written to `webhook-secret` in `dir`), and adds a `[webhook]` table receiving
+/// them to the config at `config` (its `listen` is the URL's address when that is an IP address
+/// with a port; otherwise the table says to set it). Returns the secret's file.
+fn webhooks(
+    jira: &FakeJira,
+    dir: &Path,
+    config: &Path,
+    url: &url::Url,
+    secret_file: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    let (secret, path) = match secret_file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read the webhook secret {}", f.display()))?;
+            let path = std::path::absolute(f)
+                .with_context(|| format!("cannot resolve {}", f.display()))?;
+            (text.trim().to_owned(), path)
+        }
+        None => {
+            let secret: String = (0..4)
+                .map(|_| format!("{:016x}", rand::random::<u64>()))
+                .collect();
+            let path = dir.join("webhook-secret");
+            std::fs::write(&path, &secret)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("cannot restrict {}", path.display()))?;
+            }
+            (secret, path)
+        }
+    };
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "the webhook secret file {} is empty",
+        path.display()
+    );
+    jira.set_webhook(Some(WebhookTarget {
+        url: url.clone(),
+        secret: Some(secret),
+    }));
+    let listen = match (url.host(), url.port_or_known_default()) {
+        (Some(url::Host::Ipv4(ip)), Some(port)) => format!("listen = \"{ip}:{port}\""),
+        (Some(url::Host::Ipv6(ip)), Some(port)) => format!("listen = \"[{ip}]:{port}\""),
+        _ => "# listen = \"127.0.0.1:8787\"   # set it: where the service receives the URL above"
+            .to_owned(),
+    };
+    let table = format!(
+        "\n# The sandbox Jira posts its webhooks to {url}.\n[webhook]\n{listen}\nsecret_file = \"{}\"\n",
+        path.display()
+    );
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(config)
+        .with_context(|| format!("cannot write {}", config.display()))?;
+    file.write_all(table.as_bytes())
+        .with_context(|| format!("cannot write {}", config.display()))?;
+    Ok(path)
+}
+
+/// Every `every`, creates the incident after the last one (the seed made `OPS-1`..`OPS-count`)
+/// and resolves the oldest one still open, until `cancel`.
+async fn change(jira: FakeJira, count: u64, every: Duration, cancel: CancellationToken) {
+    let mut next = count + 1;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let now = millis(Utc::now());
+        if let Some(open) = jira
+            .issues()
+            .into_iter()
+            .find(|i| i.resolutiondate.is_none())
+        {
+            jira.resolve(&open.key, now);
+        }
+        jira.insert(
+            FakeIssue::new(&format!("OPS-{next}"), "Error rate above SLO", now)
+                .with_priority(Some("High")),
+        );
+        next += 1;
+    }
 }
 
 /// The id of [`FakeGitLabConfig::DEFAULT_PROJECT`] in the default configuration.
