@@ -390,7 +390,7 @@ impl Wakes {
             return Vec::new();
         };
         let mut ids: Vec<(JiraId, Instant)> = p.ids.drain().collect();
-        ids.sort_by_key(|(_, at)| *at);
+        ids.sort_by(|(a, at_a), (b, at_b)| at_a.cmp(at_b).then_with(|| a.cmp(b)));
         if ids.len() > MAX_RECONCILE {
             for (id, at) in ids.split_off(MAX_RECONCILE) {
                 p.ids.insert(id, at);
@@ -743,7 +743,7 @@ mod tests {
                 Some(id(100 + n)),
                 Some("SRE"),
                 None,
-                t0 + Duration::from_millis(u64::from(n)),
+                t0 + Duration::from_millis(u64::from(n) + 1),
             );
         }
         wakes.woken();

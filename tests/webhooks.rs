@@ -2,7 +2,9 @@ use std::time::{Duration, Instant};
 
 use jira_gitlab_sync::domain::RemoteState;
 use jira_gitlab_sync::sandbox::RecordedRequest;
-use jira_gitlab_sync::sandbox::jira::{FakeIssue, FakeJiraConfig, Forgery, WebhookTarget};
+use jira_gitlab_sync::sandbox::jira::{
+    FakeIssue, FakeJiraConfig, Fault, FaultTarget, Forgery, WebhookTarget,
+};
 use serde_json::Value;
 
 use crate::support::{GUARD, Running, Setup, World, ago, free_port, rule};
@@ -218,9 +220,9 @@ async fn forged_replayed_unsigned_and_oversized_webhooks_write_nothing_and_are_c
         received(&w, |r| is_create_of(r, "OPS-2"))
     })
     .await;
-    let genuine = w.jira.webhook_deliveries()[0].identifier.clone();
-    let target = w.jira.webhook_deliveries();
-    assert_eq!(target.len(), 1);
+    let sent = w.jira.webhook_deliveries();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let genuine = sent[0].identifier.clone();
     w.jira.set_webhook(None);
     w.jira.insert(FakeIssue::new("OPS-1", "Forged", ago(0)));
     w.jira.resolve("OPS-2", ago(0));
@@ -313,4 +315,150 @@ async fn forged_replayed_unsigned_and_oversized_webhooks_write_nothing_and_are_c
         serde_json::json!({"received": 7, "rejected": 4, "ignored": 1}),
         "{report}"
     );
+}
+
+/// Data Center has no `reconcileIssues` (its search is consistent): a webhook wakes the rule
+/// all the same, and no search carries the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_center_is_woken_without_reconcile_issues() {
+    let hook_port = free_port();
+    let rules = format!(
+        "{}cron = \"0 */5 * * * *\"\n\n[webhook]\nlisten = \"127.0.0.1:{hook_port}\"\n\
+         secret_file = \"{{dir}}/webhook-secret\"\n",
+        rule("ops", "incident", "project = OPS")
+    );
+    let w = World::start(Setup {
+        jira: FakeJiraConfig::data_center(),
+        rules,
+        ..Setup::default()
+    })
+    .await;
+    std::fs::write(w.dir.path().join("webhook-secret"), SECRET).expect("the secret is written");
+    let daemon = service(&w, hook_port).await;
+    w.jira
+        .insert(FakeIssue::new("OPS-1", "Checkout down", ago(0)));
+    until("OPS-1 in GitLab", || {
+        received(&w, |r| is_create_of(r, "OPS-1"))
+    })
+    .await;
+    let searches: Vec<_> = w
+        .jira
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/search"))
+        .collect();
+    assert!(searches.len() >= 2, "the start's run and the woken one");
+    assert!(
+        searches.iter().all(|r| r
+            .body
+            .as_ref()
+            .is_none_or(|b| b.get("reconcileIssues").is_none())),
+        "{searches:?}"
+    );
+    daemon.terminate();
+    assert!(daemon.exit().await.status.success());
+}
+
+/// `[webhook]` is the service's: `check` names a secret it cannot read and the service will
+/// not start without it (exit 2), while `--once` ignores the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_secret_is_checked_and_needed_only_by_the_service() {
+    let (w, _, _) = world().await;
+    std::fs::remove_file(w.dir.path().join("webhook-secret")).expect("the secret is removed");
+    let check = w.binary(&["check"]).await;
+    let text = crate::support::output_text(&check);
+    assert_eq!(check.status.code(), Some(2), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("webhook.secret_file") && l.starts_with("error")),
+        "{text}"
+    );
+    assert!(
+        text.contains("webhook.listen: the service can receive"),
+        "{text}"
+    );
+    let once = w.binary(&["--once"]).await;
+    assert_eq!(
+        once.status.code(),
+        Some(0),
+        "{}",
+        crate::support::output_text(&once)
+    );
+    let run = w.binary(&["run"]).await;
+    let text = crate::support::output_text(&run);
+    assert_eq!(run.status.code(), Some(2), "{text}");
+    assert!(text.contains("webhook.secret_file"), "{text}");
+}
+
+/// The searches Jira received that named `id` in `reconcileIssues`.
+fn reconciling(w: &World, id: u64) -> usize {
+    w.jira
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.body.as_ref().is_some_and(|b| {
+                b["reconcileIssues"]
+                    .as_array()
+                    .is_some_and(|ids| ids.iter().any(|i| i.as_u64() == Some(id)))
+            })
+        })
+        .count()
+}
+
+/// A webhook that comes while the rule's run is going wakes it again when that run ends (its
+/// issue is read then), and a burst of webhooks is a run or two, not one per webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_during_a_run_wakes_the_rule_again_and_bursts_are_gathered() {
+    let (w, hook_port, _) = world().await;
+    let daemon = service(&w, hook_port).await;
+    // The run OPS-1's webhook wakes answers slowly; OPS-2 changes while it runs.
+    w.jira.push_fault(
+        FaultTarget::Search,
+        Fault::Delay(Duration::from_millis(700)),
+    );
+    w.jira.insert(FakeIssue::new("OPS-1", "Slow", ago(0)));
+    let ops1 = w.jira.get("OPS-1").unwrap().id.unwrap();
+    until("the run woken for OPS-1", || {
+        (reconciling(&w, ops1) > 0).then_some(())
+    })
+    .await;
+    w.jira
+        .insert(FakeIssue::new("OPS-2", "During the run", ago(0)));
+    let ops2 = w.jira.get("OPS-2").unwrap().id.unwrap();
+    until("OPS-2 in GitLab", || {
+        received(&w, |r| is_create_of(r, "OPS-2"))
+    })
+    .await;
+    let one = received(&w, |r| is_create_of(r, "OPS-1")).expect("OPS-1 is in GitLab");
+    let two = received(&w, |r| is_create_of(r, "OPS-2")).unwrap();
+    assert!(one < two, "OPS-2 is read by the run after the slow one");
+    assert_eq!(reconciling(&w, ops1), 1, "OPS-1's webhook woke one run");
+    assert!(reconciling(&w, ops2) >= 1);
+
+    let before = w
+        .jira
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/search"))
+        .count();
+    for n in 10..20 {
+        w.jira
+            .insert(FakeIssue::new(&format!("OPS-{n}"), "Bulk", ago(0)));
+    }
+    until("the burst in GitLab", || {
+        (10..20)
+            .all(|n| received(&w, |r| is_create_of(r, &format!("OPS-{n}"))).is_some())
+            .then_some(())
+    })
+    .await;
+    let runs = w
+        .jira
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/search"))
+        .count()
+        - before;
+    assert!(runs <= 4, "10 webhooks at once woke {runs} runs");
+    daemon.terminate();
+    assert!(daemon.exit().await.status.success());
 }

@@ -71,7 +71,11 @@ fn shipped_example_validates() {
         // So are the [metrics] keys.
         .replace("# [metrics]", "[metrics]")
         .replace("# listen = ", "listen = ")
-        .replace("# textfile = ", "textfile = ");
+        .replace("# textfile = ", "textfile = ")
+        // And the [webhook] table's, one of its two secret keys.
+        .replace("# [webhook]", "[webhook]")
+        .replace("# secret_env = \"JIRA_WEBHOOK_SECRET\"\n", "")
+        .replace("# secret_file = ", "secret_file = ");
     let cfg = Config::from_toml(&text, Path::new("config.toml"))
         .unwrap_or_else(|e| panic!("the shipped config.toml must validate: {e}"));
     assert!(
@@ -87,6 +91,10 @@ fn shipped_example_validates() {
         cfg.metrics.listen.is_some() && cfg.metrics.textfile.is_some(),
         "the example documents both [metrics] keys: {:?}",
         cfg.metrics
+    );
+    assert!(
+        cfg.webhook.is_some(),
+        "the example documents the [webhook] keys"
     );
 }
 

@@ -2227,6 +2227,33 @@ mod tests {
         );
     }
 
+    /// With an index lag, a change stays out of search until the lag passes, except for an
+    /// issue named in `reconcileIssues`, which is searched as it is now; more than 50 are
+    /// refused.
+    #[tokio::test]
+    async fn reconcile_issues_sees_through_the_index_lag() {
+        let jira = FakeJira::start(FakeJiraConfig {
+            index_lag: Duration::from_secs(600),
+            ..FakeJiraConfig::cloud()
+        })
+        .await
+        .unwrap();
+        jira.insert(FakeIssue::new("OPS-1", "s", t(1, 0)));
+        let id = jira.get("OPS-1").unwrap().id.unwrap();
+        let search = "rest/api/3/search/jql?jql=project%20%3D%20OPS&fields=summary";
+        let (_, _, body) = get_json(&jira, search).await;
+        assert_eq!(body["issues"], json!([]), "not indexed yet: {body}");
+        let (_, _, body) = get_json(&jira, &format!("{search}&reconcileIssues={id}")).await;
+        assert_eq!(body["issues"][0]["key"], "OPS-1", "{body}");
+        let many: Vec<String> = (1..=51).map(|n| n.to_string()).collect();
+        let (status, _, _) = get_json(
+            &jira,
+            &format!("{search}&reconcileIssues={}", many.join(",")),
+        )
+        .await;
+        assert_eq!(status, 400);
+    }
+
     /// `shutdown()` stops the server: new connections fail.
     #[tokio::test]
     async fn shutdown_stops_the_server() {

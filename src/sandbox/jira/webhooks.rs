@@ -103,9 +103,15 @@ impl Default for Hooks {
     }
 }
 
-/// The signature header's value for `body` signed with `secret`.
+/// The signature header's value for `body` signed with `secret`: `sha256=` and the hex
+/// HMAC-SHA256 (made here, not by the receiver's code, so a bug there cannot hide here).
 fn sign(secret: &str, body: &[u8]) -> String {
-    crate::webhook::signature(secret, body)
+    use hmac::{KeyInit as _, Mac as _};
+    // HMAC takes a key of any length.
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// Returns true if and only if Cloud retries a delivery answered `status` (`None`: no answer).
@@ -296,5 +302,70 @@ impl FakeJira {
             Some(&forgery),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::http::HeaderMap;
+    use chrono::Utc;
+    use serde_json::Value;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::sandbox::jira::FakeJiraConfig;
+
+    /// A receiver on loopback answering `status` to every post, handing over each request's
+    /// headers and body.
+    async fn receiver(status: u16) -> (url::Url, mpsc::UnboundedReceiver<(HeaderMap, Vec<u8>)>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let tx = Arc::new(tx);
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let tx = Arc::clone(&tx);
+                async move {
+                    let _ = tx.send((headers, body.to_vec()));
+                    axum::http::StatusCode::from_u16(status).unwrap()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url.parse().unwrap(), rx)
+    }
+
+    /// A change is posted signed, with an identifier; a 5xx answer is retried under the same
+    /// identifier with the retry count.
+    #[tokio::test]
+    async fn changes_are_posted_signed_and_retried() {
+        let jira = FakeJira::start(FakeJiraConfig::cloud()).await.unwrap();
+        let (url, mut rx) = receiver(503).await;
+        jira.set_webhook_retry_delay(Duration::from_millis(1));
+        jira.set_webhook(Some(WebhookTarget {
+            url,
+            secret: Some("s3".into()),
+        }));
+        jira.insert(FakeIssue::new("OPS-1", "Down", Utc::now()));
+        let (first, body) = rx.recv().await.unwrap();
+        let payload: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(payload["webhookEvent"], "jira:issue_created");
+        assert_eq!(payload["issue"]["key"], "OPS-1");
+        assert_eq!(payload["issue"]["fields"]["project"]["key"], "OPS");
+        assert_eq!(
+            first["x-hub-signature"].to_str().unwrap(),
+            sign("s3", &body)
+        );
+        let (retry, again) = rx.recv().await.unwrap();
+        assert_eq!(again, body, "the same body");
+        assert_eq!(
+            retry["x-atlassian-webhook-identifier"],
+            first["x-atlassian-webhook-identifier"]
+        );
+        assert_eq!(retry["x-atlassian-webhook-retry"], "1");
+        assert!(first.get("x-atlassian-webhook-retry").is_none());
     }
 }
