@@ -951,7 +951,7 @@ mod tests {
             links: Default::default(),
             elapsed_ms: 10,
             lags: Vec::new(),
-            written: Vec::new(),
+            written: Box::default(),
         }
     }
 

@@ -544,7 +544,7 @@ mod tests {
             links: Default::default(),
             elapsed_ms: 1_500,
             lags: lags.iter().map(|s| Duration::from_secs(*s)).collect(),
-            written: Vec::new(),
+            written: Box::default(),
         }
     }
 

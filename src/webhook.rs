@@ -612,7 +612,7 @@ async fn receive(
         // Every refusal at debug; a warning at the 1st, 10th, 100th…: a wrong secret makes
         // every webhook fail, a flood of forged ones must not flood the log.
         let n = receiver.counts.rejected.load(Ordering::Relaxed);
-        if n.is_power_of_ten() {
+        if is_power_of_ten(n) {
             warn!(
                 reason = verdict.as_str(),
                 refused = n,
@@ -626,19 +626,13 @@ async fn receive(
     (verdict.status(), verdict.as_str()).into_response()
 }
 
-/// Powers of ten, for logging the 1st, 10th, 100th… of something.
-trait PowerOfTen {
-    fn is_power_of_ten(self) -> bool;
-}
-
-impl PowerOfTen for u64 {
-    fn is_power_of_ten(self) -> bool {
-        let mut n = self;
-        while n >= 10 && n % 10 == 0 {
-            n /= 10;
-        }
-        n == 1
+/// Returns true if and only if `n` is 1, 10, 100…: the counts at which something repeated is
+/// logged.
+fn is_power_of_ten(mut n: u64) -> bool {
+    while n >= 10 && n.is_multiple_of(10) {
+        n /= 10;
     }
+    n == 1
 }
 
 /// Binds the webhook listener at `addr` (before the service says it is ready, so a port in
@@ -704,9 +698,9 @@ mod tests {
     #[test]
     fn wakes_go_to_the_rules_that_could_match() {
         let rule = |name: &str, jql: &str| {
-            let mut text = format!(
+            let mut text = String::from(
                 "[jira]\nurl = \"https://x.atlassian.net\"\nuser = \"u\"\ntoken_env = \"PATH\"\n\
-                 [gitlab]\nurl = \"https://gitlab.com\"\ntoken_env = \"PATH\"\n"
+                 [gitlab]\nurl = \"https://gitlab.com\"\ntoken_env = \"PATH\"\n",
             );
             text.push_str(&format!(
                 "[[rule]]\nname = \"{name}\"\njql = \"{jql}\"\ntarget = \"issue\"\ngitlab_project = \"a/b\"\n"
@@ -783,6 +777,6 @@ mod tests {
         assert!(signed_by(&secret, b"Hello, World!", &raw));
         assert!(!signed_by(&secret, b"Hello, World?", &raw));
         assert!(!signed_by(&Secret::new("other"), b"Hello, World!", &raw));
-        assert!(10u64.is_power_of_ten() && 1u64.is_power_of_ten() && !11u64.is_power_of_ten());
+        assert!(is_power_of_ten(10) && is_power_of_ten(1) && !is_power_of_ten(11));
     }
 }

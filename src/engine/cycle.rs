@@ -109,6 +109,8 @@ pub(super) struct Run<'a> {
     place: Option<Place>,
     /// Stored failures of the rule wait for their backoff (they stay in the store).
     failures_wait: bool,
+    /// The report's `written`, as it grows.
+    written: Vec<(String, std::time::Instant)>,
 }
 
 impl Run<'_> {
@@ -294,13 +296,14 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 links: Default::default(),
                 elapsed_ms: 0,
                 lags: Vec::new(),
-                written: Vec::new(),
+                written: Box::default(),
             },
             mappings: HashMap::new(),
             seen: HashSet::new(),
             ceiling: started + self.skew() - self.lookback(),
             place: None,
             failures_wait: false,
+            written: Vec::new(),
         };
         let result = self
             .within_grace(cancel, async {
@@ -334,6 +337,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             )
             .await;
         let mut report = run.report;
+        report.written = run.written.into_boxed_slice();
         report.elapsed_ms = clock.elapsed().as_millis() as u64;
         report.outcome = outcome;
         report.run_id = run_id;
@@ -604,7 +608,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                         Ok(out) => {
                             if out.lag.is_some() {
                                 let at = std::time::Instant::now();
-                                run.report.written.extend(
+                                run.written.extend(
                                     done.issue
                                         .iter()
                                         .filter_map(|i| i.strip_prefix("id:"))

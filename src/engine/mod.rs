@@ -261,7 +261,7 @@ pub struct RunReport {
     /// was done: the service measures from a webhook naming the issue to its write. Not part of
     /// the report's JSON.
     #[serde(skip)]
-    pub written: Vec<(String, std::time::Instant)>,
+    pub written: Box<[(String, std::time::Instant)]>,
 }
 
 /// The median as GitLab's DORA computes it: the middle value, or the mean of the two middle ones.
