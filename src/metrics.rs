@@ -22,7 +22,8 @@
 //!   (`2xx`, `3xx`, `4xx`, `5xx`, or `no_answer` when none came); retries count each attempt.
 //! - `rate_limited_total{service}`: 429 answers.
 //! - `webhooks_received_total`: requests to the service's `POST /webhook/jira` (`[webhook]`);
-//!   `webhooks_rejected_total{reason}` (`unsigned`, `bad_signature`, `too_large`, `malformed`)
+//!   `webhooks_rejected_total{reason}` (`unsigned`, `bad_signature`, `too_large`, `malformed`,
+//!   `too_slow`)
 //!   and `webhooks_ignored_total{reason}` (`repeated`, `no_issue`) are among them.
 //! - `webhook_lag_seconds{rule}`: a histogram of the time from a webhook's receipt to the GitLab
 //!   write of the issue it named, by the run it woke.
@@ -224,7 +225,7 @@ impl Metrics {
         );
         registry.register(
             "webhooks_rejected",
-            "Webhook requests refused: unsigned, bad_signature (401), too_large (413), malformed (400)",
+            "Webhook requests refused: unsigned, bad_signature (401), too_large (413), malformed (400), too_slow (408)",
             m.webhooks_rejected.clone(),
         );
         registry.register(

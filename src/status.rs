@@ -58,7 +58,7 @@ pub struct StatusReport {
     pub rules: Vec<RuleView>,
     /// What the service's webhook endpoint (`[webhook]`) received since the store began:
     /// `received` counts every request, `rejected` (unsigned, wrongly signed, too large,
-    /// malformed) and `ignored` (a retry already received, an event naming no issue) are among
+    /// malformed, too slow) and `ignored` (a retry already received, an event naming no issue) are among
     /// them. Written by the service every few seconds while webhooks come.
     pub webhooks: WebhookTotals,
 }

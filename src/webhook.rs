@@ -8,7 +8,8 @@
 //! every webhook loses nothing, the schedule still runs.
 //!
 //! Each request, in this order, before any other work:
-//! 1. a body over [`MAX_BODY`] is refused with 413 (by its `Content-Length`, or while it is read);
+//! 1. a body over [`MAX_BODY`] is refused with 413 (by its `Content-Length`, or while it is read;
+//!    at most [`READING_MAX`] bodies are read at once, each within [`BODY_TIMEOUT`], else 408);
 //! 2. a body not signed with the secret is refused with 401: `X-Hub-Signature: sha256=<hex>`,
 //!    the HMAC-SHA256 of the raw body (Atlassian, "Webhooks": "Secure admin webhooks"), compared
 //!    in constant time;
@@ -74,6 +75,14 @@ pub const SEEN_MAX: usize = 10_000;
 /// consistently, and the schedule's search reads any change anyway.
 const PENDING_MAX: usize = 1_000;
 
+/// Bodies read at once, at most: a flood of large requests waits its turn rather than holding
+/// [`MAX_BODY`] each in memory (16 × 4 MiB at most).
+const READING_MAX: usize = 16;
+
+/// The longest a body may take to arrive: a request trickling in (or a connection left open
+/// mid-body) is answered 408, which Jira retries.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The store's meta key holding the webhook counts, for `status` (a separate process).
 pub const COUNTS_META_KEY: &str = "webhooks";
 
@@ -83,7 +92,7 @@ const SIGNATURE: &str = "x-hub-signature";
 const IDENTIFIER: &str = "x-atlassian-webhook-identifier";
 
 /// How many webhooks the service received, refused and ignored. `received` counts every request
-/// to [`PATH`]; `rejected` (401, 413, 400) and `ignored` (a retry of one already received, or an
+/// to [`PATH`]; `rejected` (401, 413, 400, 408) and `ignored` (a retry of one already received, or an
 /// event that names no issue) are among them; the others woke rules.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookTotals {
@@ -105,6 +114,8 @@ pub enum Verdict {
     TooLarge,
     /// 400: signed, but not a JSON object.
     Malformed,
+    /// 408: the body did not arrive within [`BODY_TIMEOUT`].
+    TooSlow,
     /// 200: its identifier was received already (a retry).
     Repeated,
     /// 200: an event about no issue.
@@ -120,6 +131,7 @@ impl Verdict {
             Verdict::BadSignature => "bad_signature",
             Verdict::TooLarge => "too_large",
             Verdict::Malformed => "malformed",
+            Verdict::TooSlow => "too_slow",
             Verdict::Repeated => "repeated",
             Verdict::NoIssue => "no_issue",
         }
@@ -129,7 +141,11 @@ impl Verdict {
     pub fn is_rejected(self) -> bool {
         matches!(
             self,
-            Verdict::Unsigned | Verdict::BadSignature | Verdict::TooLarge | Verdict::Malformed
+            Verdict::Unsigned
+                | Verdict::BadSignature
+                | Verdict::TooLarge
+                | Verdict::Malformed
+                | Verdict::TooSlow
         )
     }
 
@@ -144,6 +160,7 @@ impl Verdict {
             Verdict::Unsigned | Verdict::BadSignature => StatusCode::UNAUTHORIZED,
             Verdict::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Verdict::Malformed => StatusCode::BAD_REQUEST,
+            Verdict::TooSlow => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }
@@ -449,6 +466,8 @@ pub struct Receiver {
     counts: Arc<WebhookCounts>,
     metrics: Option<Arc<Metrics>>,
     seen: Mutex<Seen>,
+    /// One permit per body being read ([`READING_MAX`]).
+    reading: tokio::sync::Semaphore,
 }
 
 /// What a webhook's payload says, as far as the sync reads it.
@@ -497,6 +516,7 @@ impl Receiver {
             counts,
             metrics,
             seen: Mutex::new(Seen::default()),
+            reading: tokio::sync::Semaphore::new(READING_MAX),
         }
     }
 
@@ -526,9 +546,16 @@ impl Receiver {
         if declared.is_some_and(|n| n > MAX_BODY as u64) {
             return Verdict::TooLarge;
         }
-        let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-            return Verdict::TooLarge;
+        // The semaphore is never closed.
+        let Ok(_reading) = self.reading.acquire().await else {
+            return Verdict::TooSlow;
         };
+        let bytes =
+            match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(_)) => return Verdict::TooLarge,
+                Err(_) => return Verdict::TooSlow,
+            };
         let Some(signature) = headers
             .get(SIGNATURE)
             .and_then(|v| v.to_str().ok())
