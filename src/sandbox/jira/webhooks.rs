@@ -74,7 +74,9 @@ impl WebhookDelivery {
     }
 }
 
-/// Retries after the first attempt, at most (Cloud retries "up to 5 times").
+/// Retries after the first attempt, at most. Atlassian does not give a number; its announcement
+/// says retries may go on "up to 30 minutes". Five, doubling from the retry delay, covers that
+/// at the default delay's scale without keeping a test's tasks alive for long.
 const RETRIES: u32 = 5;
 
 /// The webhook state of one fake Jira.
@@ -213,6 +215,10 @@ async fn post(
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(reqwest::header::USER_AGENT, "Atlassian Webhook HTTP Client")
         .header("X-Atlassian-Webhook-Identifier", &delivery.identifier)
+        // The lane Cloud delivers an issue's own event on (`Primary`; the fallout of a bulk
+        // change is `Secondary`), as a capture from a Cloud site shows (jira.js,
+        // `webhooks.WebhookHeaders`).
+        .header("X-Atlassian-Webhook-Flow", "Primary")
         .body(body);
     if let Some(s) = signature {
         req = req.header("X-Hub-Signature", s);
