@@ -228,6 +228,7 @@ where
                 }
                 let text = serde_json::to_string(&counts.totals()).unwrap_or_default();
                 if let Err(e) = store.set_meta(webhook::COUNTS_META_KEY, &text).await {
+                    counts.unwritten();
                     debug!(cause = %error_chain(&e), "cannot write the webhook counts");
                 }
             };

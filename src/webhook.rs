@@ -77,11 +77,11 @@ const PENDING_MAX: usize = 1_000;
 
 /// Bodies read at once, at most: a flood of large requests waits its turn rather than holding
 /// [`MAX_BODY`] each in memory (16 × 4 MiB at most).
-const READING_MAX: usize = 16;
+pub const READING_MAX: usize = 16;
 
 /// The longest a body may take to arrive: a request trickling in (or a connection left open
 /// mid-body) is answered 408, which Jira retries.
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The store's meta key holding the webhook counts, for `status` (a separate process).
 pub const COUNTS_META_KEY: &str = "webhooks";
@@ -206,6 +206,11 @@ impl WebhookCounts {
     /// are then due to be written.
     pub fn dirty(&self) -> bool {
         self.dirty.swap(false, Ordering::AcqRel)
+    }
+
+    /// The counts could not be written: they are due again.
+    pub fn unwritten(&self) {
+        self.dirty.store(true, Ordering::Release);
     }
 }
 
