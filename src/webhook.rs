@@ -20,7 +20,7 @@
 //!    issue; one naming none is answered 200 and ignored. Anything but JSON is refused with 400.
 //!
 //! The rules woken are those whose JQL could match the issue: a rule whose JQL is a conjunction
-//! with `project = X` or `project in (X, Y)` only for those projects, every other rule always
+//! with `project = X` or `project in (X, Y)` only for those projects (by key, id or name), every other rule always
 //! ([`jql_projects`]). Wakes are debounced ([`DEBOUNCE`]): a burst of webhooks is one run per
 //! rule, started at most [`DEBOUNCE`] after the first of them; the ids ride along to the run
 //! ([`Wakes::take`]). The service (`daemon`) owns the runs and the timer; this module owns the
@@ -351,23 +351,16 @@ impl Wakes {
         }
     }
 
-    /// Records a webhook about the issue `id` (if Jira gave one) in the project with `key` and
-    /// `project_id` (if given), received at `at`; returns how many rules it wakes.
-    pub fn record(
-        &self,
-        id: Option<JiraId>,
-        key: Option<&str>,
-        project_id: Option<&str>,
-        at: Instant,
-    ) -> usize {
-        let names = |p: &String| {
-            key.is_some_and(|k| p.eq_ignore_ascii_case(k)) || project_id == Some(p.as_str())
-        };
+    /// Records a webhook about the issue `id` (if Jira gave one) in the project `project` names
+    /// (what the payload gives of its key, id and name, as JQL may name it by any of them; none:
+    /// every rule), received at `at`; returns how many rules it wakes.
+    pub fn record(&self, id: Option<JiraId>, project: &[&str], at: Instant) -> usize {
+        let names = |p: &String| project.iter().any(|n| p.eq_ignore_ascii_case(n));
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         let mut woken = 0;
         for (scope, p) in self.scopes.iter().zip(pending.iter_mut()) {
-            let could_match = match (scope, key.or(project_id)) {
-                (Some(projects), Some(_)) => projects.iter().any(names),
+            let could_match = match scope {
+                Some(projects) if !project.is_empty() => projects.iter().any(names),
                 _ => true,
             };
             if !could_match {
@@ -506,6 +499,8 @@ struct PayloadProject {
     id: Option<String>,
     #[serde(default)]
     key: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
 }
 
 impl Receiver {
@@ -592,11 +587,12 @@ impl Receiver {
             return Verdict::NoIssue;
         }
         let project = issue.fields.and_then(|f| f.project);
-        let (pkey, pid) = match &project {
-            Some(p) => (p.key.as_deref(), p.id.as_deref()),
-            None => (None, None),
-        };
-        let woken = self.wakes.record(id, pkey, pid, at);
+        let names: Vec<&str> = project
+            .iter()
+            .flat_map(|p| [&p.key, &p.id, &p.name])
+            .filter_map(|n| n.as_deref())
+            .collect();
+        let woken = self.wakes.record(id, &names, at);
         debug!(
             event = payload.event.as_deref().unwrap_or("?"),
             jira_key = issue.key.as_deref().unwrap_or("?"),
@@ -744,22 +740,28 @@ mod tests {
         };
         let rules = [
             rule("ops", "project = OPS"),
-            rule("sre", "project in (SRE, 10002)"),
+            rule("sre", "project in (SRE, 10002, 'Site Reliability')"),
             rule("all", "labels = incident"),
         ];
         let wakes = Wakes::new(&rules);
         let t0 = Instant::now();
         let id = |n: u32| JiraId::parse(&n.to_string()).unwrap();
-        assert_eq!(wakes.record(Some(id(1)), Some("ops"), Some("10001"), t0), 2);
+        assert_eq!(wakes.record(Some(id(1)), &["ops", "10001"], t0), 2);
         assert_eq!(wakes.woken(), vec![0, 2]);
         assert_eq!(wakes.woken(), Vec::<usize>::new(), "taken once");
-        assert_eq!(wakes.record(Some(id(2)), None, Some("10002"), t0), 2);
+        assert_eq!(wakes.record(Some(id(2)), &["10002"], t0), 2);
         assert_eq!(
-            wakes.record(Some(id(3)), None, None, t0),
+            wakes.record(Some(id(3)), &[], t0),
             3,
             "no project: every rule"
         );
         assert_eq!(wakes.woken(), vec![0, 1, 2]);
+        assert_eq!(
+            wakes.record(None, &["X", "10009", "site reliability"], t0),
+            2,
+            "by the project's name too"
+        );
+        assert_eq!(wakes.woken(), vec![1, 2]);
         let taken: Vec<JiraId> = wakes.take(0).into_iter().map(|(i, _)| i).collect();
         assert_eq!(taken.len(), 2);
         assert!(taken.contains(&id(1)) && taken.contains(&id(3)));
@@ -767,8 +769,7 @@ mod tests {
         for n in 0..60 {
             wakes.record(
                 Some(id(100 + n)),
-                Some("SRE"),
-                None,
+                &["SRE"],
                 t0 + Duration::from_millis(u64::from(n) + 1),
             );
         }
