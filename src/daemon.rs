@@ -100,8 +100,12 @@ impl Backoff {
 /// The end of one run, as the service reports it (to tests and the demo).
 #[derive(Clone, Debug)]
 pub enum RunEvent {
-    Finished(RunReport),
-    Failed { rule: String, error: String },
+    /// Boxed: a report is large beside a failure, and events are cloned to every subscriber.
+    Finished(Box<RunReport>),
+    Failed {
+        rule: String,
+        error: String,
+    },
 }
 
 /// The service: rules, their workers and tick channels.
@@ -547,7 +551,7 @@ where
                 Ok(report) => {
                     failures = 0;
                     not_before = None;
-                    let _ = self.events.send(RunEvent::Finished(report));
+                    let _ = self.events.send(RunEvent::Finished(Box::new(report)));
                 }
                 Err(e) => {
                     failures += 1;

@@ -47,7 +47,7 @@ async fn next_run(
             .unwrap_or_else(|_| panic!("no run {what} within {GUARD:?}"))
             .expect("the service keeps reporting runs");
         match event {
-            RunEvent::Finished(report) if pred(&report) => return report,
+            RunEvent::Finished(report) if pred(&report) => return *report,
             RunEvent::Finished(_) => {}
             RunEvent::Failed { rule, error } => panic!("rule {rule} failed a run: {error}"),
         }
