@@ -266,6 +266,28 @@ async fn check_gitlab(cfg: &Config, gitlab: &GitLabClient, out: &mut Vec<Finding
             return;
         }
     };
+    if cfg
+        .rules
+        .iter()
+        .any(|r| r.destination.target == Target::Incident)
+    {
+        // Incident severities and timeline events are written over GraphQL: one cheap query.
+        out.push(match gitlab.graphql_probe().await {
+            Ok(()) => finding(
+                Level::Ok,
+                "gitlab",
+                "GraphQL API usable (incident severity and timeline events)",
+            ),
+            Err(e) => finding(
+                Level::Warn,
+                "gitlab",
+                format!(
+                    "incident severity and timeline events will be left out: {}",
+                    error_chain(&e)
+                ),
+            ),
+        });
+    }
     // Each project once, with the targets that write to it.
     let mut projects: BTreeMap<&str, Vec<Target>> = BTreeMap::new();
     for rule in &cfg.rules {

@@ -190,6 +190,120 @@ string_enum! {
     }
 }
 
+impl Severity {
+    /// The incident severity GitLab gets for it: GitLab has no `info`, so it becomes `LOW`.
+    pub fn incident(self) -> IncidentSeverity {
+        match self {
+            Severity::Critical => IncidentSeverity::Critical,
+            Severity::High => IncidentSeverity::High,
+            Severity::Medium => IncidentSeverity::Medium,
+            Severity::Low | Severity::Info => IncidentSeverity::Low,
+            Severity::Unknown => IncidentSeverity::Unknown,
+        }
+    }
+}
+
+string_enum! {
+    /// An incident's severity as GitLab's GraphQL API names it: the `IssuableSeverity` enum
+    /// (`app/graphql/types/issuable_severity_enum.rb`, the upper-cased keys of
+    /// `IssuableSeverity.severities` in `app/models/issuable_severity.rb`).
+    pub enum IncidentSeverity {
+        Unknown = "UNKNOWN",
+        Low = "LOW",
+        Medium = "MEDIUM",
+        High = "HIGH",
+        Critical = "CRITICAL",
+    }
+}
+
+string_enum! {
+    /// The incident timeline event tags the sync writes: two of GitLab's predefined tags
+    /// (`TimelineEventTag::PREDEFINED_TAGS`, `app/models/incident_management/timeline_event_tag.rb`),
+    /// which GitLab creates in a project the first time they are used.
+    pub enum TimelineTag {
+        /// When the incident started: Jira's created moment.
+        Start = "Start time",
+        /// When service was restored: the time the incident is closed at.
+        End = "End time",
+    }
+}
+
+/// One timeline event of an incident, as GitLab holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimelineEvent {
+    /// GitLab's global id (`gid://gitlab/IncidentManagement::TimelineEvent/<n>`).
+    pub id: String,
+    /// GitLab answers whole seconds (`Types::TimeType` writes `iso8601`).
+    pub occurred_at: DateTime<Utc>,
+    pub note: String,
+    pub tags: Vec<String>,
+}
+
+impl TimelineEvent {
+    /// Returns true if and only if the event carries `tag` (GitLab matches tag names without
+    /// regard to case: `TimelineEventTag.by_names`).
+    pub fn has_tag(&self, tag: TimelineTag) -> bool {
+        self.tags
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(tag.as_str()))
+    }
+}
+
+/// A timeline event to write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewTimelineEvent {
+    pub tag: TimelineTag,
+    pub occurred_at: DateTime<Utc>,
+    /// At most [`NewTimelineEvent::MAX_NOTE_CHARS`] characters.
+    pub note: String,
+}
+
+impl NewTimelineEvent {
+    /// GitLab refuses a longer note from the API (`validates :note, length: { maximum: 280 },
+    /// on: :user_input` in `app/models/incident_management/timeline_event.rb`).
+    pub const MAX_NOTE_CHARS: usize = 280;
+}
+
+/// A timeline event the sync wrote: GitLab's id and the time it was written with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimelineMark {
+    pub id: String,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// What the sync has written of an incident's details, as the store keeps it per GitLab object.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IncidentDetails {
+    /// The severity last set, if any was.
+    pub severity: Option<IncidentSeverity>,
+    /// The "Start time" event, once written.
+    pub start: Option<TimelineMark>,
+    /// The "End time" event, once written.
+    pub end: Option<TimelineMark>,
+    /// Tags whose event create was begun and not recorded as done: an earlier attempt may have
+    /// made it, so the incident's events are looked through before it is sent again.
+    pub begun: Vec<TimelineTag>,
+}
+
+impl IncidentDetails {
+    /// The event the sync wrote with `tag`, if it did.
+    pub fn mark(&self, tag: TimelineTag) -> Option<&TimelineMark> {
+        match tag {
+            TimelineTag::Start => self.start.as_ref(),
+            TimelineTag::End => self.end.as_ref(),
+        }
+    }
+
+    /// Sets the event written with `tag` (and clears its begun create).
+    pub fn set_mark(&mut self, tag: TimelineTag, mark: TimelineMark) {
+        match tag {
+            TimelineTag::Start => self.start = Some(mark),
+            TimelineTag::End => self.end = Some(mark),
+        }
+        self.begun.retain(|t| *t != tag);
+    }
+}
+
 /// One Jira issue as the search returned it, already decoded and normalised to UTC.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IssueSnapshot {
@@ -537,6 +651,13 @@ pub enum Commit {
         snapshot: IssueSnapshot,
         error: String,
     },
+    /// An incident's details were written: keep what was written, for the GitLab object
+    /// `iid` of the project `project_id` (its identity, also after a person moved it).
+    Details {
+        project_id: u64,
+        iid: u64,
+        details: IncidentDetails,
+    },
 }
 
 string_enum! {
@@ -612,6 +733,8 @@ mod tests {
         check(RunOutcome::ALL);
         check(RunMode::ALL);
         check(IssueScope::ALL);
+        check(IncidentSeverity::ALL);
+        check(TimelineTag::ALL);
     }
 
     /// A failure waits a minute, then twice as long after each attempt, never over six hours.

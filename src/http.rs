@@ -94,11 +94,14 @@ pub enum RequestKind {
     Search,
     /// A create that must not be repeated blindly.
     Create,
+    /// Another write that must not be repeated blindly (an incident timeline event), outside
+    /// the pace of creates (GitLab.com's create limit is for issues).
+    Write,
 }
 
 impl RequestKind {
     fn is_idempotent(self) -> bool {
-        !matches!(self, RequestKind::Create)
+        !matches!(self, RequestKind::Create | RequestKind::Write)
     }
 }
 
@@ -727,7 +730,7 @@ impl HttpClient {
         let pacer = match kind {
             RequestKind::Create => Some(&self.creates),
             RequestKind::Search => Some(&self.searches),
-            RequestKind::Idempotent => None,
+            RequestKind::Idempotent | RequestKind::Write => None,
         };
         for pacer in pacer.into_iter().chain([&self.requests]) {
             if let Some(at) = pacer.reserve().await {

@@ -253,13 +253,26 @@ async fn a_lost_or_restored_store_makes_no_duplicate() {
     let report = w.once().await.expect("the cycle on a new store runs");
     assert_eq!(report.counts.failed, 0, "{report:?}");
     assert_eq!(titles(&w).len(), 3, "no duplicate after a loss");
-    let creates = w
-        .gitlab
-        .requests()
+    let requests = w.gitlab.requests();
+    let creates = requests
         .iter()
-        .filter(|r| r.method == axum::http::Method::POST)
+        .filter(|r| r.method == axum::http::Method::POST && r.path != "/api/graphql")
         .count();
     assert_eq!(creates, 0, "nothing was created again");
+    let event_creates = requests
+        .iter()
+        .filter(|r| {
+            r.path == "/api/graphql"
+                && r.body
+                    .as_ref()
+                    .and_then(|b| b["query"].as_str())
+                    .is_some_and(|q| q.contains("timelineEventCreate"))
+        })
+        .count();
+    assert_eq!(
+        event_creates, 0,
+        "no timeline event was created again: the adopted incidents' events were looked up"
+    );
 }
 
 /// Replaces the store (and its WAL files) with `backup`, or deletes it.

@@ -48,7 +48,10 @@ async fn gitlab_429_waits_for_retry_after() {
     let report = w.once().await.expect("cycle");
     assert_eq!(report.counts.created, 1, "{report:?}");
     let reqs = w.gitlab.requests();
-    let creates: Vec<_> = reqs.iter().filter(|r| r.method == "POST").collect();
+    let creates: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/issues"))
+        .collect();
     assert_eq!(creates.len(), 2, "the 429'd create and its retry");
     assert!(
         creates[1].at - creates[0].at >= Duration::from_secs(1),
@@ -153,7 +156,12 @@ async fn crash_between_create_and_commit() {
 /// without a new Jira change once its backoff is over (`retry` makes it due at once).
 #[tokio::test]
 async fn one_bad_issue_does_not_stop_the_cycle() {
-    let w = World::start(Setup::default()).await;
+    // One issue at a time: the fault below is for the first create, which must be OPS-1's.
+    let w = World::start(Setup {
+        sync: "backfill_concurrency = 1".into(),
+        ..Setup::default()
+    })
+    .await;
     w.jira.insert(FakeIssue::new("OPS-1", "a", ago(20)));
     w.jira.insert(FakeIssue::new("OPS-2", "b", ago(10)));
     w.gitlab.push_fault(

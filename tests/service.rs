@@ -434,8 +434,19 @@ async fn check_good_setup_exits_0() {
         "every finding is ok: {found:#?}"
     );
     assert!(
-        w.gitlab.requests().iter().all(|r| r.method == "GET"),
-        "check writes nothing to GitLab"
+        w.gitlab.requests().iter().all(|r| r.method == "GET"
+            || (r.path == "/api/graphql"
+                && r.body
+                    .as_ref()
+                    .and_then(|b| b["query"].as_str())
+                    .is_some_and(|q| q.trim_start().starts_with("query")))),
+        "check writes nothing to GitLab (its GraphQL request is a query)"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|(_, text)| text.contains("GraphQL API usable")),
+        "check says the token can use GraphQL: {found:#?}"
     );
 }
 

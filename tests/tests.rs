@@ -15,6 +15,9 @@ mod dora;
 /// One GitLab object per Jira issue whatever moves: keys, rules, project paths, lost stores;
 /// and Jira text that cannot act on GitLab.
 mod identity;
+/// Incident details over GraphQL: severity from the priority mapping, timeline events at Jira's
+/// times, each written once; the sandbox's GraphQL answers.
+mod incident;
 /// Nothing lost on the Jira side: complete walks, Jira's clock, exact resolutions, issues followed.
 mod jira_side;
 /// `[jira] link_back`: remote links on Jira issues to their GitLab objects, once, never in the

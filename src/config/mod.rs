@@ -213,6 +213,8 @@ pub struct RuleConfig {
     pub on_delete: OnDelete,
     /// `stage_labels`, `created_from`, `closed_from`.
     pub history: HistoryConfig,
+    /// Incident rules: write the "Start time" and "End time" timeline events.
+    pub timeline_events: bool,
 }
 
 impl RuleConfig {

@@ -277,6 +277,10 @@ pub struct RawRule {
     /// Jira priority name → severity; merged over the default map.
     #[serde(default)]
     pub severity: BTreeMap<String, String>,
+    /// `target = "incident"`: add the timeline events "Start time" (Jira's created moment) and
+    /// "End time" (the moment the incident is closed at) to each incident, over GitLab's GraphQL
+    /// API. Default: `true` for incident rules.
+    pub timeline_events: Option<bool>,
     /// `target = "alert"`: the HTTP alert integration's URL.
     pub alert_url: Option<String>,
     /// `target = "alert"`: the environment variable holding the integration's key.

@@ -251,6 +251,11 @@ fn unknown_key_is_named() {
     "target = \"alert\"\ngitlab_project = \"acme/ops\"\nalert_url = \"https://gitlab.example/a.json\"\nalert_token_env = \"PATH\"\n[rule.stage_labels]\n\"To Do\" = \"wf::todo\"",
     "stage_labels"
 )]
+#[case::timeline_events_on_issues(
+    "target = \"incident\"",
+    "target = \"issue\"\ntimeline_events = true",
+    "timeline_events"
+)]
 fn invalid_rule_values_are_named(#[case] from: &str, #[case] to: &str, #[case] named: &str) {
     let err = load(&RULE.replace(from, to)).unwrap_err().to_string();
     assert!(err.contains(named), "{err:?} should name {named}");
@@ -626,4 +631,24 @@ fn history_keys_parse() {
     assert_eq!(h.stage_label("In Progress"), Some("workflow::in progress"));
     assert!(h.needs_transitions());
     assert_eq!(h.field_ids(), vec!["customfield_10042".to_owned()]);
+}
+
+/// `timeline_events` defaults to on for incident rules, can be turned off, and is off for other
+/// targets (where `false` is accepted and `true` refused, naming the key).
+#[test]
+fn timeline_events_default_to_incident_rules() {
+    let incident = load(RULE).unwrap();
+    assert!(incident.rules[0].timeline_events);
+    let off = load(&RULE.replace(
+        "target = \"incident\"",
+        "target = \"incident\"\ntimeline_events = false",
+    ))
+    .unwrap();
+    assert!(!off.rules[0].timeline_events);
+    let issue = load(&RULE.replace(
+        "target = \"incident\"",
+        "target = \"issue\"\ntimeline_events = false",
+    ))
+    .unwrap();
+    assert!(!issue.rules[0].timeline_events);
 }

@@ -520,6 +520,17 @@ pub(super) fn validate_rule(
             parse_name(&k(&format!("severity.{prio}")), "severity", sev)?,
         );
     }
+    // Timeline events are an incident's (`timelineEventCreate` takes an incident's id).
+    let timeline_events = match (target, raw.timeline_events) {
+        (Target::Incident, set) => set.unwrap_or(true),
+        (_, Some(true)) => {
+            return Err(invalid(
+                k("timeline_events"),
+                "only applies to target = \"incident\" (GitLab keeps timeline events on incidents)",
+            ));
+        }
+        (_, _) => false,
+    };
     let cron = raw.cron.clone().unwrap_or_else(|| default_cron.to_owned());
     validate_cron(&k("cron"), &cron)?;
     let history = super::history::validate_history(
@@ -561,5 +572,6 @@ pub(super) fn validate_rule(
             .transpose()?
             .unwrap_or(OnDelete::Close),
         history,
+        timeline_events,
     })
 }

@@ -13,8 +13,9 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Destination;
 use crate::domain::{
-    Commit, DueLinks, Failure, Intent, JiraId, JiraKey, LabelEvent, Mapping, NewObject, RemoteLink,
-    RemoteObject, RemoteState, RunCounts, RunMode, RunOutcome, StageState, StageStep,
+    Commit, DueLinks, Failure, IncidentDetails, IncidentSeverity, Intent, JiraId, JiraKey,
+    LabelEvent, Mapping, NewObject, NewTimelineEvent, RemoteLink, RemoteObject, RemoteState,
+    RunCounts, RunMode, RunOutcome, StageState, StageStep, TimelineEvent, TimelineTag,
 };
 
 use super::ports::{GitLabSink, Place, ResolvedProject, SyncStore};
@@ -31,6 +32,53 @@ impl<G> DryRunSink<G> {
 
 impl<G: GitLabSink> GitLabSink for DryRunSink<G> {
     type Error = G::Error;
+
+    async fn set_severity(
+        &self,
+        _dest: &Destination,
+        _mapping: &Mapping,
+        _severity: IncidentSeverity,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    async fn timeline_events(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+    ) -> Result<Vec<TimelineEvent>, Self::Error> {
+        self.0.timeline_events(dest, mapping).await
+    }
+
+    /// What GitLab would answer: the event, with an id that says it was not made.
+    async fn create_timeline_event(
+        &self,
+        _dest: &Destination,
+        _mapping: &Mapping,
+        event: &NewTimelineEvent,
+    ) -> Result<TimelineEvent, Self::Error> {
+        Ok(TimelineEvent {
+            id: format!("dry-run:{}", event.tag),
+            occurred_at: event.occurred_at,
+            note: event.note.clone(),
+            tags: vec![event.tag.as_str().to_owned()],
+        })
+    }
+
+    async fn update_timeline_event(
+        &self,
+        _dest: &Destination,
+        _mapping: &Mapping,
+        id: &str,
+        event: &NewTimelineEvent,
+    ) -> Result<TimelineEvent, Self::Error> {
+        Ok(TimelineEvent {
+            id: id.to_owned(),
+            occurred_at: event.occurred_at,
+            note: event.note.clone(),
+            tags: vec![event.tag.as_str().to_owned()],
+        })
+    }
 
     async fn create(
         &self,
@@ -165,6 +213,8 @@ fn simulated(m: &Mapping, state: RemoteState, closed_at: Option<DateTime<Utc>>) 
 struct Overlay {
     /// By project id and key.
     mappings: HashMap<(u64, JiraKey), Mapping>,
+    /// Incident details by project id and iid.
+    details: HashMap<(u64, u64), IncidentDetails>,
     projects: HashMap<String, ResolvedProject>,
     /// Keys whose stored failure a commit settled (replicated or failed again).
     settled: HashSet<(String, JiraKey)>,
@@ -280,6 +330,28 @@ impl<S: SyncStore> SyncStore for DryRunStore<S> {
         self.inner.max_iid(place).await
     }
 
+    async fn incident_details(
+        &self,
+        project_id: u64,
+        iid: u64,
+    ) -> Result<IncidentDetails, Self::Error> {
+        if let Some(d) = self.overlay().details.get(&(project_id, iid)) {
+            return Ok(d.clone());
+        }
+        self.inner.incident_details(project_id, iid).await
+    }
+
+    /// Recording a begun create would be a write; a dry run creates nothing to look for.
+    async fn begin_timeline_event(
+        &self,
+        _rule: &str,
+        _project_id: u64,
+        _iid: u64,
+        _tag: TimelineTag,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
     async fn commit(
         &self,
         rule: &str,
@@ -296,6 +368,17 @@ impl<S: SyncStore> SyncStore for DryRunStore<S> {
                 key
             }
             Commit::Failed { snapshot, .. } => snapshot.key,
+            Commit::Details {
+                project_id,
+                iid,
+                details,
+            } => {
+                overlay.details.insert((project_id, iid), details);
+                if let Some(to) = cursor {
+                    advance(&mut overlay.cursors, rule, to);
+                }
+                return Ok(());
+            }
         };
         overlay.settled.insert((rule.to_owned(), key));
         if let Some(to) = cursor {

@@ -76,6 +76,9 @@ pub(super) struct Outcome {
     pub(super) timestamps_ignored: bool,
     /// GitLab filed an incident as a plain issue (the token is below Reporter).
     pub(super) filed_as_issue: bool,
+    /// The object came from an earlier run (adopted, or found after a lost answer), which may
+    /// have written its incident details too.
+    pub(super) adopted: bool,
     /// From the change in Jira to its GitLab write, by Jira's clock, when the snapshot was
     /// written to GitLab (a live run's change, not a backfill's history).
     pub(super) lag: Option<std::time::Duration>,
@@ -141,6 +144,18 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         let action = plan(&snap, mapping.as_ref(), &hash);
         let span = info_span!("issue", jira_key = %snap.key, action = action.verb());
         let changed_at = snap.updated;
+        // Incident details (`incident`): while some are still to be written, the snapshot's
+        // cursor waits for them, so a crash before they are committed replays the snapshot.
+        let details = self
+            .details_due(rule, &snap, &obj, &browse, mapping.as_ref())
+            .await?
+            .map(|(wanted, stored)| (wanted, stored, mapping.clone(), snap.clone()));
+        // Details come last: while they are due, neither the write nor the stage replay
+        // moves the cursor; their commit does.
+        let (cursor, final_cursor, details_cursor) = match details {
+            Some(_) => (None, None, final_cursor),
+            None => (cursor, final_cursor, None),
+        };
         async {
             let mut out = Outcome {
                 link: self
@@ -180,12 +195,12 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     self.commit(cx, &mut out, Commit::Replicated(m), cursor)
                         .await?;
                 }
-                Action::Create { then_close } => {
+                Action::Create { then_close } => 'create: {
                     let m = match self.create(cx, &mut out, &snap, &obj, &hash).await? {
                         Ok(m) => m,
                         Err(e) => {
                             self.fail(cx, &mut out, snap, e, cursor).await?;
-                            return Ok(out);
+                            break 'create;
                         }
                     };
                     out.counts.created += 1;
@@ -233,6 +248,27 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             if let Some(h) = history {
                 self.finish_history(cx, &mut out, h, before, final_cursor, staged)
                     .await?;
+            }
+            if let Some((wanted, stored, entry, snap)) = details {
+                match out.mapping.clone().or(entry) {
+                    Some(m)
+                        if out.failure.is_none() && m.gone_at.is_none() && !out.filed_as_issue =>
+                    {
+                        let look = out.adopted;
+                        self.write_details(
+                            cx,
+                            &mut out,
+                            snap,
+                            &m,
+                            &wanted,
+                            stored,
+                            look,
+                            details_cursor,
+                        )
+                        .await?;
+                    }
+                    _ => self.cursor_only(cx, details_cursor).await?,
+                }
             }
             let c = &out.counts;
             if source != Source::Backfill && c.created + c.closed + c.reopened + c.updated > 0 {
@@ -369,6 +405,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         let remote = loop {
             if let Some(found) = adopted.take() {
                 info!(iid = ?found.iid, "found an object the sync made that the store did not know; adopting it");
+                out.adopted = true;
                 break found;
             }
             if look
@@ -378,6 +415,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     .await?
             {
                 info!(iid = ?found.iid, "found what an earlier attempt created; not creating again");
+                out.adopted = true;
                 break found;
             }
             match self.gitlab.create(dest, cut.as_ref().unwrap_or(obj)).await {
@@ -440,7 +478,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     ) -> Result<(), EngineError> {
         let dest = &cx.place.dest;
         let write = if close {
-            Write::Close(snap.resolved_at.unwrap_or(snap.updated))
+            Write::Close(closing_time(&snap))
         } else {
             Write::Reopen(obj, snap.updated)
         };
@@ -747,6 +785,12 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(rule);
     }
+}
+
+/// The time GitLab is asked to close `snap`'s object at: the moment service counts as restored
+/// (DORA's time to restore ends there; the incident's "End time" event is written there too).
+pub(super) fn closing_time(snap: &IssueSnapshot) -> DateTime<Utc> {
+    snap.resolved_at.unwrap_or(snap.updated)
 }
 
 fn mapping_from(cx: &Ctx<'_>, snap: &IssueSnapshot, remote: &RemoteObject) -> Mapping {

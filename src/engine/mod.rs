@@ -28,7 +28,8 @@
 //!   changelog.
 //! - [`link_back`]: remote links on Jira issues to their GitLab objects (`[jira] link_back`).
 //! - `walk`: the page walker both share. `execute`: the executor both share. `zone`: the Jira
-//!   account's time zone.
+//!   account's time zone. `incident`: an incident's severity and timeline events, after the
+//!   executor's write.
 //! - [`dry_run`]: `--dry-run` as wrappers over the ports, so a dry run executes the same code.
 //!
 //! The engine speaks only to the ports, and decides what a failure means only through
@@ -40,6 +41,7 @@ pub use cycle::{IDLE_CHECKPOINT, checked_meta_key};
 pub mod dry_run;
 mod execute;
 pub mod history;
+mod incident;
 pub mod jql;
 pub mod link_back;
 pub mod plan;
@@ -342,6 +344,9 @@ pub struct SyncEngine<J, G, S> {
     warned_fields: std::sync::Mutex<HashSet<String>>,
     /// Per rule: when its remote links are due, as known in this process (absent: ask the store).
     links_due: std::sync::Mutex<HashMap<String, link_back::LinksDue>>,
+    /// Rules whose incident details GitLab's GraphQL API refused, warned about once
+    /// (`incident`).
+    graphql_refused: std::sync::Mutex<HashSet<String>>,
 }
 
 /// A difference between Jira's clock and this host's beyond this is warned about.
@@ -365,6 +370,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             marks: std::sync::Mutex::new(HashMap::new()),
             warned_fields: std::sync::Mutex::new(HashSet::new()),
             links_due: std::sync::Mutex::new(HashMap::new()),
+            graphql_refused: std::sync::Mutex::new(HashSet::new()),
         }
     }
 

@@ -13,9 +13,10 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Destination;
 use crate::domain::{
-    Commit, DueLinks, Failure, Intent, JiraId, JiraKey, JiraUser, LabelEvent, Mapping, NewObject,
-    PageCursor, ReadBack, RemoteLink, RemoteObject, RunCounts, RunMode, RunOutcome, SearchPage,
-    StageState, StageStep, Target, Transition,
+    Commit, DueLinks, Failure, IncidentDetails, IncidentSeverity, Intent, JiraId, JiraKey,
+    JiraUser, LabelEvent, Mapping, NewObject, NewTimelineEvent, PageCursor, ReadBack, RemoteLink,
+    RemoteObject, RunCounts, RunMode, RunOutcome, SearchPage, StageState, StageStep, Target,
+    TimelineEvent, TimelineTag, Transition,
 };
 
 /// Where a rule's objects live once its project is resolved: the rule's destination, whose
@@ -100,6 +101,14 @@ pub trait PortError: std::error::Error + Send + Sync + 'static {
     /// Returns true if and only if the request was refused for its size (a reverse proxy's
     /// body limit), before anything was applied: a smaller one may pass.
     fn is_too_large(&self) -> bool {
+        false
+    }
+
+    /// Returns true if and only if this kind of request is refused for every object alike, while
+    /// other kinds may pass: GitLab's GraphQL API is closed to the token (its scope, the user's
+    /// role on incidents) or does not know the query (an older GitLab). What needs it is left
+    /// out, with a warning, and the rest goes on.
+    fn is_refused(&self) -> bool {
         false
     }
 }
@@ -298,6 +307,42 @@ pub trait GitLabSink: Send + Sync {
         mapping: &Mapping,
         copy_id: u64,
     ) -> impl Future<Output = Result<Option<(u64, RemoteObject)>, Self::Error>> + Send;
+
+    /// Sets the incident's severity (incidents only; GraphQL `issueSetSeverity`).
+    fn set_severity(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        severity: IncidentSeverity,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// The incident's timeline events, oldest first (GraphQL
+    /// `project.incidentManagementTimelineEvents`).
+    fn timeline_events(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+    ) -> impl Future<Output = Result<Vec<TimelineEvent>, Self::Error>> + Send;
+
+    /// Adds a timeline event to the incident, tagged with `event.tag` (GraphQL
+    /// `timelineEventCreate`). Not idempotent: a create whose answer was lost is looked for
+    /// ([`GitLabSink::timeline_events`]) before it is sent again.
+    fn create_timeline_event(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        event: &NewTimelineEvent,
+    ) -> impl Future<Output = Result<TimelineEvent, Self::Error>> + Send;
+
+    /// Moves the timeline event `id` to `event`'s time and note (GraphQL
+    /// `timelineEventUpdate`).
+    fn update_timeline_event(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        id: &str,
+        event: &NewTimelineEvent,
+    ) -> impl Future<Output = Result<TimelineEvent, Self::Error>> + Send;
 }
 
 /// The persistent side: cursors, mappings, intents, failures and the run log.
@@ -351,6 +396,25 @@ pub trait SyncStore: Send + Sync {
         rule: &str,
         written_before: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<Mapping>, Self::Error>> + Send;
+
+    /// What the sync has written of the incident `iid` of the project `project_id`'s details
+    /// (the default when nothing yet).
+    fn incident_details(
+        &self,
+        project_id: u64,
+        iid: u64,
+    ) -> impl Future<Output = Result<IncidentDetails, Self::Error>> + Send;
+
+    /// Records, durably, that a timeline event with `tag` is about to be created on the incident
+    /// `iid` of the project `project_id`, on behalf of `rule`: until a [`Commit::Details`]
+    /// records it, a later attempt looks for it before creating it again.
+    fn begin_timeline_event(
+        &self,
+        rule: &str,
+        project_id: u64,
+        iid: u64,
+        tag: TimelineTag,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// The highest iid of any mapping at `place`, if there is one.
     fn max_iid(

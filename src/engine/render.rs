@@ -281,6 +281,7 @@ mod tests {
             on_leave: crate::config::OnLeave::Label,
             on_delete: crate::config::OnDelete::Close,
             history: Default::default(),
+            timeline_events: false,
         };
         let text = "one\ntwo\n```\n/code\nmore code\n```\nafter";
         let obj = new_object(&rule, &snap("x", Some(text)), "https://j/browse/OPS-7");

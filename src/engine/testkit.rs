@@ -10,9 +10,10 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Destination;
 use crate::domain::{
-    Commit, DueLink, DueLinks, Failure, Intent, IssueSnapshot, JiraId, JiraKey, JiraUser, Mapping,
-    NewObject, PageCursor, ReadBack, RemoteLink, RemoteObject, RemoteState, RunCounts, RunMode,
-    RunOutcome, SearchPage, Target,
+    Commit, DueLink, DueLinks, Failure, IncidentDetails, IncidentSeverity, Intent, IssueSnapshot,
+    JiraId, JiraKey, JiraUser, Mapping, NewObject, NewTimelineEvent, PageCursor, ReadBack,
+    RemoteLink, RemoteObject, RemoteState, RunCounts, RunMode, RunOutcome, SearchPage, Target,
+    TimelineEvent, TimelineTag,
 };
 
 use super::dry_run::advance;
@@ -42,6 +43,9 @@ pub(crate) enum MemError {
     /// The request body is over the proxy's limit.
     #[error("request entity too large")]
     TooLarge,
+    /// GraphQL is closed to the token (every incident alike).
+    #[error("GraphQL refused")]
+    NoGraphQl,
 }
 
 impl PortError for MemError {
@@ -71,6 +75,10 @@ impl PortError for MemError {
 
     fn is_too_large(&self) -> bool {
         *self == MemError::TooLarge
+    }
+
+    fn is_refused(&self) -> bool {
+        *self == MemError::NoGraphQl
     }
 }
 
@@ -199,6 +207,14 @@ pub(crate) enum Call {
     /// A read of the label events.
     LabelEvents,
     Delete,
+    /// GraphQL `issueSetSeverity`.
+    Severity,
+    /// The look through an incident's timeline events.
+    Events,
+    /// GraphQL `timelineEventCreate`.
+    CreateEvent,
+    /// GraphQL `timelineEventUpdate`.
+    UpdateEvent,
 }
 
 /// One GitLab object as the in-memory GitLab keeps it.
@@ -221,6 +237,10 @@ pub(crate) struct MemObject {
     pub(crate) labels: Vec<String>,
     /// Every label added or removed by `relabel`, at the time it asked for.
     pub(crate) label_events: Vec<crate::domain::LabelEvent>,
+    /// The incident severity last set, if any.
+    pub(crate) severity: Option<IncidentSeverity>,
+    /// Its timeline events, in the order they were added.
+    pub(crate) events: Vec<TimelineEvent>,
 }
 
 impl MemObject {
@@ -412,6 +432,32 @@ impl MemGitLab {
         }
     }
 
+    /// Applies `f` to the incident `m` addresses and answers what it returns, honouring a
+    /// queued fault; a missing object is [`MemError::Gone`].
+    fn on_incident<T>(
+        &self,
+        call: Call,
+        m: &Mapping,
+        f: impl FnOnce(&mut MemObject, u64) -> Result<T, MemError>,
+    ) -> Result<T, MemError> {
+        let fault = self.enter(call);
+        if let Some(Fault::Fail(e)) = fault {
+            return Err(e);
+        }
+        let (project_id, iid) = m.address();
+        let mut objects = lock(&self.objects);
+        let next_event = objects.iter().map(|o| o.events.len() as u64).sum::<u64>() + 1;
+        let obj = objects
+            .iter_mut()
+            .find(|o| Some(o.project_id) == project_id && Some(o.iid) == iid)
+            .ok_or(MemError::Gone)?;
+        let answer = f(obj, next_event)?;
+        match fault {
+            Some(Fault::ApplyThenLose) => Err(MemError::Lost),
+            _ => Ok(answer),
+        }
+    }
+
     /// Refuses `obj` as too large if its description is over the limit.
     fn fits(&self, obj: &NewObject) -> Result<(), MemError> {
         match *lock(&self.max_description) {
@@ -509,6 +555,8 @@ impl GitLabSink for MemGitLab {
             moved_to_id: None,
             labels: obj.labels.clone(),
             label_events: Vec::new(),
+            severity: None,
+            events: Vec::new(),
         };
         objects.push(created.clone());
         match fault {
@@ -667,6 +715,64 @@ impl GitLabSink for MemGitLab {
             .find(|o| o.id == copy_id)
             .map(|o| (o.project_id, o.remote())))
     }
+
+    async fn set_severity(
+        &self,
+        _dest: &Destination,
+        m: &Mapping,
+        severity: IncidentSeverity,
+    ) -> Result<(), MemError> {
+        self.on_incident(Call::Severity, m, |o, _| {
+            o.severity = Some(severity);
+            Ok(())
+        })
+    }
+
+    async fn timeline_events(
+        &self,
+        _dest: &Destination,
+        m: &Mapping,
+    ) -> Result<Vec<TimelineEvent>, MemError> {
+        self.on_incident(Call::Events, m, |o, _| Ok(o.events.clone()))
+    }
+
+    async fn create_timeline_event(
+        &self,
+        _dest: &Destination,
+        m: &Mapping,
+        event: &NewTimelineEvent,
+    ) -> Result<TimelineEvent, MemError> {
+        self.on_incident(Call::CreateEvent, m, |o, n| {
+            let made = TimelineEvent {
+                id: format!("gid://gitlab/IncidentManagement::TimelineEvent/{n}"),
+                occurred_at: event.occurred_at,
+                note: event.note.clone(),
+                tags: vec![event.tag.as_str().to_owned()],
+            };
+            o.events.push(made.clone());
+            Ok(made)
+        })
+    }
+
+    async fn update_timeline_event(
+        &self,
+        _dest: &Destination,
+        m: &Mapping,
+        id: &str,
+        event: &NewTimelineEvent,
+    ) -> Result<TimelineEvent, MemError> {
+        self.on_incident(Call::UpdateEvent, m, |o, _| {
+            let e = o
+                .events
+                .iter_mut()
+                .find(|e| e.id == id)
+                .ok_or(MemError::Gone)?;
+            e.occurred_at = event.occurred_at;
+            e.note = event.note.clone();
+            e.tags = vec![event.tag.as_str().to_owned()];
+            Ok(e.clone())
+        })
+    }
 }
 
 /// One stored failure.
@@ -711,6 +817,8 @@ pub(crate) struct MemStore {
     pub(crate) stages: Mutex<HashMap<(u64, u64), crate::domain::StageState>>,
     /// Remote links by global id: (rule, wanted, sent, failed attempts, next attempt, gone).
     pub(crate) links: Mutex<HashMap<String, MemLink>>,
+    /// Incident details by project id and iid.
+    pub(crate) details: Mutex<HashMap<(u64, u64), IncidentDetails>>,
 }
 
 /// A remote link as the in-memory store keeps it.
@@ -867,6 +975,34 @@ impl SyncStore for MemStore {
             .max())
     }
 
+    async fn incident_details(
+        &self,
+        project_id: u64,
+        iid: u64,
+    ) -> Result<IncidentDetails, MemError> {
+        lock(&self.reads).push("incident_details");
+        Ok(lock(&self.details)
+            .get(&(project_id, iid))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn begin_timeline_event(
+        &self,
+        _rule: &str,
+        project_id: u64,
+        iid: u64,
+        tag: TimelineTag,
+    ) -> Result<(), MemError> {
+        lock(&self.writes).push("begin_timeline_event");
+        let mut all = lock(&self.details);
+        let d = all.entry((project_id, iid)).or_default();
+        if !d.begun.contains(&tag) {
+            d.begun.push(tag);
+        }
+        Ok(())
+    }
+
     async fn commit(
         &self,
         rule: &str,
@@ -892,6 +1028,13 @@ impl SyncStore for MemStore {
                         ..m
                     },
                 );
+            }
+            Commit::Details {
+                project_id,
+                iid,
+                details,
+            } => {
+                lock(&self.details).insert((project_id, iid), details);
             }
             Commit::Failed { snapshot, error } => {
                 let id = (rule.to_owned(), snapshot.key.clone());

@@ -14,7 +14,10 @@ use super::ports::Place;
 use super::testkit::{Call, Fault, MemError, MemGitLab, MemJira, MemStore};
 use super::*;
 use crate::config::{Destination, OnDelete, OnLeave};
-use crate::domain::{Commit, IssueSnapshot, JiraId, Mapping, MovedTo, RemoteState, Target};
+use crate::domain::{
+    Commit, IncidentSeverity, IssueSnapshot, JiraId, Mapping, MovedTo, RemoteState, Severity,
+    Target, TimelineTag,
+};
 use crate::http::RetryPolicy;
 
 const RULE: &str = "ops";
@@ -42,6 +45,7 @@ fn rule() -> RuleConfig {
         on_leave: crate::config::OnLeave::Label,
         on_delete: crate::config::OnDelete::Close,
         history: Default::default(),
+        timeline_events: false,
     }
 }
 
@@ -128,29 +132,34 @@ async fn apply(b: &Bench, s: IssueSnapshot, m: Option<Mapping>) -> Result<Outcom
 /// Faults before the first apply → the GitLab calls it makes, the objects GitLab then holds,
 /// and what the store records.
 #[rstest]
-#[case::fresh_open(snap("a", 1, None), vec![], vec![Call::Scan, Call::Create], RemoteState::Opened)]
+#[case::fresh_open(
+    snap("a", 1, None),
+    vec![],
+    vec![Call::Scan, Call::Create, Call::Severity],
+    RemoteState::Opened
+)]
 #[case::fresh_resolved(
     snap("a", 5, Some(4)),
     vec![],
-    vec![Call::Scan, Call::Create, Call::Close],
+    vec![Call::Scan, Call::Create, Call::Close, Call::Severity],
     RemoteState::Closed
 )]
 #[case::create_applied_then_lost(
     snap("a", 1, None),
     vec![(Call::Create, Fault::ApplyThenLose)],
-    vec![Call::Scan, Call::Create, Call::Find],
+    vec![Call::Scan, Call::Create, Call::Find, Call::Severity],
     RemoteState::Opened
 )]
 #[case::create_lost_not_applied(
     snap("a", 1, None),
     vec![(Call::Create, Fault::Fail(MemError::Lost))],
-    vec![Call::Scan, Call::Create, Call::Find, Call::Create],
+    vec![Call::Scan, Call::Create, Call::Find, Call::Create, Call::Severity],
     RemoteState::Opened
 )]
 #[case::close_after_a_lost_create(
     snap("a", 5, Some(4)),
     vec![(Call::Create, Fault::ApplyThenLose)],
-    vec![Call::Scan, Call::Create, Call::Find, Call::Close],
+    vec![Call::Scan, Call::Create, Call::Find, Call::Close, Call::Severity],
     RemoteState::Closed
 )]
 #[tokio::test(start_paused = true)]
@@ -190,9 +199,9 @@ async fn creates_exactly_once(
 /// and it is adopted, rewritten if Jira was edited meanwhile; not found there or by the intent's
 /// lookup, it is created.
 #[rstest]
-#[case::found(Some("a"), vec![Call::Scan])]
-#[case::found_but_edited_since(Some("older"), vec![Call::Scan, Call::Update])]
-#[case::not_found(None, vec![Call::Scan, Call::Find, Call::Create])]
+#[case::found(Some("a"), vec![Call::Scan, Call::Severity])]
+#[case::found_but_edited_since(Some("older"), vec![Call::Scan, Call::Update, Call::Severity])]
+#[case::not_found(None, vec![Call::Scan, Call::Find, Call::Create, Call::Severity])]
 #[tokio::test(start_paused = true)]
 async fn an_interrupted_create_is_looked_for_first(
     #[case] made_from: Option<&str>,
@@ -440,9 +449,9 @@ async fn an_idle_cycle_costs_one_search_and_no_write() {
     assert_eq!(second.run_id, None, "and leaves no run-log entry");
     assert_eq!(
         b.store.reads()[read..],
-        ["mappings"],
-        "and reads only the mapping of the change it re-read (the cursor, the failures and the \
-         last reconciliation are known from the cycle before)"
+        ["mappings", "incident_details"],
+        "and reads only the mapping and incident details of the change it re-read (the cursor, \
+         the failures and the last reconciliation are known from the cycle before)"
     );
     assert_eq!(
         *b.store.runs.lock().expect("unpoisoned"),
@@ -1435,4 +1444,189 @@ async fn link_back_after_the_write_and_idle_costs_nothing() {
         "{link:?}"
     );
     assert!(!link.resolved);
+}
+
+/// The test rule with timeline events.
+fn with_events() -> RuleConfig {
+    RuleConfig {
+        timeline_events: true,
+        ..rule()
+    }
+}
+
+/// Applies `s` with the rule `r`, at the test place, with `cursor`.
+async fn apply_rule(
+    b: &Bench,
+    r: &RuleConfig,
+    s: IssueSnapshot,
+    m: Option<Mapping>,
+    source: Source,
+    cursor: Option<DateTime<Utc>>,
+) -> Result<Outcome, EngineError> {
+    let (place, log) = (Place::new(&r.destination, 1), RunLog::new(RunMode::Once));
+    let cx = Ctx {
+        rule: r,
+        place: &place,
+        log: &log,
+    };
+    b.apply(&cx, s, m, source, cursor).await
+}
+
+/// A timeline event whose create reached GitLab but whose answer was lost is not created
+/// again: the begun create is in the store, so the retry looks through the incident's events,
+/// finds it, and records it. The snapshot's cursor waits until the details are committed.
+#[tokio::test(start_paused = true)]
+async fn a_timeline_event_whose_answer_was_lost_is_not_created_twice() {
+    let b = bench();
+    let r = with_events();
+    let s = snap("a", 5, Some(4));
+    b.gitlab.fault(Call::CreateEvent, Fault::ApplyThenLose);
+    let out = apply_rule(&b, &r, s.clone(), None, Source::Search, Some(at(50)))
+        .await
+        .expect("an issue's failure does not stop the run");
+    assert_eq!(
+        out.counts.failed, 1,
+        "the lost answer is this issue's failure"
+    );
+    assert_eq!(
+        b.store.cursor_of(RULE),
+        Some(at(50)),
+        "the failure is recorded with the cursor"
+    );
+    let m = b.store.mapping("OPS-1").expect("the incident is mapped");
+    let d = b.store.details.lock().expect("unpoisoned")[&(1, m.iid.expect("an iid"))].clone();
+    assert_eq!(d.begun, [TimelineTag::Start], "the begun create is kept");
+    assert!(d.start.is_none(), "its answer never came back");
+
+    // The retry: the same snapshot, from the stored failure.
+    b.gitlab.calls.lock().expect("unpoisoned").clear();
+    apply_rule(&b, &r, s.clone(), Some(m.clone()), Source::Retry, None)
+        .await
+        .expect("the retry runs");
+    assert_eq!(
+        b.gitlab.calls(),
+        [Call::Events, Call::CreateEvent],
+        "it looks first, finds the start event, and creates only the end event"
+    );
+    let objects = b.gitlab.objects();
+    let starts = objects[0]
+        .events
+        .iter()
+        .filter(|e| e.has_tag(TimelineTag::Start))
+        .count();
+    assert_eq!(starts, 1, "one start event: {:?}", objects[0].events);
+    let ends: Vec<_> = objects[0]
+        .events
+        .iter()
+        .filter(|e| e.has_tag(TimelineTag::End))
+        .map(|e| e.occurred_at)
+        .collect();
+    assert_eq!(ends, [at(4)], "one end event, at Jira's resolution");
+    let d = b.store.details.lock().expect("unpoisoned")[&(1, m.iid.expect("an iid"))].clone();
+    assert!(d.begun.is_empty(), "nothing left begun: {d:?}");
+    assert_eq!(
+        d.start.map(|m| m.occurred_at),
+        Some(at(0)),
+        "the start is Jira's created"
+    );
+
+    // Read again: nothing more is sent.
+    b.gitlab.calls.lock().expect("unpoisoned").clear();
+    apply_rule(&b, &r, s, Some(m), Source::Search, Some(at(60)))
+        .await
+        .expect("the re-read runs");
+    assert!(b.gitlab.calls().is_empty(), "{:?}", b.gitlab.calls());
+}
+
+/// A crash between the incident's write and its details' commit replays the snapshot: the
+/// close's commit does not carry the cursor while details are due, the details' commit does.
+#[tokio::test(start_paused = true)]
+async fn the_cursor_waits_for_the_details() {
+    let b = bench();
+    let r = with_events();
+    apply_rule(
+        &b,
+        &r,
+        snap("a", 5, Some(4)),
+        None,
+        Source::Search,
+        Some(at(50)),
+    )
+    .await
+    .expect("the apply runs");
+    let commits = b.store.commits();
+    let (last, rest) = commits.split_last().expect("commits");
+    assert!(
+        matches!(last, (Commit::Details { .. }, Some(c)) if *c == at(50)),
+        "the details' commit carries the cursor: {last:?}"
+    );
+    assert!(
+        rest.iter().all(|(_, c)| c.is_none()),
+        "no earlier commit moves the cursor: {rest:?}"
+    );
+}
+
+/// A priority edit in Jira changes the severity once; an unchanged one sends nothing; a
+/// GraphQL API closed to the token is warned about once and the rule goes on without details.
+#[tokio::test(start_paused = true)]
+async fn severity_follows_priority_edits_and_a_refusal_is_not_fatal() {
+    let b = bench();
+    let r = RuleConfig {
+        severity: [
+            ("highest".to_owned(), Severity::Critical),
+            ("lowest".to_owned(), Severity::Info),
+        ]
+        .into_iter()
+        .collect(),
+        ..rule()
+    };
+    let mut s = snap("a", 1, None);
+    s.priority = Some("Lowest".into());
+    apply_rule(&b, &r, s.clone(), None, Source::Search, None)
+        .await
+        .expect("runs");
+    assert_eq!(
+        b.gitlab.objects()[0].severity,
+        Some(IncidentSeverity::Low),
+        "info becomes LOW"
+    );
+    let m = b.store.mapping("OPS-1").expect("mapped");
+    s.updated = at(2);
+    s.priority = Some("Highest".into());
+    b.gitlab.calls.lock().expect("unpoisoned").clear();
+    apply_rule(&b, &r, s.clone(), Some(m), Source::Search, None)
+        .await
+        .expect("runs");
+    assert_eq!(b.gitlab.calls(), [Call::Severity], "one severity change");
+    assert_eq!(
+        b.gitlab.objects()[0].severity,
+        Some(IncidentSeverity::Critical)
+    );
+    let m = b.store.mapping("OPS-1").expect("mapped");
+    s.updated = at(3);
+    b.gitlab.calls.lock().expect("unpoisoned").clear();
+    apply_rule(&b, &r, s.clone(), Some(m.clone()), Source::Search, None)
+        .await
+        .expect("runs");
+    assert!(b.gitlab.calls().is_empty(), "unchanged: nothing re-sent");
+
+    // GraphQL refused: the issue is not failed, and the rule stops asking.
+    s.updated = at(4);
+    s.priority = Some("Unheard-of".into());
+    b.gitlab
+        .fault(Call::Severity, Fault::Fail(MemError::NoGraphQl));
+    let out = apply_rule(&b, &r, s.clone(), Some(m.clone()), Source::Search, None)
+        .await
+        .expect("a refusal does not stop the run");
+    assert_eq!(out.counts.failed, 0, "nor fail the issue");
+    s.updated = at(5);
+    b.gitlab.calls.lock().expect("unpoisoned").clear();
+    apply_rule(&b, &r, s, Some(m), Source::Search, None)
+        .await
+        .expect("runs");
+    assert!(
+        b.gitlab.calls().is_empty(),
+        "the rule goes on without details: {:?}",
+        b.gitlab.calls()
+    );
 }

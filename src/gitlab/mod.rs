@@ -1,11 +1,13 @@
 //! The GitLab client: create issues and incidents (with Jira's `created_at`), close and reopen
 //! them (with Jira's resolution time as `closed_at`), find what an interrupted create left, find
-//! where a person moved an issue, post alerts to a project's HTTP alert integration, and the
-//! reads `check` needs.
+//! where a person moved an issue, post alerts to a project's HTTP alert integration, set an
+//! incident's severity and write its timeline events over GraphQL (`graphql`), and the reads
+//! `check` needs.
 //!
 //! It owns GitLab's wire format and error bodies. It never retries a create blindly: an
 //! ambiguous failure is returned (`PortError::is_ambiguous`) and the engine looks first.
 
+mod graphql;
 mod wire;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -15,7 +17,10 @@ use serde_json::json;
 use tracing::instrument;
 
 use crate::config::{Destination, GitLabConfig, SyncConfig};
-use crate::domain::{JiraKey, LabelEvent, Mapping, NewObject, RemoteObject, RemoteState, Target};
+use crate::domain::{
+    IncidentSeverity, JiraKey, LabelEvent, Mapping, NewObject, NewTimelineEvent, RemoteObject,
+    RemoteState, Target, TimelineEvent,
+};
 use crate::engine::ports::{GitLabSink, PortError, ResolvedProject};
 use crate::http::{DecodeError, HttpClient, HttpError, RequestKind, Response, Transport};
 
@@ -44,6 +49,10 @@ pub enum Resource {
     AlertIntegration,
     /// The copy of an issue a person moved, by its global id.
     MovedCopy(u64),
+    /// GitLab's GraphQL API (`/api/graphql`).
+    GraphQl,
+    /// An incident's timeline event, by its global id.
+    TimelineEvent(String),
 }
 
 impl std::fmt::Display for Resource {
@@ -55,6 +64,8 @@ impl std::fmt::Display for Resource {
             Resource::Environments(p) => write!(f, "environments of project {p:?}"),
             Resource::AlertIntegration => f.write_str("alert integration at alert_url"),
             Resource::MovedCopy(id) => write!(f, "moved issue's copy (id {id})"),
+            Resource::GraphQl => f.write_str("GraphQL API"),
+            Resource::TimelineEvent(id) => write!(f, "timeline event {id}"),
         }
     }
 }
@@ -100,6 +111,23 @@ pub enum GitLabError {
         #[source]
         source: HttpError,
     },
+    /// GitLab's GraphQL API refused the request before running it: this GitLab does not know
+    /// the query (an older version).
+    #[error(
+        "GitLab's GraphQL API does not take {what}: {message}; this GitLab may be too old (incident \
+         timeline tags need GitLab 15.9 or later)"
+    )]
+    GraphQlInvalid { what: String, message: String },
+    /// GitLab's GraphQL API ran the request and refused it for the token while the REST API
+    /// shows the incident: the token's scope or its user's role does not allow it.
+    #[error(
+        "GitLab's GraphQL API refused {what}: {message}; the token needs the api scope, and its \
+         user Reporter or more for severities and Developer or more for timeline events"
+    )]
+    GraphQlRefused { what: String, message: String },
+    /// A GraphQL mutation ran and answered errors of its own (the values were refused).
+    #[error("GitLab refused {what}: {}", errors.join("; "))]
+    GraphQlErrors { what: String, errors: Vec<String> },
     #[error("GitLab's answer to {what} could not be read")]
     Decode {
         what: String,
@@ -145,6 +173,8 @@ fn forbidden_message(resource: &Resource, what: &str, message: &str) -> String {
             "check the rule's alert key and that the integration at alert_url is active"
         }
         Resource::MovedCopy(_) => "the token's user cannot see the project the issue was moved to",
+        Resource::GraphQl => "check that the token has the api scope and GraphQL is not turned off",
+        Resource::TimelineEvent(_) => "give the token's user Developer or more on the project",
     };
     format!("GitLab refused access to the {resource} ({status}) for {what}: {fix}")
 }
@@ -180,6 +210,12 @@ fn not_found_message(resource: &Resource, what: &str, message: &str) -> String {
             "GitLab has no copy (id {id}) of a moved issue the token can see ({status}) for \
              {what}"
         ),
+        Resource::GraphQl => format!(
+            "GitLab has no GraphQL API at gitlab.url ({status}) for {what}: check gitlab.url"
+        ),
+        Resource::TimelineEvent(id) => format!(
+            "GitLab has no timeline event {id} any more ({status}) for {what}: a person deleted it"
+        ),
     }
 }
 
@@ -204,10 +240,17 @@ impl PortError for GitLabError {
         match self {
             GitLabError::Unauthorized { .. } => true,
             GitLabError::Http { source, .. } => source.is_cross_origin_redirect(),
-            GitLabError::Forbidden { resource, .. } => !matches!(resource, Resource::MovedCopy(_)),
-            GitLabError::NotFound { resource, .. } => {
-                !matches!(resource, Resource::Issue { .. } | Resource::MovedCopy(_))
-            }
+            GitLabError::Forbidden { resource, .. } => !matches!(
+                resource,
+                Resource::MovedCopy(_) | Resource::GraphQl | Resource::TimelineEvent(_)
+            ),
+            GitLabError::NotFound { resource, .. } => !matches!(
+                resource,
+                Resource::Issue { .. }
+                    | Resource::MovedCopy(_)
+                    | Resource::GraphQl
+                    | Resource::TimelineEvent(_)
+            ),
             _ => false,
         }
     }
@@ -222,10 +265,22 @@ impl PortError for GitLabError {
         matches!(
             self,
             GitLabError::NotFound {
-                resource: Resource::Issue { .. },
+                resource: Resource::Issue { .. } | Resource::TimelineEvent(_),
                 ..
             }
         )
+    }
+
+    /// GraphQL closed to the token (its scope, its user's role, the endpoint turned off or
+    /// missing) or not knowing the query (an older GitLab): every incident alike.
+    fn is_refused(&self) -> bool {
+        match self {
+            GitLabError::GraphQlInvalid { .. } | GitLabError::GraphQlRefused { .. } => true,
+            GitLabError::Forbidden { resource, .. } | GitLabError::NotFound { resource, .. } => {
+                *resource == Resource::GraphQl
+            }
+            _ => false,
+        }
     }
 
     fn nothing_to_close(&self) -> bool {
@@ -283,6 +338,10 @@ pub struct GitLabClient {
     token_key: String,
     /// The token's user id, once read.
     me: std::sync::Arc<tokio::sync::OnceCell<u64>>,
+    /// Project paths by id, for GraphQL, read once per process.
+    paths: graphql::PathCache,
+    /// Incidents' global ids, for GraphQL's timeline events.
+    gids: graphql::GidCache,
 }
 
 impl GitLabClient {
@@ -322,6 +381,8 @@ impl GitLabClient {
             token,
             token_key: cfg.token_key.clone(),
             me: Default::default(),
+            paths: Default::default(),
+            gids: Default::default(),
         })
     }
 
@@ -1283,6 +1344,48 @@ impl GitLabSink for GitLabClient {
             }
             Err(e) => Err(e),
         }
+    }
+
+    async fn set_severity(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        severity: IncidentSeverity,
+    ) -> Result<(), GitLabError> {
+        self.graphql_set_severity(dest, mapping, severity).await
+    }
+
+    async fn timeline_events(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+    ) -> Result<Vec<TimelineEvent>, GitLabError> {
+        // Only the sync's own events: a person's "Start time" is never taken for ours.
+        Ok(self
+            .graphql_timeline_events(dest, mapping)
+            .await?
+            .into_iter()
+            .filter_map(|(event, mine)| mine.then_some(event))
+            .collect())
+    }
+
+    async fn create_timeline_event(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        event: &NewTimelineEvent,
+    ) -> Result<TimelineEvent, GitLabError> {
+        self.graphql_create_event(dest, mapping, event).await
+    }
+
+    async fn update_timeline_event(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        id: &str,
+        event: &NewTimelineEvent,
+    ) -> Result<TimelineEvent, GitLabError> {
+        self.graphql_update_event(dest, mapping, id, event).await
     }
 }
 

@@ -36,11 +36,15 @@ use dora::{DoraState, IncidentEvent};
 
 mod dora;
 mod labels;
+
+#[path = "gitlab_graphql.rs"]
+mod graphql;
 use super::{
     HandleInner, Listener, ParsedBody, RecordedRequest, Recorder, Reply, ShutdownGuard, Unanswered,
     fts, json_response, lock, query_pairs, raw_response, read_body,
 };
 use crate::domain::RemoteState;
+pub use graphql::FakeTimelineEvent;
 pub use labels::FakeLabelEvent;
 
 /// GitLab's access levels.
@@ -276,6 +280,8 @@ struct GitLabData {
     redirects: Vec<(String, u64)>,
     /// Environments and per-day DORA rows ([`dora`]).
     dora: DoraState,
+    /// Incident timeline events and tags (`graphql`).
+    timeline: graphql::Timeline,
 }
 
 struct ProjectState {
@@ -325,6 +331,7 @@ impl FakeGitLab {
                 next_issue_id: 1_000,
                 next_label_event_id: 0,
                 redirects: Vec::new(),
+                timeline: graphql::Timeline::default(),
             }),
             faults: Mutex::new(VecDeque::new()),
             recorder: Recorder::default(),
@@ -658,6 +665,7 @@ fn router(state: Arc<GitLabState>) -> Router {
         )
         .route("/api/v4/issues", get(list_all_issues))
         .route("/api/v4/issues/{id}", get(get_issue_by_id))
+        .route("/api/graphql", axum::routing::post(graphql::execute))
         .fallback(alert_or_not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), front))
         .with_state(state)

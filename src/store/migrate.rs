@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0005_jira_side.sql"),
     include_str!("../../schema/0006_stages.sql"),
     include_str!("../../schema/0007_dora.sql"),
+    include_str!("../../schema/0008_incident_details.sql"),
     include_str!("../../schema/0009_remote_links.sql"),
 ];
 

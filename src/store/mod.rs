@@ -105,6 +105,7 @@
 mod codec;
 mod dora;
 mod error;
+mod incident;
 mod links;
 mod lock;
 mod migrate;

@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 use super::{Store, StoreOptions};
 use crate::config::{Config, Destination};
 use crate::domain::{
-    Commit, IssueScope, IssueSnapshot, JiraId, JiraKey, JiraUser, Mapping, NewObject, PageCursor,
-    ReadBack, RemoteObject, RemoteState, RunMode, SearchPage, Target,
+    Commit, IncidentSeverity, IssueScope, IssueSnapshot, JiraId, JiraKey, JiraUser, Mapping,
+    NewObject, NewTimelineEvent, PageCursor, ReadBack, RemoteObject, RemoteState, RunMode,
+    SearchPage, Target, TimelineEvent,
 };
 use crate::engine::ports::SyncStore;
 use crate::engine::ports::{GitLabSink, JiraSource, ResolvedProject};
@@ -159,11 +160,47 @@ impl GitLabSink for Shared<MemGitLab> {
     ) -> Result<Option<(u64, RemoteObject)>, MemError> {
         self.0.moved_copy(dest, mapping, copy_id).await
     }
+
+    async fn set_severity(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        severity: IncidentSeverity,
+    ) -> Result<(), MemError> {
+        self.0.set_severity(dest, mapping, severity).await
+    }
+
+    async fn timeline_events(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+    ) -> Result<Vec<TimelineEvent>, MemError> {
+        self.0.timeline_events(dest, mapping).await
+    }
+
+    async fn create_timeline_event(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        event: &NewTimelineEvent,
+    ) -> Result<TimelineEvent, MemError> {
+        self.0.create_timeline_event(dest, mapping, event).await
+    }
+
+    async fn update_timeline_event(
+        &self,
+        dest: &Destination,
+        mapping: &Mapping,
+        id: &str,
+        event: &NewTimelineEvent,
+    ) -> Result<TimelineEvent, MemError> {
+        self.0.update_timeline_event(dest, mapping, id, event).await
+    }
 }
 
-/// A config with one incident rule writing `concurrency` issues at once, its token files in
-/// `dir`.
-fn config(dir: &Path, concurrency: usize) -> Config {
+/// A config with one incident rule writing `concurrency` issues at once, with or without
+/// `timeline_events`, its token files in `dir`.
+fn config(dir: &Path, concurrency: usize, timeline_events: bool) -> Config {
     std::fs::write(dir.join("jira-token"), "jira-secret\n").unwrap();
     std::fs::write(dir.join("gitlab-token"), "gitlab-secret\n").unwrap();
     let text = format!(
@@ -186,6 +223,7 @@ jql = "project = OPS"
 target = "incident"
 gitlab_project = "acme/ops"
 since = "2025-01-01"
+timeline_events = {timeline_events}
 "#,
         dir = dir.display()
     );
@@ -281,6 +319,8 @@ async fn seed_high_iid(db: &Path, gitlab: &MemGitLab) {
         moved_to_id: None,
         labels: Vec::new(),
         label_events: Vec::new(),
+        severity: None,
+        events: Vec::new(),
     });
     let store = Store::open(db).unwrap();
     let mapping = Mapping {
@@ -311,19 +351,22 @@ async fn seed_high_iid(db: &Path, gitlab: &MemGitLab) {
 
 /// Cycles of creates and resolutions, the store rolled back to its last durable commit after
 /// most of them: no Jira issue ends with two GitLab objects or none, and each is closed if and
-/// only if Jira resolved it. Several seeds, each a replayable sequence of cuts. With the intents
+/// only if Jira resolved it; with timeline events, each incident ends with exactly one "Start
+/// time" and, once resolved, one "End time", at Jira's times (an event create's begin is
+/// durable, its commit is not: cuts take the commits back, and the events are looked up). Several seeds, each a replayable sequence of cuts. With the intents
 /// committed like the rest (NORMAL), the first cut after a create doubles it. One issue at a
 /// time, each seed's cuts are replayable and must take mappings and closes back; several at
 /// once (as cycles apply them), which commits are durable at a cut depends on timing, and only
 /// the outcome is checked.
 #[tokio::test]
 async fn power_cuts_lose_nothing_and_double_nothing() {
-    for (seed, concurrency) in [3_u64, 17, 2026]
+    for (seed, concurrency, timeline) in [3_u64, 17, 2026]
         .into_iter()
         .flat_map(|seed| [(seed, 1), (seed, 8)])
+        .flat_map(|(seed, c)| [(seed, c, false), (seed, c, true)])
     {
         let dir = TempDir::new().unwrap();
-        let cfg = config(dir.path(), concurrency);
+        let cfg = config(dir.path(), concurrency, timeline);
         let db = dir.path().join("sync.db");
         let image = dir.path().join("image.db");
         let jira = Arc::new(MemJira::default());
@@ -393,7 +436,15 @@ async fn power_cuts_lose_nothing_and_double_nothing() {
         let calls = gitlab.calls();
         let count = |c: Call| calls.iter().filter(|&&x| x == c).count();
         let resolved = issues.iter().filter(|s| s.resolved_at.is_some()).count();
-        if concurrency == 1 {
+        if timeline && concurrency == 1 {
+            assert!(
+                count(Call::Events) > 0,
+                "seed {seed}: cuts took details back, and their begun events were looked up"
+            );
+        }
+        // Every durable begin of an event makes the commits before it durable too: only without
+        // timeline events do cuts take mappings and closes back.
+        if concurrency == 1 && !timeline {
             assert!(
                 count(Call::Find) > 0,
                 "seed {seed}: cuts took mappings back, and their intents were looked up"
@@ -426,6 +477,28 @@ async fn power_cuts_lose_nothing_and_double_nothing() {
             };
             assert_eq!(mine[0].state, state, "seed {seed}: {}", s.key);
             assert_eq!(mine[0].created_at, s.created, "seed {seed}: {}", s.key);
+            if timeline {
+                let at = |tag: crate::domain::TimelineTag| -> Vec<DateTime<Utc>> {
+                    mine[0]
+                        .events
+                        .iter()
+                        .filter(|e| e.has_tag(tag))
+                        .map(|e| e.occurred_at)
+                        .collect()
+                };
+                assert_eq!(
+                    at(crate::domain::TimelineTag::Start),
+                    [s.created],
+                    "seed {seed}: {} has one start event",
+                    s.key
+                );
+                assert_eq!(
+                    at(crate::domain::TimelineTag::End),
+                    s.resolved_at.into_iter().collect::<Vec<_>>(),
+                    "seed {seed}: {} has one end event once resolved",
+                    s.key
+                );
+            }
         }
         assert_eq!(
             objects.len(),

@@ -11,10 +11,11 @@ use super::codec::{Cell, Int, format_timestamp};
 use super::error::query;
 use super::writer::Mode;
 use super::{Store, StoreError, all, exec, one, runs};
+use crate::domain::TimelineTag;
 use crate::domain::{
-    Commit, DueLinks, Failure, Intent, IssueScope, IssueSnapshot, JiraId, JiraKey, Mapping,
-    MovedTo, RemoteLink, RemoteState, RunCounts, RunMode, RunOutcome, StageState, StageStep,
-    Target,
+    Commit, DueLinks, Failure, IncidentDetails, Intent, IssueScope, IssueSnapshot, JiraId, JiraKey,
+    Mapping, MovedTo, RemoteLink, RemoteState, RunCounts, RunMode, RunOutcome, StageState,
+    StageStep, Target,
 };
 use crate::engine::ports::{Place, ResolvedProject, SyncStore};
 
@@ -489,6 +490,40 @@ impl SyncStore for Store {
         .await
     }
 
+    async fn incident_details(
+        &self,
+        project_id: u64,
+        iid: u64,
+    ) -> Result<IncidentDetails, StoreError> {
+        self.read(move |conn| super::incident::read(conn, project_id, iid))
+            .await
+    }
+
+    async fn begin_timeline_event(
+        &self,
+        rule: &str,
+        project_id: u64,
+        iid: u64,
+        tag: TimelineTag,
+    ) -> Result<(), StoreError> {
+        let now = format_timestamp(Utc::now());
+        let run = self.writing_run(rule);
+        let inserting = run.clone();
+        // Durable, as a create intent: the create it guards is sent once the call answers.
+        let result = self
+            .call(Mode::Durable, move |conn| {
+                if let Some(run) = &run {
+                    runs::ensure_row(conn, run)?;
+                }
+                super::incident::begin(conn, project_id, iid, tag, &now)
+            })
+            .await;
+        if result.is_ok() {
+            self.run_row_committed(inserting.as_ref());
+        }
+        result
+    }
+
     async fn max_iid(&self, place: &Place) -> Result<Option<u64>, StoreError> {
         // Issues and incidents share a project's iids.
         let project_id = place.project_id;
@@ -531,6 +566,15 @@ impl SyncStore for Store {
                     error,
                 }
             }
+            Commit::Details {
+                project_id,
+                iid,
+                details,
+            } => Change::Details {
+                project_id,
+                iid,
+                details,
+            },
         };
         let run = self.writing_run(&rule);
         let inserting = run.clone();
@@ -605,6 +649,11 @@ impl SyncStore for Store {
                         "recording a failure",
                     )?;
                 }
+                Change::Details {
+                    project_id,
+                    iid,
+                    details,
+                } => super::incident::write(conn, *project_id, *iid, details, &now)?,
             }
             if let Some(to) = cursor {
                 move_cursor(conn, &rule, to, &now)?;
@@ -753,6 +802,11 @@ enum Change {
         id: Option<JiraId>,
         json: String,
         error: String,
+    },
+    Details {
+        project_id: u64,
+        iid: u64,
+        details: IncidentDetails,
     },
 }
 
