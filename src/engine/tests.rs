@@ -1417,8 +1417,9 @@ async fn link_back_after_the_write_and_idle_costs_nothing() {
     assert_eq!(b.store.writes()[before..], [] as [&str; 0]);
     assert_eq!(
         b.store.reads()[read..],
-        ["mappings"],
-        "when the links are due is known without asking the store"
+        ["mappings", "incident_details"],
+        "when the links are due is known without asking the store (the re-read change's mapping \
+         and incident details are read as without links)"
     );
 
     // The backoff is over (in the store, and in what the engine knows of it, as a minute
