@@ -251,6 +251,31 @@ impl<S> DryRunStore<S> {
     }
 }
 
+impl<S: SyncStore> DryRunStore<S> {
+    /// Applies `change` to the overlay's stage state of issue `iid`, first copied from the real
+    /// store if the overlay does not hold it yet.
+    async fn change_stages(
+        &self,
+        project_id: u64,
+        iid: u64,
+        change: impl FnOnce(&mut StageState),
+    ) -> Result<(), S::Error> {
+        let known = self.overlay().stages.contains_key(&(project_id, iid));
+        let mut state = if known {
+            StageState::default()
+        } else {
+            self.inner.stages(project_id, iid).await?
+        };
+        let mut overlay = self.overlay();
+        let entry = overlay
+            .stages
+            .entry((project_id, iid))
+            .or_insert_with(|| std::mem::take(&mut state));
+        change(entry);
+        Ok(())
+    }
+}
+
 impl<S: SyncStore> SyncStore for DryRunStore<S> {
     type Error = S::Error;
 
@@ -429,19 +454,8 @@ impl<S: SyncStore> SyncStore for DryRunStore<S> {
         step: &StageStep,
         done: bool,
     ) -> Result<(), Self::Error> {
-        let known = self.overlay().stages.contains_key(&(project_id, iid));
-        let mut state = if known {
-            StageState::default()
-        } else {
-            self.inner.stages(project_id, iid).await?
-        };
-        let mut overlay = self.overlay();
-        let entry = overlay
-            .stages
-            .entry((project_id, iid))
-            .or_insert_with(|| std::mem::take(&mut state));
-        put_stage(entry, step, done);
-        Ok(())
+        self.change_stages(project_id, iid, |state| put_stage(state, step, done))
+            .await
     }
 
     async fn history_done(
@@ -450,19 +464,10 @@ impl<S: SyncStore> SyncStore for DryRunStore<S> {
         iid: u64,
         updated: DateTime<Utc>,
     ) -> Result<(), Self::Error> {
-        let known = self.overlay().stages.contains_key(&(project_id, iid));
-        let mut state = if known {
-            StageState::default()
-        } else {
-            self.inner.stages(project_id, iid).await?
-        };
-        let mut overlay = self.overlay();
-        let entry = overlay
-            .stages
-            .entry((project_id, iid))
-            .or_insert_with(|| std::mem::take(&mut state));
-        entry.history_updated = entry.history_updated.max(Some(updated));
-        Ok(())
+        self.change_stages(project_id, iid, |state| {
+            state.history_updated = state.history_updated.max(Some(updated));
+        })
+        .await
     }
 
     /// A dry run sends nothing to Jira either: no link is ever wanted, so none is due.
