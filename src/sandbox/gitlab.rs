@@ -555,8 +555,7 @@ impl FakeGitLab {
         let Some(gone) = project.issues.remove(&iid) else {
             return false;
         };
-        data.dora
-            .incident_event(&project.issues, &gone, IncidentEvent::Deleted);
+        data.dora.incident_event(&gone, IncidentEvent::Deleted);
         true
     }
 
@@ -1167,8 +1166,7 @@ impl GitLabData {
             ..original.clone()
         };
         target.issues.insert(new_iid, copy.clone());
-        self.dora
-            .incident_event(&target.issues, &copy, IncidentEvent::Created);
+        self.dora.incident_event(&copy, IncidentEvent::Created);
         let old = self.projects[from].issues.get_mut(&iid)?;
         let closing = old.state == RemoteState::Opened;
         if closing {
@@ -1180,8 +1178,7 @@ impl GitLabData {
         old.updated_at = now;
         if closing {
             let closed = old.clone();
-            self.dora
-                .incident_event(&self.projects[from].issues, &closed, IncidentEvent::Closed);
+            self.dora.incident_event(&closed, IncidentEvent::Closed);
         }
         Some(new_iid)
     }
@@ -1640,9 +1637,7 @@ async fn create_issue(
     project.issues.insert(iid, issue.clone());
     let path = project.cfg.path_with_namespace.clone();
     data.next_issue_id = issue_id;
-    let issues = &data.projects[pidx].issues;
-    data.dora
-        .incident_event(issues, &issue, IncidentEvent::Created);
+    data.dora.incident_event(&issue, IncidentEvent::Created);
     Ok(json_response(201, &state.issue_json(&issue, &path, data)))
 }
 
@@ -1745,9 +1740,7 @@ async fn delete_issue(
         return Err(message(403, "403 Forbidden"));
     }
     if let Some(gone) = data.projects[pidx].issues.remove(&iid) {
-        let issues = &data.projects[pidx].issues;
-        data.dora
-            .incident_event(issues, &gone, IncidentEvent::Deleted);
+        data.dora.incident_event(&gone, IncidentEvent::Deleted);
     }
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::NO_CONTENT;
@@ -1926,8 +1919,7 @@ async fn update_issue(
         _ => None,
     };
     if let Some(event) = event {
-        data.dora
-            .incident_event(&data.projects[pidx].issues, &issue, event);
+        data.dora.incident_event(&issue, event);
     }
     Ok(json_response(200, &state.issue_json(&issue, &path, data)))
 }
@@ -2328,8 +2320,7 @@ fn receive_alert(
                 incident.updated_at = now;
                 incident.closed_by_id = Some(ALERT_BOT_ID);
                 let closed = incident.clone();
-                data.dora
-                    .incident_event(&project.issues, &closed, IncidentEvent::Closed);
+                data.dora.incident_event(&closed, IncidentEvent::Closed);
             }
             Some(answer)
         }
@@ -2401,8 +2392,7 @@ fn receive_alert(
                 resolved_at: None,
             });
             if let Some(created) = project.issues.get(&iid) {
-                data.dora
-                    .incident_event(&project.issues, created, IncidentEvent::Created);
+                data.dora.incident_event(created, IncidentEvent::Created);
             }
             Some((alert_iid, title))
         }

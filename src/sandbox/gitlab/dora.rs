@@ -16,8 +16,11 @@
 //!   A move counts as the copy's create and the original's close
 //!   (`app/services/issues/move_service.rb` creates one and closes the other); an alert's
 //!   incident counts as any other. The refresh job (`Dora::DailyMetrics::RefreshWorker`) runs
-//!   after the commit (a refresh asked twice computes the same row), so it sees the
-//!   issue as the request left it. Nothing else refreshes a day: an incident imported before the
+//!   after the commit, asynchronously (`perform_async`; a refresh asked twice computes the same
+//!   row). The fake queues the (environment, day) and runs the queued refreshes when the rows
+//!   are next read (the DORA API, [`FakeGitLab::dora_rows`]), as if the worker had run just
+//!   before: each sees the issues as the last request left them, and a burst of events costs
+//!   one computation per day, not one scan of the project per event. Nothing else refreshes a day: an incident imported before the
 //!   environment existed stays uncounted, and changing `issue_type` or `created_at` later
 //!   refreshes nothing (the watcher hooks only the state machine, `after_create` and
 //!   `after_destroy`).
@@ -41,7 +44,7 @@
 //!   failure rate is `SUM(incidents_count) / GREATEST(SUM(deployment_frequency), 1)`, so two
 //!   production-tier environments whose rows both hold a day's incidents count them twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::HeaderMap;
@@ -50,8 +53,8 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 use super::{
-    FakeGitLab, FakeGitLabIssue, FakeProject, GitLabState, Handled, ParsedBody, access, error,
-    json_response, lock, message, param, query_pairs,
+    FakeGitLab, FakeGitLabIssue, FakeProject, GitLabState, Handled, ParsedBody, ProjectState,
+    access, error, json_response, lock, message, param, query_pairs,
 };
 use crate::domain::RemoteState;
 
@@ -101,6 +104,9 @@ pub(super) struct DoraState {
     daily: BTreeMap<(u64, NaiveDate), DailyMetrics>,
     /// Successful deployments: (environment id, finished at).
     deployments: Vec<(u64, DateTime<Utc>)>,
+    /// Refreshes asked for and not yet run (the worker's queue): (environment id, project id,
+    /// day).
+    queued: BTreeSet<(u64, u64, NaiveDate)>,
 }
 
 /// The tiers GitLab knows (`app/models/environment.rb`, `enum :tier`).
@@ -152,14 +158,9 @@ impl DoraState {
     }
 
     /// `Dora::Watchers::IssueWatcher#process`: for an incident of a project that has a
-    /// production-tier environment now, refreshes the days the event touches; otherwise nothing.
-    /// `issues` is the project's issues after the event (the refresh job runs after commit).
-    pub(super) fn incident_event(
-        &mut self,
-        issues: &BTreeMap<u64, FakeGitLabIssue>,
-        issue: &FakeGitLabIssue,
-        event: IncidentEvent,
-    ) {
+    /// production-tier environment now, queues a refresh of each day the event touches
+    /// (`RefreshWorker.perform_async`); otherwise nothing.
+    pub(super) fn incident_event(&mut self, issue: &FakeGitLabIssue, event: IncidentEvent) {
         if issue.issue_type != "incident" {
             return;
         }
@@ -180,7 +181,16 @@ impl DoraState {
             .collect();
         dates.dedup();
         for date in dates {
-            self.refresh(env_id, issue.project_id, issues, date);
+            self.queued.insert((env_id, issue.project_id, date));
+        }
+    }
+
+    /// The worker runs the queued refreshes, each over its project's issues as they are now.
+    pub(super) fn run_queued(&mut self, projects: &[ProjectState]) {
+        for (env_id, project_id, date) in std::mem::take(&mut self.queued) {
+            if let Some(p) = projects.iter().find(|p| p.cfg.id == project_id) {
+                self.refresh(env_id, project_id, &p.issues, date);
+            }
         }
     }
 
@@ -448,6 +458,7 @@ pub(super) async fn dora_metrics(
         ));
     }
     let project_id = data.projects[pidx].cfg.id;
+    data.dora.run_queued(&data.projects);
     let envs: Vec<u64> = data
         .dora
         .of_project(project_id)
@@ -520,7 +531,7 @@ impl FakeGitLab {
 
     /// A deployment to environment `env_name` succeeds at `finished_at`: the deployment
     /// watcher refreshes that environment's day (`ee/app/models/dora/watchers/
-    /// deployment_watcher.rb`; GitLab waits 5 minutes first, the fake does not). Returns false if
+    /// deployment_watcher.rb`; GitLab waits 5 minutes first, the fake queues it at once). Returns false if
     /// the project has no such environment.
     pub fn deploy(&self, project_id: u64, env_name: &str, finished_at: DateTime<Utc>) -> bool {
         let data = &mut *lock(&self.inner.state.data);
@@ -536,12 +547,9 @@ impl FakeGitLab {
             return false;
         };
         data.dora.deployments.push((env_id, finished_at));
-        data.dora.refresh(
-            env_id,
-            project_id,
-            &project.issues,
-            finished_at.date_naive(),
-        );
+        data.dora
+            .queued
+            .insert((env_id, project.cfg.id, finished_at.date_naive()));
         true
     }
 
@@ -554,7 +562,8 @@ impl FakeGitLab {
     /// The daily rows of the project's environments: `(environment id, date, row)`, by
     /// environment then date.
     pub fn dora_rows(&self, project_id: u64) -> Vec<(u64, NaiveDate, DailyMetrics)> {
-        let data = lock(&self.inner.state.data);
+        let data = &mut *lock(&self.inner.state.data);
+        data.dora.run_queued(&data.projects);
         let envs: Vec<u64> = data.dora.of_project(project_id).map(|e| e.id).collect();
         data.dora
             .daily
