@@ -15,7 +15,7 @@ use crate::config::Destination;
 use crate::domain::{
     Commit, DueLinks, Failure, IncidentDetails, IncidentSeverity, Intent, JiraId, JiraKey,
     LabelEvent, Mapping, NewObject, NewTimelineEvent, RemoteLink, RemoteObject, RemoteState,
-    RunCounts, RunMode, RunOutcome, StageState, StageStep, TimelineEvent, TimelineTag,
+    RunCounts, RunMode, RunOutcome, StageState, StageStep, TimelineEvent,
 };
 
 use super::ports::{GitLabSink, Place, ResolvedProject, SyncStore};
@@ -372,7 +372,7 @@ impl<S: SyncStore> SyncStore for DryRunStore<S> {
         _rule: &str,
         _project_id: u64,
         _iid: u64,
-        _tag: TimelineTag,
+        _details: IncidentDetails,
     ) -> Result<(), Self::Error> {
         Ok(())
     }

@@ -29,6 +29,7 @@ use crate::domain::{
     RemoteState, RunCounts, Target,
 };
 
+use super::incident::Known;
 use super::plan::{Action, plan};
 use super::ports::{GitLabSink, JiraSource, Place, PortError, SyncStore};
 use super::{
@@ -157,6 +158,8 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             None => (cursor, final_cursor, None),
         };
         async {
+            // Set by a create: what its incident holds beyond the store (`incident::Known`).
+            let mut created = None;
             let mut out = Outcome {
                 link: self
                     .settings
@@ -205,6 +208,11 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     };
                     out.counts.created += 1;
                     info!(iid = ?m.iid, "created in GitLab");
+                    if let Some((wanted, ..)) = &details {
+                        // Before the mapping, adopted or not: a store that holds the mapping
+                        // must say which events to look for.
+                        created = Some(self.begin_details(cx, &mut out, &m, wanted).await?);
+                    }
                     // An adopted object may be closed already, or hold older text.
                     let close = then_close && m.state != RemoteState::Closed;
                     let stale = m.content_hash.is_none();
@@ -254,7 +262,11 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     Some(m)
                         if out.failure.is_none() && m.gone_at.is_none() && !out.filed_as_issue =>
                     {
-                        let look = out.adopted;
+                        let known = match created {
+                            _ if out.adopted => Known::MayHoldMore,
+                            Some(known) => known,
+                            None => Known::Stored,
+                        };
                         self.write_details(
                             cx,
                             &mut out,
@@ -262,7 +274,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                             &m,
                             &wanted,
                             stored,
-                            look,
+                            known,
                             details_cursor,
                         )
                         .await?;

@@ -12,11 +12,25 @@
 //! next close moves it.
 //!
 //! Exactly once, as for creates (`execute`): before an event create is sent its begin is
-//! recorded durably; an attempt after one that may have been applied (a lost answer, a crash
-//! before the commit, an object adopted from an earlier run) looks through the incident's
-//! events, the sync user's own, for one with the tag before creating. The snapshot's cursor is
-//! committed with the details, so a crash between the incident's write and its details replays
-//! the snapshot.
+//! recorded; an attempt after one that may have been applied (a lost answer, a crash before the
+//! commit, an object adopted from an earlier run) looks through the incident's events, the sync
+//! user's own, for one with the tag before creating. The snapshot's cursor is committed with
+//! the details, so a crash between the incident's write and its details replays the snapshot.
+//!
+//! Where the begin is recorded decides what it costs ([`Known`]):
+//! - **An incident created in this pass**: the begins of the events it wants are committed
+//!   (not synced) before its mapping, in the commit after the create's answer. A power cut
+//!   leaves a prefix of the commits (the store's module doc): one holding the mapping holds the
+//!   begins too, so the next pass looks; one without the mapping holds the create's durable
+//!   intent, and an attempt after an intent adopts the object and looks. Either way no event
+//!   is sent twice, and no fsync is spent on it. An adopted incident's begins are committed
+//!   the same way, since its mapping's commit drops the intent that made the pass look.
+//! - **GitLab's default severity**: a new incident's severity is `UNKNOWN` until one is set
+//!   (`Issue#severity` answers `IssuableSeverity::DEFAULT`: `app/models/issue.rb`), so one
+//!   created in this pass (not adopted) that wants `UNKNOWN` is not sent it.
+//! - **An incident the store knew** (a close in a later pass): the begin is committed durably
+//!   before the create is sent, as a create intent is, since a lost begin there would leave
+//!   nothing to tell the next pass to look.
 //!
 //! A GraphQL API closed to the token, or a GitLab too old for the queries
 //! ([`PortError::is_refused`]), is warned about once per rule, and the rule goes on without
@@ -28,7 +42,7 @@ use tracing::{info, warn};
 use crate::config::RuleConfig;
 use crate::domain::{
     Commit, IncidentDetails, IncidentSeverity, IssueSnapshot, Mapping, NewObject, NewTimelineEvent,
-    Target, TimelineMark, TimelineTag,
+    Target, TimelineEvent, TimelineMark, TimelineTag,
 };
 
 use super::execute::{Ctx, Outcome, closing_time};
@@ -95,6 +109,15 @@ impl Wanted {
             })
     }
 
+    /// The tags of the events this wants.
+    pub(super) fn tags(&self) -> Vec<TimelineTag> {
+        TimelineTag::ALL
+            .iter()
+            .copied()
+            .filter(|t| self.event(*t).is_some())
+            .collect()
+    }
+
     fn event(&self, tag: TimelineTag) -> Option<(DateTime<Utc>, &str)> {
         let e = match tag {
             TimelineTag::Start => self.start.as_ref(),
@@ -122,6 +145,27 @@ fn note(text: &str, browse_url: &str) -> String {
 /// `iso8601`), and keeps what it was sent.
 fn same_second(a: DateTime<Utc>, b: DateTime<Utc>) -> bool {
     a.timestamp() == b.timestamp()
+}
+
+/// What the sync knows of an incident's details beyond the store's record.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Known {
+    /// The store's record is all there is.
+    Stored,
+    /// An earlier run may have written what the store does not know (an object adopted after a
+    /// lost answer or a crash): events are looked for before one is created.
+    MayHoldMore,
+    /// Created in this pass, with GitLab's defaults and no event; `begun` are the tags whose
+    /// begins were committed before its mapping (module doc).
+    Created { begun: Vec<TimelineTag> },
+}
+
+impl Known {
+    /// Returns true if and only if `tag`'s begin was recorded in this pass, before any event
+    /// could exist.
+    fn begun_here(&self, tag: TimelineTag) -> bool {
+        matches!(self, Known::Created { begun } if begun.contains(&tag))
+    }
 }
 
 /// How writing the details ended.
@@ -186,6 +230,40 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         Ok(wanted.differs(&stored).then_some((wanted, stored)))
     }
 
+    /// For an incident created or adopted in this pass (`m`, its mapping, not committed yet):
+    /// commits the begins of the events `wanted` asks for, before the mapping (module doc), and
+    /// says what the incident holds (for an adopted one, [`Known::MayHoldMore`] wins).
+    ///
+    /// # Errors
+    /// The store failed.
+    pub(super) async fn begin_details(
+        &self,
+        cx: &Ctx<'_>,
+        out: &mut Outcome,
+        m: &Mapping,
+        wanted: &Wanted,
+    ) -> Result<Known, EngineError> {
+        let begun = wanted.tags();
+        if let (Some(project_id), Some(iid), false) = (m.project_id, m.iid, begun.is_empty()) {
+            let details = IncidentDetails {
+                begun: begun.clone(),
+                ..IncidentDetails::default()
+            };
+            self.commit(
+                cx,
+                out,
+                Commit::Details {
+                    project_id,
+                    iid,
+                    details,
+                },
+                None,
+            )
+            .await?;
+        }
+        Ok(Known::Created { begun })
+    }
+
     /// What the store holds of `m`'s details (nothing for a mapping without an iid).
     pub(super) async fn stored_details(
         &self,
@@ -203,8 +281,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
     }
 
     /// Brings `m`'s incident details to `wanted` from `stored`, then commits what was written
-    /// with `cursor` (or only moves the cursor). `look` says an earlier run may have written
-    /// events the store does not know (an adopted object).
+    /// with `cursor` (or only moves the cursor). `known` says what GitLab holds beyond `stored`.
     ///
     /// # Errors
     /// The run must stop (the store failed, or GitLab refused something no later request can
@@ -217,15 +294,34 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         snap: IssueSnapshot,
         m: &Mapping,
         wanted: &Wanted,
-        stored: IncidentDetails,
-        look: bool,
+        mut stored: IncidentDetails,
+        known: Known,
         cursor: Option<DateTime<Utc>>,
     ) -> Result<(), EngineError> {
         let (Some(project_id), Some(iid)) = (m.project_id, m.iid) else {
             return self.cursor_only(cx, cursor).await;
         };
+        if let Known::Created { begun } = &known {
+            // What the store holds since the commit before the mapping.
+            for tag in begun {
+                if !stored.begun.contains(tag) {
+                    stored.begun.push(*tag);
+                }
+            }
+        }
         let mut details = stored.clone();
-        let stop = self.send_details(cx, m, wanted, &mut details, look).await?;
+        if known == Known::MayHoldMore {
+            // Each event it wants may be there already: begun until it is found or made, so
+            // that a pass that stops early leaves the rest to be looked for.
+            for tag in wanted.tags() {
+                if details.mark(tag).is_none() && !details.begun.contains(&tag) {
+                    details.begun.push(tag);
+                }
+            }
+        }
+        let stop = self
+            .send_details(cx, m, wanted, &mut details, &known)
+            .await?;
         let changed = details != stored;
         match stop {
             None => {}
@@ -271,9 +367,14 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         m: &Mapping,
         wanted: &Wanted,
         details: &mut IncidentDetails,
-        look: bool,
+        known: &Known,
     ) -> Result<Option<Stop<G::Error>>, EngineError> {
         let dest = &cx.place.dest;
+        let created = matches!(known, Known::Created { .. });
+        if created && details.severity.is_none() && wanted.severity == IncidentSeverity::Unknown {
+            // GitLab's default for a new incident (module doc): nothing to send.
+            details.severity = Some(IncidentSeverity::Unknown);
+        }
         if details.severity != Some(wanted.severity) {
             match self.gitlab.set_severity(dest, m, wanted.severity).await {
                 Ok(()) => {
@@ -283,6 +384,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 Err(e) => return Ok(Some(Stop::of(e))),
             }
         }
+        let mut seen = None;
         for tag in TimelineTag::ALL.iter().copied() {
             let Some((at, note)) = wanted.event(tag) else {
                 continue;
@@ -292,7 +394,10 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                 occurred_at: at,
                 note: note.to_owned(),
             };
-            if let Err(e) = self.send_event(cx, m, &event, details, look).await? {
+            if let Err(e) = self
+                .send_event(cx, m, &event, details, known, &mut seen)
+                .await?
+            {
                 return Ok(Some(Stop::of(e)));
             }
         }
@@ -308,15 +413,25 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         m: &Mapping,
         event: &NewTimelineEvent,
         details: &mut IncidentDetails,
-        look: bool,
+        known: &Known,
+        seen: &mut Option<Vec<TimelineEvent>>,
     ) -> Result<Result<(), G::Error>, EngineError> {
         let dest = &cx.place.dest;
         let tag = event.tag;
         let mut existing = details.mark(tag).cloned();
-        if existing.is_none() && (look || details.begun.contains(&tag)) {
-            match self.gitlab.timeline_events(dest, m).await {
+        let here = known.begun_here(tag);
+        let look = *known == Known::MayHoldMore || (details.begun.contains(&tag) && !here);
+        if existing.is_none() && look {
+            // One read per pass serves every tag: the events this pass made have other tags.
+            let events = match seen.take() {
+                Some(events) => Ok(events),
+                None => self.gitlab.timeline_events(dest, m).await,
+            };
+            match events {
                 Ok(events) => {
-                    if let Some(found) = events.into_iter().find(|e| e.has_tag(tag)) {
+                    let found = events.iter().find(|e| e.has_tag(tag)).cloned();
+                    *seen = Some(events);
+                    if let Some(found) = found {
                         info!(tag = %tag, id = %found.id, "found the timeline event an earlier attempt made; not creating it again");
                         existing = Some(TimelineMark {
                             id: found.id,
@@ -360,13 +475,17 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         let (Some(project_id), Some(iid)) = (m.project_id, m.iid) else {
             return Ok(Ok(()));
         };
-        self.open_log(cx.rule, cx.log).await?;
-        self.store
-            .begin_timeline_event(&cx.rule.name, project_id, iid, tag)
-            .await
-            .map_err(|e| EngineError::store(cx.rule, e))?;
         if !details.begun.contains(&tag) {
             details.begun.push(tag);
+        }
+        if !here {
+            // Whole: the events a look found, which the store may not hold yet, go with it, so
+            // a power cut after this create never leaves one of them unknown and unlooked-for.
+            self.open_log(cx.rule, cx.log).await?;
+            self.store
+                .begin_timeline_event(&cx.rule.name, project_id, iid, details.clone())
+                .await
+                .map_err(|e| EngineError::store(cx.rule, e))?;
         }
         match self.gitlab.create_timeline_event(dest, m, event).await {
             Ok(made) => {

@@ -16,7 +16,7 @@ use crate::domain::{
     Commit, DueLinks, Failure, IncidentDetails, IncidentSeverity, Intent, JiraId, JiraKey,
     JiraUser, LabelEvent, Mapping, NewObject, NewTimelineEvent, PageCursor, ReadBack, RemoteLink,
     RemoteObject, RunCounts, RunMode, RunOutcome, SearchPage, StageState, StageStep, Target,
-    TimelineEvent, TimelineTag, Transition,
+    TimelineEvent, Transition,
 };
 
 /// Where a rule's objects live once its project is resolved: the rule's destination, whose
@@ -405,15 +405,17 @@ pub trait SyncStore: Send + Sync {
         iid: u64,
     ) -> impl Future<Output = Result<IncidentDetails, Self::Error>> + Send;
 
-    /// Records, durably, that a timeline event with `tag` is about to be created on the incident
-    /// `iid` of the project `project_id`, on behalf of `rule`: until a [`Commit::Details`]
-    /// records it, a later attempt looks for it before creating it again.
+    /// Records, durably, what the sync knows of the incident `iid` of the project `project_id`'s
+    /// details, whole, on behalf of `rule`, before a timeline event create is sent: `details`
+    /// holds the events found so far, and its `begun` the create about to be sent (and any other
+    /// tag an earlier attempt may have made). Until a [`Commit::Details`] records them, a later
+    /// attempt looks for the begun ones before creating them again.
     fn begin_timeline_event(
         &self,
         rule: &str,
         project_id: u64,
         iid: u64,
-        tag: TimelineTag,
+        details: IncidentDetails,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// The highest iid of any mapping at `place`, if there is one.

@@ -13,7 +13,7 @@ use crate::domain::{
     Commit, DueLink, DueLinks, Failure, IncidentDetails, IncidentSeverity, Intent, IssueSnapshot,
     JiraId, JiraKey, JiraUser, Mapping, NewObject, NewTimelineEvent, PageCursor, ReadBack,
     RemoteLink, RemoteObject, RemoteState, RunCounts, RunMode, RunOutcome, SearchPage, Target,
-    TimelineEvent, TimelineTag,
+    TimelineEvent,
 };
 
 use super::dry_run::advance;
@@ -992,14 +992,10 @@ impl SyncStore for MemStore {
         _rule: &str,
         project_id: u64,
         iid: u64,
-        tag: TimelineTag,
+        details: IncidentDetails,
     ) -> Result<(), MemError> {
         lock(&self.writes).push("begin_timeline_event");
-        let mut all = lock(&self.details);
-        let d = all.entry((project_id, iid)).or_default();
-        if !d.begun.contains(&tag) {
-            d.begun.push(tag);
-        }
+        lock(&self.details).insert((project_id, iid), details);
         Ok(())
     }
 

@@ -178,7 +178,9 @@ pub struct FakeGitLabIssue {
     /// `issue`, `incident`, `test_case` or `task`.
     pub issue_type: String,
     pub confidential: bool,
-    /// `UNKNOWN`, `LOW`, `MEDIUM`, `HIGH` or `CRITICAL`.
+    /// `UNKNOWN`, `LOW`, `MEDIUM`, `HIGH` or `CRITICAL`; a new issue's is `UNKNOWN` until one is
+    /// set (`Issue#severity` answers `IssuableSeverity::DEFAULT` without an
+    /// `issuable_severity` row, `app/models/issue.rb`).
     pub severity: String,
     pub author_id: u64,
     pub closed_by_id: Option<u64>,

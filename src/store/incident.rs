@@ -125,39 +125,6 @@ pub(super) fn write(
     Ok(())
 }
 
-/// Marks a create of the `tag` event as begun (kept until a write records it done).
-pub(super) fn begin(
-    conn: &Connection,
-    project_id: u64,
-    iid: u64,
-    tag: TimelineTag,
-    now: &str,
-) -> Result<(), StoreError> {
-    let sql = match tag {
-        TimelineTag::Start => {
-            "INSERT INTO incident_details (project_id, iid, start_begun_at, updated_at)
-             VALUES (?1, ?2, ?3, ?3)
-             ON CONFLICT (project_id, iid) DO UPDATE SET
-                start_begun_at = coalesce(start_begun_at, excluded.start_begun_at),
-                updated_at = excluded.updated_at"
-        }
-        TimelineTag::End => {
-            "INSERT INTO incident_details (project_id, iid, end_begun_at, updated_at)
-             VALUES (?1, ?2, ?3, ?3)
-             ON CONFLICT (project_id, iid) DO UPDATE SET
-                end_begun_at = coalesce(end_begun_at, excluded.end_begun_at),
-                updated_at = excluded.updated_at"
-        }
-    };
-    exec(
-        conn,
-        sql,
-        params![Int(project_id), Int(iid), now],
-        "recording a timeline event create",
-    )?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use chrono::DateTime;
@@ -180,8 +147,12 @@ mod tests {
             store.incident_details(1, 7).await.expect("reads"),
             IncidentDetails::default()
         );
+        let start = IncidentDetails {
+            begun: vec![TimelineTag::Start],
+            ..IncidentDetails::default()
+        };
         store
-            .begin_timeline_event("ops", 1, 7, TimelineTag::Start)
+            .begin_timeline_event("ops", 1, 7, start)
             .await
             .expect("begins");
         let begun = store.incident_details(1, 7).await.expect("reads");

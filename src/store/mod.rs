@@ -73,6 +73,15 @@
 //!   creating: adopted, not doubled. A lost close, reopen, label or rewrite leaves the mapping in
 //!   its earlier state: the change is planned and sent again, and each is idempotent in GitLab
 //!   (closing a closed issue changes nothing; GitLab keeps the first `closed_at`).
+//! - **Timeline event begins** (an incident's details): a create of a "Start time" or "End
+//!   time" event is sent only after its begin is committed, and an attempt that finds a begin
+//!   looks through the incident's events first. For an incident created or adopted in the same
+//!   pass the begins are NORMAL, committed before its mapping: a prefix that holds the mapping
+//!   holds them, and one without it holds the create's intent, whose next attempt adopts the
+//!   object and looks. For an incident the store already knew (closed in a later pass)
+//!   `begin_timeline_event` is **FULL**, with every event found so far, since nothing else
+//!   would make the next pass look. The details' commit after the events is NORMAL: if lost,
+//!   the begins are back and the events are found.
 //! - **Cursor** (`commit` with a cursor, `advance_cursor`): NORMAL. A cursor only moves in or
 //!   after the commit of what it covers, so the prefix never holds a cursor past a lost commit:
 //!   a lost cursor is an older one, and the search reads those changes again, which the mappings

@@ -11,7 +11,6 @@ use super::codec::{Cell, Int, format_timestamp};
 use super::error::query;
 use super::writer::Mode;
 use super::{Store, StoreError, all, exec, one, runs};
-use crate::domain::TimelineTag;
 use crate::domain::{
     Commit, DueLinks, Failure, IncidentDetails, Intent, IssueScope, IssueSnapshot, JiraId, JiraKey,
     Mapping, MovedTo, RemoteLink, RemoteState, RunCounts, RunMode, RunOutcome, StageState,
@@ -504,7 +503,7 @@ impl SyncStore for Store {
         rule: &str,
         project_id: u64,
         iid: u64,
-        tag: TimelineTag,
+        details: IncidentDetails,
     ) -> Result<(), StoreError> {
         let now = format_timestamp(Utc::now());
         let run = self.writing_run(rule);
@@ -515,7 +514,7 @@ impl SyncStore for Store {
                 if let Some(run) = &run {
                     runs::ensure_row(conn, run)?;
                 }
-                super::incident::begin(conn, project_id, iid, tag, &now)
+                super::incident::write(conn, project_id, iid, &details, &now)
             })
             .await;
         if result.is_ok() {
