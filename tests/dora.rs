@@ -228,6 +228,45 @@ async fn create_environment_makes_imported_incidents_count() {
     assert_eq!(writes(&w), before, "a re-run writes nothing twice");
 }
 
+/// `--no-marker` imports the same incidents, at Jira's times, and writes no marker label.
+#[tokio::test]
+async fn no_marker_leaves_the_label_out() {
+    let w = world(Vec::new()).await;
+    let expected = seed(&w);
+    let out = w
+        .binary(&[
+            "backfill",
+            "--since",
+            "2025-06-01",
+            "--create-environment",
+            "--no-marker",
+        ])
+        .await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(!text.contains("value-stream marker"), "{text}");
+    let issues = w.gitlab_issues();
+    assert_eq!(issues.len(), 6);
+    for i in &issues {
+        assert!(
+            !i.labels.contains(&"jira-backfilled".to_owned()),
+            "{}: no marker label",
+            i.title
+        );
+        assert_eq!(
+            i.closed_at.is_some(),
+            !i.title.contains("[OPS-6]"),
+            "{}: closed if resolved in Jira",
+            i.title
+        );
+    }
+    assert_eq!(
+        ttrs(&dora(&w, "time_to_restore_service").await),
+        expected,
+        "each day's median time to restore, to the second"
+    );
+}
+
 /// Incidents replicated before the project had a production environment are missing from
 /// GitLab's DORA, and adding the environment does not bring them back; `repair` does, one
 /// reopen and close per day at the incident's own `closed_at`, and a second repair writes

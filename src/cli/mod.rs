@@ -183,6 +183,12 @@ pub enum Command {
         /// refuses such a project, since GitLab's DORA would never count what it imports.
         #[arg(long)]
         create_environment: bool,
+        /// Do not label the imported issues "jira-backfilled" at the end. That label is their
+        /// one write without a back-dated updated_at, which Premium's value-stream aggregation
+        /// needs to see them before its next full run; without Premium, or where the label is
+        /// unwanted, it is only a write per issue.
+        #[arg(long)]
+        no_marker: bool,
         /// Print what it would do (counts and a sample of actions); write nothing to GitLab or
         /// the store.
         #[arg(long)]
@@ -460,6 +466,7 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
             concurrency,
             accept_inexact_times,
             create_environment,
+            no_marker,
             dry_run,
         }) => {
             let cfg = load_config_to_sync(&path, out)?;
@@ -486,6 +493,7 @@ async fn dispatch(cli: Cli, out: Out) -> anyhow::Result<Exit> {
                 dry_run,
                 accept_inexact_times,
                 create_environment,
+                marker: !no_marker,
                 cancel: &cancel,
                 out,
                 // A dry run writes nothing, metrics included.
@@ -573,6 +581,8 @@ struct BackfillRun<'a> {
     dry_run: bool,
     accept_inexact_times: bool,
     create_environment: bool,
+    /// Label the imported issues with the value-stream marker at the end (not `--no-marker`).
+    marker: bool,
     cancel: &'a CancellationToken,
     out: Out,
     metrics: Recorder,
@@ -626,7 +636,7 @@ async fn backfill(
     if how.dry_run {
         let engine = App::dry_run(cfg)?.into_engine();
         let exit = backfill_rules(&engine, rules, req, how).await;
-        if rules.iter().any(|r| r.destination.target != Target::Alert) {
+        if how.marker && rules.iter().any(|r| r.destination.target != Target::Alert) {
             how.out.note(&format!(
                 "  then each imported issue would get the label {} (one write without \
                  updated_at, for value-stream analytics)",
@@ -637,7 +647,7 @@ async fn backfill(
     } else {
         let engine = App::build_observed(cfg, how.metrics.observer())?.into_engine();
         let mut exit = backfill_rules(&engine, rules, req, how).await?;
-        if exit != Exit::Fatal && !how.cancel.is_cancelled() {
+        if how.marker && exit != Exit::Fatal && !how.cancel.is_cancelled() {
             exit = exit.max(mark_backfilled(&gitlab, engine.store(), rules, req, how).await?);
         }
         how.metrics.write(how.out);
