@@ -651,6 +651,12 @@ pub enum Commit {
         snapshot: IssueSnapshot,
         error: String,
     },
+    /// The issue is replicated and its incident's details are `details`, in one transaction: a
+    /// new incident whose wanted details are GitLab's defaults for it, so none was sent.
+    Settled {
+        mapping: Mapping,
+        details: IncidentDetails,
+    },
     /// An incident's details were written: keep what was written, for the GitLab object
     /// `iid` of the project `project_id` (its identity, also after a person moved it).
     Details {

@@ -384,8 +384,13 @@ impl<S: SyncStore> SyncStore for DryRunStore<S> {
         cursor: Option<DateTime<Utc>>,
     ) -> Result<(), Self::Error> {
         let mut overlay = self.overlay();
+        if let Commit::Settled { mapping, details } = &commit
+            && let (Some(project_id), Some(iid)) = (mapping.project_id, mapping.iid)
+        {
+            overlay.details.insert((project_id, iid), details.clone());
+        }
         let key = match commit {
-            Commit::Replicated(m) => {
+            Commit::Replicated(m) | Commit::Settled { mapping: m, .. } => {
                 let key = m.jira_key.clone();
                 if let Some(project_id) = m.project_id {
                     overlay.mappings.insert((project_id, key.clone()), m);

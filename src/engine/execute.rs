@@ -147,13 +147,15 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         let changed_at = snap.updated;
         // Incident details (`incident`): while some are still to be written, the snapshot's
         // cursor waits for them, so a crash before they are committed replays the snapshot.
-        let details = self
+        let mut details = self
             .details_due(rule, &snap, &obj, &browse, mapping.as_ref())
             .await?
             .map(|(wanted, stored)| (wanted, stored, mapping.clone(), snap.clone()));
+        // What the writes carry when no details are due.
+        let (held_cursor, held_final) = (cursor, final_cursor);
         // Details come last: while they are due, neither the write nor the stage replay
         // moves the cursor; their commit does.
-        let (cursor, final_cursor, details_cursor) = match details {
+        let (cursor, mut final_cursor, details_cursor) = match details {
             Some(_) => (None, None, final_cursor),
             None => (cursor, final_cursor, None),
         };
@@ -208,17 +210,36 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     };
                     out.counts.created += 1;
                     info!(iid = ?m.iid, "created in GitLab");
-                    if let Some((wanted, ..)) = &details {
-                        // Before the mapping, adopted or not: a store that holds the mapping
-                        // must say which events to look for.
-                        created = Some(self.begin_details(cx, &mut out, &m, wanted).await?);
+                    let mut cursor = cursor;
+                    let mut settled = None;
+                    if let Some((wanted, stored, ..)) = &details {
+                        if !out.adopted && wanted.is_default() && *stored == Default::default() {
+                            // GitLab's defaults are what it wants: nothing to send, and the
+                            // details settle with the mapping.
+                            settled = Some(wanted.as_written());
+                        } else {
+                            // Before the mapping, adopted or not: a store that holds the
+                            // mapping must say which events to look for.
+                            created = Some(self.begin_details(cx, &mut out, &m, wanted).await?);
+                        }
+                    }
+                    if settled.is_some() {
+                        details = None;
+                        cursor = held_cursor;
+                        final_cursor = held_final;
                     }
                     // An adopted object may be closed already, or hold older text.
                     let close = then_close && m.state != RemoteState::Closed;
                     let stale = m.content_hash.is_none();
                     let commit_cursor = if close || stale { None } else { cursor };
-                    self.commit(cx, &mut out, Commit::Replicated(m.clone()), commit_cursor)
-                        .await?;
+                    let first = match settled {
+                        Some(details) => Commit::Settled {
+                            mapping: m.clone(),
+                            details,
+                        },
+                        None => Commit::Replicated(m.clone()),
+                    };
+                    self.commit(cx, &mut out, first, commit_cursor).await?;
                     if close {
                         let edit = stale.then_some(hash);
                         self.set_state(cx, &mut out, snap, m, true, &obj, edit, cursor)
@@ -304,7 +325,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         cursor: Option<DateTime<Utc>>,
     ) -> Result<(), EngineError> {
         self.open_log(cx.rule, cx.log).await?;
-        if let Commit::Replicated(m) = &commit {
+        if let Commit::Replicated(m) | Commit::Settled { mapping: m, .. } = &commit {
             out.mapping = Some(m.clone());
             // Before the mapping: a mapping the store holds never lacks its link.
             self.want_link(cx, out, m).await?;

@@ -109,6 +109,20 @@ impl Wanted {
             })
     }
 
+    /// Returns true if and only if a new incident already is what this wants: GitLab's default
+    /// severity, and no timeline event.
+    pub(super) fn is_default(&self) -> bool {
+        self.severity == IncidentSeverity::Unknown && self.start.is_none() && self.end.is_none()
+    }
+
+    /// The record of a new incident for which this [`is_default`](Self::is_default).
+    pub(super) fn as_written(&self) -> IncidentDetails {
+        IncidentDetails {
+            severity: Some(self.severity),
+            ..IncidentDetails::default()
+        }
+    }
+
     /// The tags of the events this wants.
     pub(super) fn tags(&self) -> Vec<TimelineTag> {
         TimelineTag::ALL

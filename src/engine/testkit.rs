@@ -1007,8 +1007,13 @@ impl SyncStore for MemStore {
     ) -> Result<(), MemError> {
         lock(&self.writes).push("commit");
         lock(&self.commits).push((commit.clone(), cursor));
+        if let Commit::Settled { mapping, details } = &commit
+            && let (Some(project_id), Some(iid)) = (mapping.project_id, mapping.iid)
+        {
+            lock(&self.details).insert((project_id, iid), details.clone());
+        }
         match commit {
-            Commit::Replicated(m) => {
+            Commit::Replicated(m) | Commit::Settled { mapping: m, .. } => {
                 let id = ident(
                     m.project_id.expect("the engine commits resolved mappings"),
                     m.jira_id.as_ref(),

@@ -1473,6 +1473,99 @@ async fn apply_rule(
     b.apply(&cx, s, m, source, cursor).await
 }
 
+/// A new incident whose wanted details are GitLab's defaults (UNKNOWN severity, no timeline
+/// events) costs no GraphQL request and no commit of its own: its details settle with the
+/// mapping, which carries the cursor.
+#[tokio::test(start_paused = true)]
+async fn a_new_incident_with_default_details_settles_with_its_mapping() {
+    let b = bench();
+    apply(&b, snap("a", 5, Some(4)), None)
+        .await
+        .expect("the apply runs");
+    assert_eq!(
+        b.store.writes(),
+        ["start_run", "begin_intent", "commit", "commit"]
+    );
+    let commits = b.store.commits();
+    let Commit::Settled { details, .. } = &commits[0].0 else {
+        panic!("the mapping and its details at once: {commits:?}");
+    };
+    assert_eq!(details.severity, Some(IncidentSeverity::Unknown));
+    assert_eq!(commits[1].1, Some(at(50)), "the close carries the cursor");
+    assert_eq!(
+        b.gitlab.calls(),
+        [Call::Scan, Call::Create, Call::Close],
+        "no severity write"
+    );
+    // A re-read of the same snapshot finds the details settled: nothing to write.
+    let m = b.store.mapping("OPS-1").expect("mapped");
+    let before = b.store.writes().len();
+    apply(&b, snap("a", 5, Some(4)), Some(m))
+        .await
+        .expect("the re-read runs");
+    assert_eq!(b.store.writes()[before..], [] as [&str; 0]);
+}
+
+/// A new incident's events are begun in a commit before its mapping's, and no durable begin
+/// is written for them; an event for an incident the store already knew (a close in a later
+/// pass) is begun durably, with the event written before it. A new incident's UNKNOWN severity
+/// (GitLab's default) is not sent.
+#[tokio::test(start_paused = true)]
+async fn a_new_incidents_events_are_begun_before_its_mapping_not_durably() {
+    let b = bench();
+    let r = with_events();
+    apply_rule(
+        &b,
+        &r,
+        snap("a", 1, None),
+        None,
+        Source::Search,
+        Some(at(50)),
+    )
+    .await
+    .expect("the apply runs");
+    assert_eq!(
+        b.store.writes(),
+        ["start_run", "begin_intent", "commit", "commit", "commit"],
+        "the intent, the begins, the mapping, the details: no durable begin"
+    );
+    let commits = b.store.commits();
+    let Commit::Details { details, .. } = &commits[0].0 else {
+        panic!("the begins come first: {commits:?}");
+    };
+    assert_eq!(details.begun, [TimelineTag::Start]);
+    assert!(matches!(commits[1].0, Commit::Replicated(_)), "{commits:?}");
+    assert_eq!(
+        b.gitlab.calls(),
+        [Call::Scan, Call::Create, Call::CreateEvent],
+        "no severity: UNKNOWN is a new incident's"
+    );
+
+    // Resolved later: the end event's begin is durable and carries the start event.
+    let m = b.store.mapping("OPS-1").expect("mapped");
+    let before = b.store.writes().len();
+    apply_rule(
+        &b,
+        &r,
+        snap("a", 9, Some(8)),
+        Some(m.clone()),
+        Source::Search,
+        None,
+    )
+    .await
+    .expect("the close runs");
+    assert_eq!(
+        b.store.writes()[before..],
+        ["start_run", "commit", "begin_timeline_event", "commit"],
+        "the closed mapping, the durable begin, the details"
+    );
+    let d = b.store.details.lock().expect("unpoisoned")[&(1, m.iid.expect("an iid"))].clone();
+    assert!(
+        d.begun.is_empty() && d.start.is_some() && d.end.is_some(),
+        "{d:?}"
+    );
+}
+
 /// A timeline event whose create reached GitLab but whose answer was lost is not created
 /// again: the begun create is in the store, so the retry looks through the incident's events,
 /// finds it, and records it. The snapshot's cursor waits until the details are committed.

@@ -551,7 +551,8 @@ impl SyncStore for Store {
         let now = format_timestamp(at);
         // Encode before taking the connection: a failure here needs no transaction.
         let change = match commit {
-            Commit::Replicated(mapping) => Change::Replicated(mapping),
+            Commit::Replicated(mapping) => Change::Replicated(mapping, None),
+            Commit::Settled { mapping, details } => Change::Replicated(mapping, Some(details)),
             Commit::Failed { snapshot, error } => {
                 let json =
                     serde_json::to_string(&snapshot).map_err(|source| StoreError::Encode {
@@ -584,8 +585,12 @@ impl SyncStore for Store {
                 runs::ensure_row(conn, run)?;
             }
             match &change {
-                Change::Replicated(m) => {
+                Change::Replicated(m, details) => {
                     record_mapping(conn, &rule, m, &now)?;
+                    if let (Some(d), Some(project_id), Some(iid)) = (details, m.project_id, m.iid)
+                    {
+                        super::incident::write(conn, project_id, iid, d, &now)?;
+                    }
                     let id = m.jira_id.as_ref().map(JiraId::as_str);
                     // The intent of this object, however it was keyed when it was begun.
                     exec(
@@ -795,7 +800,8 @@ impl SyncStore for Store {
 
 /// A commit's change, prepared before it is sent to the writer.
 enum Change {
-    Replicated(Mapping),
+    /// A mapping, and its incident's details if they are settled with it.
+    Replicated(Mapping, Option<IncidentDetails>),
     Failed {
         key: JiraKey,
         id: Option<JiraId>,
