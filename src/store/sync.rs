@@ -552,7 +552,9 @@ impl SyncStore for Store {
         // Encode before taking the connection: a failure here needs no transaction.
         let change = match commit {
             Commit::Replicated(mapping) => Change::Replicated(mapping, None),
-            Commit::Settled { mapping, details } => Change::Replicated(mapping, Some(details)),
+            Commit::Settled { mapping, details } => {
+                Change::Replicated(mapping, Some(Box::new(details)))
+            }
             Commit::Failed { snapshot, error } => {
                 let json =
                     serde_json::to_string(&snapshot).map_err(|source| StoreError::Encode {
@@ -801,7 +803,7 @@ impl SyncStore for Store {
 /// A commit's change, prepared before it is sent to the writer.
 enum Change {
     /// A mapping, and its incident's details if they are settled with it.
-    Replicated(Mapping, Option<IncidentDetails>),
+    Replicated(Mapping, Option<Box<IncidentDetails>>),
     Failed {
         key: JiraKey,
         id: Option<JiraId>,
