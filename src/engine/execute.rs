@@ -6,6 +6,12 @@
 //! sent. Each commit carries the cursor only once the snapshot is fully replicated or recorded
 //! as failed, so a crash between steps replays the rest of the snapshot, never skips it.
 //!
+//! One commit is put off: the mapping of an object created already resolved waits for its
+//! close, whose commit carries it ([`Outcome::unsaved`]; the commit of a failure carries it
+//! first). Until then the store holds the create's intent, which is what a crash in between
+//! leaves either way: the next attempt looks the object up and adopts it (the store's module
+//! doc, "Mapping commits").
+//!
 //! What a failure means is read from [`PortError`]: an ambiguous create is retried after a look,
 //! an error that [stops the run](PortError::stops_run) ends it, and so does the third
 //! [outage](PortError::is_outage) in a row; any other is this issue's failure, stored with its
@@ -86,6 +92,10 @@ pub(super) struct Outcome {
     /// With `[jira] link_back`: the GitLab title, and whether Jira has the issue resolved, for
     /// the remote link each commit of a mapping wants first.
     pub(super) link: Option<(String, bool)>,
+    /// A created object's mapping not committed yet, because its close follows at once: the
+    /// next commit of the issue carries it (a newer mapping supersedes it, keeping details
+    /// settled with it; anything else is committed after it).
+    pub(super) unsaved: Option<Commit>,
 }
 
 /// What every step of applying one snapshot needs: the rule, where it writes, and the run's
@@ -239,7 +249,12 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                         },
                         None => Commit::Replicated(m.clone()),
                     };
-                    self.commit(cx, &mut out, first, commit_cursor).await?;
+                    if close && !stale {
+                        // The close follows at once; its commit carries the mapping.
+                        out.unsaved = Some(first);
+                    } else {
+                        self.commit(cx, &mut out, first, commit_cursor).await?;
+                    }
                     if close {
                         let edit = stale.then_some(hash);
                         self.set_state(cx, &mut out, snap, m, true, &obj, edit, cursor)
@@ -317,7 +332,38 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         .await
     }
 
+    /// Commits `commit` with `cursor`, and the unsaved mapping of `out` with it (module doc).
     pub(super) async fn commit(
+        &self,
+        cx: &Ctx<'_>,
+        out: &mut Outcome,
+        commit: Commit,
+        cursor: Option<DateTime<Utc>>,
+    ) -> Result<(), EngineError> {
+        let Some(unsaved) = out.unsaved.take() else {
+            return self.commit_now(cx, out, commit, cursor).await;
+        };
+        match (unsaved, commit) {
+            // A newer state of the same object: it supersedes the unsaved one.
+            (Commit::Settled { details, .. }, Commit::Replicated(m)) => {
+                let settled = Commit::Settled {
+                    mapping: m,
+                    details,
+                };
+                self.commit_now(cx, out, settled, cursor).await
+            }
+            (_, newer @ (Commit::Replicated(_) | Commit::Settled { .. })) => {
+                self.commit_now(cx, out, newer, cursor).await
+            }
+            // A failure or details: the mapping first, the cursor with the last.
+            (unsaved, other) => {
+                self.commit_now(cx, out, unsaved, None).await?;
+                self.commit_now(cx, out, other, cursor).await
+            }
+        }
+    }
+
+    async fn commit_now(
         &self,
         cx: &Ctx<'_>,
         out: &mut Outcome,

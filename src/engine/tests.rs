@@ -379,6 +379,32 @@ async fn a_lost_close_is_retried_from_the_stored_failure() {
     );
 }
 
+/// An incident created already resolved whose close fails: its mapping (put off for the close)
+/// is committed before the failure, so the retry closes it without a look or a second create.
+#[tokio::test(start_paused = true)]
+async fn a_failed_close_after_a_create_keeps_the_mapping() {
+    let b = bench();
+    b.gitlab.fault(Call::Close, Fault::Fail(MemError::Lost));
+    let out = apply(&b, snap("a", 5, Some(4)), None)
+        .await
+        .expect("the apply runs");
+    assert_eq!((out.counts.created, out.counts.failed), (1, 1));
+    let m = b.store.mapping("OPS-1").expect("the mapping is committed");
+    assert_eq!(m.state, RemoteState::Opened);
+    assert_eq!(b.store.intent(), None, "the intent is settled with it");
+    let failed = b.store.failure(RULE, "OPS-1").expect("stored").snapshot;
+    b.gitlab.calls.lock().expect("unpoisoned").clear();
+    apply_as(&b, failed, Some(m), Source::Retry, None)
+        .await
+        .expect("the retry runs");
+    assert_eq!(b.gitlab.calls(), [Call::Close], "no look, no create");
+    assert_eq!(b.gitlab.objects().len(), 1);
+    assert_eq!(
+        b.store.mapping("OPS-1").map(|m| m.state),
+        Some(RemoteState::Closed)
+    );
+}
+
 /// A stored failure that a newer change already replicated is dropped without a GitLab call.
 #[tokio::test(start_paused = true)]
 async fn an_obsolete_failure_is_settled_without_a_call() {
@@ -1475,23 +1501,23 @@ async fn apply_rule(
 
 /// A new incident whose wanted details are GitLab's defaults (UNKNOWN severity, no timeline
 /// events) costs no GraphQL request and no commit of its own: its details settle with the
-/// mapping, which carries the cursor.
+/// mapping. Created already resolved, its mapping waits for the close: one commit, carrying
+/// the closed mapping, its details and the cursor.
 #[tokio::test(start_paused = true)]
 async fn a_new_incident_with_default_details_settles_with_its_mapping() {
     let b = bench();
     apply(&b, snap("a", 5, Some(4)), None)
         .await
         .expect("the apply runs");
-    assert_eq!(
-        b.store.writes(),
-        ["start_run", "begin_intent", "commit", "commit"]
-    );
+    assert_eq!(b.store.writes(), ["start_run", "begin_intent", "commit"]);
     let commits = b.store.commits();
-    let Commit::Settled { details, .. } = &commits[0].0 else {
+    let (Commit::Settled { mapping, details }, cursor) = &commits[0] else {
         panic!("the mapping and its details at once: {commits:?}");
     };
     assert_eq!(details.severity, Some(IncidentSeverity::Unknown));
-    assert_eq!(commits[1].1, Some(at(50)), "the close carries the cursor");
+    assert_eq!(mapping.state, RemoteState::Closed, "the close's mapping");
+    assert_eq!(*cursor, Some(at(50)), "the close carries the cursor");
+    assert_eq!(b.store.intent(), None, "the intent is settled");
     assert_eq!(
         b.gitlab.calls(),
         [Call::Scan, Call::Create, Call::Close],
