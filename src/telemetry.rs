@@ -20,8 +20,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::{Level, Metadata};
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
@@ -49,8 +48,7 @@ const ISSUE_SPAN: &str = "issue";
 /// returns the format in force ([`LogFormat::Human`] or [`LogFormat::Json`], never `Auto`).
 /// Call once, first thing.
 pub fn init(format: LogFormat, default_filter: &str) -> LogFormat {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter = filter_from(std::env::var("RUST_LOG").ok().as_deref(), default_filter);
     let journal = *JOURNAL.get_or_init(stderr_is_journal);
     let json = match format {
         LogFormat::Json => true,
@@ -89,6 +87,19 @@ pub fn init(format: LogFormat, default_filter: &str) -> LogFormat {
     } else {
         LogFormat::Human
     }
+}
+
+/// The filter `RUST_LOG` (`rust_log`) asks for, else `default_filter`: comma-separated
+/// `level` and `target=level` directives (`debug`, `jira_gitlab_sync=debug,warn`). Span and
+/// field filters (`[span{field=value}]`) are not read: matching them needs a regex engine and a
+/// per-span filter, which a daemon pays for in memory and on every issue; a `RUST_LOG` that is
+/// not understood gives the default.
+fn filter_from(rust_log: Option<&str>, default_filter: &str) -> Targets {
+    rust_log
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| v.parse().ok())
+        .or_else(|| default_filter.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
 }
 
 /// Keeps per-issue INFO lines quiet while it lives (a progress bar shows): they are logged
@@ -249,6 +260,34 @@ impl Write for LineWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `RUST_LOG`'s level and target directives are read; an empty or unreadable one gives the
+    /// default.
+    #[test]
+    fn rust_log_directives() {
+        let default = "info,tokio_cron_scheduler=warn";
+        let f = filter_from(Some("jira_gitlab_sync=debug,warn"), default);
+        assert!(f.would_enable("jira_gitlab_sync::engine", &Level::DEBUG));
+        assert!(!f.would_enable("hyper", &Level::INFO));
+        assert!(f.would_enable("hyper", &Level::WARN));
+        let f = filter_from(Some("debug"), default);
+        assert!(f.would_enable("anything", &Level::DEBUG));
+        for unread in [None, Some(""), Some("  "), Some("=[{")] {
+            let f = filter_from(unread, default);
+            assert!(
+                f.would_enable("jira_gitlab_sync", &Level::INFO),
+                "{unread:?}"
+            );
+            assert!(
+                !f.would_enable("jira_gitlab_sync", &Level::DEBUG),
+                "{unread:?}"
+            );
+            assert!(
+                !f.would_enable("tokio_cron_scheduler::job", &Level::INFO),
+                "{unread:?}"
+            );
+        }
+    }
 
     /// Every line of a write gets the prefix, also across writes that split a line.
     #[test]

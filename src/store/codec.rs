@@ -2,7 +2,7 @@
 //! in a [`StoreError::Corrupt`]; the one timestamp format; the `ToSql` impls of the domain's
 //! names; and [`Int`], a `u64` bound as SQLite's integer.
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike as _, NaiveDateTime, SecondsFormat, Utc};
 use rusqlite::ToSql;
 use rusqlite::types::ToSqlOutput;
 
@@ -83,7 +83,13 @@ impl Cell {
 
 /// Formats `t` the one way the store writes times (millisecond precision, always 24 characters).
 pub(super) fn format_timestamp(t: DateTime<Utc>) -> String {
-    t.format(TIMESTAMP_FORMAT).to_string()
+    // For four-digit years chrono's RFC 3339 writer spells it the same, without interpreting
+    // the format string on every call (a store write formats several times).
+    if (0..=9999).contains(&t.year()) {
+        t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    } else {
+        t.format(TIMESTAMP_FORMAT).to_string()
+    }
 }
 
 /// Parses a time written by [`format_timestamp`]; anything else, even another valid RFC 3339
@@ -124,5 +130,40 @@ impl ToSql for Int {
         i64::try_from(self.0)
             .map(ToSqlOutput::from)
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast spelling is the format's, to the character, over the years it is used for
+    /// (sub-millisecond parts dropped, not rounded), and the slow one past them.
+    #[test]
+    fn timestamps_are_spelled_one_way() {
+        let times = [
+            0_i64,
+            1,
+            999,
+            1_750_000_000_123,
+            1_750_000_000_999,
+            -62_135_596_800_000,
+            253_402_300_799_999,
+            253_402_300_800_000,
+        ];
+        for ms in times {
+            let t = DateTime::from_timestamp_millis(ms).expect("in range")
+                + chrono::Duration::microseconds(789);
+            let s = format_timestamp(t);
+            assert_eq!(s, t.format(TIMESTAMP_FORMAT).to_string(), "{ms}");
+            if (0..=9999).contains(&t.year()) {
+                assert_eq!(s.len(), 24, "{s}");
+                assert_eq!(
+                    parse_timestamp(&s),
+                    DateTime::from_timestamp_millis(ms),
+                    "{s}"
+                );
+            }
+        }
     }
 }
