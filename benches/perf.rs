@@ -15,6 +15,9 @@
 //! of each idle service, `PERF_IDLE_WARMUP_SECS` [5], `PERF_STRACE_SECS` [10] seconds traced
 //! after that, `PERF_IDLE_RULES` [1,100].
 //!
+//! Throughput, burst and fsyncs are measured for equal work (both sides send the same GitLab
+//! requests; [`Work::Equal`]), the targets' rows, then for this build's defaults alone.
+//!
 //! Every client run starts from an empty store against a freshly seeded sandbox. Noisy figures
 //! are medians of repetitions that alternate baseline and current. The README's Performance
 //! section says what each figure means.
