@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
@@ -274,10 +275,28 @@ pub fn ago(minutes: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(t.timestamp_millis()).expect("a valid time")
 }
 
-/// A loopback port free a moment ago, for a server the test starts in a child.
+/// A loopback port for a server the test starts in a child, which cannot listen on port 0 (the
+/// config refuses it: Prometheus or Jira must be told the port). Taken below the kernel's
+/// ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`), where neither a connection's
+/// local port nor a port-0 listener of another test lands, so it stays free until the child
+/// binds it; each is handed out once per test process, and only if it is free now.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("a bound address").port()
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let _ = NEXT.compare_exchange(0, low.saturating_sub(1), Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let port = NEXT.fetch_sub(1, Ordering::SeqCst);
+        assert!(
+            port > 1_024,
+            "no free loopback port below the ephemeral range"
+        );
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A loopback address nothing listens on: a connection to it is refused at once.
