@@ -20,10 +20,10 @@
 //!   row). The fake queues the (environment, day) and runs the queued refreshes when the rows
 //!   are next read (the DORA API, [`FakeGitLab::dora_rows`]), as if the worker had run just
 //!   before: each sees the issues as the last request left them, and a burst of events costs
-//!   one computation per day, not one scan of the project per event. Nothing else refreshes a day: an incident imported before the
-//!   environment existed stays uncounted, and changing `issue_type` or `created_at` later
-//!   refreshes nothing (the watcher hooks only the state machine, `after_create` and
-//!   `after_destroy`).
+//!   one computation per day, not one scan of the project per event. Nothing else refreshes a
+//!   day: an incident imported before the environment existed stays uncounted, and changing
+//!   `issue_type` or `created_at` later refreshes nothing (the watcher hooks only the state
+//!   machine, `after_create` and `after_destroy`).
 //! - **What a refresh computes** (`Dora::DailyMetrics.refresh!`, `ee/app/models/dora/
 //!   daily_metrics.rb`, an upsert of the (environment, date) row): time to restore is the median
 //!   (`PERCENTILE_CONT(0.5)`) of `closed_at − created_at` in seconds over the project's closed
@@ -531,8 +531,8 @@ impl FakeGitLab {
 
     /// A deployment to environment `env_name` succeeds at `finished_at`: the deployment
     /// watcher refreshes that environment's day (`ee/app/models/dora/watchers/
-    /// deployment_watcher.rb`; GitLab waits 5 minutes first, the fake queues it at once). Returns false if
-    /// the project has no such environment.
+    /// deployment_watcher.rb`; GitLab waits 5 minutes first, the fake queues it at once).
+    /// Returns false if the project has no such environment.
     pub fn deploy(&self, project_id: u64, env_name: &str, finished_at: DateTime<Utc>) -> bool {
         let data = &mut *lock(&self.inner.state.data);
         let Some(env_id) = data
