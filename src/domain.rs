@@ -216,6 +216,12 @@ string_enum! {
     }
 }
 
+impl IncidentSeverity {
+    /// A new incident's severity until one is set: `Issue#severity` answers
+    /// `IssuableSeverity::DEFAULT` without an `issuable_severity` row (`app/models/issue.rb`).
+    pub const GITLAB_DEFAULT: IncidentSeverity = IncidentSeverity::Unknown;
+}
+
 string_enum! {
     /// The incident timeline event tags the sync writes: two of GitLab's predefined tags
     /// (`TimelineEventTag::PREDEFINED_TAGS`, `app/models/incident_management/timeline_event_tag.rb`),
@@ -291,6 +297,13 @@ impl IncidentDetails {
         match tag {
             TimelineTag::Start => self.start.as_ref(),
             TimelineTag::End => self.end.as_ref(),
+        }
+    }
+
+    /// Marks a create of the `tag` event as begun (once).
+    pub fn begin(&mut self, tag: TimelineTag) {
+        if !self.begun.contains(&tag) {
+            self.begun.push(tag);
         }
     }
 

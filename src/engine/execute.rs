@@ -31,8 +31,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::RuleConfig;
 use crate::domain::{
-    Commit, Intent, IssueScope, IssueSnapshot, JiraKey, Mapping, MovedTo, NewObject, RemoteObject,
-    RemoteState, RunCounts, Target,
+    Commit, IncidentDetails, IncidentSeverity, Intent, IssueScope, IssueSnapshot, JiraKey, Mapping,
+    MovedTo, NewObject, RemoteObject, RemoteState, RunCounts, Target,
 };
 
 use super::incident::Known;
@@ -226,7 +226,10 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                         if !out.adopted && wanted.is_default() && *stored == Default::default() {
                             // GitLab's defaults are what it wants: nothing to send, and the
                             // details settle with the mapping.
-                            settled = Some(wanted.as_written());
+                            settled = Some(IncidentDetails {
+                                severity: Some(IncidentSeverity::GITLAB_DEFAULT),
+                                ..IncidentDetails::default()
+                            });
                         } else {
                             // Before the mapping, adopted or not: a store that holds the
                             // mapping must say which events to look for.

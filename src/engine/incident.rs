@@ -112,15 +112,9 @@ impl Wanted {
     /// Returns true if and only if a new incident already is what this wants: GitLab's default
     /// severity, and no timeline event.
     pub(super) fn is_default(&self) -> bool {
-        self.severity == IncidentSeverity::Unknown && self.start.is_none() && self.end.is_none()
-    }
-
-    /// The record of a new incident for which this [`is_default`](Self::is_default).
-    pub(super) fn as_written(&self) -> IncidentDetails {
-        IncidentDetails {
-            severity: Some(self.severity),
-            ..IncidentDetails::default()
-        }
+        self.severity == IncidentSeverity::GITLAB_DEFAULT
+            && self.start.is_none()
+            && self.end.is_none()
     }
 
     /// The tags of the events this wants.
@@ -317,21 +311,26 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         };
         if let Known::Created { begun } = &known {
             // What the store holds since the commit before the mapping.
-            for tag in begun {
-                if !stored.begun.contains(tag) {
-                    stored.begun.push(*tag);
-                }
-            }
+            begun.iter().for_each(|tag| stored.begin(*tag));
         }
         let mut details = stored.clone();
-        if known == Known::MayHoldMore {
+        match known {
+            // GitLab's default severity (module doc): an UNKNOWN it wants is not sent.
+            Known::Created { .. } => {
+                details
+                    .severity
+                    .get_or_insert(IncidentSeverity::GITLAB_DEFAULT);
+            }
             // Each event it wants may be there already: begun until it is found or made, so
             // that a pass that stops early leaves the rest to be looked for.
-            for tag in wanted.tags() {
-                if details.mark(tag).is_none() && !details.begun.contains(&tag) {
-                    details.begun.push(tag);
+            Known::MayHoldMore => {
+                for tag in wanted.tags() {
+                    if details.mark(tag).is_none() {
+                        details.begin(tag);
+                    }
                 }
             }
+            Known::Stored => {}
         }
         let stop = self
             .send_details(cx, m, wanted, &mut details, &known)
@@ -384,11 +383,6 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         known: &Known,
     ) -> Result<Option<Stop<G::Error>>, EngineError> {
         let dest = &cx.place.dest;
-        let created = matches!(known, Known::Created { .. });
-        if created && details.severity.is_none() && wanted.severity == IncidentSeverity::Unknown {
-            // GitLab's default for a new incident (module doc): nothing to send.
-            details.severity = Some(IncidentSeverity::Unknown);
-        }
         if details.severity != Some(wanted.severity) {
             match self.gitlab.set_severity(dest, m, wanted.severity).await {
                 Ok(()) => {
@@ -489,9 +483,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         let (Some(project_id), Some(iid)) = (m.project_id, m.iid) else {
             return Ok(Ok(()));
         };
-        if !details.begun.contains(&tag) {
-            details.begun.push(tag);
-        }
+        details.begin(tag);
         if !here {
             // Whole: the events a look found, which the store may not hold yet, go with it, so
             // a power cut after this create never leaves one of them unknown and unlooked-for.
