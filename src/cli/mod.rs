@@ -376,7 +376,13 @@ pub fn run(cli: Cli) -> ExitCode {
         _ => "info,tokio_cron_scheduler=warn",
     };
     let out = Out::new(telemetry::init(cli.log_format, default_filter) == LogFormat::Json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread runs every task. The work is waiting on Jira, GitLab and the store (whose
+    // statements run on the store's own thread), and with worker threads each HTTP answer
+    // crossed threads twice, from the connection's task on a worker to the engine here and
+    // back: measured on a 2-core machine, a backfill's 5,000 issues took 31,000 futex calls
+    // that way and 1,200 this way, and 25 % less CPU in all. DNS lookups still run on
+    // tokio's blocking pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
