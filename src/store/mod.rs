@@ -323,6 +323,12 @@ impl Store {
         // (see "Durability" in the module doc).
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_error)?;
+        // A batch runs each call in a savepoint, whose statement journal (the pages' earlier
+        // contents, for `ROLLBACK TO`) SQLite keeps in memory only up to 64 KiB and then spills
+        // to a temporary file, opened afresh for each transaction. A batch's journal is a few
+        // hundred KiB at most: memory is the right place for it.
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(open_error)?;
         migrate::migrate(&mut conn, path)?;
         close_abandoned_runs(&conn)?;
         let pruning = match options.keep_runs_days {
