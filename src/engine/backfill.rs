@@ -8,30 +8,33 @@
 //!   result window (10,000 by default) and Cloud's page tokens are never leaned on for long.
 //! - A producer fetches the next page while the current one's GitLab writes run; the channel
 //!   between them holds at most [`PREFETCH_PAGES`] pages.
-//! - Each page's issues are applied concurrently (up to `concurrency`); the HTTP client paces
+//! - Issues are applied concurrently (up to `concurrency`), the next page's starting while the
+//!   last of this one's are written (no drain to zero at each page); the HTTP client paces
 //!   them to the configured limits and waits out 429s for every request at once.
-//! - After each page, the position reached is committed. A killed backfill re-run resumes from
-//!   it; anything re-read is recognised by its mapping, so nothing is written twice.
+//! - Once a page's issues and every earlier page's are written, the position reached is
+//!   committed. A killed backfill re-run resumes from it; anything re-read is recognised by its
+//!   mapping, so nothing is written twice.
 //! - Backfill and the live cursor share the mappings: a later `--once` or service run does not
 //!   replay what backfill wrote. Two processes cannot share a store (its lock), so running
 //!   backfill while the service runs is refused with the holder's pid.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt as _, StreamExt as _};
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{OnceCell, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span};
 
 use crate::config::RuleConfig;
-use crate::domain::{IssueSnapshot, JiraKey, RunCounts, RunMode, RunOutcome};
+use crate::domain::{IssueSnapshot, JiraKey, Mapping, RunCounts, RunMode, RunOutcome};
 
 use super::ports::{GitLabSink, JiraSource, Place, SyncStore};
 
-use super::execute::Ctx;
+use super::execute::{Ctx, Outcome};
 use super::walk::PageWalk;
 use super::{
     EngineError, IssueFailure, PlannedAction, RunLog, Source, SyncEngine, add_counts, jql, median,
@@ -91,6 +94,74 @@ pub struct BackfillReport {
     /// The remote links on Jira the backfill sent (`[jira] link_back`).
     pub links: super::link_back::LinkReport,
     pub elapsed_ms: u64,
+}
+
+/// The pages a backfill is writing, as one window: their issues waiting to start, in walk order,
+/// and how many of each page's are still to finish, oldest page first. The issues of the next
+/// page start while the last ones of this page are still being written, so the writes in flight
+/// do not drain to none at every page; a page's position is committed once its issues and every
+/// earlier page's are written.
+#[derive(Default)]
+struct Window {
+    waiting: VecDeque<(u64, IssueSnapshot, Option<Mapping>)>,
+    pages: VecDeque<PageMark>,
+    /// The number of the oldest page in `pages`.
+    first: u64,
+    /// The issues of the pages settled so far.
+    done: u64,
+}
+
+struct PageMark {
+    /// Its issues not written yet.
+    left: usize,
+    issues: u64,
+    /// The `created` of its last issue: where a resumed backfill starts once it is settled.
+    last_created: Option<DateTime<Utc>>,
+}
+
+impl Window {
+    /// Adds the next page: its last `created` and its new issues with their mappings.
+    fn add(
+        &mut self,
+        last_created: Option<DateTime<Utc>>,
+        issues: Vec<(IssueSnapshot, Option<Mapping>)>,
+    ) {
+        let page = self.first + self.pages.len() as u64;
+        self.pages.push_back(PageMark {
+            left: issues.len(),
+            issues: issues.len() as u64,
+            last_created,
+        });
+        self.waiting
+            .extend(issues.into_iter().map(|(snap, m)| (page, snap, m)));
+    }
+
+    /// One issue of `page` is written.
+    fn finished(&mut self, page: u64) {
+        let mark = usize::try_from(page.saturating_sub(self.first))
+            .ok()
+            .and_then(|i| self.pages.get_mut(i));
+        if let Some(mark) = mark {
+            mark.left = mark.left.saturating_sub(1);
+        }
+    }
+
+    /// Takes the oldest page out of the window if all its issues are written, telling
+    /// `progress`; answers its last `created`.
+    fn settle(
+        &mut self,
+        report: &BackfillReport,
+        progress: &dyn Progress,
+    ) -> Option<Option<DateTime<Utc>>> {
+        if self.pages.front()?.left > 0 {
+            return None;
+        }
+        let mark = self.pages.pop_front()?;
+        self.first += 1;
+        self.done += mark.issues;
+        progress.advance(self.done, &report.counts);
+        Some(mark.last_created)
+    }
 }
 
 fn resume_key(rule: &RuleConfig, since: DateTime<Utc>) -> String {
@@ -236,66 +307,136 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             // Owned here, so that however the writers stop, the receiver is dropped with them
             // and a producer waiting on a full channel wakes up and ends.
             let mut rx = rx;
+            // Resolved on the first page with issues: a backfill of nothing needs none. Declared
+            // before the writes, which borrow it.
+            let place: OnceCell<Place> = OnceCell::new();
+            let limit = req.concurrency.max(1);
+            let mut window = Window::default();
+            let mut running = FuturesUnordered::new();
             let mut previous: HashSet<JiraKey> = HashSet::new();
-            let mut done: u64 = 0;
             let mut restore_times: Vec<chrono::Duration> = Vec::new();
             let mut first_page = true;
-            let mut place: Option<Place> = None;
-            while let Some(item) = rx.recv().await {
-                let page = item.map_err(|e| EngineError::jira(rule, e))?;
-                if first_page && report.total.is_none() {
-                    report.total = page.total;
-                    progress.total(page.total);
-                }
-                first_page = false;
-                for bad in page.undecodable {
-                    error!(jira_key = %bad.key, reason = %bad.reason, "cannot read an issue Jira returned; skipped");
-                    report.counts.failed += 1;
-                    report.failures.push(IssueFailure {
-                        jira_key: bad.key,
-                        error: bad.reason,
-                    });
-                }
-                let last_created = page.issues.last().map(|s| s.created);
-                // Pages overlap by the minute they were re-queried from; the previous page's
-                // keys are the only ones that can come again.
-                let current: HashSet<JiraKey> = page.issues.iter().map(|s| s.key.clone()).collect();
-                let fresh: Vec<IssueSnapshot> = page
-                    .issues
-                    .into_iter()
-                    .filter(|s| !previous.contains(&s.key))
-                    .filter(|s| s.created >= req.since && s.created < until)
-                    .collect();
-                previous = current;
-                let mut complete = true;
-                if !fresh.is_empty() {
-                    // Resolved on the first page with issues: a backfill of nothing needs none.
-                    let place = match &place {
-                        Some(p) => p.clone(),
-                        None => place.insert(self.place(rule).await?).clone(),
+            let mut walking = true;
+            loop {
+                while running.len() < limit && !cancel.is_cancelled() {
+                    let Some((page, snap, mapping)) = window.waiting.pop_front() else {
+                        break;
                     };
-                    done += fresh.len() as u64;
-                    report.counts.seen += fresh.len() as u64;
-                    let cx = Ctx {
-                        rule,
-                        place: &place,
-                        log,
-                    };
-                    complete = self
-                        .write_page(&cx, fresh, req, cancel, report, &mut restore_times)
-                        .await?;
+                    let Some(place) = place.get() else { break };
+                    running.push(
+                        async move {
+                            let cx = Ctx { rule, place, log };
+                            let out = self.apply(&cx, snap, mapping, Source::Backfill, None);
+                            (page, out.await)
+                        }
+                        .boxed(),
+                    );
                 }
-                progress.advance(done, &report.counts);
-                if !complete || cancel.is_cancelled() {
-                    report.median_restore_secs =
-                        median(&mut restore_times).map(|d| d.num_seconds());
-                    return Ok(false);
+                // The position reached: the last page whose issues, and every earlier page's,
+                // are all written.
+                while let Some(last_created) = window.settle(report, progress) {
+                    if let Some(at) = last_created {
+                        self.store
+                            .set_meta(&key, &at.to_rfc3339())
+                            .await
+                            .map_err(|e| EngineError::store(rule, e))?;
+                    }
                 }
-                if let Some(at) = last_created {
-                    self.store
-                        .set_meta(&key, &at.to_rfc3339())
-                        .await
-                        .map_err(|e| EngineError::store(rule, e))?;
+                if running.is_empty() {
+                    if cancel.is_cancelled() {
+                        report.median_restore_secs =
+                            median(&mut restore_times).map(|d| d.num_seconds());
+                        return Ok(false);
+                    }
+                    if !walking && window.waiting.is_empty() {
+                        break;
+                    }
+                }
+                // The next page once this one's issues are under way: memory stays flat.
+                let want_page = walking && !cancel.is_cancelled() && window.waiting.len() < limit;
+                tokio::select! {
+                    biased;
+                    Some((page, outcome)) = running.next(), if !running.is_empty() => {
+                        let out: Outcome = outcome?;
+                        window.finished(page);
+                        if let Some(m) = &out.mapping
+                            && let Some(closed) = m.closed_at
+                            && out.counts.closed > 0
+                        {
+                            restore_times.push(closed - m.created_at);
+                        }
+                        add_counts(&mut report.counts, &out.counts);
+                        if let Some(f) = out.failure {
+                            report.failures.push(f);
+                        }
+                        if let Some(a) = out.action
+                            && report.planned.len() < req.sample
+                        {
+                            report.planned.push(a);
+                        }
+                        report.timestamps_ignored |= out.timestamps_ignored;
+                        report.incidents_filed_as_issues |= out.filed_as_issue;
+                    }
+                    item = rx.recv(), if want_page => {
+                        let Some(item) = item else {
+                            walking = false;
+                            continue;
+                        };
+                        let page = item.map_err(|e| EngineError::jira(rule, e))?;
+                        if first_page && report.total.is_none() {
+                            report.total = page.total;
+                            progress.total(page.total);
+                        }
+                        first_page = false;
+                        for bad in page.undecodable {
+                            error!(jira_key = %bad.key, reason = %bad.reason, "cannot read an issue Jira returned; skipped");
+                            report.counts.failed += 1;
+                            report.failures.push(IssueFailure {
+                                jira_key: bad.key,
+                                error: bad.reason,
+                            });
+                        }
+                        let last_created = page.issues.last().map(|s| s.created);
+                        // Pages overlap by the minute they were re-queried from; the previous
+                        // page's keys are the only ones that can come again. So no issue is in
+                        // two pages of the window at once.
+                        let current: HashSet<JiraKey> =
+                            page.issues.iter().map(|s| s.key.clone()).collect();
+                        let mut fresh: Vec<IssueSnapshot> = page
+                            .issues
+                            .into_iter()
+                            .filter(|s| !previous.contains(&s.key))
+                            .filter(|s| s.created >= req.since && s.created < until)
+                            .collect();
+                        previous = current;
+                        report.counts.seen += fresh.len() as u64;
+                        if fresh.is_empty() {
+                            window.add(last_created, Vec::new());
+                            continue;
+                        }
+                        let place = place
+                            .get_or_try_init(|| self.place(rule))
+                            .await?;
+                        let cx = Ctx { rule, place, log };
+                        let issues: Vec<_> = fresh
+                            .iter()
+                            .map(|s| (s.id.clone(), s.key.clone()))
+                            .collect();
+                        let mut mappings = self
+                            .store
+                            .mappings(place, issues)
+                            .await
+                            .map_err(|e| EngineError::store(rule, e))?;
+                        self.prefetch_transitions(&cx, &mut fresh, &mappings).await?;
+                        let issues = fresh
+                            .into_iter()
+                            .map(|snap| {
+                                let mapping = mappings.remove(&snap.key);
+                                (snap, mapping)
+                            })
+                            .collect();
+                        window.add(last_created, issues);
+                    }
                 }
             }
             report.median_restore_secs = median(&mut restore_times).map(|d| d.num_seconds());
@@ -306,66 +447,5 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         let (searches, result) = tokio::join!(producer, consumer);
         report.jira_requests += searches;
         result
-    }
-
-    /// Applies one page's new issues, up to `req.concurrency` at once, into `report`; returns
-    /// false if cancelled before every issue was applied.
-    async fn write_page(
-        &self,
-        cx: &Ctx<'_>,
-        fresh: Vec<IssueSnapshot>,
-        req: &BackfillRequest,
-        cancel: &CancellationToken,
-        report: &mut BackfillReport,
-        restore_times: &mut Vec<chrono::Duration>,
-    ) -> Result<bool, EngineError> {
-        let issues: Vec<_> = fresh
-            .iter()
-            .map(|s| (s.id.clone(), s.key.clone()))
-            .collect();
-        let mappings = self
-            .store
-            .mappings(cx.place, issues)
-            .await
-            .map_err(|e| EngineError::store(cx.rule, e))?;
-        let mut fresh = fresh;
-        self.prefetch_transitions(cx, &mut fresh, &mappings).await?;
-        let mut complete = true;
-        let mut outcomes = futures_util::stream::iter(fresh)
-            .map(|snap| {
-                let mapping = mappings.get(&snap.key).cloned();
-                async move {
-                    if cancel.is_cancelled() {
-                        return None;
-                    }
-                    Some(self.apply(cx, snap, mapping, Source::Backfill, None).await)
-                }
-            })
-            .buffer_unordered(req.concurrency.max(1));
-        while let Some(outcome) = outcomes.next().await {
-            let Some(outcome) = outcome else {
-                complete = false;
-                continue;
-            };
-            let out = outcome?;
-            if let Some(m) = &out.mapping
-                && let Some(closed) = m.closed_at
-                && out.counts.closed > 0
-            {
-                restore_times.push(closed - m.created_at);
-            }
-            add_counts(&mut report.counts, &out.counts);
-            if let Some(f) = out.failure {
-                report.failures.push(f);
-            }
-            if let Some(a) = out.action
-                && report.planned.len() < req.sample
-            {
-                report.planned.push(a);
-            }
-            report.timestamps_ignored |= out.timestamps_ignored;
-            report.incidents_filed_as_issues |= out.filed_as_issue;
-        }
-        Ok(complete)
     }
 }

@@ -110,6 +110,9 @@ pub(crate) struct MemJira {
     pub(crate) links_sent: Mutex<Vec<RemoteLink>>,
     /// Errors the next remote-link requests fail with, in order.
     pub(crate) link_faults: Mutex<VecDeque<MemError>>,
+    /// While any are left, each search answers the next of these (whatever its JQL) instead
+    /// of one page of `issues`: a walk over several pages.
+    pub(crate) pages: Mutex<VecDeque<SearchPage>>,
 }
 
 impl JiraSource for MemJira {
@@ -118,6 +121,9 @@ impl JiraSource for MemJira {
     async fn search(&self, jql: &str, _page: &PageCursor) -> Result<SearchPage, MemError> {
         *lock(&self.searches) += 1;
         lock(&self.asked).push(jql.to_owned());
+        if let Some(page) = lock(&self.pages).pop_front() {
+            return Ok(page);
+        }
         let mut issues = lock(&self.issues).clone();
         issues.sort_by_key(|s| (s.updated, s.key.clone()));
         Ok(SearchPage {

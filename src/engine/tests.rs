@@ -15,8 +15,8 @@ use super::testkit::{Call, Fault, MemError, MemGitLab, MemJira, MemStore};
 use super::*;
 use crate::config::{Destination, OnDelete, OnLeave};
 use crate::domain::{
-    Commit, IncidentSeverity, IssueSnapshot, JiraId, Mapping, MovedTo, RemoteState, Severity,
-    Target, TimelineTag,
+    Commit, IncidentSeverity, IssueSnapshot, JiraId, Mapping, MovedTo, PageCursor, RemoteState,
+    SearchPage, Severity, Target, TimelineTag,
 };
 use crate::http::RetryPolicy;
 
@@ -708,6 +708,83 @@ async fn a_cancelled_cycle_finishes_what_is_in_flight_and_starts_nothing() {
     assert_eq!(
         *b.store.runs.lock().expect("unpoisoned"),
         vec![Some(RunOutcome::Cancelled)]
+    );
+}
+
+/// A backfill starts the next page's issues while one of this page's is still being written,
+/// so the writes in flight do not drain at every page; the position it would resume from moves
+/// past a page only once all of that page's issues are written.
+#[tokio::test(start_paused = true)]
+async fn a_backfill_writes_the_next_pages_while_one_issue_is_held() {
+    let b = bench();
+    let start = Utc::now() - chrono::Duration::days(1);
+    // Three pages of four, a minute apart, as the walk by `created` reads them.
+    let issue = |n: u64| numbered(n, start + chrono::Duration::minutes(n as i64));
+    let pages: std::collections::VecDeque<SearchPage> = (0..3)
+        .map(|p| SearchPage {
+            issues: (1..=4).map(|i| issue(p * 4 + i)).collect(),
+            next: (p < 2).then_some(PageCursor::Token(format!("t{p}"))),
+            ..SearchPage::default()
+        })
+        .collect();
+    *b.jira.pages.lock().expect("unpoisoned") = pages;
+    *b.jira.issues.lock().expect("unpoisoned") = (1..=12).map(issue).collect();
+    let release = b.gitlab.gate.hold("OPS-1");
+    let cancel = CancellationToken::new();
+    let the_rule = rule();
+    let req = backfill::BackfillRequest {
+        since: start,
+        until: None,
+        concurrency: 4,
+        sample: 0,
+    };
+    let run = b.backfill(&the_rule, &req, &backfill::NoProgress, &cancel);
+    let resume_points = || {
+        b.store
+            .meta
+            .lock()
+            .expect("unpoisoned")
+            .keys()
+            .filter(|k| k.starts_with("backfill:"))
+            .count()
+    };
+    let watch = async {
+        for _ in 0..10_000 {
+            if b.store.mappings.lock().expect("unpoisoned").len() == 11 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            b.store.mappings.lock().expect("unpoisoned").len(),
+            11,
+            "the later pages are written while OPS-1, on the first, is held"
+        );
+        assert_eq!(
+            resume_points(),
+            0,
+            "no position is committed past the first page while OPS-1 is unwritten"
+        );
+        release.send(None).expect("the write is held");
+    };
+    let (result, ()) = tokio::join!(run, watch);
+    let report = result.expect("the backfill runs");
+    assert_eq!(report.counts.created, 12);
+    assert_eq!(b.gitlab.objects().len(), 12, "one object each");
+    assert!(
+        b.gitlab.gate.overlapped().is_empty(),
+        "one write per issue at a time"
+    );
+    let meta = b.store.meta.lock().expect("unpoisoned").clone();
+    let resume = meta
+        .iter()
+        .find(|(k, _)| k.starts_with("backfill:"))
+        .map(|(_, v)| v.clone())
+        .expect("the position is committed at the end");
+    assert_eq!(
+        DateTime::parse_from_rfc3339(&resume).expect("a time"),
+        issue(12).created,
+        "after the last page"
     );
 }
 
