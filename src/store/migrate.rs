@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0007_dora.sql"),
     include_str!("../../schema/0008_incident_details.sql"),
     include_str!("../../schema/0009_remote_links.sql"),
+    include_str!("../../schema/0010_fewer_btrees.sql"),
 ];
 
 /// The schema version this build writes: the number of migrations it knows.
@@ -152,6 +153,73 @@ mod tests {
                 .iter()
                 .any(|s| s.starts_with("CREATE TABLE") && s.contains("mappings")),
             "the first migration creates the tables: {first:?}"
+        );
+    }
+
+    /// 0010 keeps every incident's details through the table's rebuild, and the plan of a
+    /// lookup by rule still uses an index.
+    #[test]
+    fn fewer_btrees_keeps_the_details() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &MIGRATIONS[..9] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 9).unwrap();
+        tx.execute(
+            "INSERT INTO incident_details (project_id, iid, severity, start_event_id, start_at,
+                                           end_begun_at, updated_at)
+             VALUES (7, 42, 'HIGH', 'gid://gitlab/IncidentManagement::TimelineEvent/1',
+                     '2026-01-01T00:00:00.000Z', '2026-01-02T00:00:00.000Z',
+                     '2026-01-03T00:00:00.000Z')",
+            [],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        let row: (i64, i64, String, String, Option<String>, String) = conn
+            .query_row(
+                "SELECT project_id, iid, severity, start_event_id, end_event_id, end_begun_at
+                 FROM incident_details",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            row,
+            (
+                7,
+                42,
+                "HIGH".to_owned(),
+                "gid://gitlab/IncidentManagement::TimelineEvent/1".to_owned(),
+                None,
+                "2026-01-02T00:00:00.000Z".to_owned()
+            )
+        );
+        let indexes: Vec<String> = schema(&conn)
+            .into_iter()
+            .filter(|s| s.contains("mappings_by_rule") || s.contains("incident_details_v10"))
+            .collect();
+        assert!(indexes.is_empty(), "{indexes:?}");
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT jira_key FROM mappings WHERE rule = 'ops'",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(
+            plan.contains("USING"),
+            "a lookup by rule uses an index: {plan}"
         );
     }
 
