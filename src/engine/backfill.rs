@@ -27,17 +27,20 @@ use futures_util::{FutureExt as _, StreamExt as _};
 use serde::Serialize;
 use tokio::sync::{OnceCell, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, info_span};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::RuleConfig;
-use crate::domain::{IssueSnapshot, JiraKey, Mapping, RunCounts, RunMode, RunOutcome};
+use crate::domain::{
+    Intent, IssueSnapshot, JiraId, JiraKey, Mapping, RunCounts, RunMode, RunOutcome,
+};
 
 use super::ports::{GitLabSink, JiraSource, Place, SyncStore};
 
 use super::execute::{Ctx, Outcome};
 use super::walk::PageWalk;
 use super::{
-    EngineError, IssueFailure, PlannedAction, RunLog, Source, SyncEngine, add_counts, jql, median,
+    EngineError, IssueFailure, PlannedAction, RunLog, Source, SyncEngine, add_counts, error_chain,
+    jql, median,
 };
 
 /// Pages fetched ahead of the page being written.
@@ -103,7 +106,9 @@ pub struct BackfillReport {
 /// earlier page's are written.
 #[derive(Default)]
 struct Window {
-    waiting: VecDeque<(u64, IssueSnapshot, Option<Mapping>)>,
+    /// The issues not started: their page, snapshot, mapping, and the intent begun with the
+    /// page's (issues without a mapping: their creates).
+    waiting: VecDeque<(u64, IssueSnapshot, Option<Mapping>, Option<Intent>)>,
     pages: VecDeque<PageMark>,
     /// The number of the oldest page in `pages`.
     first: u64,
@@ -120,11 +125,12 @@ struct PageMark {
 }
 
 impl Window {
-    /// Adds the next page: its last `created` and its new issues with their mappings.
+    /// Adds the next page: its last `created` and its new issues with their mappings and
+    /// begun intents.
     fn add(
         &mut self,
         last_created: Option<DateTime<Utc>>,
-        issues: Vec<(IssueSnapshot, Option<Mapping>)>,
+        issues: Vec<(IssueSnapshot, Option<Mapping>, Option<Intent>)>,
     ) {
         let page = self.first + self.pages.len() as u64;
         self.pages.push_back(PageMark {
@@ -133,7 +139,17 @@ impl Window {
             last_created,
         });
         self.waiting
-            .extend(issues.into_iter().map(|(snap, m)| (page, snap, m)));
+            .extend(issues.into_iter().map(|(snap, m, i)| (page, snap, m, i)));
+    }
+
+    /// Takes the issues never started whose intents were begun afresh with their page: their
+    /// creates were never sent.
+    fn unsent(&mut self) -> Vec<(Option<JiraId>, JiraKey)> {
+        self.waiting
+            .drain(..)
+            .filter(|(.., intent)| intent.as_ref().is_some_and(|i| i.previous_attempts == 0))
+            .map(|(_, snap, ..)| (snap.id, snap.key))
+            .collect()
     }
 
     /// One issue of `page` is written.
@@ -312,136 +328,162 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             let place: OnceCell<Place> = OnceCell::new();
             let limit = req.concurrency.max(1);
             let mut window = Window::default();
-            let mut running = FuturesUnordered::new();
-            let mut previous: HashSet<JiraKey> = HashSet::new();
-            let mut restore_times: Vec<chrono::Duration> = Vec::new();
-            let mut first_page = true;
-            let mut walking = true;
-            loop {
-                while running.len() < limit && !cancel.is_cancelled() {
-                    let Some((page, snap, mapping)) = window.waiting.pop_front() else {
-                        break;
-                    };
-                    let Some(place) = place.get() else { break };
-                    running.push(
-                        async move {
-                            let cx = Ctx { rule, place, log };
-                            let out = self.apply(&cx, snap, mapping, Source::Backfill, None);
-                            (page, out.await)
-                        }
-                        .boxed(),
-                    );
-                }
-                // The position reached: the last page whose issues, and every earlier page's,
-                // are all written.
-                while let Some(last_created) = window.settle(report, progress) {
-                    if let Some(at) = last_created {
-                        self.store
-                            .set_meta(&key, &at.to_rfc3339())
-                            .await
-                            .map_err(|e| EngineError::store(rule, e))?;
-                    }
-                }
-                if running.is_empty() {
-                    if cancel.is_cancelled() {
-                        report.median_restore_secs =
-                            median(&mut restore_times).map(|d| d.num_seconds());
-                        return Ok(false);
-                    }
-                    if !walking && window.waiting.is_empty() {
-                        break;
-                    }
-                }
-                // The next page once this one's issues are under way: memory stays flat.
-                let want_page = walking && !cancel.is_cancelled() && window.waiting.len() < limit;
-                tokio::select! {
-                    biased;
-                    Some((page, outcome)) = running.next(), if !running.is_empty() => {
-                        let out: Outcome = outcome?;
-                        window.finished(page);
-                        if let Some(m) = &out.mapping
-                            && let Some(closed) = m.closed_at
-                            && out.counts.closed > 0
-                        {
-                            restore_times.push(closed - m.created_at);
-                        }
-                        add_counts(&mut report.counts, &out.counts);
-                        if let Some(f) = out.failure {
-                            report.failures.push(f);
-                        }
-                        if let Some(a) = out.action
-                            && report.planned.len() < req.sample
-                        {
-                            report.planned.push(a);
-                        }
-                        report.timestamps_ignored |= out.timestamps_ignored;
-                        report.incidents_filed_as_issues |= out.filed_as_issue;
-                    }
-                    item = rx.recv(), if want_page => {
-                        let Some(item) = item else {
-                            walking = false;
-                            continue;
+            let walked = async {
+                let mut running = FuturesUnordered::new();
+                let mut previous: HashSet<JiraKey> = HashSet::new();
+                let mut restore_times: Vec<chrono::Duration> = Vec::new();
+                let mut first_page = true;
+                let mut walking = true;
+                loop {
+                    while running.len() < limit && !cancel.is_cancelled() {
+                        let Some(place) = place.get() else { break };
+                        let Some((page, snap, mapping, begun)) = window.waiting.pop_front() else {
+                            break;
                         };
-                        let page = item.map_err(|e| EngineError::jira(rule, e))?;
-                        if first_page && report.total.is_none() {
-                            report.total = page.total;
-                            progress.total(page.total);
+                        running.push(
+                            async move {
+                                let cx = Ctx { rule, place, log };
+                                let source = Source::Backfill;
+                                let out = self.apply(&cx, snap, mapping, source, None, begun);
+                                (page, out.await)
+                            }
+                            .boxed(),
+                        );
+                    }
+                    // The position reached: the last page whose issues, and every earlier page's,
+                    // are all written.
+                    while let Some(last_created) = window.settle(report, progress) {
+                        if let Some(at) = last_created {
+                            self.store
+                                .set_meta(&key, &at.to_rfc3339())
+                                .await
+                                .map_err(|e| EngineError::store(rule, e))?;
                         }
-                        first_page = false;
-                        for bad in page.undecodable {
-                            error!(jira_key = %bad.key, reason = %bad.reason, "cannot read an issue Jira returned; skipped");
-                            report.counts.failed += 1;
-                            report.failures.push(IssueFailure {
-                                jira_key: bad.key,
-                                error: bad.reason,
-                            });
+                    }
+                    if running.is_empty() {
+                        if cancel.is_cancelled() {
+                            report.median_restore_secs =
+                                median(&mut restore_times).map(|d| d.num_seconds());
+                            return Ok(false);
                         }
-                        let last_created = page.issues.last().map(|s| s.created);
-                        // Pages overlap by the minute they were re-queried from; the previous
-                        // page's keys are the only ones that can come again. So no issue is in
-                        // two pages of the window at once.
-                        let current: HashSet<JiraKey> =
-                            page.issues.iter().map(|s| s.key.clone()).collect();
-                        let mut fresh: Vec<IssueSnapshot> = page
-                            .issues
-                            .into_iter()
-                            .filter(|s| !previous.contains(&s.key))
-                            .filter(|s| s.created >= req.since && s.created < until)
-                            .collect();
-                        previous = current;
-                        report.counts.seen += fresh.len() as u64;
-                        if fresh.is_empty() {
-                            window.add(last_created, Vec::new());
-                            continue;
+                        if !walking && window.waiting.is_empty() {
+                            break;
                         }
-                        let place = place
-                            .get_or_try_init(|| self.place(rule))
-                            .await?;
-                        let cx = Ctx { rule, place, log };
-                        let issues: Vec<_> = fresh
-                            .iter()
-                            .map(|s| (s.id.clone(), s.key.clone()))
-                            .collect();
-                        let mut mappings = self
-                            .store
-                            .mappings(place, issues)
-                            .await
-                            .map_err(|e| EngineError::store(rule, e))?;
-                        self.prefetch_transitions(&cx, &mut fresh, &mappings).await?;
-                        let issues = fresh
-                            .into_iter()
-                            .map(|snap| {
-                                let mapping = mappings.remove(&snap.key);
-                                (snap, mapping)
-                            })
-                            .collect();
-                        window.add(last_created, issues);
+                    }
+                    // The next page once this one's issues are under way: memory stays flat.
+                    let want_page =
+                        walking && !cancel.is_cancelled() && window.waiting.len() < limit;
+                    tokio::select! {
+                        biased;
+                        Some((page, outcome)) = running.next(), if !running.is_empty() => {
+                            let out: Outcome = outcome?;
+                            window.finished(page);
+                            if let Some(m) = &out.mapping
+                                && let Some(closed) = m.closed_at
+                                && out.counts.closed > 0
+                            {
+                                restore_times.push(closed - m.created_at);
+                            }
+                            add_counts(&mut report.counts, &out.counts);
+                            if let Some(f) = out.failure {
+                                report.failures.push(f);
+                            }
+                            if let Some(a) = out.action
+                                && report.planned.len() < req.sample
+                            {
+                                report.planned.push(a);
+                            }
+                            report.timestamps_ignored |= out.timestamps_ignored;
+                            report.incidents_filed_as_issues |= out.filed_as_issue;
+                        }
+                        item = rx.recv(), if want_page => {
+                            let Some(item) = item else {
+                                walking = false;
+                                continue;
+                            };
+                            let page = item.map_err(|e| EngineError::jira(rule, e))?;
+                            if first_page && report.total.is_none() {
+                                report.total = page.total;
+                                progress.total(page.total);
+                            }
+                            first_page = false;
+                            for bad in page.undecodable {
+                                error!(jira_key = %bad.key, reason = %bad.reason, "cannot read an issue Jira returned; skipped");
+                                report.counts.failed += 1;
+                                report.failures.push(IssueFailure {
+                                    jira_key: bad.key,
+                                    error: bad.reason,
+                                });
+                            }
+                            let last_created = page.issues.last().map(|s| s.created);
+                            // Pages overlap by the minute they were re-queried from; the previous
+                            // page's keys are the only ones that can come again. So no issue is in
+                            // two pages of the window at once.
+                            let current: HashSet<JiraKey> =
+                                page.issues.iter().map(|s| s.key.clone()).collect();
+                            let mut fresh: Vec<IssueSnapshot> = page
+                                .issues
+                                .into_iter()
+                                .filter(|s| !previous.contains(&s.key))
+                                .filter(|s| s.created >= req.since && s.created < until)
+                                .collect();
+                            previous = current;
+                            report.counts.seen += fresh.len() as u64;
+                            if fresh.is_empty() {
+                                window.add(last_created, Vec::new());
+                                continue;
+                            }
+                            let place = place
+                                .get_or_try_init(|| self.place(rule))
+                                .await?;
+                            let cx = Ctx { rule, place, log };
+                            let issues: Vec<_> = fresh
+                                .iter()
+                                .map(|s| (s.id.clone(), s.key.clone()))
+                                .collect();
+                            let mut mappings = self
+                                .store
+                                .mappings(place, issues)
+                                .await
+                                .map_err(|e| EngineError::store(rule, e))?;
+                            self.prefetch_transitions(&cx, &mut fresh, &mappings).await?;
+                            // The page's creates, begun together: one durable commit for the page.
+                            let creates = fresh
+                                .iter()
+                                .filter(|s| !mappings.contains_key(&s.key))
+                                .map(|s| (s.id.clone(), s.key.clone()))
+                                .collect();
+                            let mut begun = self
+                                .store
+                                .begin_intents(&rule.name, place, creates)
+                                .await
+                                .map_err(|e| EngineError::store(rule, e))?;
+                            let issues = fresh
+                                .into_iter()
+                                .map(|snap| {
+                                    let mapping = mappings.remove(&snap.key);
+                                    let intent = begun.remove(&snap.key);
+                                    (snap, mapping, intent)
+                                })
+                                .collect();
+                            window.add(last_created, issues);
+                        }
                     }
                 }
+                report.median_restore_secs = median(&mut restore_times).map(|d| d.num_seconds());
+                // The producer stops early only when cancelled.
+                Ok(!cancel.is_cancelled())
             }
-            report.median_restore_secs = median(&mut restore_times).map(|d| d.num_seconds());
-            // The producer stops early only when cancelled.
-            Ok(!cancel.is_cancelled())
+            .await;
+            // However the walk stopped: the creates begun with their pages and never sent are
+            // withdrawn, so that a resumed backfill does not look for them first.
+            let unsent = window.unsent();
+            if let (false, Some(place)) = (unsent.is_empty(), place.get())
+                && let Err(e) = self.store.withdraw_intents(&rule.name, place, unsent).await
+            {
+                warn!(cause = %error_chain(&e), "cannot withdraw the intents of creates never sent; a resumed backfill looks for those issues before creating them");
+            }
+            walked
         };
 
         let (searches, result) = tokio::join!(producer, consumer);

@@ -583,7 +583,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                             place: &place,
                             log,
                         };
-                        let result = self.apply(&cx, snap, mapping, source, cursor).await;
+                        let result = self.apply(&cx, snap, mapping, source, cursor, None).await;
                         Finished {
                             seq,
                             updated,

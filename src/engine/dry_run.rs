@@ -317,6 +317,37 @@ impl<S: SyncStore> SyncStore for DryRunStore<S> {
         })
     }
 
+    /// As `begin_intent`: first attempts, nothing written.
+    async fn begin_intents(
+        &self,
+        rule: &str,
+        _place: &Place,
+        issues: Vec<(Option<JiraId>, JiraKey)>,
+    ) -> Result<HashMap<JiraKey, Intent>, Self::Error> {
+        let started_at = Utc::now();
+        Ok(issues
+            .into_iter()
+            .map(|(_, key)| {
+                let intent = Intent {
+                    rule: rule.to_owned(),
+                    jira_key: key.clone(),
+                    previous_attempts: 0,
+                    started_at,
+                };
+                (key, intent)
+            })
+            .collect())
+    }
+
+    async fn withdraw_intents(
+        &self,
+        _rule: &str,
+        _place: &Place,
+        _issues: Vec<(Option<JiraId>, JiraKey)>,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
     async fn project_id(&self, configured: &str) -> Result<Option<u64>, Self::Error> {
         if let Some(p) = self.overlay().projects.get(configured) {
             return Ok(Some(p.id));

@@ -122,6 +122,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         mapping: Option<Mapping>,
         source: Source,
         cursor: Option<DateTime<Utc>>,
+        begun: Option<Intent>,
     ) -> Result<Outcome, EngineError> {
         let (rule, place) = (cx.rule, cx.place);
         // A row from before ids were kept takes them now; a moved issue's row takes its new key
@@ -211,7 +212,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                         .await?;
                 }
                 Action::Create { then_close } => 'create: {
-                    let m = match self.create(cx, &mut out, &snap, &obj, &hash).await? {
+                    let m = match self.create(cx, &mut out, &snap, &obj, &hash, begun).await? {
                         Ok(m) => m,
                         Err(e) => {
                             self.fail(cx, &mut out, snap, e, cursor).await?;
@@ -435,8 +436,9 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         .await
     }
 
-    /// Creates the GitLab object for `snap` exactly once: the intent is committed first, and any
-    /// attempt after one whose outcome is unknown starts with a lookup.
+    /// Creates the GitLab object for `snap` exactly once: the intent is committed first (or
+    /// was, with its page's: `begun`), and any attempt after one whose outcome is unknown starts
+    /// with a lookup.
     ///
     /// The outer error stops the run (the intent could not be recorded, so nothing may be sent);
     /// the inner one is this issue's failure.
@@ -447,12 +449,16 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         snap: &IssueSnapshot,
         obj: &NewObject,
         hash: &str,
+        begun: Option<Intent>,
     ) -> Result<Result<Mapping, G::Error>, EngineError> {
-        let intent = self
-            .store
-            .begin_intent(&cx.rule.name, cx.place, snap.id.as_ref(), &snap.key)
-            .await
-            .map_err(|e| EngineError::store(cx.rule, e))?;
+        let intent = match begun {
+            Some(intent) => intent,
+            None => self
+                .store
+                .begin_intent(&cx.rule.name, cx.place, snap.id.as_ref(), &snap.key)
+                .await
+                .map_err(|e| EngineError::store(cx.rule, e))?,
+        };
         let adopted = match self.adoptable(cx, &snap.key).await? {
             Ok(adopted) => adopted,
             Err(e) => return Ok(Err(e)),

@@ -376,6 +376,28 @@ pub trait SyncStore: Send + Sync {
         key: &JiraKey,
     ) -> impl Future<Output = Result<Intent, Self::Error>> + Send;
 
+    /// Records, at once and durably, the intents of the creates of `issues` (their ids and
+    /// keys) at `place`, on behalf of `rule`, before any of them is sent: as
+    /// [`SyncStore::begin_intent`] for each, by key. A backfill begins a page's creates this
+    /// way, one durable commit for the page instead of one per create; the intents of creates
+    /// it then never sends are withdrawn ([`SyncStore::withdraw_intents`]).
+    fn begin_intents(
+        &self,
+        rule: &str,
+        place: &Place,
+        issues: Vec<(Option<JiraId>, JiraKey)>,
+    ) -> impl Future<Output = Result<HashMap<JiraKey, Intent>, Self::Error>> + Send;
+
+    /// Deletes the intents of `issues` at `place` that [`SyncStore::begin_intents`] recorded
+    /// afresh (with no earlier attempt) and whose creates were never sent. An intent an earlier
+    /// attempt left is kept.
+    fn withdraw_intents(
+        &self,
+        rule: &str,
+        place: &Place,
+        issues: Vec<(Option<JiraId>, JiraKey)>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
     /// The numeric id a configured project resolved to before, if it was.
     fn project_id(
         &self,

@@ -236,7 +236,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             log: run.log,
         };
         let outcome = self
-            .apply(&cx, snap, Some(m), Source::Reconcile, None)
+            .apply(&cx, snap, Some(m), Source::Reconcile, None, None)
             .await?;
         run.absorb(outcome);
         Ok(())

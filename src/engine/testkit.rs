@@ -933,6 +933,50 @@ impl SyncStore for MemStore {
         })
     }
 
+    async fn begin_intents(
+        &self,
+        rule: &str,
+        place: &Place,
+        issues: Vec<(Option<JiraId>, JiraKey)>,
+    ) -> Result<HashMap<JiraKey, Intent>, MemError> {
+        lock(&self.writes).push("begin_intents");
+        let mut intents = lock(&self.intents);
+        Ok(issues
+            .into_iter()
+            .map(|(id, key)| {
+                let n = intents
+                    .entry(ident(place.project_id, id.as_ref(), &key))
+                    .or_insert(0);
+                let previous = *n;
+                *n += 1;
+                let intent = Intent {
+                    rule: rule.to_owned(),
+                    jira_key: key.clone(),
+                    previous_attempts: previous,
+                    started_at: Utc::now(),
+                };
+                (key, intent)
+            })
+            .collect())
+    }
+
+    async fn withdraw_intents(
+        &self,
+        _rule: &str,
+        place: &Place,
+        issues: Vec<(Option<JiraId>, JiraKey)>,
+    ) -> Result<(), MemError> {
+        lock(&self.writes).push("withdraw_intents");
+        let mut intents = lock(&self.intents);
+        for (id, key) in issues {
+            let ident = ident(place.project_id, id.as_ref(), &key);
+            if intents.get(&ident) == Some(&1) {
+                intents.remove(&ident);
+            }
+        }
+        Ok(())
+    }
+
     async fn project_id(&self, configured: &str) -> Result<Option<u64>, MemError> {
         lock(&self.reads).push("project_id");
         Ok(lock(&self.projects).get(configured).map(|p| p.id))

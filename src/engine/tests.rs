@@ -113,7 +113,7 @@ async fn apply_as(
         place: &place,
         log: &log,
     };
-    b.apply(&cx, s, m, source, cursor).await
+    b.apply(&cx, s, m, source, cursor, None).await
 }
 
 /// Replicates `s` once so the store and GitLab hold it, then forgets the calls it took.
@@ -786,6 +786,73 @@ async fn a_backfill_writes_the_next_pages_while_one_issue_is_held() {
         issue(12).created,
         "after the last page"
     );
+    let writes = b.store.writes.lock().expect("unpoisoned").clone();
+    let count = |w: &str| writes.iter().filter(|x| **x == w).count();
+    assert_eq!(
+        (count("begin_intents"), count("begin_intent")),
+        (3, 0),
+        "each page's creates are begun together: {writes:?}"
+    );
+}
+
+/// A cancelled backfill withdraws the intents it began with a page for creates it then never
+/// sent, so that the resumed backfill creates them without looking for them first.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_backfill_withdraws_the_intents_of_creates_never_sent() {
+    let b = bench();
+    let start = Utc::now() - chrono::Duration::days(1);
+    let issue = |n: u64| numbered(n, start + chrono::Duration::minutes(n as i64));
+    let pages: std::collections::VecDeque<SearchPage> = (0..3)
+        .map(|p| SearchPage {
+            issues: (1..=4).map(|i| issue(p * 4 + i)).collect(),
+            next: (p < 2).then_some(PageCursor::Token(format!("t{p}"))),
+            ..SearchPage::default()
+        })
+        .collect();
+    *b.jira.pages.lock().expect("unpoisoned") = pages;
+    let held: Vec<_> = (1..=4)
+        .map(|n| b.gitlab.gate.hold(&format!("OPS-{n}")))
+        .collect();
+    let cancel = CancellationToken::new();
+    let the_rule = rule();
+    let req = backfill::BackfillRequest {
+        since: start,
+        until: None,
+        concurrency: 4,
+        sample: 0,
+    };
+    let run = b.backfill(&the_rule, &req, &backfill::NoProgress, &cancel);
+    let watch = async {
+        for _ in 0..10_000 {
+            let begun = b.store.intents.lock().expect("unpoisoned").len();
+            if b.gitlab.gate.in_flight() == 4 && begun == 8 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            (
+                b.gitlab.gate.in_flight(),
+                b.store.intents.lock().expect("unpoisoned").len()
+            ),
+            (4, 8),
+            "the first page's four creates in flight, the second page's begun"
+        );
+        cancel.cancel();
+        for release in held {
+            release.send(None).expect("held");
+        }
+    };
+    let (result, ()) = tokio::join!(run, watch);
+    let report = result.expect("a cancelled backfill is no error");
+    assert_eq!(report.outcome, RunOutcome::Cancelled);
+    assert_eq!(report.counts.created, 4, "the four in flight finished");
+    assert!(
+        b.store.intents.lock().expect("unpoisoned").is_empty(),
+        "the second page's intents are withdrawn, the first page's settled by their mappings"
+    );
+    let writes = b.store.writes.lock().expect("unpoisoned").clone();
+    assert!(writes.contains(&"withdraw_intents"), "{writes:?}");
 }
 
 /// The cursor never passes a change not finished: while the oldest change's write is held, the
@@ -1573,7 +1640,7 @@ async fn apply_rule(
         place: &place,
         log: &log,
     };
-    b.apply(&cx, s, m, source, cursor).await
+    b.apply(&cx, s, m, source, cursor, None).await
 }
 
 /// A new incident whose wanted details are GitLab's defaults (UNKNOWN severity, no timeline

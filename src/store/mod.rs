@@ -65,7 +65,11 @@
 //!   sends a create only after its intent is answered, so every object GitLab may hold has its
 //!   intent (or, later, its mapping) in the surviving prefix. This is the one write whose loss
 //!   could double something: without it a retry would not know a create may have been applied.
-//!   Intents queued together (the issues in flight) share one commit and one fsync.
+//!   Intents queued together (the issues in flight) share one commit and one fsync, and a
+//!   backfill begins a whole page's with one call (`begin_intents`), before any of its creates.
+//! - **Withdrawn intents** (`withdraw_intents`, of creates begun with their page and never sent,
+//!   when a backfill stops): NORMAL. If lost, the intents are back, and the next attempt at each
+//!   looks its object up first, finds none, and creates it.
 //! - **Mapping commits** (`commit` of a replicated issue, which deletes the intent and any
 //!   failure in the same transaction): NORMAL. If lost, the intent is back (it was committed
 //!   before, durably), so the next attempt counts an earlier attempt and looks the object up

@@ -340,75 +340,91 @@ impl SyncStore for Store {
         let inserting = run.clone();
         // Durable: the create this intent guards is sent once the call answers, and a power cut
         // must not leave GitLab with an object the store has no trace of.
-        let result = self.call(Mode::Durable, move |conn| {
-            if let Some(run) = &run {
-                runs::ensure_row(conn, run)?;
-            }
-            // An intent belongs to the object it would make: found by the issue's id whatever
-            // rule or key started it; without an id, by rule and key.
-            let existing: Option<i64> = match &id {
-                Some(id) => one(
-                    conn,
-                    "SELECT id FROM intents WHERE project_id = ?1 AND target = ?2 AND jira_id = ?3",
-                    params![Int(project_id), target, id.as_str()],
-                    |row| row.get(0),
-                    "recording a create intent",
-                ),
-                None => one(
-                    conn,
-                    "SELECT id FROM intents WHERE rule = ?1 AND jira_key = ?2 AND jira_id IS NULL",
-                    params![rule, key],
-                    |row| row.get(0),
-                    "recording a create intent",
-                ),
-            }?;
-            let (attempts, started_at): (i64, String) = match existing {
-                Some(row) => one(
-                    conn,
-                    "UPDATE intents SET attempts = attempts + 1, last_attempt_at = ?2,
-                            rule = ?3, jira_key = ?4
-                     WHERE id = ?1 RETURNING attempts, started_at",
-                    params![row, now, rule, key],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                    "recording a create intent",
-                ),
-                None => one(
-                    conn,
-                    "INSERT INTO intents (rule, jira_key, jira_id, target, project_id, attempts,
-                                          started_at, last_attempt_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?6)
-                     RETURNING attempts, started_at",
-                    params![
-                        rule,
-                        key,
-                        id.as_ref().map(JiraId::as_str),
-                        target,
-                        Int(project_id),
-                        now
-                    ],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                    "recording a create intent",
-                ),
-            }?
-            .ok_or_else(|| StoreError::Query {
-                context: "recording a create intent",
-                source: rusqlite::Error::QueryReturnedNoRows,
-            })?;
-            let cell = Cell::new("intents", "attempts", &rule).key(&key);
-            let previous_attempts = cell.count(attempts.saturating_sub(1))?;
-            let started_at = cell.column("started_at").timestamp(started_at)?;
-            Ok(Intent {
-                rule,
-                jira_key: key,
-                previous_attempts,
-                started_at,
+        let result = self
+            .call(Mode::Durable, move |conn| {
+                if let Some(run) = &run {
+                    runs::ensure_row(conn, run)?;
+                }
+                record_intent(conn, &rule, target, project_id, id.as_ref(), key, &now)
             })
-        })
-        .await;
+            .await;
         if result.is_ok() {
             self.run_row_committed(inserting.as_ref());
         }
         result
+    }
+
+    async fn begin_intents(
+        &self,
+        rule: &str,
+        place: &Place,
+        issues: Vec<(Option<JiraId>, JiraKey)>,
+    ) -> Result<HashMap<JiraKey, Intent>, StoreError> {
+        if issues.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rule = rule.to_owned();
+        let (target, project_id) = (place.target(), place.project_id);
+        let now = format_timestamp(Utc::now());
+        let run = self.writing_run(&rule);
+        let inserting = run.clone();
+        // Durable, as `begin_intent`: none of these creates is sent before the call answers.
+        let result = self
+            .call(Mode::Durable, move |conn| {
+                if let Some(run) = &run {
+                    runs::ensure_row(conn, run)?;
+                }
+                issues
+                    .into_iter()
+                    .map(|(id, key)| {
+                        let intent =
+                            record_intent(conn, &rule, target, project_id, id.as_ref(), key, &now)?;
+                        Ok((intent.jira_key.clone(), intent))
+                    })
+                    .collect()
+            })
+            .await;
+        if result.is_ok() {
+            self.run_row_committed(inserting.as_ref());
+        }
+        result
+    }
+
+    async fn withdraw_intents(
+        &self,
+        rule: &str,
+        place: &Place,
+        issues: Vec<(Option<JiraId>, JiraKey)>,
+    ) -> Result<(), StoreError> {
+        if issues.is_empty() {
+            return Ok(());
+        }
+        let rule = rule.to_owned();
+        let (target, project_id) = (place.target(), place.project_id);
+        // Not durable: a withdrawal lost to a power cut leaves intents whose creates were never
+        // sent, and the next attempt at each looks for its object first and finds none.
+        self.call(Mode::Write, move |conn| {
+            for (id, key) in issues {
+                // Only an intent with no attempt before the one begun for it.
+                exec(
+                    conn,
+                    "DELETE FROM intents
+                     WHERE attempts = 1
+                       AND ((project_id = ?1 AND target = ?2 AND jira_id = ?3)
+                            OR (rule = ?4 AND jira_key = ?5 AND jira_id IS NULL))",
+                    params![
+                        Int(project_id),
+                        target,
+                        id.as_ref().map(JiraId::as_str),
+                        rule,
+                        key
+                    ],
+                    "withdrawing a create intent",
+                )?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn project_id(&self, configured: &str) -> Result<Option<u64>, StoreError> {
@@ -815,6 +831,79 @@ enum Change {
         iid: u64,
         details: IncidentDetails,
     },
+}
+
+/// Records an intent for the create of `id`/`key` at (`project_id`, `target`) on behalf of
+/// `rule`, or counts one more attempt at the intent already there; returns it with the attempts
+/// before this one.
+fn record_intent(
+    conn: &Connection,
+    rule: &str,
+    target: Target,
+    project_id: u64,
+    id: Option<&JiraId>,
+    key: JiraKey,
+    now: &str,
+) -> Result<Intent, StoreError> {
+    // An intent belongs to the object it would make: found by the issue's id whatever rule or
+    // key started it; without an id, by rule and key.
+    let existing: Option<i64> = match id {
+        Some(id) => one(
+            conn,
+            "SELECT id FROM intents WHERE project_id = ?1 AND target = ?2 AND jira_id = ?3",
+            params![Int(project_id), target, id.as_str()],
+            |row| row.get(0),
+            "recording a create intent",
+        ),
+        None => one(
+            conn,
+            "SELECT id FROM intents WHERE rule = ?1 AND jira_key = ?2 AND jira_id IS NULL",
+            params![rule, key],
+            |row| row.get(0),
+            "recording a create intent",
+        ),
+    }?;
+    let (attempts, started_at): (i64, String) = match existing {
+        Some(row) => one(
+            conn,
+            "UPDATE intents SET attempts = attempts + 1, last_attempt_at = ?2,
+                    rule = ?3, jira_key = ?4
+             WHERE id = ?1 RETURNING attempts, started_at",
+            params![row, now, rule, key],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+            "recording a create intent",
+        ),
+        None => one(
+            conn,
+            "INSERT INTO intents (rule, jira_key, jira_id, target, project_id, attempts,
+                                  started_at, last_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?6)
+             RETURNING attempts, started_at",
+            params![
+                rule,
+                key,
+                id.map(JiraId::as_str),
+                target,
+                Int(project_id),
+                now
+            ],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+            "recording a create intent",
+        ),
+    }?
+    .ok_or_else(|| StoreError::Query {
+        context: "recording a create intent",
+        source: rusqlite::Error::QueryReturnedNoRows,
+    })?;
+    let cell = Cell::new("intents", "attempts", rule).key(&key);
+    let previous_attempts = cell.count(attempts.saturating_sub(1))?;
+    let started_at = cell.column("started_at").timestamp(started_at)?;
+    Ok(Intent {
+        rule: rule.to_owned(),
+        jira_key: key,
+        previous_attempts,
+        started_at,
+    })
 }
 
 /// Writes `m` as replicated by `rule`: onto the row of its object (by project id, target and

@@ -751,6 +751,67 @@ async fn begin_intent_counts_attempts() {
     );
 }
 
+/// A page's intents are begun in one durable commit, each counted as `begin_intent` counts it;
+/// withdrawing them deletes only those with no earlier attempt.
+#[tokio::test]
+async fn begin_intents_at_once_and_withdraw_the_fresh_ones() {
+    let (_dir, _path, store) = temp_store();
+    let id = |n: &str| Some(JiraId::parse(n).unwrap());
+    let earlier = store
+        .begin_intent(RULE, &place(), id("10001").as_ref(), &key("OPS-1"))
+        .await
+        .unwrap();
+    assert_eq!(earlier.previous_attempts, 0);
+    let before = stats(&store);
+    let issues = vec![
+        (id("10001"), key("OPS-1")),
+        (id("10002"), key("OPS-2")),
+        (None, key("OPS-3")),
+    ];
+    let begun = store
+        .begin_intents(RULE, &place(), issues.clone())
+        .await
+        .unwrap();
+    let after = stats(&store);
+    assert_eq!(
+        (
+            after.durable_commits - before.durable_commits,
+            after.commits - before.commits
+        ),
+        (1, 1),
+        "one durable commit for the three"
+    );
+    let attempts = |k: &str| begun.get(&key(k)).map(|i| i.previous_attempts);
+    assert_eq!(
+        (attempts("OPS-1"), attempts("OPS-2"), attempts("OPS-3")),
+        (Some(1), Some(0), Some(0)),
+        "OPS-1 had an attempt before"
+    );
+    assert_eq!(
+        begun[&key("OPS-1")].started_at,
+        earlier.started_at,
+        "the first start time is kept"
+    );
+    assert_eq!(count(&store, "SELECT count(*) FROM intents"), 3);
+    store
+        .withdraw_intents(RULE, &place(), issues)
+        .await
+        .unwrap();
+    let left: Vec<String> = {
+        let conn = raw(&store);
+        let mut stmt = conn.prepare("SELECT jira_key FROM intents").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(
+        left,
+        vec!["OPS-1".to_owned()],
+        "the intent an earlier attempt left is kept"
+    );
+}
+
 /// `rule_status` lists every rule any table mentions, with its counts and newest run.
 #[tokio::test]
 async fn rule_status_counts_every_rule() {
