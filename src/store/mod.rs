@@ -329,8 +329,9 @@ impl Store {
             .map_err(open_error)?;
         // A batch runs each call in a savepoint, whose statement journal (the pages' earlier
         // contents, for `ROLLBACK TO`) SQLite keeps in memory only up to 64 KiB and then spills
-        // to a temporary file, opened afresh for each transaction. A batch's journal is a few
-        // hundred KiB at most: memory is the right place for it.
+        // to a temporary file, opened afresh for each transaction. A batch is at most 64 calls
+        // of a few pages each, so its journal is a few MiB at worst, and usually far less:
+        // memory is the right place for it (and for the sorts of `status`'s listings).
         conn.pragma_update(None, "temp_store", "MEMORY")
             .map_err(open_error)?;
         migrate::migrate(&mut conn, path)?;
