@@ -330,6 +330,39 @@ async fn once_writes_the_textfile() {
     );
 }
 
+/// A dry run's log says what it would write: its GitLab writes are answered without being
+/// sent, and no line claims one was made.
+#[tokio::test]
+async fn a_dry_run_logs_what_it_would_write() {
+    let w = World::start(Setup {
+        rules: once_at_start(),
+        ..Setup::default()
+    })
+    .await;
+    w.jira.insert(FakeIssue::new("OPS-1", "open", ago(20)));
+    w.jira
+        .insert(FakeIssue::new("OPS-2", "resolved", ago(30)).resolved_at(ago(10)));
+    let out = w.binary(&["--once", "--dry-run"]).await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(
+        text.matches("would be created in GitLab (dry run)").count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("would be closed in GitLab (dry run)").count(),
+        1,
+        "{text}"
+    );
+    let claims: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("in GitLab") && !l.contains("(dry run)"))
+        .collect();
+    assert!(claims.is_empty(), "{claims:?}");
+    assert!(w.gitlab_issues().is_empty(), "nothing was written");
+}
+
 /// While a rule's run is stuck (GitLab never answers its create), the watchdog is not pinged:
 /// the status line says which rule stalled, and pings resume once it moves again.
 #[tokio::test]

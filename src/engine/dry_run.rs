@@ -33,6 +33,10 @@ impl<G> DryRunSink<G> {
 impl<G: GitLabSink> GitLabSink for DryRunSink<G> {
     type Error = G::Error;
 
+    fn plans_only(&self) -> bool {
+        true
+    }
+
     async fn set_severity(
         &self,
         _dest: &Destination,

@@ -98,6 +98,20 @@ pub(super) struct Outcome {
     pub(super) unsaved: Option<Commit>,
 }
 
+/// A write as the log tells it: made, and planned (`--dry-run`).
+pub(super) type Said = (&'static str, &'static str);
+const CREATED: Said = ("created in GitLab", "would be created in GitLab (dry run)");
+const CLOSED: Said = ("closed in GitLab", "would be closed in GitLab (dry run)");
+const REOPENED: Said = (
+    "reopened in GitLab",
+    "would be reopened in GitLab (dry run)",
+);
+/// A stage label step replayed ([`super::history`]).
+pub(super) const STAGE_REPLAYED: Said = (
+    "stage replayed in GitLab",
+    "stage would be replayed in GitLab (dry run)",
+);
+
 /// What every step of applying one snapshot needs: the rule, where it writes, and the run's
 /// log entry, opened before the first write.
 pub(super) struct Ctx<'a> {
@@ -220,7 +234,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                         }
                     };
                     out.counts.created += 1;
-                    info!(iid = ?m.iid, "created in GitLab");
+                    info!(iid = ?m.iid, "{}", self.said(CREATED));
                     let mut cursor = cursor;
                     let mut settled = None;
                     if let Some((wanted, stored, ..)) = &details {
@@ -334,6 +348,16 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         }
         .instrument(span)
         .await
+    }
+
+    /// What the log says of a write GitLab answered (`what`: as made, and as planned): a dry
+    /// run's writes are answered without being sent.
+    pub(super) fn said(&self, what: Said) -> &'static str {
+        if self.gitlab.plans_only() {
+            what.1
+        } else {
+            what.0
+        }
     }
 
     /// Commits `commit` with `cursor`, and the unsaved mapping of `out` with it (module doc).
@@ -577,7 +601,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
         };
         if close {
             out.counts.closed += 1;
-            info!(closed_at = ?remote.closed_at, "closed in GitLab");
+            info!(closed_at = ?remote.closed_at, "{}", self.said(CLOSED));
             if dest.target != Target::Alert
                 && let (Some(asked), Some(got)) = (snap.resolved_at, remote.closed_at)
                 && (got - asked).abs() > TIMESTAMP_TOLERANCE
@@ -586,7 +610,7 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
             }
         } else {
             out.counts.reopened += 1;
-            info!("reopened in GitLab");
+            info!("{}", self.said(REOPENED));
         }
         let updated = Mapping {
             jira_resolved_at: if close { snap.resolved_at } else { None },

@@ -26,7 +26,7 @@ use crate::domain::{
     Commit, IssueSnapshot, JiraId, LabelEvent, Mapping, RemoteState, StageStep, Target, Transition,
 };
 
-use super::execute::{Ctx, Outcome};
+use super::execute::{Ctx, Outcome, STAGE_REPLAYED};
 use super::ports::{GitLabSink, JiraSource, PortError, SyncStore};
 use super::{EngineError, SyncEngine, error_chain};
 
@@ -375,7 +375,8 @@ impl<J: JiraSource, G: GitLabSink, S: SyncStore> SyncEngine<J, G, S> {
                     return self.stage_failed(cx, out, snap, m, e, cursor).await;
                 }
                 self.answered(&cx.rule.name);
-                info!(at = %step.at, add = ?step.add, remove = ?step.remove, "stage replayed in GitLab");
+                let said = self.said(STAGE_REPLAYED);
+                info!(at = %step.at, add = ?step.add, remove = ?step.remove, "{said}");
                 self.store
                     .record_stage(project_id, iid, &step, true)
                     .await

@@ -198,6 +198,12 @@ pub trait GitLabSink: Send + Sync {
     /// Why a request failed.
     type Error: PortError;
 
+    /// Whether this sink only plans its writes (`--dry-run`): the log then says what would be
+    /// written, not what was.
+    fn plans_only(&self) -> bool {
+        false
+    }
+
     /// Creates the object.
     fn create(
         &self,
