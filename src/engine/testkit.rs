@@ -889,6 +889,28 @@ impl MemStore {
     }
 }
 
+impl MemStore {
+    /// One more attempt at the intent of `id`/`key` at `place`, as the store counts them.
+    fn count_attempt(
+        &self,
+        rule: &str,
+        place: &Place,
+        id: Option<&JiraId>,
+        key: &JiraKey,
+    ) -> Intent {
+        let mut intents = lock(&self.intents);
+        let n = intents.entry(ident(place.project_id, id, key)).or_insert(0);
+        let previous = *n;
+        *n += 1;
+        Intent {
+            rule: rule.to_owned(),
+            jira_key: key.clone(),
+            previous_attempts: previous,
+            started_at: Utc::now(),
+        }
+    }
+}
+
 impl SyncStore for MemStore {
     type Error = MemError;
 
@@ -921,16 +943,7 @@ impl SyncStore for MemStore {
         key: &JiraKey,
     ) -> Result<Intent, MemError> {
         lock(&self.writes).push("begin_intent");
-        let mut intents = lock(&self.intents);
-        let n = intents.entry(ident(place.project_id, id, key)).or_insert(0);
-        let previous = *n;
-        *n += 1;
-        Ok(Intent {
-            rule: rule.to_owned(),
-            jira_key: key.clone(),
-            previous_attempts: previous,
-            started_at: Utc::now(),
-        })
+        Ok(self.count_attempt(rule, place, id, key))
     }
 
     async fn begin_intents(
@@ -940,21 +953,10 @@ impl SyncStore for MemStore {
         issues: Vec<(Option<JiraId>, JiraKey)>,
     ) -> Result<HashMap<JiraKey, Intent>, MemError> {
         lock(&self.writes).push("begin_intents");
-        let mut intents = lock(&self.intents);
         Ok(issues
             .into_iter()
             .map(|(id, key)| {
-                let n = intents
-                    .entry(ident(place.project_id, id.as_ref(), &key))
-                    .or_insert(0);
-                let previous = *n;
-                *n += 1;
-                let intent = Intent {
-                    rule: rule.to_owned(),
-                    jira_key: key.clone(),
-                    previous_attempts: previous,
-                    started_at: Utc::now(),
-                };
+                let intent = self.count_attempt(rule, place, id.as_ref(), &key);
                 (key, intent)
             })
             .collect())

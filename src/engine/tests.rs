@@ -711,6 +711,33 @@ async fn a_cancelled_cycle_finishes_what_is_in_flight_and_starts_nothing() {
     );
 }
 
+/// Issue `n` of a backfill's walk from `start`: created `n` minutes after it.
+fn paged_issue(start: DateTime<Utc>, n: u64) -> IssueSnapshot {
+    numbered(n, start + chrono::Duration::minutes(n as i64))
+}
+
+/// Jira answers a backfill's walk from `start` with three pages of four issues (OPS-1 to
+/// OPS-12), a minute apart, as the walk by `created` reads them.
+fn three_pages_of_four(b: &Bench, start: DateTime<Utc>) {
+    *b.jira.pages.lock().expect("unpoisoned") = (0..3)
+        .map(|p| SearchPage {
+            issues: (1..=4).map(|i| paged_issue(start, p * 4 + i)).collect(),
+            next: (p < 2).then_some(PageCursor::Token(format!("t{p}"))),
+            ..SearchPage::default()
+        })
+        .collect();
+}
+
+/// A backfill from `start`, four issues at once.
+fn backfill_from(start: DateTime<Utc>) -> backfill::BackfillRequest {
+    backfill::BackfillRequest {
+        since: start,
+        until: None,
+        concurrency: 4,
+        sample: 0,
+    }
+}
+
 /// A backfill starts the next page's issues while one of this page's is still being written,
 /// so the writes in flight do not drain at every page; the position it would resume from moves
 /// past a page only once all of that page's issues are written.
@@ -718,26 +745,13 @@ async fn a_cancelled_cycle_finishes_what_is_in_flight_and_starts_nothing() {
 async fn a_backfill_writes_the_next_pages_while_one_issue_is_held() {
     let b = bench();
     let start = Utc::now() - chrono::Duration::days(1);
-    // Three pages of four, a minute apart, as the walk by `created` reads them.
-    let issue = |n: u64| numbered(n, start + chrono::Duration::minutes(n as i64));
-    let pages: std::collections::VecDeque<SearchPage> = (0..3)
-        .map(|p| SearchPage {
-            issues: (1..=4).map(|i| issue(p * 4 + i)).collect(),
-            next: (p < 2).then_some(PageCursor::Token(format!("t{p}"))),
-            ..SearchPage::default()
-        })
-        .collect();
-    *b.jira.pages.lock().expect("unpoisoned") = pages;
+    let issue = |n: u64| paged_issue(start, n);
+    three_pages_of_four(&b, start);
     *b.jira.issues.lock().expect("unpoisoned") = (1..=12).map(issue).collect();
     let release = b.gitlab.gate.hold("OPS-1");
     let cancel = CancellationToken::new();
     let the_rule = rule();
-    let req = backfill::BackfillRequest {
-        since: start,
-        until: None,
-        concurrency: 4,
-        sample: 0,
-    };
+    let req = backfill_from(start);
     let run = b.backfill(&the_rule, &req, &backfill::NoProgress, &cancel);
     let resume_points = || {
         b.store
@@ -801,26 +815,13 @@ async fn a_backfill_writes_the_next_pages_while_one_issue_is_held() {
 async fn a_cancelled_backfill_withdraws_the_intents_of_creates_never_sent() {
     let b = bench();
     let start = Utc::now() - chrono::Duration::days(1);
-    let issue = |n: u64| numbered(n, start + chrono::Duration::minutes(n as i64));
-    let pages: std::collections::VecDeque<SearchPage> = (0..3)
-        .map(|p| SearchPage {
-            issues: (1..=4).map(|i| issue(p * 4 + i)).collect(),
-            next: (p < 2).then_some(PageCursor::Token(format!("t{p}"))),
-            ..SearchPage::default()
-        })
-        .collect();
-    *b.jira.pages.lock().expect("unpoisoned") = pages;
+    three_pages_of_four(&b, start);
     let held: Vec<_> = (1..=4)
         .map(|n| b.gitlab.gate.hold(&format!("OPS-{n}")))
         .collect();
     let cancel = CancellationToken::new();
     let the_rule = rule();
-    let req = backfill::BackfillRequest {
-        since: start,
-        until: None,
-        concurrency: 4,
-        sample: 0,
-    };
+    let req = backfill_from(start);
     let run = b.backfill(&the_rule, &req, &backfill::NoProgress, &cancel);
     let watch = async {
         for _ in 0..10_000 {

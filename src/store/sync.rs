@@ -29,6 +29,40 @@ macro_rules! mapping_columns {
 }
 
 impl Store {
+    /// Records the intents of the creates of `issues` at `place` for `rule`, in one durable
+    /// call, in the order given (`begin_intent` and `begin_intents`).
+    async fn record_intents(
+        &self,
+        rule: &str,
+        place: &Place,
+        issues: Vec<(Option<JiraId>, JiraKey)>,
+    ) -> Result<Vec<Intent>, StoreError> {
+        let rule = rule.to_owned();
+        let (target, project_id) = (place.target(), place.project_id);
+        let now = format_timestamp(Utc::now());
+        let run = self.writing_run(&rule);
+        let inserting = run.clone();
+        // Durable: the creates these intents guard are sent once the call answers, and a power
+        // cut must not leave GitLab with an object the store has no trace of.
+        let result = self
+            .call(Mode::Durable, move |conn| {
+                if let Some(run) = &run {
+                    runs::ensure_row(conn, run)?;
+                }
+                issues
+                    .into_iter()
+                    .map(|(id, key)| {
+                        record_intent(conn, &rule, target, project_id, id.as_ref(), key, &now)
+                    })
+                    .collect()
+            })
+            .await;
+        if result.is_ok() {
+            self.run_row_committed(inserting.as_ref());
+        }
+        result
+    }
+
     /// The mapping of one issue, if it has one.
     ///
     /// # Errors
@@ -331,27 +365,13 @@ impl SyncStore for Store {
         id: Option<&JiraId>,
         key: &JiraKey,
     ) -> Result<Intent, StoreError> {
-        let rule = rule.to_owned();
-        let key = key.clone();
-        let id = id.cloned();
-        let (target, project_id) = (place.target(), place.project_id);
-        let now = format_timestamp(Utc::now());
-        let run = self.writing_run(&rule);
-        let inserting = run.clone();
-        // Durable: the create this intent guards is sent once the call answers, and a power cut
-        // must not leave GitLab with an object the store has no trace of.
-        let result = self
-            .call(Mode::Durable, move |conn| {
-                if let Some(run) = &run {
-                    runs::ensure_row(conn, run)?;
-                }
-                record_intent(conn, &rule, target, project_id, id.as_ref(), key, &now)
-            })
-            .await;
-        if result.is_ok() {
-            self.run_row_committed(inserting.as_ref());
-        }
-        result
+        let mut begun = self
+            .record_intents(rule, place, vec![(id.cloned(), key.clone())])
+            .await?;
+        begun.pop().ok_or_else(|| StoreError::Query {
+            context: "recording a create intent",
+            source: rusqlite::Error::QueryReturnedNoRows,
+        })
     }
 
     async fn begin_intents(
@@ -363,31 +383,11 @@ impl SyncStore for Store {
         if issues.is_empty() {
             return Ok(HashMap::new());
         }
-        let rule = rule.to_owned();
-        let (target, project_id) = (place.target(), place.project_id);
-        let now = format_timestamp(Utc::now());
-        let run = self.writing_run(&rule);
-        let inserting = run.clone();
-        // Durable, as `begin_intent`: none of these creates is sent before the call answers.
-        let result = self
-            .call(Mode::Durable, move |conn| {
-                if let Some(run) = &run {
-                    runs::ensure_row(conn, run)?;
-                }
-                issues
-                    .into_iter()
-                    .map(|(id, key)| {
-                        let intent =
-                            record_intent(conn, &rule, target, project_id, id.as_ref(), key, &now)?;
-                        Ok((intent.jira_key.clone(), intent))
-                    })
-                    .collect()
-            })
-            .await;
-        if result.is_ok() {
-            self.run_row_committed(inserting.as_ref());
-        }
-        result
+        let begun = self.record_intents(rule, place, issues).await?;
+        Ok(begun
+            .into_iter()
+            .map(|intent| (intent.jira_key.clone(), intent))
+            .collect())
     }
 
     async fn withdraw_intents(
